@@ -1,0 +1,116 @@
+"""Plain data that flows between the core, the store and the HTTP layer.
+
+These are frozen-ish dataclasses with no behaviour beyond small helpers, so the pure core can be
+tested with literals and both store backends can build them from rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, Any]
+"""An OpenAI chat message exactly as sent to or received from the upstream."""
+
+
+@dataclass
+class Block:
+    label: str
+    value: str = ""
+    description: str = ""
+    limit: int = 5000
+    read_only: bool = False
+    updated_at: float | None = None
+
+
+@dataclass
+class Agent:
+    pk: int
+    tenant: str
+    agent_id: str
+    created_at: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Conversation:
+    pk: int
+    agent_pk: int
+    conversation_id: str
+    created_at: float
+    summary: str = ""
+    resends_history: bool | None = None
+
+
+@dataclass
+class StoredMessage:
+    """One row of a conversation's transcript (recall memory)."""
+
+    seq: int
+    data: Message
+    turn_id: str
+    created_at: float
+    in_context: bool = True
+    visible: bool = True
+    superseded: bool = False
+    tokens: int | None = None
+    visible_hash: str | None = None
+    pk: int | None = None
+
+    @property
+    def role(self) -> str:
+        return str(self.data.get("role", ""))
+
+
+@dataclass
+class NewMessage:
+    """A message about to be stored; the store assigns `seq`, `pk` and `created_at`."""
+
+    data: Message
+    visible: bool = True
+    in_context: bool = True
+    tokens: int | None = None
+    visible_hash: str | None = None
+
+
+@dataclass
+class Passage:
+    pk: int
+    text: str
+    tags: list[str]
+    created_at: float
+    score: float | None = None
+
+
+@dataclass
+class MessageHit:
+    """A search result from recall memory."""
+
+    conversation_id: str
+    seq: int
+    role: str
+    text: str
+    created_at: float
+    score: float
+
+
+@dataclass
+class Turn:
+    turn_id: str
+    conversation_pk: int
+    status: str  # "open" | "done" | "failed"
+    request_hash: str
+    idempotency_key: str | None
+    created_at: float
+    response: dict[str, Any] | None = None
+    first_seq: int | None = None
+
+
+@dataclass
+class TurnResult:
+    """Everything a finished turn writes in one transaction."""
+
+    messages: list[NewMessage]
+    blocks: list[Block]
+    passages: list[tuple[str, list[str]]]
+    response: dict[str, Any]
