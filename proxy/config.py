@@ -132,17 +132,17 @@ class ConfigError(Exception):
 ENV_PREFIX = "MEMPROXY_"
 
 
-def _resolve_env_refs(value: Any) -> Any:
+def _resolve_env_refs(value: Any, environ: dict[str, str]) -> Any:
     """Replace `env:VAR` strings by the variable's value, recursively."""
     if isinstance(value, str) and value.startswith("env:"):
         name = value[4:]
-        if name not in os.environ:
+        if name not in environ:
             raise ConfigError(f"environment variable {name!r} named by {value!r} is not set")
-        return os.environ[name]
+        return environ[name]
     if isinstance(value, dict):
-        return {k: _resolve_env_refs(v) for k, v in value.items()}
+        return {k: _resolve_env_refs(v, environ) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve_env_refs(v) for v in value]
+        return [_resolve_env_refs(v, environ) for v in value]
     return value
 
 
@@ -220,7 +220,7 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        data = _merge(data, _resolve_env_refs(file_data))
+        data = _merge(data, _resolve_env_refs(file_data, environ))
     data = _merge(data, _env_overrides(environ))
     if overrides:
         data = _merge(data, {k: v for k, v in overrides.items() if v})

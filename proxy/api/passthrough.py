@@ -1,0 +1,54 @@
+"""Transparent pass-through (DESIGN §3.2, invariant 5).
+
+The client's exact bytes go upstream; the upstream's status, headers and raw body bytes come
+back unchanged (compressed bodies stay compressed). Only the hop-by-hop headers and the
+Authorization header (memproxy's key → the upstream's key) are touched.
+"""
+
+from __future__ import annotations
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..upstream import UpstreamClient
+
+_DROP_RESPONSE_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+}
+
+
+def _forward_request_headers(request: Request, api_key: str | None) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k != "authorization"}
+    if api_key is not None:
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+async def forward(
+    request: Request, upstream: UpstreamClient, path: str, body: bytes, api_key: str | None
+) -> Response:
+    response = await upstream.forward(
+        request.method,
+        path,
+        headers=_forward_request_headers(request, api_key),
+        content=body,
+        api_key=api_key,
+        stream=True,
+    )
+    headers = {
+        k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
+    }
+    return StreamingResponse(
+        response.aiter_raw(),
+        status_code=response.status_code,
+        headers=headers,
+        background=BackgroundTask(response.aclose),
+    )

@@ -1,0 +1,133 @@
+"""Encoding chat completions and chunks the way OpenAI does, for both response modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import orjson
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - orjson is an optional speed-up
+    import json
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def event(obj: Any) -> bytes:
+    return b"data: " + dumps(obj) + b"\n\n"
+
+
+def comment(text: str) -> bytes:
+    return f": {text}\n\n".encode()
+
+
+class ChunkWriter:
+    """Builds `chat.completion.chunk` objects that share one id, created and model."""
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        self.id = completion_id
+        self.created = created
+        self.model = model
+        self.fingerprint: str | None = None
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.fingerprint:
+            body["system_fingerprint"] = self.fingerprint
+        return event(body)
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        return event(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage,
+            }
+        )
+
+
+def completion(
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    message: dict[str, Any],
+    finish_reason: str,
+    usage: dict[str, int],
+    system_fingerprint: str | None = None,
+) -> dict[str, Any]:
+    reply = {"role": "assistant", "content": message.get("content"), "refusal": None}
+    reply.update({k: v for k, v in message.items() if k not in ("role",)})
+    reply.setdefault("refusal", None)
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason}
+        ],
+        "usage": _full_usage(usage),
+    }
+    if system_fingerprint:
+        body["system_fingerprint"] = system_fingerprint
+    return body
+
+
+def _full_usage(usage: dict[str, int]) -> dict[str, int]:
+    prompt = usage.get("prompt_tokens", 0)
+    completion_tokens = usage.get("completion_tokens", 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": usage.get("total_tokens", prompt + completion_tokens),
+    }
+
+
+def replay_chunks(response: dict[str, Any], include_usage: bool) -> list[bytes]:
+    """A stored non-stream response as the stream a streaming client expects."""
+    choice = response["choices"][0]
+    message = choice["message"]
+    writer = ChunkWriter(response["id"], response["created"], response["model"])
+    writer.fingerprint = response.get("system_fingerprint")
+    out = [writer.chunk({"role": "assistant", "content": ""})]
+    if message.get("content"):
+        out.append(writer.chunk({"content": message["content"]}))
+    for index, call in enumerate(message.get("tool_calls") or []):
+        out.append(
+            writer.chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call.get("id"),
+                            "type": "function",
+                            "function": call.get("function"),
+                        }
+                    ]
+                }
+            )
+        )
+    out.append(writer.chunk({}, choice["finish_reason"]))
+    if include_usage:
+        out.append(writer.usage(response.get("usage") or _full_usage({})))
+    out.append(DONE)
+    return out

@@ -1,0 +1,86 @@
+"""The Starlette application: routes, and a lifespan that owns the store and upstream client."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import tokens
+from .api.auth import Authenticator
+from .api.chat import chat_completions
+from .api.health import liveliness, readiness
+from .api.openai_routes import embeddings, list_models
+from .api.state import AppState
+from .config import Settings
+from .errors import error_body
+from .store import open_store
+from .turns import StatefulService
+from .upstream import UpstreamClient
+
+log = logging.getLogger("memproxy")
+
+CHAT_PATHS = [
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/agents/{agent}/v1/chat/completions",
+    "/agents/{agent}/conversations/{conversation}/v1/chat/completions",
+]
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        error_body(f"no route for {request.method} {request.url.path}", code="not_found"),
+        status_code=404,
+    )
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        error_body(f"{request.method} is not allowed on {request.url.path}",
+                   code="method_not_allowed"),
+        status_code=405,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings.database.url)
+        await store.open()
+        upstream = UpstreamClient(settings.upstream)
+        auth = Authenticator(settings.auth, store)
+        await auth.refresh()
+        tokens.warm_up()
+        service = StatefulService(settings, store, upstream)
+        app.state.memproxy = AppState(settings, store, upstream, auth, service)
+        if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
+            log.warning(
+                "no upstream API key configured and forward_client_key is off: upstream"
+                " requests will be sent without credentials"
+            )
+        try:
+            yield
+        finally:
+            await upstream.aclose()
+            await store.close()
+
+    routes = [Route(path, chat_completions, methods=["POST"]) for path in CHAT_PATHS]
+    routes += [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/models", list_models, methods=["GET"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/embeddings", embeddings, methods=["POST"]),
+        Route("/health/liveliness", liveliness, methods=["GET"]),
+        Route("/health/readiness", readiness, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )

@@ -1,0 +1,94 @@
+"""Which agent and conversation a request belongs to (DESIGN §3.2), as a pure function.
+
+First match wins: the URL path, then `X-Agent-Id` / `X-Conversation-Id` and the configured
+client headers (Open WebUI's and others'), then the body's `user` when enabled. No agent means
+pass-through, unless `require_agent` is set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import IdentitySettings
+from ..errors import bad_request
+
+DEFAULT_CONVERSATION = "default"
+MAX_ID_LENGTH = 200
+
+# Letters, digits and a few separators; no slashes, whitespace, quotes or control characters,
+# so an id is safe in URLs, logs and file names. Unicode letters are allowed (\w).
+_ID_RE = re.compile(r"^[\w.@:+=~-]+$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    agent_id: str
+    conversation_id: str | None
+    source: str  # "path", "header", "user"
+
+
+def validate_id(value: str, what: str) -> str:
+    """Return the id unchanged if it is acceptable, else raise a 400 naming the field."""
+    if not value or len(value) > MAX_ID_LENGTH or not _ID_RE.match(value) or value in (".", ".."):
+        raise bad_request(
+            f"invalid {what} {value[:60]!r}: use 1-{MAX_ID_LENGTH} letters, digits or . _ - @ : + = ~",
+            param=what,
+            code="invalid_id",
+        )
+    return value
+
+
+def _first_header(headers: Mapping[str, str], names: list[str]) -> str | None:
+    for name in names:
+        value = headers.get(name.lower())
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def memory_disabled(headers: Mapping[str, str]) -> bool:
+    return headers.get("x-memory", "").strip().lower() in ("off", "false", "0", "no")
+
+
+def resolve_identity(
+    path_params: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    settings: IdentitySettings,
+) -> Identity | None:
+    """The request's agent and conversation, or None for pass-through.
+
+    `headers` must have lower-case keys (Starlette's `Headers` does). Raises a 400 ProxyError
+    for malformed ids and, with `require_agent`, for requests that name no agent.
+    """
+    if memory_disabled(headers):
+        return None
+    agent = path_params.get("agent")
+    conversation = path_params.get("conversation")
+    source = "path"
+    if agent is None:
+        agent = _first_header(headers, settings.agent_headers)
+        source = "header"
+    if conversation is None:
+        conversation = _first_header(headers, settings.conversation_headers)
+    if agent is None and settings.agent_from_user:
+        user = body.get("user")
+        if isinstance(user, str) and user.strip():
+            agent = user.strip()
+            source = "user"
+    if agent is None:
+        if settings.require_agent:
+            raise bad_request(
+                "no agent given: use the path /agents/{agent}/v1/..., the X-Agent-Id header"
+                " or the body's `user` field",
+                param="agent",
+                code="agent_required",
+            )
+        return None
+    validate_id(agent, "agent_id")
+    if conversation is not None:
+        validate_id(conversation, "conversation_id")
+    return Identity(agent_id=agent, conversation_id=conversation, source=source)

@@ -1,0 +1,312 @@
+"""The five memory tools (DESIGN §3.5): schemas offered to the model and their execution.
+
+Names and parameters are MemGPT/Letta's, so models and prompts that know them work unchanged.
+Edits to core memory and new archival passages are applied to an in-memory `MemoryState` and
+written with the rest of the turn in one transaction; searches read the store. Any problem
+(unknown label, text not found, read-only block, over the limit, bad arguments) becomes the
+tool's result text so the model can correct itself; nothing here fails the request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .types import Block, MessageHit, Passage
+
+
+def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+_TAGS = {"type": "array", "items": {"type": "string"}, "description": "Optional tags."}
+
+MEMORY_TOOLS: list[dict[str, Any]] = [
+    _fn(
+        "core_memory_append",
+        "Append a line to one of your core memory blocks (always visible to you).",
+        {
+            "label": {"type": "string", "description": "The block to edit, e.g. 'human'."},
+            "content": {"type": "string", "description": "Text to append."},
+        },
+        ["label", "content"],
+    ),
+    _fn(
+        "core_memory_replace",
+        "Replace exact text in a core memory block. An empty new_content deletes the text.",
+        {
+            "label": {"type": "string", "description": "The block to edit."},
+            "old_content": {"type": "string", "description": "Exact text to replace."},
+            "new_content": {"type": "string", "description": "Replacement text."},
+        },
+        ["label", "old_content", "new_content"],
+    ),
+    _fn(
+        "archival_memory_insert",
+        "Save a passage to archival memory, a searchable long-term store.",
+        {"content": {"type": "string", "description": "Text to store."}, "tags": _TAGS},
+        ["content"],
+    ),
+    _fn(
+        "archival_memory_search",
+        "Search archival memory; returns the best matching passages with timestamps.",
+        {
+            "query": {"type": "string", "description": "What to look for."},
+            "tags": _TAGS,
+            "top_k": {"type": "integer", "description": "How many results (default 5)."},
+        },
+        ["query"],
+    ),
+    _fn(
+        "conversation_search",
+        "Search past messages with the user, including ones no longer in context.",
+        {
+            "query": {"type": "string", "description": "What to look for."},
+            "roles": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["user", "assistant", "tool"]},
+                "description": "Only messages with these roles.",
+            },
+            "limit": {"type": "integer", "description": "How many results (default 5)."},
+            "start_date": {"type": "string", "description": "Earliest date, YYYY-MM-DD."},
+            "end_date": {"type": "string", "description": "Latest date, YYYY-MM-DD."},
+        },
+        ["query"],
+    ),
+]
+
+MEMORY_TOOL_NAMES = frozenset(t["function"]["name"] for t in MEMORY_TOOLS)
+MAX_RESULTS = 50
+MAX_RESULT_CHARS = 1000
+
+
+class SearchBackend(Protocol):
+    async def search_passages(
+        self, agent_pk: int, query: str, *, tags: list[str] | None = None, top_k: int = 5
+    ) -> list[Passage]: ...
+
+    async def search_messages(
+        self,
+        agent_pk: int,
+        query: str,
+        *,
+        roles: list[str] | None = None,
+        limit: int = 10,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[MessageHit]: ...
+
+
+@dataclass
+class MemoryState:
+    """Core memory as the turn sees it, with the edits made so far."""
+
+    blocks: dict[str, Block]
+    changed: set[str] = field(default_factory=set)
+    new_passages: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, blocks: list[Block]) -> MemoryState:
+        return cls({b.label: Block(**vars(b)) for b in blocks})
+
+    def changed_blocks(self) -> list[Block]:
+        return [self.blocks[label] for label in self.changed]
+
+
+class ToolError(Exception):
+    """A problem the model should read and fix."""
+
+
+def _stamp(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _require_str(args: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise ToolError(f"parameter '{name}' is required and must be a string")
+    if not allow_empty and not value.strip():
+        raise ToolError(f"parameter '{name}' must not be empty")
+    return value
+
+
+def _int(args: dict[str, Any], name: str, default: int) -> int:
+    value = args.get(name, default)
+    try:
+        value = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ToolError(f"parameter '{name}' must be an integer") from exc
+    return max(1, min(value, MAX_RESULTS))
+
+
+def _tags(args: dict[str, Any]) -> list[str] | None:
+    tags = args.get("tags")
+    if tags is None or tags == []:
+        return None
+    if isinstance(tags, str):
+        return [tags]
+    if isinstance(tags, list) and all(isinstance(t, str) for t in tags):
+        return tags
+    raise ToolError("parameter 'tags' must be a list of strings")
+
+
+def _date(value: Any, name: str, *, end: bool) -> float | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise ToolError(f"parameter '{name}' must be a date like 2024-05-31")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ToolError(f"parameter '{name}' must be a date like 2024-05-31") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    ts = parsed.timestamp()
+    if end and len(value.strip()) == 10:  # a bare date includes the whole day
+        ts += 86400 - 0.001
+    return ts
+
+
+def _block(state: MemoryState, label: str, *, writing: bool) -> Block:
+    block = state.blocks.get(label)
+    if block is None:
+        known = ", ".join(sorted(state.blocks)) or "none"
+        raise ToolError(f"no memory block labelled '{label}'; the blocks are: {known}")
+    if writing and block.read_only:
+        raise ToolError(f"block '{label}' is read-only and cannot be edited")
+    return block
+
+
+def _set_value(state: MemoryState, block: Block, value: str) -> str:
+    if len(value) > block.limit:
+        raise ToolError(
+            f"block '{block.label}' would have {len(value)} characters, over its limit of"
+            f" {block.limit} (it has {len(block.value)} now). Shorten the text, or make room"
+            " with core_memory_replace, or move details to archival_memory_insert."
+        )
+    block.value = value
+    block.updated_at = time.time()
+    state.changed.add(block.label)
+    return f"OK: block '{block.label}' now has {len(value)} of {block.limit} characters."
+
+
+def core_memory_append(state: MemoryState, args: dict[str, Any]) -> str:
+    block = _block(state, _require_str(args, "label"), writing=True)
+    content = _require_str(args, "content")
+    value = f"{block.value}\n{content}" if block.value else content
+    return _set_value(state, block, value)
+
+
+def core_memory_replace(state: MemoryState, args: dict[str, Any]) -> str:
+    block = _block(state, _require_str(args, "label"), writing=True)
+    old = _require_str(args, "old_content")
+    new = _require_str(args, "new_content", allow_empty=True)
+    if old not in block.value:
+        raise ToolError(
+            f"the text {old!r} does not occur in block '{block.label}'; copy it exactly"
+            " from the block's <value>"
+        )
+    value = block.value.replace(old, new)
+    if not new:  # deleting a line should not leave an empty line behind
+        value = "\n".join(line for line in value.split("\n") if line.strip())
+    return _set_value(state, block, value)
+
+
+def archival_memory_insert(state: MemoryState, args: dict[str, Any]) -> str:
+    content = _require_str(args, "content")
+    state.new_passages.append((content, _tags(args) or []))
+    return "OK: saved to archival memory."
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_RESULT_CHARS else text[:MAX_RESULT_CHARS] + "…"
+
+
+async def archival_memory_search(
+    state: MemoryState, args: dict[str, Any], store: SearchBackend, agent_pk: int
+) -> str:
+    query = _require_str(args, "query", allow_empty=True)
+    tags = _tags(args)
+    top_k = _int(args, "top_k", 5)
+    words = {w.lower() for w in query.split()}
+    pending = [
+        {"timestamp": _stamp(time.time()), "content": _clip(text), "tags": t}
+        for text, t in state.new_passages
+        if (not tags or set(tags) <= set(t)) and (not words or words & set(text.lower().split()))
+    ]
+    found = await store.search_passages(agent_pk, query, tags=tags, top_k=top_k)
+    results = pending + [
+        {"timestamp": _stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
+        for p in found
+    ]
+    if not results:
+        return "No results found in archival memory."
+    return json.dumps(results[:top_k], ensure_ascii=False)
+
+
+async def conversation_search(
+    state: MemoryState, args: dict[str, Any], store: SearchBackend, agent_pk: int
+) -> str:
+    query = _require_str(args, "query", allow_empty=True)
+    roles = args.get("roles") or None
+    if roles is not None and (
+        not isinstance(roles, list) or not all(isinstance(r, str) for r in roles)
+    ):
+        raise ToolError("parameter 'roles' must be a list such as [\"user\", \"assistant\"]")
+    limit = _int(args, "limit", 5)
+    start = _date(args.get("start_date"), "start_date", end=False)
+    end = _date(args.get("end_date"), "end_date", end=True)
+    hits = await store.search_messages(
+        agent_pk, query, roles=roles, limit=limit, start=start, end=end
+    )
+    if not hits:
+        return "No matching messages found in recall memory."
+    return json.dumps(
+        [{"timestamp": _stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
+        ensure_ascii=False,
+    )
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if raw in (None, ""):
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ToolError(f"the arguments are not valid JSON ({exc}); send a JSON object") from exc
+    if not isinstance(parsed, dict):
+        raise ToolError("the arguments must be a JSON object")
+    return parsed
+
+
+async def execute_memory_tool(
+    name: str, raw_arguments: Any, state: MemoryState, store: SearchBackend, agent_pk: int
+) -> tuple[str, bool]:
+    """Run one memory tool. Returns (result text for the model, ok)."""
+    try:
+        args = parse_arguments(raw_arguments)
+        if name == "core_memory_append":
+            return core_memory_append(state, args), True
+        if name == "core_memory_replace":
+            return core_memory_replace(state, args), True
+        if name == "archival_memory_insert":
+            return archival_memory_insert(state, args), True
+        if name == "archival_memory_search":
+            return await archival_memory_search(state, args, store, agent_pk), True
+        if name == "conversation_search":
+            return await conversation_search(state, args, store, agent_pk), True
+        raise ToolError(f"unknown memory tool '{name}'")
+    except ToolError as exc:
+        return f"Error: {exc}", False

@@ -1,0 +1,317 @@
+"""A stateful turn from start to finish: lock, reconcile, store the input, loop, persist.
+
+The HTTP layer parses and authenticates; this module owns the order of effects that keeps the
+store consistent (DESIGN §5): the input is written before the first upstream call, the rest of
+the turn in one transaction at the end, and a failure marks the turn failed with its input kept
+so that a retry continues it instead of storing it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import tokens
+from .api.auth import Caller
+from .config import Settings
+from .core.context import assemble_prompt
+from .core.identity import DEFAULT_CONVERSATION, Identity
+from .core.loop import Event, TurnDone, TurnLoop, Upstream
+from .core.messages import request_hash, split_system, visible_hash
+from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
+from .core.reconcile import Action, Decision, StoredRef, reconcile
+from .core.tools import MemoryState
+from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
+from .errors import bad_request
+from .locks import ConversationLocks
+from .store.base import Store
+
+log = logging.getLogger("memproxy.turns")
+
+
+@dataclass
+class TurnRequest:
+    caller: Caller
+    identity: Identity
+    body: dict[str, Any]
+    started: float  # perf_counter() when the request arrived
+    idempotency_key: str | None = None
+    retry: bool = False
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def include_usage(self) -> bool:
+        options = self.body.get("stream_options")
+        return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+@dataclass
+class Replay:
+    """A retried request whose turn already finished: answer from the store."""
+
+    response: dict[str, Any]
+    agent_id: str
+    conversation_id: str
+    turn: Turn
+
+
+@dataclass
+class TurnSession:
+    """A running turn. Iterate `events()` exactly once; it persists and releases the lock."""
+
+    service: StatefulService
+    request: TurnRequest
+    agent: Agent
+    conversation: Conversation
+    turn_id: str
+    loop: TurnLoop
+    memory: MemoryState
+    context_tokens: int
+    decision: Decision
+    exit_stack: AsyncExitStack
+    done: TurnDone | None = None
+    response: dict[str, Any] | None = None
+    _finished: bool = field(default=False, repr=False)
+
+    def overhead_ms(self) -> float:
+        elapsed = time.perf_counter() - self.request.started
+        return max(0.0, (elapsed - self.loop.upstream_seconds) * 1000)
+
+    def headers(self) -> dict[str, str]:
+        steps = self.done.steps if self.done else 1
+        return {
+            "x-memproxy-agent-id": self.agent.agent_id,
+            "x-memproxy-conversation-id": self.conversation.conversation_id,
+            "x-memproxy-turn-id": self.turn_id,
+            "x-memproxy-steps": str(steps),
+            "x-memproxy-context-tokens": str(self.context_tokens),
+            "x-memproxy-overhead-ms": f"{self.overhead_ms():.2f}",
+        }
+
+    async def events(self) -> AsyncIterator[Event]:
+        try:
+            async for event in self.loop.run():
+                if isinstance(event, TurnDone):
+                    self.done = event
+                    await self._persist(event)
+                yield event
+        except BaseException as exc:
+            if not self._finished:
+                await self._fail(exc)
+            raise
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        await self.exit_stack.aclose()
+
+    async def _persist(self, done: TurnDone) -> None:
+        from .api.sse import completion
+
+        self.response = completion(
+            completion_id=f"chatcmpl-{self.turn_id}",
+            created=done.created,
+            model=done.model,
+            message=done.reply,
+            finish_reason=done.finish_reason,
+            usage=done.usage,
+            system_fingerprint=done.system_fingerprint,
+        )
+        model = str(self.request.body.get("model", ""))
+        for message in done.messages:
+            message.tokens = tokens.count_message(message.data, model)
+        result = TurnResult(
+            messages=done.messages,
+            blocks=self.memory.changed_blocks(),
+            passages=self.memory.new_passages,
+            response=self.response,
+        )
+        await self.service.store.finish_turn(
+            self.turn_id, self.conversation.pk, self.agent.pk, result
+        )
+        self._finished = True
+
+    async def _fail(self, exc: BaseException) -> None:
+        self._finished = True
+        status = getattr(exc, "status", None)
+        error = {"type": type(exc).__name__, "status": status}
+        try:
+            await self.service.store.fail_turn(self.turn_id, error)
+        except Exception:  # the original error matters more; the turn stays 'open'
+            log.exception("could not mark turn %s failed", self.turn_id)
+
+
+class StatefulService:
+    def __init__(self, settings: Settings, store: Store, upstream: Upstream) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        self.locks = ConversationLocks()
+        self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
+        self.default_blocks = [
+            Block(label=label, value=b.value, description=b.description, limit=b.limit,
+                  read_only=b.read_only)
+            for label, b in settings.agent.blocks.items()
+        ]
+
+    async def start(self, request: TurnRequest, api_key: str | None) -> TurnSession | Replay:
+        body = request.body
+        system_messages, client_messages = split_system(body["messages"])
+        if not client_messages:
+            raise bad_request(
+                "messages must contain at least one user, assistant or tool message",
+                param="messages",
+            )
+        agent = await self.store.ensure_agent(
+            request.caller.tenant, request.identity.agent_id, self.default_blocks
+        )
+        conversation = await self.store.ensure_conversation(
+            agent.pk, request.identity.conversation_id or DEFAULT_CONVERSATION
+        )
+        stack = AsyncExitStack()
+        await stack.enter_async_context(
+            self.locks.hold(conversation.pk, self.settings.agent.lock_timeout_s)
+        )
+        try:
+            fingerprint = request_hash(body)
+            replay = await self._find_replay(request, conversation, fingerprint)
+            if replay is not None:
+                await stack.aclose()
+                return Replay(replay.response or {}, agent.agent_id,
+                              conversation.conversation_id, replay)
+            turn_id, decision = await self._record_input(
+                request, conversation, client_messages, fingerprint
+            )
+            session = await self._prepare(
+                request, api_key, agent, conversation, turn_id, decision, system_messages, stack
+            )
+        except BaseException:
+            await stack.aclose()
+            raise
+        return session
+
+    async def _find_replay(
+        self, request: TurnRequest, conversation: Conversation, fingerprint: str
+    ) -> Turn | None:
+        if not (request.retry or request.idempotency_key):
+            return None
+        turn = await self.store.find_turn(
+            conversation.pk,
+            idempotency_key=request.idempotency_key,
+            request_hash=None if request.idempotency_key else fingerprint,
+        )
+        if turn is not None and turn.status == "done" and turn.response:
+            return turn
+        return None
+
+    async def _record_input(
+        self,
+        request: TurnRequest,
+        conversation: Conversation,
+        client_messages: list[dict[str, Any]],
+        fingerprint: str,
+    ) -> tuple[str, Decision]:
+        """Reconcile and store the new input; returns the turn id to answer."""
+        last = await self.store.last_turn(conversation.pk)
+        needs_transcript = (last is not None and last.status != "done") or any(
+            m.get("role") == "assistant" for m in client_messages
+        )
+        transcript: list[StoredMessage] = (
+            await self.store.visible_transcript(conversation.pk) if needs_transcript else []
+        )
+        pending: list[str] | None = None
+        if last is not None and last.status != "done":
+            pending = [
+                m.visible_hash or visible_hash(m.data)
+                for m in transcript
+                if m.turn_id == last.turn_id and m.role in ("user", "tool")
+            ] or None
+        refs = [StoredRef(m.seq, m.visible_hash or visible_hash(m.data), m.role) for m in transcript]
+        decision = reconcile(refs, client_messages, pending_input=pending)
+        if decision.action is Action.CONTINUE and last is not None:
+            await self.store.reopen_turn(last.turn_id)
+            return last.turn_id, decision
+        model = str(request.body.get("model", ""))
+        inputs = [
+            NewMessage(m, visible=True, visible_hash=visible_hash(m),
+                       tokens=tokens.count_message(m, model))
+            for m in decision.new_input
+        ]
+        turn_id = uuid.uuid4().hex
+        await self.store.begin_turn(
+            conversation.pk,
+            turn_id,
+            fingerprint,
+            request.idempotency_key,
+            inputs,
+            supersede_from_seq=decision.supersede_from_seq,
+        )
+        return turn_id, decision
+
+    async def _prepare(
+        self,
+        request: TurnRequest,
+        api_key: str | None,
+        agent: Agent,
+        conversation: Conversation,
+        turn_id: str,
+        decision: Decision,
+        system_messages: list[dict[str, Any]],
+        stack: AsyncExitStack,
+    ) -> TurnSession:
+        blocks = await self.store.get_blocks(agent.pk)
+        context = await self.store.context_messages(conversation.pk)
+        stats = MemoryStats(
+            recall_messages=await self.store.count_messages(agent.pk),
+            archival_passages=await self.store.count_passages(agent.pk),
+            last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
+        )
+        system_text = render_system(
+            base_instructions=self.base_instructions,
+            client_system=client_system_text(system_messages),
+            blocks=blocks,
+            stats=stats,
+            now=time.time(),
+        )
+        prompt = assemble_prompt(system_text, conversation.summary, [m.data for m in context])
+        memory = MemoryState.of(blocks)
+        body = {k: v for k, v in request.body.items() if k != "messages"}
+        loop = TurnLoop(
+            upstream=self.upstream,
+            api_key=api_key,
+            body=body,
+            prompt=prompt,
+            memory=memory,
+            store=self.store,
+            agent_pk=agent.pk,
+            max_steps=self.settings.agent.max_steps,
+            stream=request.stream,
+        )
+        model = str(request.body.get("model", ""))
+        context_tokens = (
+            tokens.count_text(system_text, model)
+            + sum(m.tokens if m.tokens is not None else tokens.count_message(m.data, model)
+                  for m in context)
+            + tokens.count_tools(loop.tools, model)
+            + 8
+        )
+        return TurnSession(
+            service=self,
+            request=request,
+            agent=agent,
+            conversation=conversation,
+            turn_id=turn_id,
+            loop=loop,
+            memory=memory,
+            context_tokens=context_tokens,
+            decision=decision,
+            exit_stack=stack,
+        )

@@ -1,0 +1,89 @@
+"""Settings: file, environment, fallbacks, flags and their precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.config import ConfigError, load_settings
+
+
+def write(tmp_path, text):
+    path = tmp_path / "memproxy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_contract():
+    s = load_settings(environ={})
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8080)
+    assert s.database.url == "sqlite:///memproxy.db"
+    assert s.upstream.base_url == "https://api.openai.com/v1"
+    assert s.agent.max_steps == 8
+    assert list(s.agent.blocks) == ["persona", "human"]
+    assert s.memory.default_context_window == 8192
+    assert "X-OpenWebUI-User-Id" in s.identity.agent_headers
+
+
+def test_openai_variables_are_fallbacks_below_the_file(tmp_path):
+    env = {"OPENAI_BASE_URL": "http://a/v1", "OPENAI_API_KEY": "sk-env"}
+    assert load_settings(environ=env).upstream.base_url == "http://a/v1"
+    path = write(tmp_path, '[upstream]\nbase_url = "http://file/v1"\n')
+    s = load_settings(path, environ=env)
+    assert s.upstream.base_url == "http://file/v1" and s.upstream.api_key == "sk-env"
+
+
+def test_memproxy_variables_override_the_file_and_flags_override_both(tmp_path):
+    path = write(tmp_path, '[database]\nurl = "sqlite:///file.db"\n[server]\nport = 1\n')
+    env = {"MEMPROXY_DATABASE_URL": "sqlite:///env.db", "MEMPROXY_SERVER_PORT": "2",
+           "MEMPROXY_UPSTREAM_API_KEY": "sk-x", "MEMPROXY_AUTH_ADMIN_KEYS": '["k1"]'}
+    s = load_settings(path, environ=env)
+    assert s.database.url == "sqlite:///env.db" and s.server.port == 2
+    assert s.upstream.api_key == "sk-x" and s.auth.admin_keys == ["k1"]
+    s = load_settings(path, environ=env, overrides={"server": {"port": 3}})
+    assert s.server.port == 3
+
+
+def test_env_references_in_the_file(tmp_path):
+    path = write(tmp_path, '[upstream]\napi_key = "env:MY_KEY"\n')
+    assert load_settings(path, environ={"MY_KEY": "sk-secret"}).upstream.api_key == "sk-secret"
+    with pytest.raises(ConfigError, match="MY_KEY"):
+        load_settings(path, environ={})
+
+
+def test_tables_for_keys_models_and_blocks(tmp_path):
+    path = write(tmp_path, """
+[auth.keys]
+"sk-alice" = "alice"
+"sha256:abcd" = "bob"
+
+[models."gpt-4o*"]
+context_window = 128000
+
+[agent.blocks.persona]
+value = "I am terse."
+limit = 2000
+
+[agent.blocks.project]
+description = "The project we work on"
+""")
+    s = load_settings(path, environ={})
+    assert s.auth.keys == {"sk-alice": "alice", "sha256:abcd": "bob"}
+    assert s.models["gpt-4o*"].context_window == 128000
+    assert s.agent.blocks["persona"].value == "I am terse."
+    assert s.agent.blocks["project"].limit == 5000
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("[server]\nprot = 1\n", "server.prot"),
+    ("[server]\nport = 'x'\n", "server.port"),
+    ("[nonsense]\n", "nonsense"),
+    ("not toml ===", "not valid TOML"),
+])
+def test_mistakes_are_reported_with_the_key(tmp_path, text, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
