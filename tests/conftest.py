@@ -1,0 +1,120 @@
+"""Shared fixtures: a real fake upstream, and a factory for real memproxy servers.
+
+- `fake_upstream`: a fresh `FakeUpstream` per test, served over TCP; `.url` ends in `/v1`.
+  (One uvicorn server per session fronts each test's fake through an `AppSwitch`, so the
+  fixture costs nothing to start.)
+- `make_proxy(overrides=None)`: start memproxy (`proxy.app.create_app`) in a uvicorn thread
+  with a SQLite database in `tmp_path` and the fake as its upstream; returns a
+  `ProxyServer`. Calling it again after `.stop()` reuses the same database (a restart).
+  Every server it started is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import FakeUpstream
+from tests.servers import AppSwitch, ServerThread
+
+
+@pytest.fixture(scope="session")
+def _upstream_server() -> Iterator[tuple[ServerThread, AppSwitch]]:
+    switch = AppSwitch()
+    with ServerThread(switch) as server:
+        yield server, switch
+
+
+@pytest.fixture
+def fake_upstream(_upstream_server: tuple[ServerThread, AppSwitch]) -> Iterator[FakeUpstream]:
+    """A fresh scripted upstream for this test, reachable at `fake_upstream.url` (…/v1)."""
+    server, switch = _upstream_server
+    fake = FakeUpstream()
+    fake.url = f"{server.url}/v1"
+    switch.target = fake.app
+    yield fake
+    switch.target = None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class ProxyServer:
+    """A memproxy app served by uvicorn in a thread, with client helpers."""
+
+    def __init__(self, settings: Any, server: ServerThread) -> None:
+        self.settings = settings
+        self.server = server
+        self.app = server.app
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        return self.server.url
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT/v1`, for OpenAI clients."""
+        return f"{self.url}/v1"
+
+    def client(self, **kw: Any) -> openai.OpenAI:
+        """An `openai.OpenAI` on this server: api_key "sk-test", no retries, 30 s timeout,
+        unless given; `base_url` may be overridden (e.g. an `/agents/{a}/v1` path)."""
+        kw.setdefault("api_key", "sk-test")
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        kw.setdefault("base_url", self.base_url)
+        return openai.OpenAI(**kw)
+
+    def async_client(self, **kw: Any) -> openai.AsyncOpenAI:
+        """Like `client`, asynchronous."""
+        kw.setdefault("api_key", "sk-test")
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30.0)
+        kw.setdefault("base_url", self.base_url)
+        return openai.AsyncOpenAI(**kw)
+
+    def http(self, **kw: Any) -> httpx.Client:
+        """A plain `httpx.Client` with `base_url` = the server root (for REST endpoints)."""
+        kw.setdefault("timeout", 30.0)
+        return httpx.Client(base_url=self.url, **kw)
+
+    def stop(self) -> None:
+        """Stop the server (runs the app's lifespan shutdown). Idempotent."""
+        self.server.stop()
+
+
+@pytest.fixture
+def make_proxy(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Callable[..., ProxyServer]]:
+    """Factory: `make_proxy(overrides=None) -> ProxyServer` (see module doc)."""
+    started: list[ProxyServer] = []
+
+    def factory(overrides: dict[str, dict[str, Any]] | None = None) -> ProxyServer:
+        from proxy.app import create_app
+        from proxy.config import load_settings
+
+        base = {
+            "database": {"url": f"sqlite:///{tmp_path}/memproxy.db"},
+            "upstream": {"base_url": fake_upstream.url},
+        }
+        settings = load_settings(environ={}, overrides=_merge(base, overrides or {}))
+        server = ProxyServer(settings, ServerThread(create_app(settings)))
+        started.append(server)
+        server.server.start()
+        return server
+
+    yield factory
+    for server in reversed(started):
+        server.stop()

