@@ -682,7 +682,13 @@ def test_more_messages_never_count_less(messages, extra):
 @settings(max_examples=100, deadline=None)
 @given(
     messages=st.lists(
-        _message.filter(lambda m: isinstance(m["content"], str) and m["role"] != "tool"),
+        st.fixed_dictionaries(
+            {
+                "role": st.sampled_from(["system", "user", "assistant", "developer"]),
+                "content": st.text(max_size=200),
+            },
+            optional={"name": st.text(min_size=1, max_size=10)},
+        ),
         max_size=6,
     )
 )
