@@ -25,7 +25,7 @@ from .core.loop import Event, TurnDone, TurnLoop, Upstream
 from .core.messages import request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from .core.reconcile import Action, Decision, StoredRef, reconcile
-from .core.tools import MemoryState
+from .core.tools import MemoryState, ToolContext
 from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
 from .errors import bad_request
 from .locks import ConversationLocks
@@ -290,8 +290,14 @@ class StatefulService:
             body=body,
             prompt=prompt,
             memory=memory,
-            store=self.store,
-            agent_pk=agent.pk,
+            tool_context=ToolContext(
+                store=self.store,
+                agent_pk=agent.pk,
+                conversation_id=conversation.conversation_id,
+                current_turn_from_seq=min(
+                    (m.seq for m in context if m.turn_id == turn_id), default=None
+                ),
+            ),
             max_steps=self.settings.agent.max_steps,
             stream=request.stream,
         )

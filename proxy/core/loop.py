@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .messages import visible_hash
-from .tools import MEMORY_TOOLS, MEMORY_TOOL_NAMES, MemoryState, SearchBackend, execute_memory_tool
+from .tools import MEMORY_TOOLS, MEMORY_TOOL_NAMES, MemoryState, ToolContext, execute_memory_tool
 from .types import Message, NewMessage
 
 TEXT_SEPARATOR = "\n\n"
@@ -117,8 +117,7 @@ class TurnLoop:
         body: dict[str, Any],
         prompt: list[Message],
         memory: MemoryState,
-        store: SearchBackend,
-        agent_pk: int,
+        tool_context: ToolContext,
         max_steps: int,
         stream: bool,
     ) -> None:
@@ -127,8 +126,7 @@ class TurnLoop:
         self.base_body = body
         self.prompt = list(prompt)
         self.memory = memory
-        self.store = store
-        self.agent_pk = agent_pk
+        self.tool_context = tool_context
         self.max_steps = max(1, max_steps)
         self.stream = stream
         client_tools = body.get("tools") or []
@@ -255,7 +253,7 @@ class TurnLoop:
             fn = call.get("function") or {}
             name = fn.get("name", "")
             text, ok = await execute_memory_tool(
-                name, fn.get("arguments"), self.memory, self.store, self.agent_pk
+                name, fn.get("arguments"), self.memory, self.tool_context
             )
             key = f"{name}:{'ok' if ok else 'error'}"
             counts[key] = counts.get(key, 0) + 1

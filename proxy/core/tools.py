@@ -108,6 +108,24 @@ class SearchBackend(Protocol):
 
 
 @dataclass
+@dataclass
+class ToolContext:
+    """What searches need besides memory: where to search and what to leave out."""
+
+    store: SearchBackend
+    agent_pk: int
+    conversation_id: str | None = None
+    current_turn_from_seq: int | None = None  # the running turn's own messages are not "past"
+
+    def is_current(self, hit: MessageHit) -> bool:
+        return (
+            self.current_turn_from_seq is not None
+            and hit.conversation_id == self.conversation_id
+            and hit.seq >= self.current_turn_from_seq
+        )
+
+
+@dataclass
 class MemoryState:
     """Core memory as the turn sees it, with the edits made so far."""
 
@@ -233,7 +251,7 @@ def _clip(text: str) -> str:
 
 
 async def archival_memory_search(
-    state: MemoryState, args: dict[str, Any], store: SearchBackend, agent_pk: int
+    state: MemoryState, args: dict[str, Any], ctx: ToolContext
 ) -> str:
     query = _require_str(args, "query", allow_empty=True)
     tags = _tags(args)
@@ -244,7 +262,7 @@ async def archival_memory_search(
         for text, t in state.new_passages
         if (not tags or set(tags) <= set(t)) and (not words or words & set(text.lower().split()))
     ]
-    found = await store.search_passages(agent_pk, query, tags=tags, top_k=top_k)
+    found = await ctx.store.search_passages(ctx.agent_pk, query, tags=tags, top_k=top_k)
     results = pending + [
         {"timestamp": _stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
         for p in found
@@ -255,7 +273,7 @@ async def archival_memory_search(
 
 
 async def conversation_search(
-    state: MemoryState, args: dict[str, Any], store: SearchBackend, agent_pk: int
+    state: MemoryState, args: dict[str, Any], ctx: ToolContext
 ) -> str:
     query = _require_str(args, "query", allow_empty=True)
     roles = args.get("roles") or None
@@ -266,9 +284,10 @@ async def conversation_search(
     limit = _int(args, "limit", 5)
     start = _date(args.get("start_date"), "start_date", end=False)
     end = _date(args.get("end_date"), "end_date", end=True)
-    hits = await store.search_messages(
-        agent_pk, query, roles=roles, limit=limit, start=start, end=end
+    hits = await ctx.store.search_messages(
+        ctx.agent_pk, query, roles=roles, limit=limit + 4, start=start, end=end
     )
+    hits = [h for h in hits if not ctx.is_current(h)][:limit]
     if not hits:
         return "No matching messages found in recall memory."
     return json.dumps(
@@ -292,7 +311,7 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
 
 
 async def execute_memory_tool(
-    name: str, raw_arguments: Any, state: MemoryState, store: SearchBackend, agent_pk: int
+    name: str, raw_arguments: Any, state: MemoryState, ctx: ToolContext
 ) -> tuple[str, bool]:
     """Run one memory tool. Returns (result text for the model, ok)."""
     try:
@@ -304,9 +323,9 @@ async def execute_memory_tool(
         if name == "archival_memory_insert":
             return archival_memory_insert(state, args), True
         if name == "archival_memory_search":
-            return await archival_memory_search(state, args, store, agent_pk), True
+            return await archival_memory_search(state, args, ctx), True
         if name == "conversation_search":
-            return await conversation_search(state, args, store, agent_pk), True
+            return await conversation_search(state, args, ctx), True
         raise ToolError(f"unknown memory tool '{name}'")
     except ToolError as exc:
         return f"Error: {exc}", False

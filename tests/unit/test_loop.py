@@ -8,7 +8,7 @@ import json
 import pytest
 
 from proxy.core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone, TurnLoop
-from proxy.core.tools import MemoryState
+from proxy.core.tools import MemoryState, ToolContext
 from proxy.core.types import Block
 
 
@@ -79,7 +79,7 @@ def run_loop(script, *, stream, tools=None, max_steps=8):
         body["tools"] = tools
     loop = TurnLoop(upstream=script, api_key=None, body=body,
                     prompt=[{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
-                    memory=memory, store=NoSearch(), agent_pk=1, max_steps=max_steps,
+                    memory=memory, tool_context=ToolContext(NoSearch(), 1), max_steps=max_steps,
                     stream=stream)
 
     async def collect():

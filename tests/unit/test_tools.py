@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from proxy.core.tools import MEMORY_TOOL_NAMES, MEMORY_TOOLS, MemoryState, execute_memory_tool
+from proxy.core.tools import (
+    MEMORY_TOOL_NAMES,
+    MEMORY_TOOLS,
+    MemoryState,
+    ToolContext,
+    execute_memory_tool,
+)
 from proxy.core.types import Block
 
 
@@ -22,7 +28,7 @@ def run(name, args, state):
     import json
 
     raw = args if isinstance(args, str) else json.dumps(args)
-    return asyncio.run(execute_memory_tool(name, raw, state, NoSearch(), 1))
+    return asyncio.run(execute_memory_tool(name, raw, state, ToolContext(NoSearch(), 1)))
 
 
 def state(**values):

@@ -1,0 +1,47 @@
+"""Persistence: the `Store` protocol and `open_store(url)` to pick a backend by URL."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Store
+from .sqlite import SQLiteStore
+
+__all__ = ["SQLiteStore", "Store", "open_store", "sqlite_path"]
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in `sqlite:///relative.db`, `sqlite:////absolute.db` or a bare path."""
+    if url.startswith("sqlite:"):
+        rest = url[len("sqlite:"):]
+        if not rest.startswith("///"):
+            raise ValueError(
+                f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db "
+                "or sqlite:////absolute/path.db"
+            )
+        path = rest[3:].split("?", 1)[0]
+    elif "://" in url:
+        scheme = url.split("://", 1)[0]
+        raise ValueError(f"unsupported database URL scheme {scheme!r} (use sqlite:/// or postgresql://)")
+    else:
+        path = url
+    if not path:
+        raise ValueError(f"database URL {url!r} has no file path")
+    if path == ":memory:":
+        raise ValueError("in-memory SQLite is not supported (the store opens two connections); "
+                         "use a file path")
+    return os.path.expanduser(path)
+
+
+def open_store(url: str) -> Store:
+    """A store for `url`, not yet opened: the caller awaits `store.open()`."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ValueError(
+                f"Postgres support (postgresql:// URLs) is not available yet ({exc}); "
+                "use sqlite:///path.db"
+            ) from exc
+        return PostgresStore(url)
+    return SQLiteStore(sqlite_path(url))

@@ -1,0 +1,117 @@
+"""Turning free text into a safe SQLite FTS5 query, and the search statements built on it.
+
+User (and model) text never reaches FTS5 syntax: it is split into word tokens, each token is
+quoted as a phrase, and the phrases are OR-ed, so `"`, `*`, `NEAR(`, `-`, `AND` are just words
+or nothing. Common English function words are dropped (unless nothing else is left): with OR
+semantics they would match almost every row, costing time and drowning the ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (FTS5 unicode61 separators)
+
+MAX_TERMS = 32
+
+STOPWORDS = frozenset(
+    """a about an and are as at be been but by can could did do does for from had has have he
+    her him his how i if in into is it its me my no not of on or our she so than that the their
+    them then there these they this those to us was we were what when where which who whom why
+    will with would you your""".split()
+)
+
+
+def query_terms(query: str) -> list[str]:
+    """Distinct lower-cased word tokens of `query`, stopwords removed when others remain."""
+    seen: dict[str, None] = {}
+    for token in _TOKEN.findall(query or ""):
+        seen.setdefault(token.lower(), None)
+    terms = list(seen)
+    content = [t for t in terms if t not in STOPWORDS]
+    return (content or terms)[:MAX_TERMS]
+
+
+def quote(term: str) -> str:
+    """An FTS5 string literal: wrapped in double quotes, inner quotes doubled."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(query: str, agent_pk: int) -> str | None:
+    """The MATCH expression for `query` within one agent's rows, or None for a blank query.
+
+    The FTS tables index `text` and `fts_scope` ('a' || agent_pk); the terms are restricted to
+    the `text` column so that a user typing "a12" cannot match another column.
+    """
+    terms = query_terms(query)
+    if not terms:
+        return None
+    alternatives = " OR ".join(quote(t) for t in terms)
+    return f"fts_scope : {quote(f'a{int(agent_pk)}')} AND text : ({alternatives})"
+
+
+# A passage has ALL the wanted tags: no wanted tag is missing from its JSON array.
+_HAS_ALL_TAGS = (
+    "NOT EXISTS (SELECT 1 FROM json_each(?) w"
+    " WHERE w.value NOT IN (SELECT h.value FROM json_each(p.tags) h))"
+)
+# conversation_id by primary key per hit (a join may be planned as a scan after ANALYZE).
+_HIT_COLUMNS = (
+    "(SELECT conversation_id FROM conversations WHERE pk = m.conversation_pk),"
+    " m.seq, m.role, m.text, m.created_at"
+)
+
+
+def message_search_sql(
+    agent_pk: int, query: str, roles: list[str] | None, limit: int,
+    start: float | None, end: float | None,
+) -> tuple[str, tuple]:
+    """SELECT (conversation_id, seq, role, text, created_at, score) for a recall search.
+
+    Ranked by -bm25 (higher is better) with FTS5 driving the join (CROSS JOIN fixes the order),
+    or, for a blank query, newest first from the messages_agent_recall index with score 0.
+    """
+    where, params = ["m.agent_pk = ?", "m.visible = 1", "m.superseded = 0"], [agent_pk]
+    if roles:
+        where.append(f"m.role IN ({', '.join('?' * len(roles))})")
+        params.extend(roles)
+    if start is not None:
+        where.append("m.created_at >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("m.created_at <= ?")
+        params.append(end)
+    expr = match_expression(query, agent_pk)
+    if expr is None:
+        sql = (f"SELECT {_HIT_COLUMNS}, 0.0 FROM messages m WHERE {' AND '.join(where)}"
+               " ORDER BY m.created_at DESC, m.pk DESC LIMIT ?")
+    else:
+        sql = (f"SELECT {_HIT_COLUMNS}, -bm25(messages_fts, 1.0, 0.0) AS score"
+               " FROM messages_fts CROSS JOIN messages m ON m.pk = messages_fts.rowid"
+               f" WHERE messages_fts MATCH ? AND {' AND '.join(where)}"
+               " ORDER BY score DESC LIMIT ?")
+        params.insert(0, expr)
+    return sql, (*params, limit)
+
+
+def passage_search_sql(
+    agent_pk: int, query: str, tags: list[str] | None, top_k: int
+) -> tuple[str, tuple]:
+    """SELECT (pk, text, tags, created_at, score) for an archival search, like messages."""
+    where, params = ["p.agent_pk = ?"], [agent_pk]
+    if tags:
+        where.append(_HAS_ALL_TAGS)
+        params.append(json.dumps(list(tags), ensure_ascii=False))
+    columns = "p.pk, p.text, p.tags, p.created_at"
+    expr = match_expression(query, agent_pk)
+    if expr is None:
+        sql = (f"SELECT {columns}, 0.0 FROM passages p WHERE {' AND '.join(where)}"
+               " ORDER BY p.pk DESC LIMIT ?")
+    else:
+        sql = (f"SELECT {columns}, -bm25(passages_fts, 1.0, 0.0) AS score"
+               " FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid"
+               f" WHERE passages_fts MATCH ? AND {' AND '.join(where)}"
+               " ORDER BY score DESC LIMIT ?")
+        params.insert(0, expr)
+    return sql, (*params, top_k)

@@ -1,0 +1,62 @@
+"""Reading what memproxy stored, through the real store, for assertions in tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from proxy.core.types import Block, StoredMessage, Turn
+from proxy.store import open_store
+
+
+def _run(url: str, work) -> Any:
+    async def main():
+        store = open_store(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def transcript(url: str, agent: str, conversation: str = "default", tenant: str = "default",
+               *, visible_only: bool = True, include_superseded: bool = False
+               ) -> list[StoredMessage]:
+    async def work(store):
+        found = await store.get_agent(tenant, agent)
+        if found is None:
+            return []
+        conv = await store.ensure_conversation(found.pk, conversation)
+        rows = await store.list_messages(conv.pk, limit=100_000,
+                                         include_superseded=include_superseded)
+        return [m for m in rows if m.visible or not visible_only]
+
+    return _run(url, work)
+
+
+def blocks(url: str, agent: str, tenant: str = "default") -> dict[str, Block]:
+    async def work(store):
+        found = await store.get_agent(tenant, agent)
+        return {} if found is None else {b.label: b for b in await store.get_blocks(found.pk)}
+
+    return _run(url, work)
+
+
+def last_turn(url: str, agent: str, conversation: str = "default",
+              tenant: str = "default") -> Turn | None:
+    async def work(store):
+        found = await store.get_agent(tenant, agent)
+        if found is None:
+            return None
+        conv = await store.ensure_conversation(found.pk, conversation)
+        return await store.last_turn(conv.pk)
+
+    return _run(url, work)
+
+
+def roles_and_texts(messages: list[StoredMessage]) -> list[tuple[str, str]]:
+    from proxy.core.messages import content_text
+
+    return [(m.role, content_text(m.data.get("content"))) for m in messages]
