@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .messages import visible_hash
-from .tools import MEMORY_TOOLS, MEMORY_TOOL_NAMES, MemoryState, ToolContext, execute_memory_tool
+from .tools import MEMORY_TOOL_NAMES, MEMORY_TOOLS, MemoryState, ToolContext, execute_memory_tool
 from .types import Message, NewMessage
 
 TEXT_SEPARATOR = "\n\n"

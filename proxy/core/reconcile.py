@@ -13,13 +13,13 @@ is new input too).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .messages import visible_hash
 from .types import Message
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     APPEND = "append"  # new input after the stored tip
     CONTINUE = "continue"  # the client resent the input of an unanswered turn
     REGENERATE = "regenerate"  # the client's history stops before the stored last reply
