@@ -140,11 +140,18 @@ class TurnSession:
         self._finished = True
 
     async def _fail(self, exc: BaseException) -> None:
+        """Record the failure. The input stays (unanswered) so that a retry continues the turn,
+        unless the upstream rejected the request as invalid: then the conversation is left as
+        it was before, because resending the same request cannot succeed."""
         self._finished = True
         status = getattr(exc, "status", None)
         error = {"type": type(exc).__name__, "status": status}
+        rejected = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
         try:
-            await self.service.store.fail_turn(self.turn_id, error)
+            if rejected:
+                await self.service.store.discard_turn(self.turn_id, error)
+            else:
+                await self.service.store.fail_turn(self.turn_id, error)
         except Exception:  # the original error matters more; the turn stays 'open'
             log.exception("could not mark turn %s failed", self.turn_id)
 

@@ -98,6 +98,9 @@ class Store(Protocol):
         (regenerate / edit) in the same transaction.
         """
 
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail the turn and supersede its messages: the upstream rejected the request itself."""
+
     async def reopen_turn(self, turn_id: str) -> None:
         """Mark a failed turn open again so that it can be continued."""
 
@@ -139,3 +142,20 @@ class Store(Protocol):
     async def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
 
     async def count_api_keys(self) -> int: ...
+
+    # --- per-model statistics (token calibration) -----------------------------------------
+    async def get_model_stats(self, model: str) -> dict | None: ...
+
+    async def put_model_stats(self, model: str, data: dict) -> None: ...
+
+    # --- conversation state ---------------------------------------------------------------
+    async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
+        """The conversation if it exists (no creation), for lookups that must 404."""
+
+    async def update_conversation(
+        self, conversation_pk: int, *, summary: str | None = None,
+        resends_history: bool | None = None,
+    ) -> None: ...
+
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
+        """Take messages up to `through_seq` out of context and store the new summary, atomically."""

@@ -424,6 +424,24 @@ class SQLiteStore:
                             " WHERE turn_id = ? AND status != 'done'",
                             (time.time(), _dumps(error), turn_id))
 
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail a turn and take its messages out of transcript and context (kept as superseded).
+
+        For a request the upstream rejected as invalid: the conversation is as it was before.
+        """
+        def work(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT conversation_pk, first_seq FROM turns WHERE turn_id = ?"
+                             " AND status != 'done'", (turn_id,)).fetchone()
+            if row is None:
+                return
+            db.execute("UPDATE turns SET status = 'failed', finished_at = ?, error = ?"
+                       " WHERE turn_id = ?", (time.time(), _dumps(error), turn_id))
+            db.execute("UPDATE messages SET superseded = 1, in_context = 0"
+                       " WHERE conversation_pk = ? AND seq >= ? AND turn_id = ?",
+                       (row[0], row[1] or 0, turn_id))
+
+        await self._write(work)
+
     async def reopen_turn(self, turn_id: str) -> None:
         """failed -> open (the stored error is kept for audit); other states are unchanged."""
         await self._execute("UPDATE turns SET status = 'open', finished_at = NULL"
