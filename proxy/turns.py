@@ -16,6 +16,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from . import tokens
 from .api.auth import Caller
 from .config import Settings
@@ -104,10 +106,14 @@ class TurnSession:
                     await self._persist(event)
                 yield event
         except BaseException as exc:
-            if not self._finished:
-                await self._fail(exc)
+            # A client that disconnects cancels us (anyio cancellation is level-triggered), so
+            # the bookkeeping runs shielded: the turn is marked and the lock always released.
+            with anyio.CancelScope(shield=True):
+                if not self._finished:
+                    await self._fail(exc)
+                await self.close()
             raise
-        finally:
+        else:
             await self.close()
 
     async def close(self) -> None:

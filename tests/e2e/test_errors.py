@@ -243,3 +243,22 @@ def test_unknown_routes_and_methods_are_openai_shaped(make_proxy):
     wrong = httpx.get(f"{proxy.base_url}/chat/completions")
     assert wrong.status_code == 405
     validate_error(wrong.json())
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_the_conversation_usable(
+    make_proxy, fake_upstream
+):
+    proxy = make_proxy(NO_RETRY)
+    fake_upstream.stream_delay_s = 0.2
+    with httpx.stream("POST", f"{proxy.base_url}/chat/completions",
+                      json={"model": MODEL, "messages": [user("tell me a long story")],
+                            "stream": True}, headers=AGENT) as r:
+        for line in r.iter_lines():
+            if '"content":"Echo' in line.replace(" ", ""):
+                break  # leave after the first words
+    fake_upstream.stream_delay_s = 0.0
+    reply = proxy.client(timeout=5).chat.completions.create(
+        model=MODEL, messages=[user("are you there?")], extra_headers=AGENT)
+    assert reply.choices[0].message.content.startswith("Echo: are you there?")
+    assert stored(proxy) == [("user", "tell me a long story"), ("user", "are you there?"),
+                             ("assistant", reply.choices[0].message.content)]
