@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import tokens
+from .api.agents import agent_context
 from .api.auth import Authenticator
 from .api.chat import chat_completions
 from .api.health import liveliness, readiness
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await service.catalog.flush(force=True)
             await upstream.aclose()
             await store.close()
 
@@ -76,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/models", list_models, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/agents/{agent}/context", agent_context, methods=["GET"]),
         Route("/health/liveliness", liveliness, methods=["GET"]),
         Route("/health/readiness", readiness, methods=["GET"]),
     ]

@@ -94,6 +94,7 @@ class MemorySettings(_Section):
     compact_at: float = 0.9
     compact_to: float = 0.6
     summarizer_model: str | None = None
+    summarizer_timeout_s: float = 60.0
 
 
 class ModelSettings(_Section):

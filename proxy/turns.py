@@ -20,18 +20,20 @@ import anyio
 
 from . import tokens
 from .api.auth import Caller
+from .catalog import ModelCatalog
+from .compaction import Compactor, TurnContext
 from .config import Settings
-from .core.context import assemble_prompt
 from .core.identity import DEFAULT_CONVERSATION, Identity
-from .core.loop import Event, TurnDone, TurnLoop, Upstream
+from .core.loop import Event, TurnDone, TurnLoop, add_usage
 from .core.messages import request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from .core.reconcile import Action, Decision, StoredRef, reconcile
-from .core.tools import MemoryState, ToolContext
+from .core.tools import MemoryState, ToolContext, memory_tools_for
 from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
-from .errors import bad_request
+from .errors import ProxyError, bad_request
 from .locks import ConversationLocks
 from .store.base import Store
+from .upstream import UpstreamClient
 
 log = logging.getLogger("memproxy.turns")
 
@@ -76,7 +78,7 @@ class TurnSession:
     turn_id: str
     loop: TurnLoop
     memory: MemoryState
-    context_tokens: int
+    window: TurnContext
     decision: Decision
     exit_stack: AsyncExitStack
     done: TurnDone | None = None
@@ -94,7 +96,7 @@ class TurnSession:
             "x-memproxy-conversation-id": self.conversation.conversation_id,
             "x-memproxy-turn-id": self.turn_id,
             "x-memproxy-steps": str(steps),
-            "x-memproxy-context-tokens": str(self.context_tokens),
+            "x-memproxy-context-tokens": str(self.window.estimate() - self.window.reserve_output),
             "x-memproxy-overhead-ms": f"{self.overhead_ms():.2f}",
         }
 
@@ -131,6 +133,7 @@ class TurnSession:
             usage=done.usage,
             system_fingerprint=done.system_fingerprint,
         )
+        add_usage(done.usage, self.window.summary_usage)
         model = str(self.request.body.get("model", ""))
         for message in done.messages:
             message.tokens = tokens.count_message(message.data, model)
@@ -144,6 +147,7 @@ class TurnSession:
             self.turn_id, self.conversation.pk, self.agent.pk, result
         )
         self._finished = True
+        await self.service.catalog.flush()
 
     async def _fail(self, exc: BaseException) -> None:
         """Record the failure. The input stays (unanswered) so that a retry continues the turn,
@@ -163,10 +167,12 @@ class TurnSession:
 
 
 class StatefulService:
-    def __init__(self, settings: Settings, store: Store, upstream: Upstream) -> None:
+    def __init__(self, settings: Settings, store: Store, upstream: UpstreamClient) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream
+        self.catalog = ModelCatalog(settings, store, upstream)
+        self.compactor = Compactor(settings, store, upstream, self.catalog)
         self.locks = ConversationLocks()
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
@@ -294,33 +300,40 @@ class StatefulService:
             stats=stats,
             now=time.time(),
         )
-        prompt = assemble_prompt(system_text, conversation.summary, [m.data for m in context])
         memory = MemoryState.of(blocks)
         body = {k: v for k, v in request.body.items() if k != "messages"}
+        protect_from = min((m.seq for m in context if m.turn_id == turn_id), default=None)
+        tools = memory_tools_for(body.get("tools") or [])
+        try:
+            window = await self.compactor.prepare(
+                conversation=conversation,
+                context=context,
+                system_text=system_text,
+                tools=tools,
+                body=request.body,
+                api_key=api_key,
+                protect_from_seq=protect_from,
+            )
+        except ProxyError as exc:
+            if exc.code == "context_length_exceeded":  # leave the conversation as it was
+                await self.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
+            raise
         loop = TurnLoop(
             upstream=self.upstream,
             api_key=api_key,
             body=body,
-            prompt=prompt,
+            prompt=window.base_prompt(),
             memory=memory,
             tool_context=ToolContext(
                 store=self.store,
                 agent_pk=agent.pk,
                 conversation_id=conversation.conversation_id,
-                current_turn_from_seq=min(
-                    (m.seq for m in context if m.turn_id == turn_id), default=None
-                ),
+                current_turn_from_seq=protect_from,
+                max_result_chars=window.max_tool_result_chars,
             ),
             max_steps=self.settings.agent.max_steps,
             stream=request.stream,
-        )
-        model = str(request.body.get("model", ""))
-        context_tokens = (
-            tokens.count_text(system_text, model)
-            + sum(m.tokens if m.tokens is not None else tokens.count_message(m.data, model)
-                  for m in context)
-            + tokens.count_tools(loop.tools, model)
-            + 8
+            guard=window,
         )
         return TurnSession(
             service=self,
@@ -330,7 +343,7 @@ class StatefulService:
             turn_id=turn_id,
             loop=loop,
             memory=memory,
-            context_tokens=context_tokens,
+            window=window,
             decision=decision,
             exit_stack=stack,
         )

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .messages import visible_hash
-from .tools import MEMORY_TOOL_NAMES, MEMORY_TOOLS, MemoryState, ToolContext, execute_memory_tool
+from .tools import (
+    MEMORY_TOOL_NAMES,
+    MemoryState,
+    ToolContext,
+    execute_memory_tool,
+    memory_tools_for,
+)
 from .types import Message, NewMessage
 
 TEXT_SEPARATOR = "\n\n"
@@ -32,6 +38,19 @@ class Upstream(Protocol):
     def chat_stream(
         self, body: dict[str, Any], *, api_key: str | None
     ) -> AsyncIterator[dict[str, Any]]: ...
+
+
+class ContextGuard(Protocol):
+    """Keeps the prompt inside the model's window (implemented by `proxy.compaction`)."""
+
+    async def guard(self, base: list[Message], extra: list[Message]) -> list[Message] | None:
+        """Before a call: a new base prompt if it had to shrink, else None."""
+
+    async def shrink(self, extra: list[Message], attempt: int) -> list[Message] | None:
+        """After "context length exceeded": a smaller base prompt, or None to give up."""
+
+    def observe(self, extra: list[Message], usage: dict[str, Any] | None) -> None:
+        """Learn from the upstream's reported usage for the prompt just sent."""
 
 
 @dataclass
@@ -120,24 +139,30 @@ class TurnLoop:
         tool_context: ToolContext,
         max_steps: int,
         stream: bool,
+        guard: ContextGuard | None = None,
     ) -> None:
         self.upstream = upstream
         self.api_key = api_key
         self.base_body = body
-        self.prompt = list(prompt)
+        self.base = list(prompt)  # system, summary and stored context: may shrink
+        self.extra: list[Message] = []  # this turn's memory steps, appended as they happen
+        self.guard = guard
         self.memory = memory
         self.tool_context = tool_context
         self.max_steps = max(1, max_steps)
         self.stream = stream
-        client_tools = body.get("tools") or []
-        client_names = {(t.get("function") or {}).get("name") for t in client_tools}
         # A client tool that happens to share a memory tool's name stays the client's.
-        self.memory_names = frozenset(MEMORY_TOOL_NAMES - client_names)
-        self.tools = [t for t in MEMORY_TOOLS if t["function"]["name"] in self.memory_names]
-        self.tools += client_tools
+        self.tools = memory_tools_for(body.get("tools") or [])
+        names = {t["function"]["name"] for t in self.tools if t.get("function")}
+        client_names = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
+        self.memory_names = frozenset((MEMORY_TOOL_NAMES & names) - client_names)
         self.upstream_seconds = 0.0
         self._last_usage: dict[str, Any] | None = None
         self.first_token_upstream_seconds: float | None = None
+
+    @property
+    def prompt(self) -> list[Message]:
+        return self.base + self.extra
 
     def _request(self, step: int) -> dict[str, Any]:
         body = dict(self.base_body)
@@ -183,15 +208,36 @@ class TurnLoop:
         for index in range(self.max_steps):
             if index:
                 yield StepStarted(index)
-            body = self._request(index)
             steps += 1
-            self._last_usage = None
-            if self.stream:
-                step = _Step()
-                async for event in self._stream_step(body, step, bool(texts)):
-                    yield event
-            else:
-                step = await self._call(body)
+            attempt = 0
+            while True:
+                if self.guard is not None:
+                    smaller = await self.guard.guard(self.base, self.extra)
+                    if smaller is not None:
+                        self.base = smaller
+                body = self._request(index)
+                self._last_usage = None
+                emitted = False
+                try:
+                    if self.stream:
+                        step = _Step()
+                        async for event in self._stream_step(body, step, bool(texts)):
+                            emitted = True
+                            yield event
+                    else:
+                        step = await self._call(body)
+                    break
+                except Exception as exc:
+                    if (getattr(exc, "code", None) != "context_length_exceeded"
+                            or self.guard is None or emitted):
+                        raise
+                    smaller = await self.guard.shrink(self.extra, attempt)
+                    attempt += 1
+                    if smaller is None:
+                        raise
+                    self.base = smaller
+            if self.guard is not None:
+                self.guard.observe(self.extra, self._last_usage)
             add_usage(usage, self._last_usage)
             first = first or step
             if step.content:
@@ -239,10 +285,10 @@ class TurnLoop:
                 )
                 return
             stored.append(NewMessage(assistant, visible=False))
-            self.prompt.append(assistant)
+            self.extra.append(assistant)
             results = await self._run_memory_calls(memory_calls, tool_counts)
             stored.extend(results)
-            self.prompt.extend(r.data for r in results)
+            self.extra.extend(dict(r.data) for r in results)
         raise AssertionError("unreachable: the last step always ends the turn")
 
     async def _run_memory_calls(

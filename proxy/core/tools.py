@@ -86,6 +86,25 @@ MEMORY_TOOLS: list[dict[str, Any]] = [
 ]
 
 MEMORY_TOOL_NAMES = frozenset(t["function"]["name"] for t in MEMORY_TOOLS)
+
+
+def memory_tools_for(client_tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools offered upstream: memory tools (unless the client has one of the same name)
+    followed by the client's own."""
+    client_names = {(t.get("function") or {}).get("name") for t in client_tools}
+    return [t for t in MEMORY_TOOLS if t["function"]["name"] not in client_names] + client_tools
+
+
+def _fit_results(results: list[dict[str, Any]], max_chars: int) -> str:
+    """JSON of as many results (best first) as fit in `max_chars`."""
+    while True:
+        text = json.dumps(results, ensure_ascii=False)
+        if len(text) <= max_chars or len(results) <= 1:
+            break
+        results = results[:-1]
+    if len(text) > max_chars:
+        text = text[: max(0, max_chars - 1)] + "…"
+    return text
 MAX_RESULTS = 50
 MAX_RESULT_CHARS = 1000
 
@@ -116,6 +135,7 @@ class ToolContext:
     agent_pk: int
     conversation_id: str | None = None
     current_turn_from_seq: int | None = None  # the running turn's own messages are not "past"
+    max_result_chars: int = 16_000  # a search result list is cut to fit the context window
 
     def is_current(self, hit: MessageHit) -> bool:
         return (
@@ -269,7 +289,7 @@ async def archival_memory_search(
     ]
     if not results:
         return "No results found in archival memory."
-    return json.dumps(results[:top_k], ensure_ascii=False)
+    return _fit_results(results[:top_k], ctx.max_result_chars)
 
 
 async def conversation_search(
@@ -290,9 +310,9 @@ async def conversation_search(
     hits = [h for h in hits if not ctx.is_current(h)][:limit]
     if not hits:
         return "No matching messages found in recall memory."
-    return json.dumps(
+    return _fit_results(
         [{"timestamp": _stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
-        ensure_ascii=False,
+        ctx.max_result_chars,
     )
 
 

@@ -1,0 +1,112 @@
+"""What memproxy knows about each model: its context window and its token calibration.
+
+Windows come from config, the upstream's `/v1/models` metadata, a built-in table or the
+default (`windows.context_window`). The upstream listing is fetched once, then refreshed in
+the background when stale, so a request never waits for it after the first.
+
+The calibration factor (upstream-reported prompt tokens / local estimate) is learned from every
+upstream response and persisted per model in the store, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .config import Settings
+from .store.base import Store
+from .tokens import Calibration
+from .upstream import UpstreamClient
+from .windows import configured_window, context_window, parse_upstream_windows
+
+log = logging.getLogger("memproxy.catalog")
+
+FIRST_FETCH_TIMEOUT_S = 3.0
+FLUSH_EVERY_SECONDS = 30.0
+
+
+class ModelCatalog:
+    def __init__(self, settings: Settings, store: Store, upstream: UpstreamClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        self.calibration = Calibration()
+        self._loaded: set[str] = set()
+        self._dirty: set[str] = set()
+        self._last_flush = time.monotonic()
+        self._windows: dict[str, int] | None = None
+        self._windows_at = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    # --- context windows ------------------------------------------------------------------
+    async def window(self, model: str, api_key: str | None) -> int:
+        if configured_window(model, self.settings) is not None:
+            return context_window(model, self.settings)
+        return context_window(model, self.settings, await self._upstream_windows(api_key))
+
+    async def _upstream_windows(self, api_key: str | None) -> dict[str, int] | None:
+        age = time.monotonic() - self._windows_at
+        if self._windows is None:
+            try:
+                await asyncio.wait_for(self._fetch(api_key), FIRST_FETCH_TIMEOUT_S)
+            except Exception as exc:  # no listing: the table and the default still answer
+                log.info("could not read the upstream's model list: %s", type(exc).__name__)
+                self._windows, self._windows_at = {}, time.monotonic()
+        elif age > self.settings.upstream.models_cache_s and self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh(api_key))
+        return self._windows
+
+    async def _fetch(self, api_key: str | None) -> None:
+        listing = await self.upstream.list_models(api_key=api_key)
+        self._windows, self._windows_at = parse_upstream_windows(listing), time.monotonic()
+
+    async def _refresh(self, api_key: str | None) -> None:
+        try:
+            await self._fetch(api_key)
+        except Exception as exc:
+            log.info("model list refresh failed: %s", type(exc).__name__)
+            self._windows_at = time.monotonic()
+        finally:
+            self._refreshing = None
+
+    # --- calibration ----------------------------------------------------------------------
+    async def factor(self, model: str) -> float:
+        if model not in self._loaded:
+            self._loaded.add(model)
+            try:
+                stored = await self.store.get_model_stats(model)
+            except Exception:
+                log.exception("could not load calibration for a model")
+                stored = None
+            if stored and "calibration" in stored:
+                restored = Calibration.from_dict({"models": {model: stored["calibration"]}})
+                if restored.samples(model) and not self.calibration.samples(model):
+                    self.calibration = _merged(self.calibration, restored, model)
+        return self.calibration.factor(model)
+
+    def observe(self, model: str, local_tokens: int, usage: dict[str, Any] | None) -> None:
+        reported = (usage or {}).get("prompt_tokens")
+        if isinstance(reported, int) and self.calibration.observe(model, local_tokens, reported):
+            self._dirty.add(model)
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Persist changed factors, at most every FLUSH_EVERY_SECONDS unless forced."""
+        now = time.monotonic()
+        if not self._dirty or (not force and now - self._last_flush < FLUSH_EVERY_SECONDS):
+            return
+        self._last_flush = now
+        dirty, self._dirty = self._dirty, set()
+        entries = self.calibration.to_dict()["models"]
+        for model in dirty:
+            try:
+                await self.store.put_model_stats(model, {"calibration": entries[model]})
+            except Exception:
+                log.exception("could not persist calibration")
+
+
+def _merged(current: Calibration, restored: Calibration, model: str) -> Calibration:
+    data = current.to_dict()
+    data["models"][model] = restored.to_dict()["models"][model]
+    return Calibration.from_dict(data)

@@ -1,0 +1,79 @@
+"""The context window as the next request would see it, part by part (DESIGN §3.3).
+
+Used by `GET /v1/agents/{agent}/context` so operators can see where the tokens go: the base
+instructions, memory blocks, memory metadata, the summary, the in-context messages, the tool
+schemas and the output reserve, against the model's window. The client's own system text is
+sent with each request and not stored, so it is not part of this report.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import tokens
+from .core.identity import DEFAULT_CONVERSATION
+from .core.prompts import MemoryStats, render_blocks, render_metadata, render_summary
+from .core.tools import MEMORY_TOOLS
+from .errors import ProxyError
+from .turns import StatefulService
+
+
+async def context_report(
+    service: StatefulService,
+    tenant: str,
+    agent_id: str,
+    conversation_id: str | None,
+    model: str | None,
+    api_key: str | None,
+) -> dict[str, Any]:
+    store = service.store
+    agent = await store.get_agent(tenant, agent_id)
+    if agent is None:
+        raise ProxyError(404, f"no agent {agent_id!r}", code="agent_not_found", param="agent")
+    conversation = await store.get_conversation(agent.pk, conversation_id or DEFAULT_CONVERSATION)
+    if conversation is None:
+        raise ProxyError(404, f"no conversation {conversation_id!r}",
+                         code="conversation_not_found", param="conversation")
+    if not model:
+        last = await store.last_turn(conversation.pk)
+        model = str(((last.response if last else None) or {}).get("model") or "")
+    blocks = await store.get_blocks(agent.pk)
+    context = await store.context_messages(conversation.pk)
+    stats = MemoryStats(
+        recall_messages=await store.count_messages(agent.pk),
+        archival_passages=await store.count_passages(agent.pk),
+        last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
+    )
+    window = await service.catalog.window(model, api_key)
+    factor = await service.catalog.factor(model)
+
+    def scaled(local: int) -> int:
+        return round(local * factor)
+
+    parts = {
+        "system": scaled(tokens.count_text(service.base_instructions, model)),
+        "client_system": 0,
+        "blocks": scaled(tokens.count_text(render_blocks(blocks), model)),
+        "metadata": scaled(tokens.count_text(render_metadata(stats, time.time()), model)),
+        "summary": scaled(tokens.count_message(render_summary(conversation.summary), model))
+        if conversation.summary else 0,
+        "messages": scaled(sum(
+            m.tokens if m.tokens is not None else tokens.count_message(m.data, model)
+            for m in context
+        )),
+        "tools": scaled(tokens.count_tools(MEMORY_TOOLS, model)),
+        "reserved_output": service.settings.memory.reserve_output_tokens,
+    }
+    total = sum(parts.values())
+    return {
+        "agent_id": agent.agent_id,
+        "conversation_id": conversation.conversation_id,
+        "model": model,
+        "window": window,
+        "tokens": {**parts, "total": total, "free": max(0, window - total)},
+        "usage": round(total / window, 4) if window else None,
+        "calibration_factor": round(factor, 4),
+        "messages_in_context": len(context),
+        "summary": conversation.summary,
+    }
