@@ -159,3 +159,35 @@ def test_context_report(make_proxy, fake_upstream):
     missing = httpx.get(f"{proxy.base_url}/agents/nobody/context")
     assert missing.status_code == 404
     validate_error(missing.json())
+
+
+def test_calibration_learns_how_the_upstream_counts_and_survives_a_restart(
+    make_proxy, fake_upstream
+):
+    def inflated(body):
+        reply = scripted_model(body)
+        if body["model"] == "gpt-4o":
+            n = round(prompt_tokens(body) * 1.2)
+            reply.usage = {"prompt_tokens": n, "completion_tokens": 5, "total_tokens": n + 5}
+        return reply
+
+    fake_upstream.responder = inflated
+    proxy = make_proxy()
+    client = proxy.client()
+    for model in ("gpt-4o-mini", "gpt-4o"):
+        for turn in range(25):
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"hello number {turn}"}],
+                extra_headers={"X-Agent-Id": f"cal-{model}"})
+
+    def factor(model):
+        return httpx.get(f"{proxy.base_url}/agents/cal-{model}/context",
+                         params={"model": model}).json()["calibration_factor"]
+
+    plain, inflated_factor = factor("gpt-4o-mini"), factor("gpt-4o")
+    assert inflated_factor / plain == pytest.approx(1.2, rel=0.02)
+    proxy.stop()
+    restarted = make_proxy()
+    again = httpx.get(f"{restarted.base_url}/agents/cal-gpt-4o/context",
+                      params={"model": "gpt-4o"}).json()["calibration_factor"]
+    assert again == pytest.approx(inflated_factor, rel=1e-3)
