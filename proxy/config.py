@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,17 @@ class IdentitySettings(_Section):
     )
     agent_from_user: bool = False
     require_agent: bool = False
+    auxiliary_patterns: list[str] = Field(default_factory=lambda: [r"^\s*### Task:"])
+
+    @field_validator("auxiliary_patterns")
+    @classmethod
+    def _valid_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return value
 
 
 class BlockSettings(_Section):

@@ -27,7 +27,7 @@ from .core.identity import DEFAULT_CONVERSATION, Identity
 from .core.loop import Event, TurnDone, TurnLoop, add_usage
 from .core.messages import request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
-from .core.reconcile import Action, Decision, StoredRef, reconcile
+from .core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
 from .core.tools import MemoryState, ToolContext, memory_tools_for
 from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
 from .errors import ProxyError, bad_request
@@ -174,6 +174,7 @@ class StatefulService:
         self.catalog = ModelCatalog(settings, store, upstream)
         self.compactor = Compactor(settings, store, upstream, self.catalog)
         self.locks = ConversationLocks()
+        self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
             Block(label=label, value=b.value, description=b.description, limit=b.limit,
@@ -192,16 +193,23 @@ class StatefulService:
         agent = await self.store.ensure_agent(
             request.caller.tenant, request.identity.agent_id, self.default_blocks
         )
-        conversation = await self.store.ensure_conversation(
-            agent.pk, request.identity.conversation_id or DEFAULT_CONVERSATION
-        )
+        conversation_id = request.identity.conversation_id or DEFAULT_CONVERSATION
+        conversation = await self.store.ensure_conversation(agent.pk, conversation_id)
+        fingerprint = request_hash(body)
+        # The same request while the first is still running (a double submit) waits for it
+        # and gets its answer.
+        double_submit = self.running.get(conversation.pk) == fingerprint
         stack = AsyncExitStack()
         await stack.enter_async_context(
             self.locks.hold(conversation.pk, self.settings.agent.lock_timeout_s)
         )
         try:
-            fingerprint = request_hash(body)
-            replay = await self._find_replay(request, conversation, fingerprint)
+            # Re-read under the lock: the previous turn may have changed the summary.
+            conversation = await self.store.get_conversation(agent.pk, conversation_id)
+            assert conversation is not None
+            self.running[conversation.pk] = fingerprint
+            stack.callback(self.running.pop, conversation.pk, None)
+            replay = await self._find_replay(request, conversation, fingerprint, double_submit)
             if replay is not None:
                 await stack.aclose()
                 return Replay(replay.response or {}, agent.agent_id,
@@ -218,9 +226,10 @@ class StatefulService:
         return session
 
     async def _find_replay(
-        self, request: TurnRequest, conversation: Conversation, fingerprint: str
+        self, request: TurnRequest, conversation: Conversation, fingerprint: str,
+        double_submit: bool = False,
     ) -> Turn | None:
-        if not (request.retry or request.idempotency_key):
+        if not (request.retry or request.idempotency_key or double_submit):
             return None
         turn = await self.store.find_turn(
             conversation.pk,
@@ -240,8 +249,10 @@ class StatefulService:
     ) -> tuple[str, Decision]:
         """Reconcile and store the new input; returns the turn id to answer."""
         last = await self.store.last_turn(conversation.pk)
-        needs_transcript = (last is not None and last.status != "done") or any(
-            m.get("role") == "assistant" for m in client_messages
+        needs_transcript = (
+            (last is not None and last.status != "done")
+            or bool(conversation.resends_history)
+            or any(m.get("role") == "assistant" for m in client_messages)
         )
         transcript: list[StoredMessage] = (
             await self.store.visible_transcript(conversation.pk) if needs_transcript else []
@@ -254,7 +265,13 @@ class StatefulService:
                 if m.turn_id == last.turn_id and m.role in ("user", "tool")
             ] or None
         refs = [StoredRef(m.seq, m.visible_hash or visible_hash(m.data), m.role) for m in transcript]
-        decision = reconcile(refs, client_messages, pending_input=pending)
+        decision = reconcile(refs, client_messages, pending_input=pending,
+                             resends_history=conversation.resends_history)
+        learned = learned_resends_history(client_messages, decision,
+                                          conversation.resends_history)
+        if learned is not None and learned != conversation.resends_history:
+            await self.store.update_conversation(conversation.pk, resends_history=learned)
+            conversation.resends_history = learned
         if decision.action is Action.CONTINUE and last is not None:
             await self.store.reopen_turn(last.turn_id)
             return last.turn_id, decision

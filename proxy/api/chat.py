@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..core.identity import Identity, resolve_identity
+from ..core.identity import Identity, is_auxiliary, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import ProxyError, bad_request, internal_error
 from ..turns import Replay, TurnRequest, TurnSession
@@ -115,6 +115,8 @@ async def chat_completions(request: Request) -> Response:
         if identity is None:
             return await _passthrough(request, state, raw, api_key)
         validate_chat_body(body)
+        if is_auxiliary(body["messages"], state.auxiliary_patterns):
+            return await _passthrough(request, state, raw, api_key)
         turn_request = TurnRequest(
             caller=caller,
             identity=identity,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..store.base import Store
@@ -18,3 +19,7 @@ class AppState:
     upstream: UpstreamClient
     auth: Authenticator
     service: StatefulService
+    auxiliary_patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.auxiliary_patterns = [re.compile(p) for p in self.settings.identity.auxiliary_patterns]

@@ -92,3 +92,14 @@ def resolve_identity(
     if conversation is not None:
         validate_id(conversation, "conversation_id")
     return Identity(agent_id=agent, conversation_id=conversation, source=source)
+
+
+def is_auxiliary(messages: list[Any], patterns: list[re.Pattern[str]]) -> bool:
+    """A chat UI's side request (title, tags, follow-ups): matched on the last user message."""
+    from .messages import content_text
+
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = content_text(message.get("content"))
+            return any(p.search(text) for p in patterns)
+    return False

@@ -80,12 +80,17 @@ def reconcile(
     client_messages: list[Message],
     *,
     pending_input: list[str] | None = None,
+    resends_history: bool | None = None,
 ) -> Decision:
     """Decide what of `client_messages` (system messages removed) is new.
 
     `stored` is the visible, non-superseded transcript, oldest first. `pending_input` holds the
     hashes of the input of the last turn when that turn never finished (it failed or the process
     died): a client resending exactly that input continues the turn instead of storing it twice.
+    `resends_history` is what the conversation has learned about its client: True for a chat UI
+    that resends the whole history, so that a lone first message sent again is a regenerate of
+    the first reply; False or None (unknown) treat a request without assistant messages as new
+    input, the SDK style.
     """
     client_hashes = [visible_hash(m) for m in client_messages]
     if pending_input and client_hashes[-len(pending_input):] == pending_input:
@@ -95,10 +100,13 @@ def reconcile(
         if not prefix or prefix == [s.hash for s in stored[:tip]][-len(prefix):]:
             return Decision(Action.CONTINUE)
 
+    stored_hashes = [s.hash for s in stored]
     if not any(m.get("role") == "assistant" for m in client_messages):
+        n = len(client_hashes)
+        if resends_history and n < len(stored) and client_hashes == stored_hashes[:n]:
+            return Decision(Action.REGENERATE, [], supersede_from_seq=stored[n].seq)
         return Decision(Action.APPEND, list(client_messages))
 
-    stored_hashes = [s.hash for s in stored]
     k = _common_prefix(client_hashes, stored_hashes)
     if k == len(stored):
         return Decision(Action.APPEND, list(client_messages[k:]))
@@ -117,3 +125,22 @@ def reconcile(
     # follows the client's last assistant message as the new input.
     last_assistant = max(i for i, m in enumerate(client_messages) if m.get("role") == "assistant")
     return Decision(Action.APPEND, list(client_messages[last_assistant + 1 :]))
+
+
+def learned_resends_history(
+    client_messages: list[Message], decision: Decision, previous: bool | None
+) -> bool | None:
+    """What a request teaches about its client: does it resend the conversation's history?
+
+    Echoing stored assistant messages back means yes; a request with no assistant message
+    while the conversation already has replies means no (unless it was a regenerate, which a
+    history-resending client sends exactly like that).
+    """
+    has_assistant = any(m.get("role") == "assistant" for m in client_messages)
+    if has_assistant and decision.action in (Action.APPEND, Action.REGENERATE, Action.BRANCH,
+                                             Action.CONTINUE) and len(decision.new_input) < len(
+                                                 client_messages):
+        return True
+    if not has_assistant and decision.action is Action.APPEND and previous:
+        return False
+    return previous
