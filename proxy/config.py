@@ -53,6 +53,7 @@ class IdentitySettings(_Section):
     conversation_headers: list[str] = Field(
         default_factory=lambda: ["X-Conversation-Id", "X-OpenWebUI-Chat-Id"]
     )
+    history_client_headers: list[str] = Field(default_factory=lambda: ["X-OpenWebUI-Chat-Id"])
     agent_from_user: bool = False
     require_agent: bool = False
     auxiliary_patterns: list[str] = Field(default_factory=lambda: [r"^\s*### Task:"])

@@ -250,8 +250,9 @@ class StatefulService:
         """Reconcile and store the new input; returns the turn id to answer."""
         last = await self.store.last_turn(conversation.pk)
         needs_transcript = (
-            (last is not None and last.status != "done")
+            (last is not None and (last.status != "done" or last.request_hash == fingerprint))
             or bool(conversation.resends_history)
+            or request.identity.history_client
             or any(m.get("role") == "assistant" for m in client_messages)
         )
         transcript: list[StoredMessage] = (
@@ -265,10 +266,17 @@ class StatefulService:
                 if m.turn_id == last.turn_id and m.role in ("user", "tool")
             ] or None
         refs = [StoredRef(m.seq, m.visible_hash or visible_hash(m.data), m.role) for m in transcript]
+        resends = conversation.resends_history
+        if resends is None and request.identity.history_client:
+            resends = True  # a chat UI's own header: it resends history until shown otherwise
+        repeat = (last is not None and last.status == "done" and not request.retry
+                  and last.request_hash == fingerprint)
         decision = reconcile(refs, client_messages, pending_input=pending,
-                             resends_history=conversation.resends_history)
-        learned = learned_resends_history(client_messages, decision,
-                                          conversation.resends_history)
+                             resends_history=resends, repeat_of_last=repeat)
+        learned = learned_resends_history(
+            client_messages, decision, conversation.resends_history,
+            had_replies=last is not None,
+        )
         if learned is not None and learned != conversation.resends_history:
             await self.store.update_conversation(conversation.pk, resends_history=learned)
             conversation.resends_history = learned

@@ -118,3 +118,9 @@ def make_proxy(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Callable
     yield factory
     for server in reversed(started):
         server.stop()
+
+
+@pytest.fixture
+def make_proxy_once(make_proxy: Callable[..., ProxyServer], fake_upstream: FakeUpstream):
+    """One memproxy for a whole hypothesis test (examples use separate conversations)."""
+    return make_proxy(), fake_upstream

@@ -28,6 +28,7 @@ class Identity:
     agent_id: str
     conversation_id: str | None
     source: str  # "path", "header", "user"
+    history_client: bool = False  # named by a chat UI's header: it resends whole histories
 
 
 def validate_id(value: str, what: str) -> str:
@@ -72,8 +73,12 @@ def resolve_identity(
     if agent is None:
         agent = _first_header(headers, settings.agent_headers)
         source = "header"
+    history_client = False
     if conversation is None:
         conversation = _first_header(headers, settings.conversation_headers)
+        history_client = conversation is not None and any(
+            headers.get(h.lower()) for h in settings.history_client_headers
+        )
     if agent is None and settings.agent_from_user:
         user = body.get("user")
         if isinstance(user, str) and user.strip():
@@ -91,7 +96,8 @@ def resolve_identity(
     validate_id(agent, "agent_id")
     if conversation is not None:
         validate_id(conversation, "conversation_id")
-    return Identity(agent_id=agent, conversation_id=conversation, source=source)
+    return Identity(agent_id=agent, conversation_id=conversation, source=source,
+                    history_client=history_client)
 
 
 def is_auxiliary(messages: list[Any], patterns: list[re.Pattern[str]]) -> bool:

@@ -75,12 +75,21 @@ def _anchor(client: list[str], stored: list[str]) -> tuple[int, int] | None:
     return None
 
 
+def _last_occurrence(haystack: list[str], needle: list[str]) -> int | None:
+    n = len(needle)
+    for start in range(len(haystack) - n, -1, -1):
+        if haystack[start : start + n] == needle:
+            return start
+    return None
+
+
 def reconcile(
     stored: list[StoredRef],
     client_messages: list[Message],
     *,
     pending_input: list[str] | None = None,
     resends_history: bool | None = None,
+    repeat_of_last: bool = False,
 ) -> Decision:
     """Decide what of `client_messages` (system messages removed) is new.
 
@@ -90,7 +99,9 @@ def reconcile(
     `resends_history` is what the conversation has learned about its client: True for a chat UI
     that resends the whole history, so that a lone first message sent again is a regenerate of
     the first reply; False or None (unknown) treat a request without assistant messages as new
-    input, the SDK style.
+    input, the SDK style. `repeat_of_last` says the request is byte-for-byte the last finished
+    turn's request, with no retry marker: unless the client is known to be SDK-style
+    (`resends_history is False`), that is a regenerate of that turn's reply.
     """
     client_hashes = [visible_hash(m) for m in client_messages]
     if pending_input and client_hashes[-len(pending_input):] == pending_input:
@@ -101,10 +112,13 @@ def reconcile(
             return Decision(Action.CONTINUE)
 
     stored_hashes = [s.hash for s in stored]
-    if not any(m.get("role") == "assistant" for m in client_messages):
-        n = len(client_hashes)
-        if resends_history and n < len(stored) and client_hashes == stored_hashes[:n]:
-            return Decision(Action.REGENERATE, [], supersede_from_seq=stored[n].seq)
+    has_assistant = any(m.get("role") == "assistant" for m in client_messages)
+    if not has_assistant and not resends_history:
+        if repeat_of_last and resends_history is not False:
+            start = _last_occurrence(stored_hashes, client_hashes)
+            end = None if start is None else start + len(client_hashes)
+            if end is not None and end < len(stored) and stored[end].role == "assistant":
+                return Decision(Action.REGENERATE, [], supersede_from_seq=stored[end].seq)
         return Decision(Action.APPEND, list(client_messages))
 
     k = _common_prefix(client_hashes, stored_hashes)
@@ -112,7 +126,9 @@ def reconcile(
         return Decision(Action.APPEND, list(client_messages[k:]))
     if k == len(client_hashes):
         return Decision(Action.REGENERATE, [], supersede_from_seq=stored[k].seq)
-    if k > 0:
+    if k > 0 or not has_assistant:
+        # A history-resending client whose list differs from the start (an edit of its first
+        # message) branches there too; with assistant messages we try anchoring first.
         return Decision(Action.BRANCH, list(client_messages[k:]), supersede_from_seq=stored[k].seq)
 
     found = _anchor(client_hashes, stored_hashes)
@@ -128,19 +144,18 @@ def reconcile(
 
 
 def learned_resends_history(
-    client_messages: list[Message], decision: Decision, previous: bool | None
+    client_messages: list[Message], decision: Decision, previous: bool | None, had_replies: bool
 ) -> bool | None:
     """What a request teaches about its client: does it resend the conversation's history?
 
-    Echoing stored assistant messages back means yes; a request with no assistant message
-    while the conversation already has replies means no (unless it was a regenerate, which a
-    history-resending client sends exactly like that).
+    Echoing stored assistant messages back means yes. New input without any assistant message,
+    sent to a conversation that already has replies, means no: a history-resending client
+    would have included them.
     """
     has_assistant = any(m.get("role") == "assistant" for m in client_messages)
-    if has_assistant and decision.action in (Action.APPEND, Action.REGENERATE, Action.BRANCH,
-                                             Action.CONTINUE) and len(decision.new_input) < len(
-                                                 client_messages):
+    echoed = len(decision.new_input) < len(client_messages)
+    if has_assistant and echoed and decision.action is not Action.ANCHOR:
         return True
-    if not has_assistant and decision.action is Action.APPEND and previous:
+    if not has_assistant and decision.action is Action.APPEND and had_replies:
         return False
     return previous

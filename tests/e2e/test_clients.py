@@ -142,9 +142,16 @@ def test_sdk_style_first_message_again_is_new_input_but_a_regenerate_for_a_chat_
     proxy = make_proxy()
     client = proxy.client()
     sdk = {"X-Agent-Id": "sdk"}
-    client.chat.completions.create(model=MODEL, messages=[u("yes")], extra_headers=sdk)
-    client.chat.completions.create(model=MODEL, messages=[u("yes")], extra_headers=sdk)
-    assert [r for r, _ in visible(proxy, "sdk")] == ["user", "assistant"] * 2
+    for text in ("hello", "yes", "yes"):  # "yes" after "hello" shows the client is SDK-style
+        client.chat.completions.create(model=MODEL, messages=[u(text)], extra_headers=sdk)
+    assert [t for r, t in visible(proxy, "sdk") if r == "user"] == ["hello", "yes", "yes"]
+
+    # while the style is unknown, the very same body again after the turn finished (and no
+    # retry marker) is a regenerate, as a chat UI's "regenerate first reply" looks like that
+    fresh = {"X-Agent-Id": "fresh"}
+    client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=fresh)
+    client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=fresh)
+    assert [r for r, _ in visible(proxy, "fresh")] == ["user", "assistant"]
 
     ui = {"X-Agent-Id": "ui", "X-Conversation-Id": "c"}
     r1 = client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=ui)

@@ -158,3 +158,39 @@ def test_after_any_decision_the_kept_transcript_plus_input_equals_the_client_vie
     result = kept + decision.new_input
     assert [visible_hash(m) for m in result[-1:]] == [visible_hash(client[-1])]
     assert len(result) <= len(history) + len(client)
+
+
+# --- what the conversation has learned about its client -----------------------------------
+
+from proxy.core.reconcile import learned_resends_history  # noqa: E402
+
+
+def test_a_history_client_regenerates_its_first_reply_with_the_lone_first_message():
+    decision = reconcile(stored(u("hi"), a("hello"), u("more"), a("sure")), [u("hi")],
+                         resends_history=True)
+    assert decision.action is Action.REGENERATE and decision.supersede_from_seq == 2
+
+
+def test_a_history_client_editing_its_first_message_branches_at_the_start():
+    decision = reconcile(stored(u("hi"), a("hello")), [u("hi there")], resends_history=True)
+    assert decision.action is Action.BRANCH
+    assert decision.supersede_from_seq == 1 and decision.new_input == [u("hi there")]
+
+
+def test_the_same_body_again_is_a_regenerate_unless_the_client_is_sdk_style():
+    history = stored(u("hello"), a("hi"), u("yes"), a("ok"))
+    repeat = reconcile(history, [u("yes")], repeat_of_last=True)
+    assert repeat.action is Action.REGENERATE and repeat.supersede_from_seq == 4
+    sdk = reconcile(history, [u("yes")], repeat_of_last=True, resends_history=False)
+    assert sdk.action is Action.APPEND and sdk.new_input == [u("yes")]
+
+
+def test_learning_the_client_style():
+    echo = [u("hi"), a("hello"), u("more")]
+    appended = reconcile(stored(u("hi"), a("hello")), echo)
+    assert learned_resends_history(echo, appended, None, had_replies=True) is True
+    lone = reconcile(stored(u("hi"), a("hello")), [u("more")])
+    assert learned_resends_history([u("more")], lone, None, had_replies=True) is False
+    assert learned_resends_history([u("first")], lone, None, had_replies=False) is None
+    regen = reconcile(stored(u("hi"), a("hello")), [u("hi")], resends_history=True)
+    assert learned_resends_history([u("hi")], regen, True, had_replies=True) is True
