@@ -96,6 +96,7 @@ def _default_blocks() -> dict[str, BlockSettings]:
 class AgentSettings(_Section):
     max_steps: int = 8
     lock_timeout_s: float = 30.0
+    lease_ttl_s: float = 30.0
     base_instructions: str | None = None
     blocks: dict[str, BlockSettings] = Field(default_factory=_default_blocks)
 

@@ -1,30 +1,67 @@
-"""One turn at a time per conversation (DESIGN §5), within this process.
+"""One turn at a time per conversation (DESIGN §5), within this process and across processes.
+
+Two layers: an in-process `asyncio.Lock` per conversation (cheap, FIFO, no polling), then a
+lease row in the database (owner, expiry) for other processes sharing the database — several
+`--workers`, or several machines on one Postgres. The lease is renewed while the turn runs and
+expires by itself if the process dies, so a crashed holder never blocks a conversation for
+longer than `lease_ttl_s`.
 
 A waiting request queues for up to `lock_timeout_s`, then gets 409 with `Retry-After`. Locks are
 reference-counted so the table does not grow with the number of conversations ever seen.
-(A database lease for several processes sharing one database builds on this.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import os
+import socket
+import time
+import uuid
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from .errors import ProxyError
 
+log = logging.getLogger("memproxy.locks")
+
+POLL_START_S = 0.02
+POLL_MAX_S = 0.25
+
+
+class LeaseStore(Protocol):
+    async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool: ...
+
+    async def release_lease(self, conversation_pk: int, owner: str) -> None: ...
+
+
+def busy_error(timeout: float) -> ProxyError:
+    return ProxyError(
+        409,
+        "another request is still being answered in this conversation; retry shortly",
+        type="invalid_request_error",
+        code="conversation_busy",
+        headers={"Retry-After": str(max(1, math.ceil(timeout / 4)))},
+    )
+
 
 class ConversationLocks:
-    def __init__(self) -> None:
+    def __init__(self, store: LeaseStore | None = None, lease_ttl_s: float = 30.0) -> None:
         self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def busy(self, key: Hashable) -> bool:
         entry = self._locks.get(key)
         return entry is not None and entry[0].locked()
 
     @asynccontextmanager
-    async def hold(self, key: Hashable, timeout: float) -> AsyncIterator[None]:
+    async def hold(self, key: int, timeout: float) -> AsyncIterator[None]:
+        deadline = time.monotonic() + timeout
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
@@ -33,16 +70,13 @@ class ConversationLocks:
             try:
                 await asyncio.wait_for(lock.acquire(), timeout)
             except TimeoutError:
-                raise ProxyError(
-                    409,
-                    "another request is still being answered in this conversation; retry"
-                    " shortly",
-                    type="invalid_request_error",
-                    code="conversation_busy",
-                    headers={"Retry-After": str(max(1, math.ceil(timeout / 4)))},
-                ) from None
+                raise busy_error(timeout) from None
             try:
-                yield
+                if self.store is None:
+                    yield
+                else:
+                    async with self._lease(key, deadline, timeout):
+                        yield
             finally:
                 lock.release()
         finally:
@@ -51,3 +85,35 @@ class ConversationLocks:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock_now, count - 1)
+
+    @asynccontextmanager
+    async def _lease(self, key: int, deadline: float, timeout: float) -> AsyncIterator[None]:
+        assert self.store is not None
+        delay = POLL_START_S
+        while not await self.store.acquire_lease(key, self.owner, self.lease_ttl_s):
+            if time.monotonic() + delay > deadline:
+                raise busy_error(timeout)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+        renewer = asyncio.create_task(self._renew(key))
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            try:
+                await self.store.release_lease(key, self.owner)
+            except Exception:  # it expires by itself; the turn's outcome matters more
+                log.exception("could not release the lease of conversation %s", key)
+
+    async def _renew(self, key: int) -> None:
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            try:
+                if not await self.store.acquire_lease(key, self.owner, self.lease_ttl_s):
+                    log.error("lost the lease of conversation %s to another process", key)
+                    return
+            except Exception:
+                log.exception("could not renew the lease of conversation %s", key)

@@ -173,7 +173,7 @@ class StatefulService:
         self.upstream = upstream
         self.catalog = ModelCatalog(settings, store, upstream)
         self.compactor = Compactor(settings, store, upstream, self.catalog)
-        self.locks = ConversationLocks()
+        self.locks = ConversationLocks(store, settings.agent.lease_ttl_s)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
