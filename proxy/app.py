@@ -20,6 +20,7 @@ from .api.openai_routes import embeddings, list_models
 from .api.state import AppState
 from .config import Settings
 from .errors import error_body
+from .metrics import Metrics
 from .store import open_store
 from .turns import StatefulService
 from .upstream import UpstreamClient
@@ -49,6 +50,11 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    metrics = request.app.state.memproxy.service.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -58,7 +64,7 @@ def create_app(settings: Settings) -> Starlette:
         auth = Authenticator(settings.auth, store)
         await auth.refresh()
         tokens.warm_up()
-        service = StatefulService(settings, store, upstream)
+        service = StatefulService(settings, store, upstream, Metrics())
         app.state.memproxy = AppState(settings, store, upstream, auth, service)
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
@@ -79,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
         Route("/v1/agents/{agent}/context", agent_context, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/health/liveliness", liveliness, methods=["GET"]),
         Route("/health/readiness", readiness, methods=["GET"]),
     ]

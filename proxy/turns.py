@@ -32,6 +32,7 @@ from .core.tools import MemoryState, ToolContext, memory_tools_for
 from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
 from .errors import ProxyError, bad_request
 from .locks import ConversationLocks
+from .metrics import Metrics
 from .store.base import Store
 from .upstream import UpstreamClient
 
@@ -147,7 +148,20 @@ class TurnSession:
             self.turn_id, self.conversation.pk, self.agent.pk, result
         )
         self._finished = True
+        self._record_metrics(done)
         await self.service.catalog.flush()
+
+    def _record_metrics(self, done: TurnDone) -> None:
+        metrics = self.service.metrics
+        metrics.steps.observe(done.steps)
+        metrics.upstream.observe(self.loop.upstream_seconds)
+        for key, count in done.tool_calls.items():
+            name, _, outcome = key.partition(":")
+            metrics.tool_calls.labels(name, outcome).inc(count)
+        for kind in ("prompt_tokens", "completion_tokens"):
+            metrics.tokens.labels(kind.removesuffix("_tokens")).inc(done.usage.get(kind, 0))
+        if self.window.compactions:
+            metrics.compactions.inc(self.window.compactions)
 
     async def _fail(self, exc: BaseException) -> None:
         """Record the failure. The input stays (unanswered) so that a retry continues the turn,
@@ -167,8 +181,12 @@ class TurnSession:
 
 
 class StatefulService:
-    def __init__(self, settings: Settings, store: Store, upstream: UpstreamClient) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, upstream: UpstreamClient,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.store = store
         self.upstream = upstream
         self.catalog = ModelCatalog(settings, store, upstream)
@@ -200,9 +218,11 @@ class StatefulService:
         # and gets its answer.
         double_submit = self.running.get(conversation.pk) == fingerprint
         stack = AsyncExitStack()
+        waited = time.perf_counter()
         await stack.enter_async_context(
             self.locks.hold(conversation.pk, self.settings.agent.lock_timeout_s)
         )
+        self.metrics.lock_wait.observe(time.perf_counter() - waited)
         try:
             # Re-read under the lock: the previous turn may have changed the summary.
             conversation = await self.store.get_conversation(agent.pk, conversation_id)
@@ -280,6 +300,7 @@ class StatefulService:
         if learned is not None and learned != conversation.resends_history:
             await self.store.update_conversation(conversation.pk, resends_history=learned)
             conversation.resends_history = learned
+        self.metrics.reconcile.labels(decision.action.value).inc()
         if decision.action is Action.CONTINUE and last is not None:
             await self.store.reopen_turn(last.turn_id)
             return last.turn_id, decision

@@ -97,8 +97,16 @@ def _retry_marker(request: Request) -> bool:
 
 
 async def chat_completions(request: Request) -> Response:
-    started = time.perf_counter()
     state: AppState = request.app.state.memproxy
+    response, mode, stream = await _handle(request, state)
+    state.service.metrics.requests.labels(mode, str(stream).lower(),
+                                          str(response.status_code)).inc()
+    return response
+
+
+async def _handle(request: Request, state: AppState) -> tuple[Response, str, bool]:
+    started = time.perf_counter()
+    mode, stream = "stateful", False
     try:
         caller = await state.auth.authenticate(request.headers.get("authorization"))
         raw = await request.body()
@@ -106,17 +114,18 @@ async def chat_completions(request: Request) -> Response:
         identity = _identity_without_body(request, state)
         if identity is None and not state.settings.identity.agent_from_user:
             if not state.settings.identity.require_agent:
-                return await _passthrough(request, state, raw, api_key)
+                return await _passthrough(request, state, raw, api_key), "passthrough", False
         body = parse_body(raw)
         if identity is None:
             identity = resolve_identity(
                 request.path_params, request.headers, body, state.settings.identity
             )
         if identity is None:
-            return await _passthrough(request, state, raw, api_key)
+            return await _passthrough(request, state, raw, api_key), "passthrough", False
         validate_chat_body(body)
+        stream = bool(body.get("stream"))
         if is_auxiliary(body["messages"], state.auxiliary_patterns):
-            return await _passthrough(request, state, raw, api_key)
+            return await _passthrough(request, state, raw, api_key), "auxiliary", stream
         turn_request = TurnRequest(
             caller=caller,
             identity=identity,
@@ -127,15 +136,15 @@ async def chat_completions(request: Request) -> Response:
         )
         outcome = await state.service.start(turn_request, api_key)
         if isinstance(outcome, Replay):
-            return _replay(outcome, turn_request, started)
+            return _replay(outcome, turn_request, started), "replay", stream
         if turn_request.stream:
-            return await _stream(outcome, turn_request)
-        return await _complete(outcome)
+            return await _stream(outcome, turn_request), mode, stream
+        return await _complete(outcome), mode, stream
     except (ProxyError, UpstreamError) as exc:
-        return error_response(exc)
+        return error_response(exc), mode, stream
     except Exception:
         log.exception("chat completion failed")
-        return error_response(internal_error())
+        return error_response(internal_error()), mode, stream
 
 
 def _identity_without_body(request: Request, state: AppState) -> Identity | None:
@@ -174,6 +183,7 @@ async def _complete(session: TurnSession) -> Response:
     async for _event in session.events():
         pass
     assert session.response is not None
+    session.service.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     return Response(
         sse.dumps(session.response), media_type="application/json", headers=session.headers()
     )
@@ -192,13 +202,14 @@ async def _stream(session: TurnSession, turn_request: TurnRequest) -> Response:
     )
     headers = session.headers()
     return StreamingResponse(
-        _stream_body(first, events, writer, turn_request.include_usage),
+        _stream_body(first, events, writer, turn_request.include_usage, session),
         media_type="text/event-stream",
         headers={**headers, "cache-control": "no-cache"},
     )
 
 
-async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bool):
+async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bool,
+                       session: TurnSession):
     yield writer.chunk({"role": "assistant", "content": ""})
     event = first
     try:
@@ -232,4 +243,6 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
         yield sse.event(internal_error().body())
     finally:
         await events.aclose()
+        session.service.metrics.overhead.labels("stateful_stream").observe(
+            session.overhead_ms() / 1000)
     yield sse.DONE
