@@ -46,7 +46,7 @@ class Child:
         self.proc = subprocess.Popen(
             self.argv, env=dict(env) if env is not None else None, cwd=cwd,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         _CHILDREN.append(self)
 
@@ -97,6 +97,18 @@ class Child:
             self._log = subprocess.DEVNULL
         if self in _CHILDREN:
             _CHILDREN.remove(self)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the benchmark process dies, even by
+    SIGKILL, so no server outlives it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: atexit and finally still apply
+        pass
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -238,7 +250,12 @@ def _usable_cpus() -> int:
 
 
 def git_commit() -> str | None:
-    """`git rev-parse --short HEAD` of the repo, with `+dirty` when the tree has changes."""
+    """`git rev-parse --short HEAD` of the repo, with `+dirty` when the tree has changes.
+
+    `BENCH_COMMIT` in the environment wins (for a run from an exported tree with no .git).
+    """
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                                 capture_output=True, text=True, timeout=5, check=True)
@@ -268,7 +285,7 @@ def machine_info() -> dict[str, Any]:
             versions[name] = None
     mem = _memory_bytes()
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": _usable_cpus(),
@@ -296,6 +313,18 @@ def machine_block(info: Mapping[str, Any]) -> str:
         f"- packages: {pkgs}",
         f"- memproxy commit: {info['commit'] or 'unknown'}",
     ])
+
+
+def exit_on_signals() -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so `finally` blocks and atexit stop the children."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread, or not supported here
+            pass
 
 
 def eprint(*args: Any) -> None:

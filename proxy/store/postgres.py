@@ -1,0 +1,442 @@
+"""The Postgres store: asyncpg, one connection pool, the same `Store` semantics as SQLite.
+
+For several memproxy processes (or machines) sharing one database. Every store call is one
+statement, or one transaction on one pooled connection (`async with conn.transaction()`);
+batches travel as arrays (`unnest`), so a turn costs a handful of round trips whatever its size.
+
+Sequence numbers are race-free across processes: a turn's writes first lock the conversation
+row (`FOR NO KEY UPDATE`), and only then, in a later statement (a fresh READ COMMITTED
+snapshot), read `max(seq)`. UNIQUE (conversation_pk, seq) stays as the last line of defence.
+Migrations run at `open()` under a transaction-level advisory lock (see migrations.py).
+
+Text columns cannot hold NUL characters in Postgres: they are removed from searchable text,
+block values, summaries and passages. Message data, responses and errors are `json` and keep
+them (as \\u0000 escapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..core.types import (
+    Agent,
+    Block,
+    Conversation,
+    MessageHit,
+    NewMessage,
+    Passage,
+    StoredMessage,
+    Turn,
+    TurnResult,
+)
+from .migrations import apply_postgres, check_fts_config
+from .pg_search import message_search_sql, passage_search_sql
+from .pg_sql import (
+    ACQUIRE_LEASE,
+    AGENT,
+    BEGIN_WRITE,
+    CONV,
+    DISCARD,
+    EVICT,
+    FINISH_WRITE,
+    LOCK_CONVERSATION,
+    MSG,
+    SQL_CONTEXT,
+    SQL_VISIBLE,
+    SUPERSEDE_FROM,
+    TURN,
+    UPSERT_BLOCKS,
+    agent_row,
+    block_arrays,
+    clean,
+    conversation_row,
+    dumps,
+    jsonb,
+    message_arrays,
+    message_row,
+    passage_arrays,
+    passage_row,
+    rows_changed,
+    strip_nul,
+    turn_row,
+)
+
+__all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
+
+log = logging.getLogger(__name__)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(DSN for asyncpg, the `fts` query parameter or None): `?fts=simple` is memproxy's."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    fts = [v for k, v in query if k == "fts"]
+    rest = urlencode([(k, v) for k, v in query if k != "fts"])
+    return urlunsplit(parts._replace(query=rest)), (fts[-1] if fts else None)
+
+
+class _Connection(asyncpg.Connection):
+    """No reset query when a connection goes back to the pool (saves a round trip per call).
+
+    The store keeps no session state (no SET, LISTEN, cursors or session advisory locks);
+    asyncpg still rolls back a transaction left open, e.g. by a cancelled call."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+class PostgresStore:
+    """`Store` on a Postgres database. Create, then `await store.open()`.
+
+    `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the
+    text-search configuration used when `fts_config` is not given (default "english"). A
+    database keeps the configuration it was created with (its indexes depend on it).
+    """
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, fts_config: str | None = None, *, min_size: int = 1,
+                 max_size: int = 10) -> None:
+        self.dsn, url_fts = split_url(url)
+        self.requested_fts_config = check_fts_config(fts_config or url_fts or "english")
+        self.fts_config = self.requested_fts_config  # the database's, once open
+        self.min_size, self.max_size = min_size, max_size
+        self._pool: asyncpg.Pool | None = None
+
+    # --- plumbing -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the pool and apply pending migrations (under an advisory lock)."""
+        if self._pool is not None:
+            return
+        settings = {} if "application_name" in self.dsn else {"application_name": "memproxy"}
+        pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.min_size, max_size=self.max_size,
+            connection_class=_Connection, server_settings=settings)
+        try:
+            async with pool.acquire() as conn:
+                encoding = await conn.fetchval("SHOW server_encoding")
+                if encoding != "UTF8":
+                    raise RuntimeError(f"the Postgres database must use UTF8 encoding, not "
+                                       f"{encoding} (CREATE DATABASE ... ENCODING 'UTF8')")
+                try:
+                    await conn.fetchval("SELECT $1::text::regconfig::text",
+                                        self.requested_fts_config)
+                except asyncpg.UndefinedObjectError:
+                    raise ValueError(
+                        f"unknown text search configuration {self.requested_fts_config!r}"
+                        " (see SELECT cfgname FROM pg_ts_config)") from None
+                await apply_postgres(conn, fts_config=self.requested_fts_config)
+                stored = await conn.fetchval(
+                    "SELECT value FROM store_settings WHERE key = 'fts_config'")
+        except BaseException:
+            await pool.close()
+            raise
+        self.fts_config = check_fts_config(stored)
+        if self.fts_config != self.requested_fts_config:
+            log.warning("the database was created with text search configuration %r; "
+                        "ignoring the requested %r", self.fts_config, self.requested_fts_config)
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self.pool.fetch(sql, *args)
+
+    async def _fetch_one(self, sql: str, *args: Any) -> Any:
+        return await self.pool.fetchrow(sql, *args)
+
+    async def _execute(self, sql: str, *args: Any) -> int:
+        """One statement (its own transaction); returns the number of rows it changed."""
+        return rows_changed(await self.pool.execute(sql, *args))
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    # --- agents and blocks ----------------------------------------------------------------
+    async def get_agent(self, tenant: str, agent_id: str) -> Agent | None:
+        row = await self._fetch_one(f"{AGENT} WHERE tenant = $1 AND agent_id = $2",
+                                    tenant, agent_id)
+        return None if row is None else agent_row(row)
+
+    async def ensure_agent(self, tenant: str, agent_id: str, default_blocks: list[Block]) -> Agent:
+        """Read first; create race-free only if missing (INSERT ... ON CONFLICT DO NOTHING
+        decides the winner, and only the creating call inserts the default blocks)."""
+        agent = await self.get_agent(tenant, agent_id)
+        if agent is not None:
+            return agent
+        now = time.time()
+        async with self._transaction() as conn:
+            pk = await conn.fetchval(
+                "INSERT INTO agents (tenant, agent_id, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (tenant, agent_id) DO NOTHING RETURNING pk", tenant, agent_id, now)
+            if pk is None:  # another call created it; it has committed (or we would wait)
+                row = await conn.fetchrow(f"{AGENT} WHERE tenant = $1 AND agent_id = $2",
+                                          tenant, agent_id)
+                return agent_row(row)
+            if default_blocks:
+                await conn.execute(UPSERT_BLOCKS, pk, now, *block_arrays(default_blocks))
+        return Agent(pk=pk, tenant=tenant, agent_id=agent_id, created_at=now, settings={})
+
+    async def list_agents(self, tenant: str | None) -> list[Agent]:
+        if tenant is None:
+            return [agent_row(r) for r in await self._fetch(f"{AGENT} ORDER BY pk")]
+        return [agent_row(r) for r in await self._fetch(f"{AGENT} WHERE tenant = $1 ORDER BY pk",
+                                                     tenant)]
+
+    async def update_agent_settings(self, agent_pk: int, settings: dict[str, Any]) -> None:
+        """Replace the agent's settings JSON (not in the protocol yet)."""
+        await self._execute("UPDATE agents SET settings = $1::jsonb WHERE pk = $2",
+                            jsonb(settings), agent_pk)
+
+    async def delete_agent(self, agent_pk: int) -> None:
+        """Delete the agent; blocks, conversations, messages, turns and passages cascade."""
+        await self._execute("DELETE FROM agents WHERE pk = $1", agent_pk)
+
+    async def get_blocks(self, agent_pk: int) -> list[Block]:
+        """The agent's blocks in insertion order (upserts keep a block's place)."""
+        rows = await self._fetch(
+            "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
+            " WHERE agent_pk = $1 ORDER BY pos", agent_pk)
+        return [Block(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def put_block(self, agent_pk: int, block: Block) -> None:
+        """Insert or update one block; `updated_at` is set to now (block.updated_at ignored)."""
+        await self._execute(UPSERT_BLOCKS, agent_pk, time.time(), *block_arrays([block]))
+
+    # --- conversations and messages -------------------------------------------------------
+    async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
+        row = await self._fetch_one(f"{CONV} WHERE agent_pk = $1 AND conversation_id = $2",
+                                    agent_pk, conversation_id)
+        return None if row is None else conversation_row(row)
+
+    async def ensure_conversation(self, agent_pk: int, conversation_id: str) -> Conversation:
+        """Like ensure_agent: a read in the common case, a race-free insert otherwise."""
+        conversation = await self.get_conversation(agent_pk, conversation_id)
+        if conversation is not None:
+            return conversation
+        async with self._transaction() as conn:
+            await conn.execute(
+                "INSERT INTO conversations (agent_pk, conversation_id, created_at)"
+                " VALUES ($1, $2, $3) ON CONFLICT (agent_pk, conversation_id) DO NOTHING",
+                agent_pk, conversation_id, time.time())
+            row = await conn.fetchrow(f"{CONV} WHERE agent_pk = $1 AND conversation_id = $2",
+                                      agent_pk, conversation_id)
+        return conversation_row(row)
+
+    async def list_conversations(self, agent_pk: int) -> list[Conversation]:
+        rows = await self._fetch(f"{CONV} WHERE agent_pk = $1 ORDER BY pk", agent_pk)
+        return [conversation_row(r) for r in rows]
+
+    async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
+                                  resends_history: bool | None = None) -> None:
+        """Set the summary and/or the resends-history flag (None leaves a field unchanged)."""
+        sets, args = [], [conversation_pk]
+        if summary is not None:
+            args.append(clean(summary))
+            sets.append(f"summary = ${len(args)}")
+        if resends_history is not None:
+            args.append(bool(resends_history))
+            sets.append(f"resends_history = ${len(args)}")
+        if sets:
+            await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = $1",
+                                *args)
+
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
+        """Page out: take messages with seq <= through_seq out of the context window and store
+        the new summary, atomically (one statement). Returns rows evicted."""
+        return await self.pool.fetchval(EVICT, conversation_pk, through_seq, clean(summary))
+
+    async def context_messages(self, conversation_pk: int) -> list[StoredMessage]:
+        return [message_row(r) for r in await self._fetch(SQL_CONTEXT, conversation_pk)]
+
+    async def visible_transcript(self, conversation_pk: int) -> list[StoredMessage]:
+        return [message_row(r) for r in await self._fetch(SQL_VISIBLE, conversation_pk)]
+
+    async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = 100,
+                            include_superseded: bool = False) -> list[StoredMessage]:
+        """A page of the full transcript (internal steps included) by seq > after_seq."""
+        hide = "" if include_superseded else " AND NOT superseded"
+        rows = await self._fetch(
+            f"{MSG} WHERE conversation_pk = $1 AND seq > $2{hide} ORDER BY seq LIMIT $3",
+            conversation_pk, after_seq, limit)
+        return [message_row(r) for r in rows]
+
+    async def count_messages(self, agent_pk: int) -> int:
+        """Messages in the agent's recall memory: visible and not superseded, all conversations.
+
+        O(1): a counter on the agent row maintained by statement triggers (migrations.py)."""
+        count = await self.pool.fetchval("SELECT recall_count FROM agents WHERE pk = $1",
+                                         agent_pk)
+        return 0 if count is None else count
+
+    async def search_messages(self, agent_pk: int, query: str, *, roles: list[str] | None = None,
+                              limit: int = 10, start: float | None = None,
+                              end: float | None = None) -> list[MessageHit]:
+        """ts_rank_cd-ranked recall search (visible, not superseded, evicted included); a blank
+        query lists the newest matching messages with score 0. `start`/`end` are inclusive."""
+        sql, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
+                                       start, end)
+        return [MessageHit(*r) for r in await self._fetch(sql, *args)]
+
+    # --- turns ----------------------------------------------------------------------------
+    async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
+                         idempotency_key: str | None, inputs: list[NewMessage],
+                         supersede_from_seq: int | None = None) -> None:
+        """One transaction: lock the conversation, supersede (optional), open the turn, append
+        the inputs. `first_seq` is the seq of the first input, or the next free seq."""
+        now, arrays = time.time(), message_arrays(inputs)
+        async with self._transaction() as conn:
+            agent_pk = await conn.fetchval(LOCK_CONVERSATION, conversation_pk)
+            if agent_pk is None:
+                raise LookupError(f"no conversation with pk {conversation_pk}")
+            if supersede_from_seq is not None:
+                await conn.execute(SUPERSEDE_FROM, conversation_pk, supersede_from_seq)
+            await conn.execute(BEGIN_WRITE, conversation_pk, turn_id, now, agent_pk, *arrays,
+                               request_hash, idempotency_key)
+
+    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
+                          result: TurnResult) -> None:
+        """One transaction: mark the turn done, append its messages, upsert blocks, add
+        passages. Raises LookupError (writing nothing) if the turn is unknown or already done,
+        so a turn's output can never be stored twice."""
+        now = time.time()
+        arrays = [*message_arrays(result.messages), *block_arrays(result.blocks),
+                  *passage_arrays(result.passages)]
+        response = dumps(result.response)
+        async with self._transaction() as conn:
+            # Marks the turn done, then locks the conversation (for the seqs below).
+            locked = await conn.fetchval(
+                "WITH t AS (UPDATE turns SET status = 'done', finished_at = $1,"
+                " response = $2::json WHERE turn_id = $3 AND conversation_pk = $4"
+                " AND status <> 'done' RETURNING conversation_pk)"
+                " SELECT c.agent_pk FROM conversations c JOIN t ON c.pk = t.conversation_pk"
+                " FOR NO KEY UPDATE OF c", now, response, turn_id, conversation_pk)
+            if locked is None:
+                raise LookupError(f"turn {turn_id!r} is unknown or already finished")
+            await conn.execute(FINISH_WRITE, conversation_pk, turn_id, now, agent_pk, *arrays)
+
+    async def fail_turn(self, turn_id: str, error: dict) -> None:
+        """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""
+        await self._execute("UPDATE turns SET status = 'failed', finished_at = $1,"
+                            " error = $2::json WHERE turn_id = $3 AND status <> 'done'",
+                            time.time(), dumps(error), turn_id)
+
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail a turn and take its messages out of transcript and context (kept as superseded),
+        in one statement. For a request the upstream rejected as invalid."""
+        await self._execute(DISCARD, turn_id, time.time(), dumps(error))
+
+    async def reopen_turn(self, turn_id: str) -> None:
+        """failed -> open (the stored error is kept for audit); other states are unchanged."""
+        await self._execute("UPDATE turns SET status = 'open', finished_at = NULL"
+                            " WHERE turn_id = $1 AND status = 'failed'", turn_id)
+
+    async def find_turn(self, conversation_pk: int, *, idempotency_key: str | None = None,
+                        request_hash: str | None = None) -> Turn | None:
+        """Newest turn with that idempotency key if one is given, else with that request hash
+        (newest = highest `ord`, the tail of both lookup indexes)."""
+        if idempotency_key is not None:
+            sql = f"{TURN} WHERE conversation_pk = $1 AND idempotency_key = $2"
+            key: str = idempotency_key
+        elif request_hash is not None:
+            sql = f"{TURN} WHERE conversation_pk = $1 AND request_hash = $2"
+            key = request_hash
+        else:
+            return None
+        return turn_row(await self._fetch_one(f"{sql} ORDER BY ord DESC LIMIT 1",
+                                           conversation_pk, key))
+
+    async def last_turn(self, conversation_pk: int) -> Turn | None:
+        return turn_row(await self._fetch_one(
+            f"{TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1", conversation_pk))
+
+    # --- leases (one turn at a time per conversation, across processes) ------------------
+    async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool:
+        """Take or renew the conversation's lease; False while another owner holds a live one.
+        Expiry is measured on the database server's clock."""
+        return await self._execute(ACQUIRE_LEASE, conversation_pk, owner, float(ttl_s)) == 1
+
+    async def release_lease(self, conversation_pk: int, owner: str) -> None:
+        await self._execute("DELETE FROM leases WHERE conversation_pk = $1 AND owner = $2",
+                            conversation_pk, owner)
+
+    # --- archival memory ------------------------------------------------------------------
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage:
+        now, text, tags = time.time(), clean(text), strip_nul(list(tags))
+        pk = await self.pool.fetchval(
+            "INSERT INTO passages (agent_pk, text, tags, created_at)"
+            " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk", agent_pk, text, dumps(tags), now)
+        return Passage(pk=pk, text=text, tags=tags, created_at=now)
+
+    async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
+                              top_k: int = 5) -> list[Passage]:
+        """ts_rank_cd-ranked archival search; `tags` keeps passages having ALL of them. A blank
+        query returns the newest (tag-filtered) passages with score 0."""
+        tags_json = jsonb(list(tags)) if tags else None
+        sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json)
+        return [passage_row(r) for r in await self._fetch(sql, *args)]
+
+    async def list_passages(self, agent_pk: int, *, limit: int = 100,
+                            offset: int = 0) -> list[Passage]:
+        """Oldest first (stable paging by offset); score is None."""
+        rows = await self._fetch(
+            "SELECT pk, text, tags, created_at, NULL FROM passages WHERE agent_pk = $1"
+            " ORDER BY pk LIMIT $2 OFFSET $3", agent_pk, limit, offset)
+        return [passage_row(r) for r in rows]
+
+    async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool:
+        """False when the passage does not exist or belongs to another agent."""
+        return await self._execute("DELETE FROM passages WHERE pk = $1 AND agent_pk = $2",
+                                   passage_pk, agent_pk) == 1
+
+    async def count_passages(self, agent_pk: int) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM passages WHERE agent_pk = $1",
+                                        agent_pk)
+
+    # --- api keys and model stats ---------------------------------------------------------
+    async def add_api_key(self, key_hash: str, tenant: str) -> None:
+        """Store a hashed key; adding the same hash again re-assigns it to `tenant`."""
+        await self._execute("INSERT INTO api_keys (key_hash, tenant, created_at)"
+                            " VALUES ($1, $2, $3)"
+                            " ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
+                            key_hash, tenant, time.time())
+
+    async def tenant_for_key_hash(self, key_hash: str) -> str | None:
+        return await self.pool.fetchval("SELECT tenant FROM api_keys WHERE key_hash = $1",
+                                        key_hash)
+
+    async def count_api_keys(self) -> int:
+        return await self.pool.fetchval("SELECT count(*) FROM api_keys")
+
+    async def get_model_stats(self, model: str) -> dict | None:
+        """Persisted token-calibration data for `model` (not in the protocol yet)."""
+        data = await self.pool.fetchval("SELECT data FROM model_stats WHERE model = $1", model)
+        return None if data is None else json.loads(data)
+
+    async def put_model_stats(self, model: str, data: dict) -> None:
+        await self._execute("INSERT INTO model_stats (model, data, updated_at)"
+                            " VALUES ($1, $2::jsonb, $3) ON CONFLICT (model) DO UPDATE SET"
+                            " data = excluded.data, updated_at = excluded.updated_at",
+                            model, jsonb(data), time.time())
