@@ -115,6 +115,12 @@ class ModelSettings(_Section):
     context_window: int | None = None
 
 
+class LimitsSettings(_Section):
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_messages: int = 50_000
+    max_message_chars: int = 4_000_000
+
+
 class LoggingSettings(_Section):
     level: str = "INFO"
     include_content: bool = False
@@ -129,6 +135,7 @@ class Settings(_Section):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @field_validator("models")

@@ -6,7 +6,6 @@ stream has started, an error becomes one `data: {"error": ...}` event followed b
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from ..errors import ProxyError, bad_request, internal_error
 from ..turns import Replay, TurnRequest, TurnSession
 from ..upstream import UpstreamError
 from . import sse
+from .body import check_limits, parse_json, read_body
 from .passthrough import forward
 from .state import AppState
 
@@ -34,18 +34,6 @@ def error_response(exc: ProxyError | UpstreamError) -> JSONResponse:
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "retry-after"}
         return JSONResponse(exc.body, status_code=exc.status, headers=headers)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-def parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(
-            f"the request body is not valid JSON: {exc}", code="invalid_json"
-        ) from None
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object", code="invalid_json")
-    return body
 
 
 def validate_chat_body(body: dict[str, Any]) -> None:
@@ -109,13 +97,13 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
     mode, stream = "stateful", False
     try:
         caller = await state.auth.authenticate(request.headers.get("authorization"))
-        raw = await request.body()
+        raw = await read_body(request, state.settings.limits)
         api_key = state.upstream.resolve_key(request.headers.get("authorization"))
         identity = _identity_without_body(request, state)
         if identity is None and not state.settings.identity.agent_from_user:
             if not state.settings.identity.require_agent:
                 return await _passthrough(request, state, raw, api_key), "passthrough", False
-        body = parse_body(raw)
+        body = parse_json(raw)
         if identity is None:
             identity = resolve_identity(
                 request.path_params, request.headers, body, state.settings.identity
@@ -123,6 +111,7 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
         if identity is None:
             return await _passthrough(request, state, raw, api_key), "passthrough", False
         validate_chat_body(body)
+        check_limits(body["messages"], state.settings.limits)
         stream = bool(body.get("stream"))
         if is_auxiliary(body["messages"], state.auxiliary_patterns):
             return await _passthrough(request, state, raw, api_key), "auxiliary", stream

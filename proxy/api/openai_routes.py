@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import ProxyError
 from ..upstream import UpstreamError
+from .body import read_body
 from .chat import error_response
 from .passthrough import forward
 from .state import AppState
@@ -28,6 +29,7 @@ async def embeddings(request: Request) -> Response:
     try:
         await state.auth.authenticate(request.headers.get("authorization"))
         api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-        return await forward(request, state.upstream, "/embeddings", await request.body(), api_key)
+        raw = await read_body(request, state.settings.limits)
+        return await forward(request, state.upstream, "/embeddings", raw, api_key)
     except (ProxyError, UpstreamError) as exc:
         return error_response(exc)
