@@ -21,6 +21,7 @@ import pytest
 
 from tests.fakes import FakeUpstream
 from tests.servers import AppSwitch, ServerThread
+from tests.store_backends import BACKENDS, postgres_database
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +97,21 @@ class ProxyServer:
         self.server.stop()
 
 
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database for one test, once per backend: every test that starts memproxy runs
+    on SQLite and on Postgres (test ids `[sqlite]`, `[postgres]`)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/memproxy.db"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
 @pytest.fixture
-def make_proxy(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Callable[..., ProxyServer]]:
+def make_proxy(
+    tmp_path: Path, fake_upstream: FakeUpstream, database_url: str
+) -> Iterator[Callable[..., ProxyServer]]:
     """Factory: `make_proxy(overrides=None) -> ProxyServer` (see module doc)."""
     started: list[ProxyServer] = []
 
@@ -106,7 +120,7 @@ def make_proxy(tmp_path: Path, fake_upstream: FakeUpstream) -> Iterator[Callable
         from proxy.config import load_settings
 
         base = {
-            "database": {"url": f"sqlite:///{tmp_path}/memproxy.db"},
+            "database": {"url": database_url},
             "upstream": {"base_url": fake_upstream.url},
         }
         settings = load_settings(environ={}, overrides=_merge(base, overrides or {}))

@@ -10,6 +10,11 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+try:  # decoding stored messages is the bulk of reading a context (as in sqlite.py)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is an optional speed-up
+    _loads = json.loads
+
 from ..core.messages import message_text
 from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
 
@@ -142,7 +147,7 @@ def conversation_row(r: Any) -> Conversation:
 
 def message_row(r: Any) -> StoredMessage:
     return StoredMessage(
-        seq=r[1], data=json.loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
+        seq=r[1], data=_loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
         visible=r[6], superseded=r[7], tokens=r[8], visible_hash=r[9], pk=r[0],
     )
 

@@ -122,7 +122,12 @@ class PostgresStore:
             connection_class=_Connection, server_settings=settings)
         try:
             async with pool.acquire() as conn:
-                encoding = await conn.fetchval("SHOW server_encoding")
+                version, encoding = await conn.fetchrow(
+                    "SELECT current_setting('server_version_num')::int,"
+                    " current_setting('server_encoding')")
+                if version < 130000:  # normalize(), generated columns, websearch_to_tsquery
+                    raise RuntimeError(f"memproxy needs PostgreSQL 13 or newer (the server is "
+                                       f"{version // 10000})")
                 if encoding != "UTF8":
                     raise RuntimeError(f"the Postgres database must use UTF8 encoding, not "
                                        f"{encoding} (CREATE DATABASE ... ENCODING 'UTF8')")

@@ -1,0 +1,169 @@
+"""Store backends for the contract tests: one fixture, parametrized over SQLite and Postgres.
+
+- `store_backend`: a `Backend` with a fresh, empty database for this test — a file in
+  `tmp_path` (SQLite) or a new database `memproxy_test_<time>_<pid>_<random>` created on the
+  server of `MEMPROXY_TEST_POSTGRES_URL` (default `postgresql://postgres@127.0.0.1:5432/test`)
+  and dropped at teardown, so tests are isolated and can run in parallel.
+- `postgres_url`: the same fresh Postgres database alone, for Postgres-specific tests.
+
+If Postgres cannot be reached (or asyncpg is missing) the Postgres tests FAIL with a message
+saying how to fix it; they are skipped only when `MEMPROXY_TEST_POSTGRES=skip` is set.
+
+Use: in a test module, `store_backend = store_backends.store_backend` (a module attribute
+registers the fixture), then `def test_x(store_backend: Backend): store_backend.run(body)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from proxy.store import open_store
+
+POSTGRES_URL_ENV = "MEMPROXY_TEST_POSTGRES_URL"
+POSTGRES_MODE_ENV = "MEMPROXY_TEST_POSTGRES"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DATABASE_PREFIX = "memproxy_test_"
+STALE_AFTER_S = 6 * 3600  # databases left behind by killed runs are dropped after this
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@dataclass
+class Backend:
+    """A store backend with a fresh database: open stores on it and run raw SQL."""
+
+    name: str
+    url: str
+    integrity_error: type[BaseException]
+    """What a UNIQUE violation raises (e.g. a duplicate turn id)."""
+
+    def store(self) -> Any:
+        """A new, unopened store on this database."""
+        return open_store(self.url)
+
+    def run(self, body: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Open a store, `await body(store)` in a fresh event loop, close the store."""
+        async def main() -> Any:
+            store = self.store()
+            await store.open()
+            try:
+                return await body(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(main())
+
+    async def sql(self, store: Any, sql: str, *params: Any) -> list[tuple]:
+        """Run one statement with `?` placeholders (in its own transaction); return the rows."""
+        if self.name == "sqlite":
+            return await store._write(lambda db: db.execute(sql, params).fetchall())
+        counter = iter(range(1, 10_000))
+        pg_sql = re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+        return [tuple(r) for r in await store.pool.fetch(pg_sql, *params)]
+
+
+def _postgres_mode_skip() -> bool:
+    return os.environ.get(POSTGRES_MODE_ENV, "").strip().lower() == "skip"
+
+
+def postgres_server_url() -> str:
+    return os.environ.get(POSTGRES_URL_ENV) or DEFAULT_POSTGRES_URL
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _admin(url: str, statements: list[str], drop_stale: bool = False) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        if drop_stale:
+            rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                    DATABASE_PREFIX + "%")
+            for row in rows:
+                match = re.match(rf"{DATABASE_PREFIX}(\d+)_", row[0])
+                if match and int(match.group(1)) < time.time() - STALE_AFTER_S:
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{row[0]}" WITH (FORCE)')
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+_stale_checked = False
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """Create a fresh database on the test server; yield its URL; drop it afterwards."""
+    global _stale_checked
+    if _postgres_mode_skip():
+        pytest.skip(f"{POSTGRES_MODE_ENV}=skip: Postgres store tests skipped explicitly")
+    server = postgres_server_url()
+    hint = (f"Start Postgres (.ci/postgres), point {POSTGRES_URL_ENV} at a server where the "
+            f"user may CREATE DATABASE, or set {POSTGRES_MODE_ENV}=skip to skip these tests "
+            "explicitly.")
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        pytest.fail(f"asyncpg is not installed (pip install -e '.[postgres]'). {hint}",
+                    pytrace=False)
+    name = f"{DATABASE_PREFIX}{int(time.time())}_{os.getpid()}_{secrets.token_hex(4)}"
+    problem = None
+    try:
+        asyncio.run(_admin(server, [f'CREATE DATABASE "{name}"'], drop_stale=not _stale_checked))
+    except Exception as exc:  # any failure here means "no usable server"
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        pytest.fail(f"Postgres is not usable at {_redacted(server)}: {problem}. {hint}",
+                    pytrace=False)
+    _stale_checked = True
+    try:
+        yield _with_database(server, name)
+    finally:
+        asyncio.run(_admin(server, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh Postgres database for this test (dropped afterwards)."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A `Backend` with a fresh database, once per backend (test ids `[sqlite]`,
+    `[postgres]`)."""
+    if request.param == "sqlite":
+        yield Backend("sqlite", f"sqlite:///{tmp_path}/memproxy.db", sqlite3.IntegrityError)
+        return
+    with postgres_database() as url:
+        import asyncpg
+
+        yield Backend("postgres", url, asyncpg.UniqueViolationError)
