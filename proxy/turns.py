@@ -29,7 +29,16 @@ from .core.messages import request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from .core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
 from .core.tools import MemoryState, ToolContext, memory_tools_for
-from .core.types import Agent, Block, Conversation, NewMessage, StoredMessage, Turn, TurnResult
+from .core.types import (
+    Agent,
+    Block,
+    Conversation,
+    NewMessage,
+    StoredMessage,
+    Turn,
+    TurnResult,
+    TurnState,
+)
 from .errors import ProxyError, bad_request
 from .locks import ConversationLocks
 from .metrics import Metrics
@@ -37,6 +46,8 @@ from .store.base import Store
 from .upstream import UpstreamClient
 
 log = logging.getLogger("memproxy.turns")
+
+ID_CACHE_SIZE = 50_000  # agents whose ids are kept in memory (then the cache starts over)
 
 
 @dataclass
@@ -193,6 +204,8 @@ class StatefulService:
         self.compactor = Compactor(settings, store, upstream, self.catalog)
         self.locks = ConversationLocks(store, settings.agent.lease_ttl_s)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
+        self._agents: dict[tuple[str, str], Agent] = {}
+        self._conversations: dict[tuple[int, str], int] = {}
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
             Block(label=label, value=b.value, description=b.description, limit=b.limit,
@@ -208,25 +221,23 @@ class StatefulService:
                 "messages must contain at least one user, assistant or tool message",
                 param="messages",
             )
-        agent = await self.store.ensure_agent(
-            request.caller.tenant, request.identity.agent_id, self.default_blocks
-        )
         conversation_id = request.identity.conversation_id or DEFAULT_CONVERSATION
-        conversation = await self.store.ensure_conversation(agent.pk, conversation_id)
+        agent, conversation_pk = await self._ids(request.caller.tenant,
+                                                 request.identity.agent_id, conversation_id)
         fingerprint = request_hash(body)
         # The same request while the first is still running (a double submit) waits for it
         # and gets its answer.
-        double_submit = self.running.get(conversation.pk) == fingerprint
+        double_submit = self.running.get(conversation_pk) == fingerprint
         stack = AsyncExitStack()
         waited = time.perf_counter()
         await stack.enter_async_context(
-            self.locks.hold(conversation.pk, self.settings.agent.lock_timeout_s)
+            self.locks.hold(conversation_pk, self.settings.agent.lock_timeout_s)
         )
         self.metrics.lock_wait.observe(time.perf_counter() - waited)
         try:
-            # Re-read under the lock: the previous turn may have changed the summary.
-            conversation = await self.store.get_conversation(agent.pk, conversation_id)
-            assert conversation is not None
+            # Read under the lock: the previous turn may have changed the summary.
+            state = await self._state(agent, conversation_pk)
+            conversation = state.conversation
             self.running[conversation.pk] = fingerprint
             stack.callback(self.running.pop, conversation.pk, None)
             replay = await self._find_replay(request, conversation, fingerprint, double_submit)
@@ -234,16 +245,51 @@ class StatefulService:
                 await stack.aclose()
                 return Replay(replay.response or {}, agent.agent_id,
                               conversation.conversation_id, replay)
-            turn_id, decision = await self._record_input(
-                request, conversation, client_messages, fingerprint
+            turn_id, decision, context = await self._record_input(
+                request, state, client_messages, fingerprint
             )
             session = await self._prepare(
-                request, api_key, agent, conversation, turn_id, decision, system_messages, stack
+                request, api_key, agent, state, context, turn_id, decision, system_messages,
+                stack,
             )
         except BaseException:
             await stack.aclose()
             raise
         return session
+
+    async def _ids(self, tenant: str, agent_id: str, conversation_id: str) -> tuple[Agent, int]:
+        """The agent and conversation pk, created on first use and cached in memory (ids never
+        change; a deleted agent is noticed by `_state` and looked up again)."""
+        key = (tenant, agent_id)
+        agent = self._agents.get(key)
+        if agent is None:
+            agent = await self.store.ensure_agent(tenant, agent_id, self.default_blocks)
+            if len(self._agents) >= ID_CACHE_SIZE:
+                self._agents.clear()
+                self._conversations.clear()
+            self._agents[key] = agent
+        conversation_pk = self._conversations.get((agent.pk, conversation_id))
+        if conversation_pk is None:
+            conversation = await self.store.ensure_conversation(agent.pk, conversation_id)
+            conversation_pk = self._conversations[(agent.pk, conversation_id)] = conversation.pk
+        return agent, conversation_pk
+
+    def forget_agent(self, tenant: str, agent_id: str) -> None:
+        agent = self._agents.pop((tenant, agent_id), None)
+        if agent is not None:
+            for key in [k for k in self._conversations if k[0] == agent.pk]:
+                del self._conversations[key]
+
+    async def _state(self, agent: Agent, conversation_pk: int) -> TurnState:
+        try:
+            return await self.store.load_turn_state(agent.pk, conversation_pk)
+        except LookupError:
+            # Deleted (by another process) since it was cached: recreate it under the same id.
+            self.forget_agent(agent.tenant, agent.agent_id)
+            raise ProxyError(
+                409, "the agent or conversation was deleted while this request waited; retry",
+                code="conversation_deleted", headers={"Retry-After": "1"},
+            ) from None
 
     async def _find_replay(
         self, request: TurnRequest, conversation: Conversation, fingerprint: str,
@@ -263,12 +309,13 @@ class StatefulService:
     async def _record_input(
         self,
         request: TurnRequest,
-        conversation: Conversation,
+        state: TurnState,
         client_messages: list[dict[str, Any]],
         fingerprint: str,
-    ) -> tuple[str, Decision]:
-        """Reconcile and store the new input; returns the turn id to answer."""
-        last = await self.store.last_turn(conversation.pk)
+    ) -> tuple[str, Decision, list[StoredMessage]]:
+        """Reconcile and store the new input. Returns the turn id to answer, the decision and
+        the conversation's context with the input in it."""
+        conversation, last = state.conversation, state.last_turn
         needs_transcript = (
             (last is not None and (last.status != "done" or last.request_hash == fingerprint))
             or bool(conversation.resends_history)
@@ -303,7 +350,7 @@ class StatefulService:
         self.metrics.reconcile.labels(decision.action.value).inc()
         if decision.action is Action.CONTINUE and last is not None:
             await self.store.reopen_turn(last.turn_id)
-            return last.turn_id, decision
+            return last.turn_id, decision, state.context
         model = str(request.body.get("model", ""))
         inputs = [
             NewMessage(m, visible=True, visible_hash=visible_hash(m),
@@ -311,7 +358,8 @@ class StatefulService:
             for m in decision.new_input
         ]
         turn_id = uuid.uuid4().hex
-        await self.store.begin_turn(
+        now = time.time()
+        first_seq = await self.store.begin_turn(
             conversation.pk,
             turn_id,
             fingerprint,
@@ -319,24 +367,32 @@ class StatefulService:
             inputs,
             supersede_from_seq=decision.supersede_from_seq,
         )
-        return turn_id, decision
+        cut = decision.supersede_from_seq
+        context = [m for m in state.context if cut is None or m.seq < cut]
+        context += [
+            StoredMessage(seq=first_seq + i, data=m.data, turn_id=turn_id, created_at=now,
+                          tokens=m.tokens, visible_hash=m.visible_hash)
+            for i, m in enumerate(inputs)
+        ]
+        return turn_id, decision, context
 
     async def _prepare(
         self,
         request: TurnRequest,
         api_key: str | None,
         agent: Agent,
-        conversation: Conversation,
+        state: TurnState,
+        context: list[StoredMessage],
         turn_id: str,
         decision: Decision,
         system_messages: list[dict[str, Any]],
         stack: AsyncExitStack,
     ) -> TurnSession:
-        blocks = await self.store.get_blocks(agent.pk)
-        context = await self.store.context_messages(conversation.pk)
+        conversation, blocks = state.conversation, state.blocks
         stats = MemoryStats(
-            recall_messages=await self.store.count_messages(agent.pk),
-            archival_passages=await self.store.count_passages(agent.pk),
+            # as read before this turn's input was stored (superseded messages aside)
+            recall_messages=state.recall_messages + len(decision.new_input),
+            archival_passages=state.archival_passages,
             last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
         )
         system_text = render_system(

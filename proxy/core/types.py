@@ -114,3 +114,15 @@ class TurnResult:
     blocks: list[Block]
     passages: list[tuple[str, list[str]]]
     response: dict[str, Any]
+
+
+@dataclass
+class TurnState:
+    """What a turn reads under its conversation's lock, in one store call."""
+
+    conversation: Conversation
+    last_turn: Turn | None
+    blocks: list[Block]
+    recall_messages: int
+    archival_passages: int
+    context: list[StoredMessage]

@@ -18,6 +18,7 @@ from ..core.types import (
     StoredMessage,
     Turn,
     TurnResult,
+    TurnState,
 )
 
 
@@ -91,12 +92,17 @@ class Store(Protocol):
         idempotency_key: str | None,
         inputs: list[NewMessage],
         supersede_from_seq: int | None = None,
-    ) -> None:
+    ) -> int:
         """Store the turn's input before any upstream call, in one transaction.
 
         With `supersede_from_seq`, stored messages from that seq on are marked superseded
-        (regenerate / edit) in the same transaction.
+        (regenerate / edit) in the same transaction. Returns the seq of the first input (the
+        inputs have consecutive seqs), or the next free seq when there are none.
         """
+
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int) -> TurnState:
+        """Conversation, last turn, blocks, memory counts and context, in one call: what a
+        turn reads once it holds the conversation. LookupError if the conversation is gone."""
 
     async def discard_turn(self, turn_id: str, error: dict) -> None:
         """Fail the turn and supersede its messages: the upstream rejected the request itself."""

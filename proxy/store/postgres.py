@@ -36,6 +36,7 @@ from ..core.types import (
     StoredMessage,
     Turn,
     TurnResult,
+    TurnState,
 )
 from .migrations import apply_postgres, check_fts_config
 from .pg_search import message_search_sql, passage_search_sql
@@ -308,9 +309,9 @@ class PostgresStore:
     # --- turns ----------------------------------------------------------------------------
     async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
                          idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> None:
+                         supersede_from_seq: int | None = None) -> int:
         """One transaction: lock the conversation, supersede (optional), open the turn, append
-        the inputs. `first_seq` is the seq of the first input, or the next free seq."""
+        the inputs. Returns `first_seq`: the seq of the first input, or the next free seq."""
         now, arrays = time.time(), message_arrays(inputs)
         async with self._transaction() as conn:
             agent_pk = await conn.fetchval(LOCK_CONVERSATION, conversation_pk)
@@ -318,8 +319,28 @@ class PostgresStore:
                 raise LookupError(f"no conversation with pk {conversation_pk}")
             if supersede_from_seq is not None:
                 await conn.execute(SUPERSEDE_FROM, conversation_pk, supersede_from_seq)
-            await conn.execute(BEGIN_WRITE, conversation_pk, turn_id, now, agent_pk, *arrays,
-                               request_hash, idempotency_key)
+            return await conn.fetchval(BEGIN_WRITE, conversation_pk, turn_id, now, agent_pk,
+                                       *arrays, request_hash, idempotency_key)
+
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int) -> TurnState:
+        """Five reads on one pooled connection (a round trip each, no transaction needed:
+        the caller holds the conversation's lease)."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"{CONV} WHERE pk = $1", conversation_pk)
+            if row is None:
+                raise LookupError(f"no conversation with pk {conversation_pk}")
+            last = await conn.fetchrow(
+                f"{TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1", conversation_pk)
+            blocks = [Block(r[0], r[1], r[2], r[3], r[4], r[5]) for r in await conn.fetch(
+                "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
+                " WHERE agent_pk = $1 ORDER BY pos", agent_pk)]
+            counts = await conn.fetchrow(
+                "SELECT a.recall_count, (SELECT count(*) FROM passages p WHERE p.agent_pk = a.pk)"
+                " FROM agents a WHERE a.pk = $1", agent_pk)
+            context = [message_row(r) for r in await conn.fetch(SQL_CONTEXT, conversation_pk)]
+        recall, passages = (counts[0], counts[1]) if counts is not None else (0, 0)
+        return TurnState(conversation_row(row), turn_row(last), blocks, recall or 0, passages,
+                         context)
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:

@@ -36,6 +36,7 @@ from ..core.types import (
     StoredMessage,
     Turn,
     TurnResult,
+    TurnState,
 )
 from .fts import message_search_sql, passage_search_sql
 from .migrations import apply_sqlite
@@ -378,14 +379,14 @@ class SQLiteStore:
     # --- turns ----------------------------------------------------------------------------
     async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
                          idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> None:
+                         supersede_from_seq: int | None = None) -> int:
         """One transaction: supersede (optional), open the turn, append the inputs.
 
-        `first_seq` is the seq of the first input, or the next free seq when there are none.
+        Returns `first_seq`: the seq of the first input, or the next free seq when none.
         """
         now = time.time()
 
-        def run(db: sqlite3.Connection) -> None:
+        def run(db: sqlite3.Connection) -> int:
             if supersede_from_seq is not None:
                 db.execute("UPDATE messages SET superseded = 1, in_context = 0"
                            " WHERE conversation_pk = ? AND seq >= ? AND superseded = 0",
@@ -395,8 +396,30 @@ class SQLiteStore:
                        " idempotency_key, created_at, first_seq) VALUES (?, ?, 'open', ?, ?, ?, ?)",
                        (turn_id, conversation_pk, request_hash, idempotency_key, now, first_seq))
             _insert_messages(db, conversation_pk, agent_pk, turn_id, first_seq, inputs, now)
+            return first_seq
 
-        await self._write(run)
+        return await self._write(run)
+
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int) -> TurnState:
+        """Six indexed reads in one hop to the reader thread."""
+        def run(db: sqlite3.Connection) -> TurnState:
+            row = db.execute(f"{_CONV} WHERE pk = ?", (conversation_pk,)).fetchone()
+            if row is None:
+                raise LookupError(f"no conversation with pk {conversation_pk}")
+            last = db.execute(f"{_TURN} WHERE conversation_pk = ? ORDER BY rowid DESC LIMIT 1",
+                              (conversation_pk,)).fetchone()
+            blocks = [Block(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in db.execute(
+                "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
+                " WHERE agent_pk = ? ORDER BY rowid", (agent_pk,))]
+            recall = db.execute("SELECT recall_count FROM agents WHERE pk = ?",
+                                (agent_pk,)).fetchone()
+            passages = db.execute("SELECT count(*) FROM passages WHERE agent_pk = ?",
+                                  (agent_pk,)).fetchone()[0]
+            context = [_message(r) for r in db.execute(SQL_CONTEXT, (conversation_pk,))]
+            return TurnState(_conversation(row), _turn(last), blocks,
+                             0 if recall is None else recall[0], passages, context)
+
+        return await self._read(run)
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:

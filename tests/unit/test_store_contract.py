@@ -791,3 +791,42 @@ def test_postgres_large_conversation_uses_indexes(postgres_url: str) -> None:
         assert "Bitmap Index Scan on passages_tsv" in await plan(sql, *args)
 
     _pg(postgres_url, body)
+
+
+# --- one read per turn ---------------------------------------------------------------------
+
+def test_begin_turn_returns_the_first_seq_and_load_turn_state_reads_it_all(
+    store_backend: Backend,
+) -> None:
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        first = await s.begin_turn(conv.pk, "t1", "h1", None, [user("one"), user("two")])
+        assert first == 1
+        await s.finish_turn("t1", conv.pk, agent.pk, result(
+            NewMessage({"role": "assistant", "content": None}, visible=False, in_context=True),
+            assistant("reply"), blocks=[Block("human", "Name: Ada")],
+            passages=[("a fact", ["x"])]))
+        assert await s.begin_turn(conv.pk, "t2", "h2", None, []) == 5
+        assert await s.begin_turn(conv.pk, "t3", "h3", None, [user("three")],
+                                  supersede_from_seq=3) == 5
+        await s.evict_messages(conv.pk, 1, "they said one")
+
+        state = await s.load_turn_state(agent.pk, conv.pk)
+        assert state.conversation.pk == conv.pk and state.conversation.summary == "they said one"
+        assert state.last_turn.turn_id == "t3" and state.last_turn.status == "open"
+        assert [(b.label, b.value) for b in state.blocks] == [("persona", DEFAULT_BLOCKS[0].value),
+                                                              ("human", "Name: Ada")]
+        assert state.recall_messages == await s.count_messages(agent.pk) == 3
+        assert state.archival_passages == 1
+        assert [m.seq for m in state.context] == [2, 5]
+        assert [m.seq for m in state.context] == [m.seq for m in await s.context_messages(conv.pk)]
+
+        other, _ = await setup(s, "bob")
+        empty = await s.ensure_conversation(other.pk, "fresh")
+        fresh = await s.load_turn_state(other.pk, empty.pk)
+        assert fresh.last_turn is None and fresh.context == [] and fresh.archival_passages == 0
+        await s.delete_agent(other.pk)
+        with pytest.raises(LookupError):
+            await s.load_turn_state(other.pk, empty.pk)
+
+    store_backend.run(body)
