@@ -25,7 +25,7 @@ from .compaction import Compactor, TurnContext
 from .config import Settings
 from .core.identity import DEFAULT_CONVERSATION, Identity
 from .core.loop import Event, TurnDone, TurnLoop, add_usage
-from .core.messages import request_hash, split_system, visible_hash
+from .core.messages import head_hash, request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from .core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
 from .core.tools import MemoryState, ToolContext, memory_tools_for
@@ -33,6 +33,7 @@ from .core.types import (
     Agent,
     Block,
     Conversation,
+    Message,
     NewMessage,
     StoredMessage,
     Turn,
@@ -95,6 +96,7 @@ class TurnSession:
     exit_stack: AsyncExitStack
     done: TurnDone | None = None
     response: dict[str, Any] | None = None
+    first_user: Message | None = None  # set when this turn gives the conversation its head
     _finished: bool = field(default=False, repr=False)
 
     def overhead_ms(self) -> float:
@@ -160,7 +162,20 @@ class TurnSession:
         )
         self._finished = True
         self._record_metrics(done)
+        await self._record_head(done)
         await self.service.catalog.flush()
+
+    async def _record_head(self, done: TurnDone) -> None:
+        """After a conversation's first reply: remember its first exchange, so a client that
+        resends the history without naming the conversation finds it again."""
+        if self.first_user is None:
+            return
+        reply = next((m for m in done.messages if m.visible and m.data.get("role") == "assistant"),
+                     None)
+        if reply is None or reply.visible_hash is None:
+            return
+        head = head_hash(visible_hash(self.first_user), reply.visible_hash)
+        await self.service.store.update_conversation(self.conversation.pk, head_hash=head)
 
     def _record_metrics(self, done: TurnDone) -> None:
         metrics = self.service.metrics
@@ -221,9 +236,10 @@ class StatefulService:
                 "messages must contain at least one user, assistant or tool message",
                 param="messages",
             )
-        conversation_id = request.identity.conversation_id or DEFAULT_CONVERSATION
-        agent, conversation_pk = await self._ids(request.caller.tenant,
-                                                 request.identity.agent_id, conversation_id)
+        agent = await self._agent(request.caller.tenant, request.identity.agent_id)
+        conversation_id = request.identity.conversation_id or await self._conversation_for(
+            agent, client_messages)
+        conversation_pk = await self._conversation_pk(agent, conversation_id)
         fingerprint = request_hash(body)
         # The same request while the first is still running (a double submit) waits for it
         # and gets its answer.
@@ -245,21 +261,22 @@ class StatefulService:
                 await stack.aclose()
                 return Replay(replay.response or {}, agent.agent_id,
                               conversation.conversation_id, replay)
-            turn_id, decision, context = await self._record_input(
-                request, state, client_messages, fingerprint
+            turn_id, decision, context, first_user = await self._record_input(
+                request, agent, state, client_messages, fingerprint
             )
             session = await self._prepare(
                 request, api_key, agent, state, context, turn_id, decision, system_messages,
                 stack,
             )
+            session.first_user = first_user
         except BaseException:
             await stack.aclose()
             raise
         return session
 
-    async def _ids(self, tenant: str, agent_id: str, conversation_id: str) -> tuple[Agent, int]:
-        """The agent and conversation pk, created on first use and cached in memory (ids never
-        change; a deleted agent is noticed by `_state` and looked up again)."""
+    async def _agent(self, tenant: str, agent_id: str) -> Agent:
+        """The agent, created on first use and cached in memory (ids never change; a deleted
+        agent is noticed by `_state` and looked up again)."""
         key = (tenant, agent_id)
         agent = self._agents.get(key)
         if agent is None:
@@ -268,11 +285,31 @@ class StatefulService:
                 self._agents.clear()
                 self._conversations.clear()
             self._agents[key] = agent
+        return agent
+
+    async def _conversation_pk(self, agent: Agent, conversation_id: str) -> int:
         conversation_pk = self._conversations.get((agent.pk, conversation_id))
         if conversation_pk is None:
             conversation = await self.store.ensure_conversation(agent.pk, conversation_id)
             conversation_pk = self._conversations[(agent.pk, conversation_id)] = conversation.pk
-        return agent, conversation_pk
+        return conversation_pk
+
+    async def _conversation_for(self, agent: Agent, client_messages: list[Message]) -> str:
+        """The conversation a request that names none belongs to (DESIGN §3.2, §4.2).
+
+        A resent history is matched by its first exchange to the conversation it continues,
+        or starts a new one; a lone first message from a client known to resend histories
+        starts a new chat; anything else (the SDK style) is the `default` conversation.
+        """
+        if (len(client_messages) >= 2 and client_messages[0].get("role") == "user"
+                and client_messages[1].get("role") == "assistant"):
+            head = head_hash(visible_hash(client_messages[0]), visible_hash(client_messages[1]))
+            found = await self.store.find_conversation_by_head(agent.pk, head)
+            return found.conversation_id if found is not None else f"chat-{head[:16]}"
+        if agent.settings.get("resends_history") and not any(
+                m.get("role") == "assistant" for m in client_messages):
+            return f"chat-{uuid.uuid4().hex[:16]}"
+        return DEFAULT_CONVERSATION
 
     def forget_agent(self, tenant: str, agent_id: str) -> None:
         agent = self._agents.pop((tenant, agent_id), None)
@@ -309,12 +346,14 @@ class StatefulService:
     async def _record_input(
         self,
         request: TurnRequest,
+        agent: Agent,
         state: TurnState,
         client_messages: list[dict[str, Any]],
         fingerprint: str,
-    ) -> tuple[str, Decision, list[StoredMessage]]:
-        """Reconcile and store the new input. Returns the turn id to answer, the decision and
-        the conversation's context with the input in it."""
+    ) -> tuple[str, Decision, list[StoredMessage], Message | None]:
+        """Reconcile and store the new input. Returns the turn id to answer, the decision,
+        the conversation's context with the input in it, and — when this turn gives the
+        conversation its first reply — its first user message (to record the head)."""
         conversation, last = state.conversation, state.last_turn
         needs_transcript = (
             (last is not None and (last.status != "done" or last.request_hash == fingerprint))
@@ -347,10 +386,20 @@ class StatefulService:
         if learned is not None and learned != conversation.resends_history:
             await self.store.update_conversation(conversation.pk, resends_history=learned)
             conversation.resends_history = learned
+            if learned and not agent.settings.get("resends_history"):
+                # New chats of this agent's client start conversations of their own.
+                agent.settings = {**agent.settings, "resends_history": True}
+                await self.store.update_agent_settings(agent.pk, agent.settings)
         self.metrics.reconcile.labels(decision.action.value).inc()
+        cut = decision.supersede_from_seq
+        kept = [m for m in transcript if cut is None or m.seq < cut]
+        first_user: Message | None = None
+        if last is None or (needs_transcript and not any(m.role == "assistant" for m in kept)):
+            first_user = next((m for m in [*(k.data for k in kept), *decision.new_input]
+                               if m.get("role") == "user"), None)
         if decision.action is Action.CONTINUE and last is not None:
             await self.store.reopen_turn(last.turn_id)
-            return last.turn_id, decision, state.context
+            return last.turn_id, decision, state.context, first_user
         model = str(request.body.get("model", ""))
         inputs = [
             NewMessage(m, visible=True, visible_hash=visible_hash(m),
@@ -367,14 +416,13 @@ class StatefulService:
             inputs,
             supersede_from_seq=decision.supersede_from_seq,
         )
-        cut = decision.supersede_from_seq
         context = [m for m in state.context if cut is None or m.seq < cut]
         context += [
             StoredMessage(seq=first_seq + i, data=m.data, turn_id=turn_id, created_at=now,
                           tokens=m.tokens, visible_hash=m.visible_hash)
             for i, m in enumerate(inputs)
         ]
-        return turn_id, decision, context
+        return turn_id, decision, context, first_user
 
     async def _prepare(
         self,

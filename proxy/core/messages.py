@@ -114,3 +114,9 @@ def request_hash(body: dict[str, Any]) -> str:
     relevant = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     raw = json.dumps(relevant, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def head_hash(first_user_hash: str, first_reply_hash: str) -> str:
+    """Identifies a conversation by its first exchange, for clients that resend whole histories
+    without naming the conversation."""
+    return hashlib.sha256(f"{first_user_hash}:{first_reply_hash}".encode()).hexdigest()[:32]

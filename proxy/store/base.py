@@ -44,6 +44,9 @@ class Store(Protocol):
 
     async def delete_agent(self, agent_pk: int) -> None: ...
 
+    async def update_agent_settings(self, agent_pk: int, settings: dict) -> None:
+        """Replace the agent's settings document (what memproxy learned, operator choices)."""
+
     async def get_blocks(self, agent_pk: int) -> list[Block]: ...
 
     async def put_block(self, agent_pk: int, block: Block) -> None:
@@ -160,8 +163,14 @@ class Store(Protocol):
 
     async def update_conversation(
         self, conversation_pk: int, *, summary: str | None = None,
-        resends_history: bool | None = None,
+        resends_history: bool | None = None, head_hash: str | None = None,
     ) -> None: ...
+
+    async def find_conversation_by_head(
+        self, agent_pk: int, head_hash: str
+    ) -> Conversation | None:
+        """The newest conversation whose first exchange hashes to `head_hash` (see
+        `core.messages.head_hash`)."""
 
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Take messages up to `through_seq` out of context and store the new summary, atomically."""

@@ -357,8 +357,22 @@ _V1_POSTGRES: tuple[str, ...] = (
         updated_at double precision NOT NULL)""",
 )
 
+# Version 2: a conversation's "head" (its first user message and first reply, hashed) lets a
+# client that resends whole histories without naming the conversation find it again.
+_V2_SQLITE = [
+    "ALTER TABLE conversations ADD COLUMN head_hash TEXT",
+    "CREATE INDEX conversations_head ON conversations (agent_pk, head_hash)"
+    " WHERE head_hash IS NOT NULL",
+]
+_V2_POSTGRES = [
+    "ALTER TABLE conversations ADD COLUMN head_hash text",
+    "CREATE INDEX conversations_head ON conversations (agent_pk, head_hash)"
+    " WHERE head_hash IS NOT NULL",
+]
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", {"sqlite": _V1_SQLITE, "postgres": _V1_POSTGRES}),
+    Migration(2, "conversation heads", {"sqlite": _V2_SQLITE, "postgres": _V2_POSTGRES}),
 ]
 
 _BOOKKEEPING_SQLITE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -256,8 +256,10 @@ class PostgresStore:
         return [conversation_row(r) for r in rows]
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
-                                  resends_history: bool | None = None) -> None:
-        """Set the summary and/or the resends-history flag (None leaves a field unchanged)."""
+                                  resends_history: bool | None = None,
+                                  head_hash: str | None = None) -> None:
+        """Set the summary, the resends-history flag and/or the head hash (None leaves a
+        field unchanged)."""
         sets, args = [], [conversation_pk]
         if summary is not None:
             args.append(clean(summary))
@@ -265,9 +267,19 @@ class PostgresStore:
         if resends_history is not None:
             args.append(bool(resends_history))
             sets.append(f"resends_history = ${len(args)}")
+        if head_hash is not None:
+            args.append(head_hash)
+            sets.append(f"head_hash = ${len(args)}")
         if sets:
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = $1",
                                 *args)
+
+    async def find_conversation_by_head(self, agent_pk: int, head_hash: str) -> Conversation | None:
+        """The newest conversation of the agent whose first exchange hashes to `head_hash`."""
+        row = await self._fetch_one(
+            f"{CONV} WHERE agent_pk = $1 AND head_hash = $2 ORDER BY pk DESC LIMIT 1",
+            agent_pk, head_hash)
+        return None if row is None else conversation_row(row)
 
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Page out: take messages with seq <= through_seq out of the context window and store

@@ -321,8 +321,10 @@ class SQLiteStore:
                                  _conversation)
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
-                                  resends_history: bool | None = None) -> None:
-        """Set the summary and/or the resends-history flag (None leaves a field unchanged)."""
+                                  resends_history: bool | None = None,
+                                  head_hash: str | None = None) -> None:
+        """Set the summary, the resends-history flag and/or the head hash (None leaves a
+        field unchanged)."""
         sets, params = [], []
         if summary is not None:
             sets.append("summary = ?")
@@ -330,9 +332,19 @@ class SQLiteStore:
         if resends_history is not None:
             sets.append("resends_history = ?")
             params.append(int(resends_history))
+        if head_hash is not None:
+            sets.append("head_hash = ?")
+            params.append(head_hash)
         if sets:
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = ?",
                                 (*params, conversation_pk))
+
+    async def find_conversation_by_head(self, agent_pk: int, head_hash: str) -> Conversation | None:
+        """The newest conversation of the agent whose first exchange hashes to `head_hash`."""
+        row = await self._fetch_one(
+            f"{_CONV} WHERE agent_pk = ? AND head_hash = ? ORDER BY pk DESC LIMIT 1",
+            (agent_pk, head_hash))
+        return None if row is None else _conversation(row)
 
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Page out: take messages with seq <= through_seq out of the context window and store

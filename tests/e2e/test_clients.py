@@ -254,3 +254,46 @@ def test_a_waiting_request_gets_409_after_the_lock_timeout(make_proxy, fake_upst
     assert int(err.value.response.headers["retry-after"]) >= 1
     first.join()
     assert [t for _, t in visible(proxy, "l")][0] == "first"
+
+
+def test_chats_without_ids_are_told_apart_by_their_history(make_proxy, fake_upstream):
+    """A UI that names neither agent conversation: many chats of one user stay separate, each
+    resent history continues its own conversation, and nothing is stored twice."""
+    proxy = make_proxy()
+    client = proxy.client()
+    agent = {"X-Agent-Id": "multi"}
+
+    def send(history):
+        return client.chat.completions.create(model=MODEL, messages=history,
+                                              extra_headers=agent)
+
+    chat_a = [u("Plan a trip to Oslo")]
+    chat_a.append(a(send(chat_a).choices[0].message.content))
+    chat_a.append(u("In June"))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=chat_a, extra_headers=agent)
+    first_id = raw.headers["x-memproxy-conversation-id"]
+    chat_a.append(a(raw.parse().choices[0].message.content))
+
+    # the client is now known to resend histories: a lone message is a new chat
+    chat_b = [u("Recipe for pancakes?")]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=chat_b, extra_headers=agent)
+    second_id = raw.headers["x-memproxy-conversation-id"]
+    assert second_id != first_id
+    chat_b.append(a(raw.parse().choices[0].message.content))
+    chat_b.append(u("Without eggs"))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=chat_b, extra_headers=agent)
+    assert raw.headers["x-memproxy-conversation-id"] == second_id
+    assert sent_conversation(fake_upstream) == [(m["role"], m["content"]) for m in chat_b]
+
+    # back to the first chat
+    chat_a.append(u("And in July?"))
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=chat_a, extra_headers=agent)
+    assert raw.headers["x-memproxy-conversation-id"] == first_id
+    assert sent_conversation(fake_upstream) == [(m["role"], m["content"]) for m in chat_a]
+    assert [t for _, t in visible(proxy, "multi", first_id)][:5] == [
+        m["content"] for m in chat_a]
+    assert len(visible(proxy, "multi", second_id)) == 4

@@ -643,13 +643,16 @@ def test_postgres_concurrent_first_open(postgres_url: str) -> None:
         stores = [PostgresStore(postgres_url, max_size=2) for _ in range(6)]
         try:
             await asyncio.gather(*(s.open() for s in stores))
-            rows = await stores[0].pool.fetch("SELECT version FROM schema_migrations")
+            rows = await stores[0].pool.fetch(
+                "SELECT version FROM schema_migrations ORDER BY version")
             await asyncio.gather(*(s.ping() for s in stores))
             return [tuple(r) for r in rows]
         finally:
             await asyncio.gather(*(s.close() for s in stores))
 
-    assert asyncio.run(main()) == [(1,)]
+    from proxy.store.migrations import MIGRATIONS
+
+    assert asyncio.run(main()) == [(m.version,) for m in MIGRATIONS]
 
 
 def test_postgres_fts_config_is_the_databases(postgres_url: str,
@@ -828,5 +831,20 @@ def test_begin_turn_returns_the_first_seq_and_load_turn_state_reads_it_all(
         await s.delete_agent(other.pk)
         with pytest.raises(LookupError):
             await s.load_turn_state(other.pk, empty.pk)
+
+    store_backend.run(body)
+
+
+def test_conversations_are_found_by_their_head(store_backend: Backend) -> None:
+    async def body(s: Any) -> None:
+        agent, first = await setup(s, conversation_id="one")
+        second = await s.ensure_conversation(agent.pk, "two")
+        other, _ = await setup(s, "bob")
+        assert await s.find_conversation_by_head(agent.pk, "h") is None
+        await s.update_conversation(first.pk, head_hash="h")
+        await s.update_conversation(second.pk, head_hash="h")
+        found = await s.find_conversation_by_head(agent.pk, "h")
+        assert found is not None and found.conversation_id == "two"  # the newest
+        assert await s.find_conversation_by_head(other.pk, "h") is None
 
     store_backend.run(body)
