@@ -205,11 +205,12 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base` (tables merge, other values replace)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -242,10 +243,10 @@ def load_settings(
             raise ConfigError(f"config file not found: {path}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        data = _merge(data, _resolve_env_refs(file_data, environ))
-    data = _merge(data, _env_overrides(environ))
+        data = merge(data, _resolve_env_refs(file_data, environ))
+    data = merge(data, _env_overrides(environ))
     if overrides:
-        data = _merge(data, {k: v for k, v in overrides.items() if v})
+        data = merge(data, {k: v for k, v in overrides.items() if v})
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

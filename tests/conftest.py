@@ -42,16 +42,6 @@ def fake_upstream(_upstream_server: tuple[ServerThread, AppSwitch]) -> Iterator[
     switch.target = None
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class ProxyServer:
     """A memproxy app served by uvicorn in a thread, with client helpers."""
 
@@ -117,13 +107,13 @@ def make_proxy(
 
     def factory(overrides: dict[str, dict[str, Any]] | None = None) -> ProxyServer:
         from proxy.app import create_app
-        from proxy.config import load_settings
+        from proxy.config import load_settings, merge
 
         base = {
             "database": {"url": database_url},
             "upstream": {"base_url": fake_upstream.url},
         }
-        settings = load_settings(environ={}, overrides=_merge(base, overrides or {}))
+        settings = load_settings(environ={}, overrides=merge(base, overrides or {}))
         server = ProxyServer(settings, ServerThread(create_app(settings)))
         started.append(server)
         server.server.start()

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from proxy.core.types import Block, NewMessage, TurnResult
 from proxy.store import open_store
 
 POSTGRES_URL_ENV = "MEMPROXY_TEST_POSTGRES_URL"
@@ -39,6 +40,26 @@ DATABASE_PREFIX = "memproxy_test_"
 STALE_AFTER_S = 6 * 3600  # databases left behind by killed runs are dropped after this
 
 BACKENDS = ("sqlite", "postgres")
+DEFAULT_BLOCKS = [Block("persona", "I am a helpful assistant."), Block("human", "")]
+
+
+def user(text: str, **kw: Any) -> NewMessage:
+    return NewMessage({"role": "user", "content": text}, **kw)
+
+
+def assistant(text: str, **kw: Any) -> NewMessage:
+    return NewMessage({"role": "assistant", "content": text}, **kw)
+
+
+def result(*messages: NewMessage, blocks=(), passages=(), response=None) -> TurnResult:
+    return TurnResult(list(messages), list(blocks), list(passages), response or {"id": "r"})
+
+
+async def setup(store: Any, agent_id: str = "alice", conversation_id: str = "default"):
+    """An agent `agent_id` of tenant t1 with the default blocks, and one conversation."""
+    agent = await store.ensure_agent("t1", agent_id, DEFAULT_BLOCKS)
+    conv = await store.ensure_conversation(agent.pk, conversation_id)
+    return agent, conv
 
 
 @dataclass

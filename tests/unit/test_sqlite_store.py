@@ -13,13 +13,11 @@ from typing import Any
 
 import pytest
 
-from proxy.core.types import Block, NewMessage, TurnResult
 from proxy.store import SQLiteStore, open_store, sqlite_path
 from proxy.store.fts import match_expression, query_terms
 from proxy.store.migrations import MIGRATIONS, Migration, apply_sqlite
 from proxy.store.sqlite import SQL_CONTEXT, SQL_VISIBLE
-
-DEFAULT_BLOCKS = [Block("persona", "I am a helpful assistant."), Block("human", "")]
+from tests.store_backends import assistant, result, setup, user
 
 
 def run_store(path: Path, body: Callable[[SQLiteStore], Awaitable[Any]]) -> Any:
@@ -39,22 +37,8 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "nested" / "dir" / "memproxy.db"
 
 
-def user(text: str, **kw: Any) -> NewMessage:
-    return NewMessage({"role": "user", "content": text}, **kw)
 
 
-def assistant(text: str, **kw: Any) -> NewMessage:
-    return NewMessage({"role": "assistant", "content": text}, **kw)
-
-
-def result(*messages: NewMessage, blocks=(), passages=(), response=None) -> TurnResult:
-    return TurnResult(list(messages), list(blocks), list(passages), response or {"id": "r"})
-
-
-async def setup(store: SQLiteStore, agent_id: str = "alice", conversation_id: str = "default"):
-    agent = await store.ensure_agent("t1", agent_id, DEFAULT_BLOCKS)
-    conv = await store.ensure_conversation(agent.pk, conversation_id)
-    return agent, conv
 
 
 async def exec_sql(store: SQLiteStore, sql: str, params: tuple = ()) -> list[tuple]:

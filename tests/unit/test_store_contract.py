@@ -17,33 +17,18 @@ from typing import Any
 
 import pytest
 
-from proxy.core.types import Block, NewMessage, TurnResult
+from proxy.core.types import Block, NewMessage
 from proxy.store import open_store
 from tests import store_backends
-from tests.store_backends import Backend
+from tests.store_backends import DEFAULT_BLOCKS, Backend, assistant, result, setup, user
 
 store_backend = store_backends.store_backend  # fixture: one run per backend
 postgres_url = store_backends.postgres_url  # fixture: a fresh Postgres database
 
-DEFAULT_BLOCKS = [Block("persona", "I am a helpful assistant."), Block("human", "")]
 
 
-def user(text: str, **kw: Any) -> NewMessage:
-    return NewMessage({"role": "user", "content": text}, **kw)
 
 
-def assistant(text: str, **kw: Any) -> NewMessage:
-    return NewMessage({"role": "assistant", "content": text}, **kw)
-
-
-def result(*messages: NewMessage, blocks=(), passages=(), response=None) -> TurnResult:
-    return TurnResult(list(messages), list(blocks), list(passages), response or {"id": "r"})
-
-
-async def setup(store: Any, agent_id: str = "alice", conversation_id: str = "default"):
-    agent = await store.ensure_agent("t1", agent_id, DEFAULT_BLOCKS)
-    conv = await store.ensure_conversation(agent.pk, conversation_id)
-    return agent, conv
 
 
 # --- agents, blocks, conversations ------------------------------------------------------
