@@ -40,3 +40,86 @@ def test_two_processes_on_one_sqlite_file(tmp_path, fake_upstream):
     for request in fake_upstream.requests:
         users = [m for m in request.json["messages"] if m["role"] == "user"]
         assert len(users) == len({m["content"] for m in users})
+
+
+def test_a_killed_process_loses_its_lease_and_another_continues_the_turn(
+    database_url, fake_upstream
+):
+    from tests.fakes import Fault
+
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    env = {"MEMPROXY_AGENT_LEASE_TTL_S": "2", "MEMPROXY_UPSTREAM_MAX_RETRIES": "0"}
+    question = [{"role": "user", "content": "a question for a dying server"}]
+    headers = {"X-Agent-Id": "crash"}
+    victim = run_memproxy_subprocess(args, env=env)
+    with run_memproxy_subprocess(args, env=env) as survivor:
+        fake_upstream.push(Fault.delay(30))
+        pending = threading.Thread(target=lambda: _quietly(lambda: openai.OpenAI(
+            base_url=victim.base_url, api_key="x", max_retries=0, timeout=30,
+        ).chat.completions.create(model="gpt-4o-mini", messages=question,
+                                  extra_headers=headers)))
+        pending.start()
+        _wait_for(lambda: len(fake_upstream.requests) == 1)
+        victim.kill()  # SIGKILL while the turn holds the conversation's lease
+        pending.join()
+
+        stored = storage.roles_and_texts(storage.transcript(database_url, "crash"))
+        assert stored == [("user", "a question for a dying server")]
+        assert storage.last_turn(database_url, "crash").status == "open"  # unanswered
+
+        reply = openai.OpenAI(base_url=survivor.base_url, api_key="x", max_retries=0,
+                              timeout=30).chat.completions.create(
+            model="gpt-4o-mini", messages=question,
+            extra_headers={**headers, "x-stainless-retry-count": "1"})
+    assert reply.choices[0].message.content.startswith("Echo: a question for a dying server")
+    stored = storage.roles_and_texts(storage.transcript(database_url, "crash"))
+    assert stored == [("user", "a question for a dying server"),
+                      ("assistant", reply.choices[0].message.content)]
+
+
+def _quietly(call):
+    try:
+        call()
+    except Exception:
+        pass  # the server was killed under this request: the error is the point
+
+
+def _wait_for(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_three_processes_ninety_requests_three_conversations(database_url, fake_upstream):
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    servers = [run_memproxy_subprocess(args, env={}) for _ in range(3)]
+    errors = []
+    try:
+        def send(i):
+            try:
+                openai.OpenAI(base_url=servers[i % 3].base_url, api_key="x", max_retries=0,
+                              timeout=120).chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
+                    extra_headers={"X-Agent-Id": "fleet", "X-Conversation-Id": f"c{i % 3}"})
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(90)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for server in servers:
+            server.stop()
+    assert errors == []
+    for c in range(3):
+        stored = storage.roles_and_texts(storage.transcript(database_url, "fleet", f"c{c}"))
+        assert [r for r, _ in stored] == ["user", "assistant"] * 30
+        asked = [q for _, q in stored[::2]]
+        assert sorted(asked) == sorted(f"m{i}" for i in range(c, 90, 3))
+        for (_, question), (_, answer) in zip(stored[::2], stored[1::2], strict=True):
+            assert answer.startswith(f"Echo: {question} (saw ")
