@@ -11,6 +11,7 @@ import sys
 
 COMMANDS = {
     "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
+    "paging": ("bench.paging", "prompt tokens per turn over a long conversation vs a raw client"),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class TurnContext:
     factor: float
     protect_from_seq: int | None
     summary_usage: dict[str, int] = field(default_factory=dict)
+    summary_seconds: float = 0.0  # time waiting for the summarizer: upstream time, not ours
     pressure: int | None = None
     compactions: int = 0
     # Per-turn caches: the context only changes by dropping its oldest messages.
@@ -219,6 +221,25 @@ class TurnContext:
         return self.base_prompt()
 
 
+def _since_previous_prompt(ctx: TurnContext) -> int:
+    """Tokens added since the previous turn's prompt: that turn's reply and memory steps, and
+    this turn's input (the in-context messages after the previous turn's last input)."""
+    items, context = ctx.items(), ctx.context
+    current = len(items)
+    if ctx.protect_from_seq is not None:
+        current = next((i for i, m in enumerate(items) if m.seq >= ctx.protect_from_seq),
+                       len(items))
+    if current == 0:
+        return sum(i.tokens for i in items)
+    previous_turn = context[current - 1].turn_id
+    start = current
+    while start > 0 and context[start - 1].turn_id == previous_turn:
+        start -= 1
+    while start < current and context[start].role in ("user", "tool", "system"):
+        start += 1  # the previous turn's own input was part of its prompt
+    return sum(i.tokens for i in items[start:])
+
+
 def _drop_tool_results(extra: list[Message], ctx: TurnContext, target: int) -> None:
     """Last resort inside a turn: replace this turn's largest tool results by a placeholder."""
     results = sorted(
@@ -274,12 +295,10 @@ class Compactor:
         before = ctx.estimate()
         result = await ctx.fit()
         if result.warn and not result.evicted:
-            # Warn once, on the turn whose input crosses warn_at (not on every turn after).
-            input_tokens = sum(
-                i.tokens for i in ctx.items()
-                if protect_from_seq is not None and i.seq >= protect_from_seq
-            )
-            if before - input_tokens < self.settings.memory.warn_at * window:
+            # Warn once per climb: on the first turn whose prompt is over warn_at, i.e. when the
+            # previous turn's prompt (without its reply and without this input) was under it.
+            # The crossing may come from this input or from the previous reply.
+            if before - _since_previous_prompt(ctx) < self.settings.memory.warn_at * window:
                 ctx.pressure = round(100 * before / window)
         return ctx
 
@@ -311,10 +330,14 @@ class Compactor:
                     "max_tokens": output_tokens,
                     "temperature": 0,
                 }
-                response = await asyncio.wait_for(
-                    self.upstream.chat(request, api_key=ctx.api_key),
-                    self.settings.memory.summarizer_timeout_s,
-                )
+                started = time.perf_counter()
+                try:
+                    response = await asyncio.wait_for(
+                        self.upstream.chat(request, api_key=ctx.api_key),
+                        self.settings.memory.summarizer_timeout_s,
+                    )
+                finally:
+                    ctx.summary_seconds += time.perf_counter() - started
                 _add_usage(ctx.summary_usage, response.get("usage"))
                 text = ((response.get("choices") or [{}])[0].get("message") or {}).get("content")
                 if not isinstance(text, str) or not text.strip():

@@ -101,7 +101,8 @@ class TurnSession:
 
     def overhead_ms(self) -> float:
         elapsed = time.perf_counter() - self.request.started
-        return max(0.0, (elapsed - self.loop.upstream_seconds) * 1000)
+        upstream = self.loop.upstream_seconds + self.window.summary_seconds
+        return max(0.0, (elapsed - upstream) * 1000)
 
     def headers(self) -> dict[str, str]:
         steps = self.done.steps if self.done else 1
@@ -180,7 +181,7 @@ class TurnSession:
     def _record_metrics(self, done: TurnDone) -> None:
         metrics = self.service.metrics
         metrics.steps.observe(done.steps)
-        metrics.upstream.observe(self.loop.upstream_seconds)
+        metrics.upstream.observe(self.loop.upstream_seconds + self.window.summary_seconds)
         for key, count in done.tool_calls.items():
             name, _, outcome = key.partition(":")
             metrics.tool_calls.labels(name, outcome).inc(count)
