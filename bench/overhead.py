@@ -44,6 +44,7 @@ import httpx
 import orjson
 
 from .common import (
+    REPO_ROOT,
     Child,
     child_env,
     eprint,
@@ -250,9 +251,11 @@ class Stack:
     def __init__(self, prepare: Callable[[str], None] | None = None,
                  memproxy_env: dict[str, str] | None = None, keep_dir: bool = False,
                  memproxy_cmd: Sequence[str] | None = None,
-                 context_window: int = DEFAULT_CONTEXT_WINDOW) -> None:
+                 context_window: int = DEFAULT_CONTEXT_WINDOW,
+                 upstream_args: Sequence[str] = ()) -> None:
         self.prepare = prepare
         self.context_window = context_window
+        self.upstream_args = list(upstream_args)  # extra options for bench.fake_upstream
         self.memproxy_env = memproxy_env or {}
         # What runs `serve ...`; a profiler can wrap it, e.g.
         # ["py-spy", "record", "-o", "out.svg", "--", sys.executable, "-m", "proxy"].
@@ -283,8 +286,8 @@ class Stack:
         self.upstream = Child(
             "fake upstream",
             [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port),
-             "--context-window", str(self.context_window)],
-            env=child_env(), log_path=self.tmp / "upstream.log",
+             "--context-window", str(self.context_window), *self.upstream_args],
+            env=child_env(), log_path=self.tmp / "upstream.log", cwd=REPO_ROOT,
         )
         self.upstream_url = f"http://127.0.0.1:{up_port}"
         if self.prepare is not None:

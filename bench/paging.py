@@ -37,7 +37,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,13 +48,10 @@ import orjson
 
 from .common import (
     REPO_ROOT,
-    Child,
-    child_env,
     eprint,
     exit_on_signals,
     fmt_delta,
     fmt_ms,
-    free_port,
     machine_block,
     machine_info,
     markdown_table,
@@ -106,35 +102,11 @@ class PagingStack(Stack):
     def __init__(self, *, upstream_args: Sequence[str], config_toml: str,
                  prepare: Callable[[str], None] | None = None, keep_dir: bool = False,
                  context_window: int = DEFAULT_WINDOW) -> None:
-        super().__init__(prepare=prepare, keep_dir=keep_dir, context_window=context_window)
-        self.upstream_args = list(upstream_args)
+        super().__init__(prepare=prepare, keep_dir=keep_dir, context_window=context_window,
+                         upstream_args=upstream_args)
         config = self.tmp / "memproxy.toml"
         config.write_text(config_toml)
         self.memproxy_env = {"MEMPROXY_CONFIG": str(config), **self.memproxy_env}
-
-    def start(self) -> None:  # Stack.start, plus the fake's options
-        up_port = free_port()
-        self.upstream = Child(
-            "fake upstream",
-            [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port),
-             "--context-window", str(self.context_window), *self.upstream_args],
-            env=child_env(), log_path=self.tmp / "upstream.log", cwd=REPO_ROOT,
-        )
-        self.upstream_url = f"http://127.0.0.1:{up_port}"
-        if self.prepare is not None:
-            self.prepare(self.db_url)
-        self.upstream.wait_http(f"{self.upstream_url}/v1/models")
-        mp_port = free_port()
-        env = child_env({"MEMPROXY_LOGGING_LEVEL": "WARNING",
-                         "MEMPROXY_UPSTREAM_API_KEY": UPSTREAM_KEY, **self.memproxy_env})
-        self.memproxy = Child(
-            "memproxy",
-            [*self.memproxy_cmd, "serve", "--host", "127.0.0.1", "--port", str(mp_port),
-             "--database-url", self.db_url, "--upstream-url", f"{self.upstream_url}/v1"],
-            env=env, log_path=self.tmp / "memproxy.log",
-        )
-        self.memproxy_url = f"http://127.0.0.1:{mp_port}"
-        self.memproxy.wait_http(f"{self.memproxy_url}/health/liveliness", timeout_s=60)
 
 
 def config_toml(window: int) -> str:
