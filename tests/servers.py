@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,21 @@ def run_memproxy_subprocess(
                     f"(last: {last_error}); output:\n{handle.output()}"
                 )
             time.sleep(0.05)
+
+
+def run_concurrently(count: int, call: Callable[[int], object]) -> list[BaseException]:
+    """Run `call(0) … call(count-1)` in `count` threads at once; return the exceptions raised."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            call(i)
+        except Exception as exc:  # collected for the caller's assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from proxy.core.types import Block, StoredMessage, Turn
 from proxy.store import open_store
+from tests.store_backends import run_with_store
 
 
 def _run(url: str, work) -> Any:
-    async def main():
-        store = open_store(url)
-        await store.open()
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+    return run_with_store(open_store(url), work)
 
 
 def transcript(url: str, agent: str, conversation: str = "default", tenant: str = "default",

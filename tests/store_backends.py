@@ -40,6 +40,18 @@ DATABASE_PREFIX = "memproxy_test_"
 STALE_AFTER_S = 6 * 3600  # databases left behind by killed runs are dropped after this
 
 BACKENDS = ("sqlite", "postgres")
+
+
+def run_with_store(store: Any, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Open `store`, `await body(store)` in a fresh event loop, close the store."""
+    async def main() -> Any:
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
 DEFAULT_BLOCKS = [Block("persona", "I am a helpful assistant."), Block("human", "")]
 
 
@@ -77,15 +89,7 @@ class Backend:
 
     def run(self, body: Callable[[Any], Awaitable[Any]]) -> Any:
         """Open a store, `await body(store)` in a fresh event loop, close the store."""
-        async def main() -> Any:
-            store = self.store()
-            await store.open()
-            try:
-                return await body(store)
-            finally:
-                await store.close()
-
-        return asyncio.run(main())
+        return run_with_store(self.store(), body)
 
     async def sql(self, store: Any, sql: str, *params: Any) -> list[tuple]:
         """Run one statement with `?` placeholders (in its own transaction); return the rows."""

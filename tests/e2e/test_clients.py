@@ -13,6 +13,7 @@ import pytest
 
 from tests import storage
 from tests.fakes import Fault, Reply, scripted_model
+from tests.servers import run_concurrently
 
 MODEL = "gpt-4o-mini"
 
@@ -194,20 +195,8 @@ def test_sdk_timeout_then_retry_gets_the_same_answer(make_proxy, fake_upstream):
 
 def test_thirty_concurrent_requests_to_one_conversation(make_proxy, fake_upstream):
     proxy = make_proxy()
-    errors = []
-
-    def send(i):
-        try:
-            proxy.client(timeout=60).chat.completions.create(
-                model=MODEL, messages=[u(f"message {i}")], extra_headers={"X-Agent-Id": "busy"})
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_concurrently(30, lambda i: proxy.client(timeout=60).chat.completions.create(
+        model=MODEL, messages=[u(f"message {i}")], extra_headers={"X-Agent-Id": "busy"}))
     assert errors == []
     stored = visible(proxy, "busy")
     assert [r for r, _ in stored] == ["user", "assistant"] * 30

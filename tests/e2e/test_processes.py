@@ -7,30 +7,18 @@ import threading
 import openai
 
 from tests import storage
-from tests.servers import run_memproxy_subprocess
+from tests.servers import run_concurrently, run_memproxy_subprocess
 
 
 def test_two_processes_on_one_sqlite_file(tmp_path, fake_upstream):
     db = f"sqlite:///{tmp_path}/shared.db"
     args = ["--database-url", db, "--upstream-url", fake_upstream.url]
     with run_memproxy_subprocess(args, env={}) as p1, run_memproxy_subprocess(args, env={}) as p2:
-        errors = []
-
-        def send(i):
-            base = (p1 if i % 2 else p2).base_url
-            try:
-                openai.OpenAI(base_url=base, api_key="x", max_retries=0, timeout=60
-                              ).chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
-                    extra_headers={"X-Agent-Id": "shared"})
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = run_concurrently(20, lambda i: openai.OpenAI(
+            base_url=(p1 if i % 2 else p2).base_url, api_key="x", max_retries=0, timeout=60,
+        ).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
+            extra_headers={"X-Agent-Id": "shared"}))
     assert errors == []
     stored = storage.roles_and_texts(storage.transcript(db, "shared"))
     assert [r for r, _ in stored] == ["user", "assistant"] * 20
@@ -96,22 +84,12 @@ def _wait_for(condition, timeout=10.0):
 def test_three_processes_ninety_requests_three_conversations(database_url, fake_upstream):
     args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
     servers = [run_memproxy_subprocess(args, env={}) for _ in range(3)]
-    errors = []
     try:
-        def send(i):
-            try:
-                openai.OpenAI(base_url=servers[i % 3].base_url, api_key="x", max_retries=0,
-                              timeout=120).chat.completions.create(
-                    model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
-                    extra_headers={"X-Agent-Id": "fleet", "X-Conversation-Id": f"c{i % 3}"})
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(90)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        errors = run_concurrently(90, lambda i: openai.OpenAI(
+            base_url=servers[i % 3].base_url, api_key="x", max_retries=0, timeout=120,
+        ).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
+            extra_headers={"X-Agent-Id": "fleet", "X-Conversation-Id": f"c{i % 3}"}))
     finally:
         for server in servers:
             server.stop()

@@ -5,7 +5,6 @@ loop through `run_store`.)"""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,19 +16,11 @@ from proxy.store import SQLiteStore, open_store, sqlite_path
 from proxy.store.fts import match_expression, query_terms
 from proxy.store.migrations import MIGRATIONS, Migration, apply_sqlite
 from proxy.store.sqlite import SQL_CONTEXT, SQL_VISIBLE
-from tests.store_backends import assistant, result, setup, user
+from tests.store_backends import assistant, result, run_with_store, setup, user
 
 
 def run_store(path: Path, body: Callable[[SQLiteStore], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        store = SQLiteStore(str(path))
-        await store.open()
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+    return run_with_store(SQLiteStore(str(path)), body)
 
 
 @pytest.fixture

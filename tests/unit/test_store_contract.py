@@ -547,15 +547,7 @@ def test_open_is_idempotent_and_close_is_final(store_backend: Backend) -> None:
 def _pg(url: str, body: Any, **kw: Any) -> Any:
     from proxy.store.postgres import PostgresStore
 
-    async def main() -> Any:
-        store = PostgresStore(url, **kw)
-        await store.open()
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(main())
+    return store_backends.run_with_store(PostgresStore(url, **kw), body)
 
 
 def test_postgres_urls_and_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
