@@ -74,11 +74,12 @@ def test_health(make_proxy, fake_upstream):
 
 
 def test_readiness_reports_an_unreachable_upstream(make_proxy):
-    from tests.servers import free_port
+    from tests.servers import refusing_port
 
-    proxy = make_proxy({"upstream": {"base_url": f"http://127.0.0.1:{free_port()}/v1",
-                                     "max_retries": 0}})
-    ready = httpx.get(f"{proxy.url}/health/readiness")
+    with refusing_port() as port:
+        proxy = make_proxy({"upstream": {"base_url": f"http://127.0.0.1:{port}/v1",
+                                         "max_retries": 0}})
+        ready = httpx.get(f"{proxy.url}/health/readiness")
     assert ready.status_code == 503
     assert ready.json()["checks"]["upstream"].startswith("error")
     assert ready.json()["checks"]["database"] == "ok"

@@ -155,11 +155,12 @@ def test_upstream_timeout_is_504(make_proxy, fake_upstream):
 
 
 def test_unreachable_upstream_is_502(make_proxy, fake_upstream):
-    from tests.servers import free_port
+    from tests.servers import refusing_port
 
-    proxy = make_proxy({"upstream": {"max_retries": 0,
-                                     "base_url": f"http://127.0.0.1:{free_port()}/v1"}})
-    response = post(proxy, {"model": MODEL, "messages": [user("anyone?")]})
+    with refusing_port() as port:
+        proxy = make_proxy({"upstream": {"max_retries": 0,
+                                         "base_url": f"http://127.0.0.1:{port}/v1"}})
+        response = post(proxy, {"model": MODEL, "messages": [user("anyone?")]})
     assert response.status_code == 502
     validate_error(response.json())
     assert response.json()["error"]["code"] == "upstream_unreachable"
