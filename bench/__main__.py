@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
     "paging": ("bench.paging", "prompt tokens per turn over a long conversation vs a raw client"),
+    "throughput": ("bench.throughput", "turns per second vs the bare relay, and peak memory"),
 }
 
 

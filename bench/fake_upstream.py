@@ -40,6 +40,7 @@ which keeps a 1,000-message non-streaming prompt cheap. Run it as its own proces
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import time
@@ -170,6 +171,7 @@ class Options:
     summarize = False
     reply_words: tuple[int, int] | None = None
     context_window = DEFAULT_CONTEXT_WINDOW
+    latency_s = 0.0  # --latency-ms: a model that takes time (throughput and scale benchmarks)
 
     @classmethod
     def any(cls) -> bool:
@@ -405,6 +407,8 @@ async def _chat(receive, send) -> None:
     Stats.last_body_bytes = len(body)
     if len(body) > Stats.max_body_bytes:
         Stats.max_body_bytes = len(body)
+    if Options.latency_s:
+        await asyncio.sleep(Options.latency_s)
     if Options.any():
         await _chat_with_options(body, send)
         return
@@ -482,8 +486,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer summarizer requests with a short deterministic summary")
     parser.add_argument("--reply-words", metavar="MIN-MAX",
                         help="reply with MIN-MAX words seeded by the last user message")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="wait this long before answering each chat request (default 0)")
     args = parser.parse_args(argv)
     global MODELS
+    Options.latency_s = args.latency_ms / 1000
     MODELS = models_body(args.context_window)
     Options.context_window = args.context_window
     Options.count_tokens = args.count_tokens
@@ -496,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tokens.warm_up([MODEL])
     uvicorn.run(app, host=args.host, port=args.port, http="httptools", loop="uvloop",
-                log_level="warning", access_log=False, lifespan="off")
+                log_level="warning", access_log=False, lifespan="off", backlog=4096)
     return 0
 
 
