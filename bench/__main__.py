@@ -13,6 +13,7 @@ COMMANDS = {
     "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
     "paging": ("bench.paging", "prompt tokens per turn over a long conversation vs a raw client"),
     "throughput": ("bench.throughput", "turns per second vs the bare relay, and peak memory"),
+    "scale": ("bench.scale", "turns per second with 1, 2, 4 processes on Postgres vs SQLite"),
 }
 
 
