@@ -107,6 +107,23 @@ class Turn:
 
 
 @dataclass
+class BlockRevision:
+    """One change of a block's value, kept so that operators can see and undo memory edits.
+
+    `source` says who changed it: "tool:core_memory_append" / "tool:core_memory_replace" (the
+    model, with the turn's id), "api", "undo" or "import". `id` and `created_at` are the store's.
+    """
+
+    label: str
+    old_value: str
+    new_value: str
+    source: str
+    turn_id: str | None = None
+    created_at: float | None = None
+    id: int | None = None
+
+
+@dataclass
 class TurnResult:
     """Everything a finished turn writes in one transaction."""
 
@@ -114,6 +131,8 @@ class TurnResult:
     blocks: list[Block]
     passages: list[tuple[str, list[str]]]
     response: dict[str, Any]
+    revisions: list[BlockRevision] = field(default_factory=list)
+    """The turn's block edits in order (their turn_id is the finished turn's)."""
 
 
 @dataclass

@@ -33,8 +33,11 @@ def sqlite_path(url: str) -> str:
     return os.path.expanduser(path)
 
 
-def open_store(url: str) -> Store:
-    """A store for `url`, not yet opened: the caller awaits `store.open()`."""
+def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
+    """A store for `url`, not yet opened: the caller awaits `store.open()`.
+
+    `sqlite_synchronous` is `[database] sqlite_synchronous` ("NORMAL" or "FULL"), the SQLite
+    store's `PRAGMA synchronous`; Postgres has its own durability settings and ignores it."""
     if url.startswith(("postgresql://", "postgres://")):
         # Imported lazily: asyncpg is an optional dependency, needed only for Postgres.
         try:
@@ -47,4 +50,4 @@ def open_store(url: str) -> Store:
         # `?fts=simple` (or another text-search configuration) is read by PostgresStore and
         # removed from the URL handed to asyncpg; the default is english.
         return PostgresStore(url)
-    return SQLiteStore(sqlite_path(url))
+    return SQLiteStore(sqlite_path(url), synchronous=sqlite_synchronous)

@@ -11,6 +11,7 @@ from typing import Protocol
 from ..core.types import (
     Agent,
     Block,
+    BlockRevision,
     Conversation,
     MessageHit,
     NewMessage,
@@ -20,6 +21,7 @@ from ..core.types import (
     TurnResult,
     TurnState,
 )
+from .admin_types import AgentDump, AgentStats, ConversationStats
 
 
 class Store(Protocol):
@@ -174,3 +176,75 @@ class Store(Protocol):
 
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Take messages up to `through_seq` out of context and store the new summary, atomically."""
+
+    # --- operator API: agents REST, block history, export/import (store/*_admin*.py) -------
+    async def list_agents_page(
+        self, tenant: str | None, *, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[Agent]:
+        """Agents of `tenant` (every tenant when None) ordered by (tenant, agent_id) in byte
+        order, starting after the (tenant, agent_id) cursor `after`."""
+
+    async def agent_stats(self, agent_pks: list[int]) -> dict[int, AgentStats]:
+        """Conversations, recall messages and passages per agent, in one query."""
+
+    async def create_agent(
+        self, tenant: str, agent_id: str, blocks: list[Block], settings: dict,
+        *, source: str = "api",
+    ) -> Agent | None:
+        """Create the agent with these blocks and settings; None if it already exists. Blocks
+        with a value are recorded as revisions from "" with `source`."""
+
+    async def merge_agent_settings(self, agent_pk: int, patch: dict) -> dict | None:
+        """Merge `patch` into the settings atomically (a None value removes the key); the new
+        settings, or None if the agent is gone."""
+
+    async def get_block(self, agent_pk: int, label: str) -> Block | None: ...
+
+    async def write_block(
+        self, agent_pk: int, block: Block, *, source: str, turn_id: str | None = None
+    ) -> Block:
+        """Insert or update one block and record a revision if its value changed, atomically.
+        Returns the stored block (updated_at = now)."""
+
+    async def delete_block(self, agent_pk: int, label: str, *, source: str = "api") -> bool:
+        """Remove the block (its value change to "" is recorded); False if there was none."""
+
+    async def block_history(self, agent_pk: int, label: str, *, limit: int = 100
+                            ) -> list[BlockRevision]:
+        """The label's revisions, newest first."""
+
+    async def undo_block(self, agent_pk: int, label: str, revision_id: int | None = None
+                         ) -> Block | None:
+        """Set the block back to the value before the revision (default: its newest) and record
+        that as an "undo" revision, atomically. None if the block or the revision (of this
+        agent and label) does not exist; BlockTooLongError if the value exceeds the limit."""
+
+    async def list_conversation_stats(self, agent_pk: int) -> list[ConversationStats]:
+        """The agent's conversations with message counts, newest activity first."""
+
+    async def search_conversation(
+        self, conversation_pk: int, agent_pk: int, query: str, *, limit: int = 100,
+        include_superseded: bool = False,
+    ) -> list[tuple[StoredMessage, float]]:
+        """Ranked full-text hits among one conversation's visible messages (best first)."""
+
+    async def search_agent_messages(
+        self, agent_pk: int, query: str, *, roles: list[str] | None = None, limit: int = 20
+    ) -> list[tuple[str, StoredMessage, float]]:
+        """Like `search_messages`, as whole rows: (conversation_id, message, score)."""
+
+    async def list_passages_page(
+        self, agent_pk: int, *, tags: list[str] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Passage]:
+        """Newest first, optionally only passages having all `tags`."""
+
+    async def export_agent(self, agent_pk: int) -> AgentDump | None:
+        """The whole agent, read in one consistent snapshot; None if it does not exist."""
+
+    async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
+                           replace: bool = False) -> Agent:
+        """Write `dump` as agent `agent_id` of `tenant` in one transaction, keeping seqs, flags,
+        timestamps, summaries, heads and settings; each block is recorded as an "import"
+        revision. AgentExistsError if the agent exists and `replace` is not set (with it, the
+        old agent is deleted first, in the same transaction). Turn ids that already exist
+        elsewhere in the database are renamed consistently."""

@@ -39,6 +39,8 @@ from ..core.types import (
     TurnState,
 )
 from .migrations import apply_postgres, check_fts_config
+from .pg_admin import INSERT_REVISIONS, PostgresAdminMixin, revision_arrays
+from .pg_admin_dump import PostgresDumpMixin
 from .pg_search import message_search_sql, passage_search_sql
 from .pg_sql import (
     ACQUIRE_LEASE,
@@ -69,6 +71,7 @@ from .pg_sql import (
     strip_nul,
     turn_row,
 )
+from .pg_vectors import PostgresVectors
 
 __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
 
@@ -94,8 +97,10 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
-class PostgresStore:
+class PostgresStore(PostgresAdminMixin, PostgresDumpMixin, PostgresVectors):
     """`Store` on a Postgres database. Create, then `await store.open()`.
+
+    The operator API (agents REST, block history, export/import) is in the mixins.
 
     `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the
     text-search configuration used when `fts_config` is not given (default "english"). A
@@ -356,9 +361,9 @@ class PostgresStore:
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:
-        """One transaction: mark the turn done, append its messages, upsert blocks, add
-        passages. Raises LookupError (writing nothing) if the turn is unknown or already done,
-        so a turn's output can never be stored twice."""
+        """One transaction: mark the turn done, append its messages, upsert blocks (recording
+        their revisions), add passages. Raises LookupError (writing nothing) if the turn is
+        unknown or already done, so a turn's output can never be stored twice."""
         now = time.time()
         arrays = [*message_arrays(result.messages), *block_arrays(result.blocks),
                   *passage_arrays(result.passages)]
@@ -374,6 +379,9 @@ class PostgresStore:
             if locked is None:
                 raise LookupError(f"turn {turn_id!r} is unknown or already finished")
             await conn.execute(FINISH_WRITE, conversation_pk, turn_id, now, agent_pk, *arrays)
+            if result.revisions:  # a round trip only for turns that edited a block
+                await conn.execute(INSERT_REVISIONS, agent_pk,
+                                   *revision_arrays(result.revisions, turn_id, now))
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:
         """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""

@@ -40,6 +40,9 @@ from ..core.types import (
 )
 from .fts import message_search_sql, passage_search_sql
 from .migrations import apply_sqlite
+from .sqlite_admin import SQLiteAdminMixin, insert_revisions
+from .sqlite_admin_dump import SQLiteDumpMixin
+from .sqlite_vectors import SQLiteVectors
 
 T = TypeVar("T")
 
@@ -154,13 +157,22 @@ def _transaction(db: sqlite3.Connection, fn: Callable[..., T], args: tuple) -> T
     return result
 
 
-def _configure(db: sqlite3.Connection, writer: bool) -> None:
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+
+
+def _configure(db: sqlite3.Connection, writer: bool, synchronous: str = "NORMAL") -> None:
+    """WAL, and `synchronous` as configured (`[database] sqlite_synchronous`): in WAL mode,
+    NORMAL loses nothing when the process dies, only possibly the last commits on a power loss
+    or OS crash; FULL syncs the WAL on every commit so those survive too (docs/storage.md)."""
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ValueError(
+            f"sqlite synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
     db.execute("PRAGMA busy_timeout = 5000")
     if writer:
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise RuntimeError(f"could not switch SQLite to WAL mode (got {mode!r})")
-    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute(f"PRAGMA synchronous = {synchronous}")
     db.execute("PRAGMA foreign_keys = ON")
     if not writer:
         db.execute("PRAGMA query_only = ON")
@@ -175,13 +187,16 @@ def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Await
     return conn._execute(fn, conn._conn, *args)
 
 
-class SQLiteStore:
-    """`Store` on one SQLite file. Create, then `await store.open()`."""
+class SQLiteStore(SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
+    """`Store` on one SQLite file. Create, then `await store.open()`.
+
+    The operator API (agents REST, block history, export/import) is in the mixins."""
 
     dialect = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = path
+        self.synchronous = synchronous  # PRAGMA synchronous of both connections
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
@@ -194,10 +209,10 @@ class SQLiteStore:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         writer = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await _call(writer, _configure, True)
+            await _call(writer, _configure, True, self.synchronous)
             await _call(writer, apply_sqlite)
             reader = await aiosqlite.connect(self.path, isolation_level=None)
-            await _call(reader, _configure, False)
+            await _call(reader, _configure, False, self.synchronous)
         except BaseException:
             await writer.close()
             raise
@@ -435,9 +450,9 @@ class SQLiteStore:
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:
-        """One transaction: mark the turn done, append its messages, upsert blocks, add
-        passages. Raises LookupError (writing nothing) if the turn is unknown or already done,
-        so a turn's output can never be stored twice."""
+        """One transaction: mark the turn done, append its messages, upsert blocks (recording
+        their revisions), add passages. Raises LookupError (writing nothing) if the turn is
+        unknown or already done, so a turn's output can never be stored twice."""
         now = time.time()
 
         def run(db: sqlite3.Connection) -> None:
@@ -452,6 +467,8 @@ class SQLiteStore:
                                  result.messages, now)
             if result.blocks:
                 _upsert_blocks(db, agent_pk, result.blocks, now)
+            if result.revisions:
+                insert_revisions(db, agent_pk, result.revisions, turn_id, now)
             if result.passages:
                 db.executemany(_INSERT_PASSAGE, ((agent_pk, text, _dumps(list(tags)), now)
                                                  for text, tags in result.passages))

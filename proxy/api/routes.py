@@ -1,0 +1,144 @@
+"""The agents REST API's route table: one entry per endpoint, from which both the Starlette
+routes (`agent_routes()`) and the OpenAPI document (openapi.py) are made, so the two cannot
+drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..portable import AgentDocument
+from . import agents, blocks, passages, portable_routes, schemas, transcripts
+
+Schema = type[BaseModel] | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[Request], Awaitable[Response]]
+    summary: str
+    response: Schema
+    status: int = 200
+    body: tuple[Schema, ...] = ()  # several: any of them
+    body_required: bool = True
+    query: tuple[Param, ...] = ()
+    tag: str = "agents"
+
+
+def _limit(default: int) -> Param:
+    return Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": default},
+                 "How many items at most.")
+
+
+TENANT = Param("tenant", {"type": "string"}, "Admin keys only: the tenant (default `default`); "
+               "ignored for tenant keys.")
+LIST_TENANT = Param("tenant", {"type": "string"}, "Admin keys only: list this tenant only "
+                    "(default: every tenant); ignored for tenant keys.")
+LETTA_FILE: dict[str, Any] = {
+    "title": "LettaAgentFile", "type": "object",
+    "description": "A Letta Agent File (.af): memory blocks, messages and passages are taken."}
+OPENAPI_DOCUMENT: dict[str, Any] = {"type": "object", "description": "This document."}
+
+PATH_PARAMS = {
+    "agent": ("An agent id (1-200 letters, digits or . _ - @ : + = ~).", {"type": "string"}),
+    "label": ("A block label (same rules as ids).", {"type": "string"}),
+    "conversation": ("A conversation id.", {"type": "string"}),
+    "passage": ("A passage id.", {"type": "string", "pattern": "^[0-9]+$"}),
+}
+
+A = "/v1/agents/{agent}"
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/agents", agents.list_agents, "List agents, by tenant then id",
+             schemas.AgentList, query=(
+                 _limit(100), Param("after", {"type": "string"}, "The `next_after` of the "
+                                    "previous page."), LIST_TENANT)),
+    Endpoint("POST", "/v1/agents", agents.create_agent, "Create an agent", schemas.AgentObject,
+             201, (schemas.AgentCreate,), query=(TENANT,)),
+    Endpoint("POST", "/v1/agents/import", portable_routes.import_agent,
+             "Import an agent document or a Letta Agent File", schemas.AgentObject, 201,
+             (AgentDocument, LETTA_FILE), tag="export", query=(
+                 Param("id", {"type": "string"}, "Import under this id."),
+                 Param("replace", {"type": "boolean"}, "Overwrite an agent of that id."),
+                 TENANT)),
+    Endpoint("GET", A, agents.get_agent, "An agent with its blocks", schemas.AgentObject,
+             query=(TENANT,)),
+    Endpoint("PATCH", A, agents.patch_agent, "Merge settings (null removes a key)",
+             schemas.AgentObject, body=(schemas.AgentPatch,), query=(TENANT,)),
+    Endpoint("DELETE", A, agents.delete_agent, "Delete an agent and everything of it",
+             schemas.AgentDeleted, query=(TENANT,)),
+    Endpoint("GET", f"{A}/blocks", blocks.list_blocks, "The agent's blocks", schemas.BlockList,
+             tag="memory", query=(TENANT,)),
+    Endpoint("GET", f"{A}/blocks/{{label}}", blocks.get_block, "One block",
+             schemas.BlockObject, tag="memory", query=(TENANT,)),
+    Endpoint("PUT", f"{A}/blocks/{{label}}", blocks.put_block,
+             "Set a block's value (created if new)", schemas.BlockObject,
+             body=(schemas.BlockPut,), tag="memory", query=(TENANT,)),
+    Endpoint("DELETE", f"{A}/blocks/{{label}}", blocks.delete_block, "Delete a block",
+             schemas.BlockDeleted, tag="memory", query=(TENANT,)),
+    Endpoint("GET", f"{A}/blocks/{{label}}/history", blocks.block_history,
+             "A block's revisions, newest first", schemas.RevisionList, tag="memory",
+             query=(_limit(100), TENANT)),
+    Endpoint("POST", f"{A}/blocks/{{label}}/undo", blocks.undo_block,
+             "Restore a block to the value before a revision", schemas.BlockObject,
+             body=(schemas.UndoRequest,), body_required=False, tag="memory", query=(TENANT,)),
+    Endpoint("GET", f"{A}/conversations", transcripts.list_conversations,
+             "Conversations, newest activity first", schemas.ConversationList,
+             tag="transcripts", query=(TENANT,)),
+    Endpoint("GET", f"{A}/conversations/{{conversation}}/messages", transcripts.list_messages,
+             "A page of messages, or full-text hits with ?query=", schemas.MessageList,
+             tag="transcripts", query=(
+                 Param("after", {"type": "integer", "minimum": 0}, "Messages after this seq."),
+                 _limit(100),
+                 Param("include_superseded", {"type": "boolean"}, "Show replaced messages."),
+                 Param("query", {"type": "string"}, "Full-text search, best first."),
+                 TENANT)),
+    Endpoint("GET", f"{A}/messages", transcripts.search_agent_messages,
+             "Full-text search across the agent's conversations", schemas.MessageList,
+             tag="transcripts", query=(
+                 Param("query", {"type": "string"}, "What to look for (blank: newest)."),
+                 Param("roles", {"type": "string"}, "Comma-separated: user, assistant, tool."),
+                 _limit(20), TENANT)),
+    Endpoint("GET", f"{A}/passages", passages.list_passages,
+             "Archival passages, newest first (ranked with ?query=)", schemas.PassageList,
+             tag="memory", query=(
+                 Param("query", {"type": "string"}, "Full-text search."),
+                 Param("tags", {"type": "string"}, "Comma-separated; passages having all."),
+                 _limit(100), Param("offset", {"type": "integer", "minimum": 0}, "Skip this "
+                                    "many."), TENANT)),
+    Endpoint("POST", f"{A}/passages", passages.create_passage, "Add a passage",
+             schemas.PassageObject, 201, (schemas.PassageCreate,), tag="memory",
+             query=(TENANT,)),
+    Endpoint("DELETE", f"{A}/passages/{{passage}}", passages.delete_passage,
+             "Delete a passage", schemas.PassageDeleted, tag="memory", query=(TENANT,)),
+    Endpoint("GET", f"{A}/context", agents.agent_context,
+             "The next prompt's token breakdown", schemas.ContextReport, query=(
+                 Param("conversation", {"type": "string"}, "Default `default`."),
+                 Param("model", {"type": "string"}, "Default: the last turn's model."),
+                 TENANT)),
+    Endpoint("GET", f"{A}/export", portable_routes.export_agent, "The agent document",
+             AgentDocument, tag="export", query=(TENANT,)),
+)
+
+
+def agent_routes() -> list[Route]:
+    """Every agents REST route and `GET /openapi.json`, for the app's route list."""
+    from .openapi import openapi_json
+
+    routes = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    return routes

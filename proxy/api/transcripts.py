@@ -1,0 +1,72 @@
+"""Transcripts: an agent's conversations, a conversation's messages (paged or searched), and
+full-text search across all of an agent's conversations (docs/api.md).
+
+Messages are shown as stored, internal memory steps (`visible: false`) and, on request,
+superseded ones included, so an operator sees what the model saw. Searches cover the visible
+messages, ranked by the store's full-text index (FTS5 bm25 / Postgres ts_rank_cd).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import views
+from .rest import (
+    MAX_PAGE,
+    Scope,
+    endpoint,
+    load_agent,
+    load_conversation,
+    ok,
+    query_bool,
+    query_int,
+    query_list,
+)
+
+SEARCH_ROLES = frozenset({"user", "assistant", "tool"})
+MAX_SEQ = 2**31 - 1
+
+
+@endpoint
+async def list_conversations(request: Request, scope: Scope) -> Response:
+    agent = await load_agent(request, scope)
+    stats = await scope.state.store.list_conversation_stats(agent.pk)
+    return ok(views.list_object([views.conversation_object(s) for s in stats]))
+
+
+@endpoint
+async def list_messages(request: Request, scope: Scope) -> Response:
+    """A page by seq (oldest first, `next_after` for the next), or with `query` the best
+    full-text hits of this conversation (`score`, best first)."""
+    agent = await load_agent(request, scope)
+    conversation = await load_conversation(request, scope, agent)
+    after = query_int(request, "after", 0, 0, MAX_SEQ)
+    limit = query_int(request, "limit", 100, 1, MAX_PAGE)
+    superseded = query_bool(request, "include_superseded")
+    query = (request.query_params.get("query") or "").strip()
+    store = scope.state.store
+    if query:
+        hits = await store.search_conversation(conversation.pk, agent.pk, query,
+                                               limit=limit + 1, include_superseded=superseded)
+        data = [views.message_object(m, score=score) for m, score in hits[:limit]]
+        return ok(views.list_object(data, len(hits) > limit, next_after=None))
+    rows = await store.list_messages(conversation.pk, after_seq=after, limit=limit + 1,
+                                     include_superseded=superseded)
+    page, has_more = rows[:limit], len(rows) > limit
+    return ok(views.list_object([views.message_object(m) for m in page], has_more,
+                                next_after=page[-1].seq if has_more else None))
+
+
+@endpoint
+async def search_agent_messages(request: Request, scope: Scope) -> Response:
+    """Across every conversation of the agent; a blank query lists the newest messages."""
+    agent = await load_agent(request, scope)
+    query = request.query_params.get("query") or ""
+    roles = query_list(request, "roles", SEARCH_ROLES)
+    limit = query_int(request, "limit", 20, 1, MAX_PAGE)
+    hits = await scope.state.store.search_agent_messages(agent.pk, query, roles=roles,
+                                                         limit=limit + 1)
+    data = [views.message_object(m, score=score, conversation_id=cid)
+            for cid, m, score in hits[:limit]]
+    return ok(views.list_object(data, len(hits) > limit))
