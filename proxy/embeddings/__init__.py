@@ -1,0 +1,27 @@
+"""Embeddings and hybrid search (docs/search.md).
+
+- `client`: `EmbeddingClient` for an OpenAI-compatible `POST /embeddings`;
+- `worker`: `EmbeddingWorker`, the background task that embeds new and old rows;
+- `index`: `VectorIndex`, per-agent float32 matrices scored in-process with numpy;
+- `hybrid`: `rrf_fuse` and `HybridSearch`, the fusing `SearchBackend`;
+- `service`: `EmbeddingService`, which wires them from `[embeddings]`.
+"""
+
+from .client import EmbeddingClient, EmbeddingError
+from .hybrid import RRF_K, HybridSearch, rrf_fuse
+from .index import AgentVectors, VectorIndex
+from .service import EmbeddingService, model_key
+from .worker import EmbeddingWorker
+
+__all__ = [
+    "RRF_K",
+    "AgentVectors",
+    "EmbeddingClient",
+    "EmbeddingError",
+    "EmbeddingService",
+    "EmbeddingWorker",
+    "HybridSearch",
+    "VectorIndex",
+    "model_key",
+    "rrf_fuse",
+]

@@ -1,0 +1,238 @@
+"""Hybrid search: full-text hits and vector hits fused with reciprocal rank fusion.
+
+`HybridSearch` is a `SearchBackend` (proxy/core/tools.py), so the memory tools use it exactly
+as they use the store. Per search:
+
+1. full-text top-N (the store's FTS5 / tsvector search, unchanged) and, concurrently, the query
+   embedding (bounded by `[embeddings] query_timeout_s`) followed by vector top-N over the
+   agent's vectors with the same filters (tags; roles and dates; hidden and superseded
+   messages left out);
+2. both rankings fused with RRF: score(d) = sum over the lists that contain d of
+   1 / (k + rank(d)), k = 60, rank starting at 1 (Cormack, Clarke & Büttcher, SIGIR 2009). RRF
+   needs no score calibration between bm25 and cosine similarity; k = 60 is the value of the
+   original paper, which keeps one list's top hit from dominating the other list's;
+3. the top k of the fused list, its RRF score as `score`.
+
+If the query cannot be embedded (timeout, error, no key) or the agent has no vectors yet, the
+result is the full-text result alone, in its order and with its scores; a blank query is
+always full-text (newest first). N = CANDIDATES(k): enough depth for fusion to matter,
+bounded so a search stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..core.types import MessageHit, Passage
+from ..store.vector_base import MESSAGE, PASSAGE, ROLE_CODES
+from .client import EmbeddingError
+from .index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+MIN_CANDIDATES = 40
+MAX_CANDIDATES = 200
+QUERY_CACHE_SIZE = 256
+# After the embeddings endpoint timed out or could not be reached, searches skip the query
+# embedding for this long instead of each waiting `query_timeout_s` for the same outcome.
+QUERY_BACKOFF_S = 15.0
+MESSAGE_ROUNDS = 4  # widening rounds when hidden/superseded messages crowd the vector top-N
+
+K = TypeVar("K", bound=Hashable)
+
+
+def candidates(k: int) -> int:
+    """How deep each ranking is read for a top-`k` result: 4k, within [40, 200], and never
+    less than k (a deep page of the agents API asks for more)."""
+    return max(k, min(MAX_CANDIDATES, max(MIN_CANDIDATES, 4 * k)))
+
+
+def rrf_fuse(rankings: Sequence[Sequence[K]], k: int = RRF_K) -> list[tuple[K, float]]:
+    """Reciprocal rank fusion of `rankings` (best first each): (key, score), best first.
+
+    A key repeated within one ranking counts once, at its first place (later keys are
+    not pushed down by the repeat). Ties are broken by the
+    best single rank, then by first appearance (earlier rankings first), so the result is
+    deterministic and, with one ranking, that ranking's order.
+    """
+    scores: dict[K, float] = {}
+    best: dict[K, int] = {}
+    first: dict[K, int] = {}
+    for ranking in rankings:
+        seen: set[K] = set()
+        for key in ranking:
+            if key in seen:
+                continue
+            seen.add(key)
+            rank = len(seen)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+            best[key] = min(best.get(key, rank), rank)
+            first.setdefault(key, len(first))
+    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], first[item[0]]))
+
+
+def _hit_key(hit: MessageHit) -> tuple[str, int]:
+    return (hit.conversation_id, hit.seq)
+
+
+class HybridSearch:
+    """A `SearchBackend` fusing the store's full-text search with vector search."""
+
+    def __init__(self, store: Any, index: VectorIndex,
+                 embed_query: Callable[[str], Awaitable[np.ndarray]], *, timeout_s: float,
+                 metrics: Any | None = None, pgvector: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.index = index
+        self.embed_query = embed_query
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self.pgvector = pgvector
+        self.clock = clock
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._skip_until = 0.0
+
+    # --- the SearchBackend protocol ---------------------------------------------------------
+    async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
+                              top_k: int = 5) -> list[Passage]:
+        if not query.strip():
+            return await self.store.search_passages(agent_pk, query, tags=tags, top_k=top_k)
+        depth = candidates(top_k)
+        # The vector side starts first: its cache check is a quick read that should not queue
+        # behind the full-text query (one reader connection on SQLite); its scoring then runs
+        # while the database ranks the full-text matches.
+        vec, fts = await asyncio.gather(
+            self._guard(self._passage_vectors(agent_pk, query, tags, depth)),
+            self.store.search_passages(agent_pk, query, tags=tags, top_k=depth))
+        if not vec:
+            return fts[:top_k]
+        found = {p.pk: p for p in vec}
+        found.update({p.pk: p for p in fts})
+        fused = rrf_fuse([[p.pk for p in fts], [p.pk for p in vec]])[:top_k]
+        return [replace(found[pk], score=score) for pk, score in fused]
+
+    async def search_messages(self, agent_pk: int, query: str, *,
+                              roles: list[str] | None = None, limit: int = 10,
+                              start: float | None = None,
+                              end: float | None = None) -> list[MessageHit]:
+        if not query.strip():
+            return await self.store.search_messages(agent_pk, query, roles=roles, limit=limit,
+                                                    start=start, end=end)
+        depth = candidates(limit)
+        vec, fts = await asyncio.gather(
+            self._guard(self._message_vectors(agent_pk, query, roles, start, end, depth)),
+            self.store.search_messages(agent_pk, query, roles=roles, limit=depth, start=start,
+                                       end=end))
+        if not vec:
+            return fts[:limit]
+        found = {_hit_key(h): h for h in vec}
+        found.update({_hit_key(h): h for h in fts})
+        fused = rrf_fuse([[_hit_key(h) for h in fts], [_hit_key(h) for h in vec]])[:limit]
+        return [replace(found[key], score=score) for key, score in fused]
+
+    # --- the vector side ----------------------------------------------------------------------
+    async def _guard(self, work: Awaitable[list[Any]]) -> list[Any]:
+        """The vector side never fails a search: any error means full-text alone."""
+        try:
+            return await work
+        except Exception as exc:  # noqa: BLE001 - logged; the full-text result still stands
+            log.warning("vector search failed, using full-text alone: %s", type(exc).__name__)
+            self._count_failure("search")
+            return []
+
+    def _count_failure(self, stage: str) -> None:
+        if self.metrics is not None:
+            self.metrics.embedding_failures.labels(stage).inc()
+
+    async def _query_vector(self, query: str) -> np.ndarray | None:
+        """The query's embedding (cached), or None if it cannot be had within the timeout."""
+        cached = self._queries.get(query)
+        if cached is not None:
+            self._queries.move_to_end(query)
+            return cached
+        if self.clock() < self._skip_until:
+            return None
+        try:
+            matrix = await asyncio.wait_for(self.embed_query(query), self.timeout_s)
+        except (TimeoutError, EmbeddingError) as exc:
+            code = exc.code if isinstance(exc, EmbeddingError) else "timeout"
+            if code in ("timeout", "unreachable"):
+                self._skip_until = self.clock() + QUERY_BACKOFF_S
+            log.warning("could not embed a search query (%s); full-text results only", code)
+            self._count_failure("query")
+            return None
+        vector = np.asarray(matrix, dtype=np.float32).reshape(-1)
+        self._queries[query] = vector
+        if len(self._queries) > QUERY_CACHE_SIZE:
+            self._queries.popitem(last=False)
+        return vector
+
+    async def _nearest(self, kind: str, agent_pk: int, query: str, n: int, skip: int, *,
+                       tags: list[str] | None = None, roles: list[str] | None = None,
+                       start: float | None = None,
+                       end: float | None = None) -> list[tuple[int, float]]:
+        """(item pk, similarity) of the nearest allowed vectors, ranks skip..skip+n."""
+        if self.pgvector:
+            state = await self.store.vector_state(kind, agent_pk)
+            if state.rows == 0:
+                return []
+            vector = await self._query_vector(query)
+            if vector is None:
+                return []
+            codes = [ROLE_CODES[r] for r in roles or () if r in ROLE_CODES]
+            if roles and not codes:
+                return []
+            try:
+                found = await self.store.pgvector_top(
+                    kind, agent_pk, self.index.model, vector, skip + n, roles=codes or None,
+                    start=start, end=end, tags=tags)
+                return found[skip:]
+            except Exception as exc:  # noqa: BLE001 - the in-process path still works
+                log.warning("pgvector search failed (%s); scoring in-process from now on",
+                            type(exc).__name__)
+                self.pgvector = False
+        vectors = await self.index.get(kind, agent_pk)
+        if vectors is None or vectors.count == 0:
+            return []
+        mask = (vectors.tag_mask(tags) if kind == PASSAGE
+                else vectors.message_mask(roles, start, end))
+        if mask is not None and not mask.any():
+            return []
+        vector = await self._query_vector(query)
+        if vector is None:
+            return []
+        return vectors.top(vector, n, mask, skip=skip)
+
+    async def _passage_vectors(self, agent_pk: int, query: str, tags: list[str] | None,
+                               n: int) -> list[Passage]:
+        nearest = await self._nearest(PASSAGE, agent_pk, query, n, 0, tags=tags)
+        similarity = dict(nearest)
+        found = await self.store.passages_by_pks(agent_pk, [pk for pk, _ in nearest])
+        return [replace(p, score=similarity[p.pk]) for p in found]
+
+    async def _message_vectors(self, agent_pk: int, query: str, roles: list[str] | None,
+                               start: float | None, end: float | None,
+                               n: int) -> list[MessageHit]:
+        """Vector hits among searchable messages: candidates that turn out hidden or
+        superseded are replaced by reading further down the ranking."""
+        hits: list[MessageHit] = []
+        skip, batch = 0, n
+        for _ in range(MESSAGE_ROUNDS):
+            nearest = await self._nearest(MESSAGE, agent_pk, query, batch, skip, roles=roles,
+                                          start=start, end=end)
+            similarity = dict(nearest)
+            found = await self.store.message_hits_by_pks(agent_pk, [pk for pk, _ in nearest])
+            hits += [replace(hit, score=similarity[pk]) for pk, hit in found]
+            if len(hits) >= n or len(nearest) < batch:
+                break
+            skip, batch = skip + batch, batch * 2
+        return hits[:n]
