@@ -11,7 +11,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..upstream import UpstreamClient
+from ..upstream import Route, UpstreamClient
 
 _DROP_RESPONSE_HEADERS = {
     "connection",
@@ -33,8 +33,13 @@ def _forward_request_headers(request: Request, api_key: str | None) -> dict[str,
 
 
 async def forward(
-    request: Request, upstream: UpstreamClient, path: str, body: bytes, api_key: str | None
+    request: Request, upstream: UpstreamClient, path: str, body: bytes, api_key: str | None,
+    route: Route | None = None,
 ) -> Response:
+    """Relay the request; a fallback may answer (`x-memproxy-upstream` says which) and the
+    request deadline bounds everything up to the response head (docs/resilience.md)."""
+    if route is None:
+        route = Route.within(upstream.settings.request_deadline_s)
     response = await upstream.forward(
         request.method,
         path,
@@ -42,10 +47,13 @@ async def forward(
         content=body,
         api_key=api_key,
         stream=True,
+        route=route,
     )
     headers = {
         k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
     }
+    if route.answered_by is not None:
+        headers["x-memproxy-upstream"] = str(route.answered_by)
     return StreamingResponse(
         response.aiter_raw(),
         status_code=response.status_code,

@@ -7,7 +7,16 @@ messages to store, the client-visible reply and the summed usage.
 Rules:
 - plain text (no tool calls) ends the turn; so does any call of a tool the *client* supplied,
   which is returned to the client; memory tool calls are executed and the loop continues;
+- a call of a tool nobody offered (a made-up name) is answered with an error tool result, like
+  a memory tool call with bad arguments, so the model can correct itself (docs/resilience.md);
 - the last allowed step is sent with `tool_choice: "none"` so the model must answer in text;
+  a model that still calls tools there gets its calls dropped, and when nothing else is left
+  the reply is `STEPS_EXHAUSTED` instead of an empty message;
+- an empty step (no text, no tool call, no refusal; not cut by `length` or `content_filter`)
+  is sent once more; empty again, the turn ends with the text of earlier steps or, when there
+  is none, with 502 `empty_response`;
+- the turn's `Route` carries its deadline into every upstream call; it is also checked before
+  each step and bounds the context guard;
 - text the model writes alongside memory tool calls is shown to the client and moves into the
   final reply, so the stored visible reply is exactly what the client saw, in both modes.
 """
@@ -19,6 +28,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..upstream.answers import Answer, AnswerBuilder, TextPiece, answer_of
+from ..upstream.faults import empty_response
+from ..upstream.routing import Route
 from .messages import visible_hash
 from .tools import (
     MEMORY_TOOL_NAMES,
@@ -26,17 +38,24 @@ from .tools import (
     ToolContext,
     execute_memory_tool,
     memory_tools_for,
+    unknown_tool_result,
 )
 from .types import Message, NewMessage
 
 TEXT_SEPARATOR = "\n\n"
+STEPS_EXHAUSTED = (
+    "I could not finish this within the number of steps I am allowed. Please ask again,"
+    " perhaps in smaller parts."
+)
 
 
 class Upstream(Protocol):
-    async def chat(self, body: dict[str, Any], *, api_key: str | None) -> dict[str, Any]: ...
+    async def chat(
+        self, body: dict[str, Any], *, api_key: str | None, route: Route | None = None
+    ) -> dict[str, Any]: ...
 
     def chat_stream(
-        self, body: dict[str, Any], *, api_key: str | None
+        self, body: dict[str, Any], *, api_key: str | None, route: Route | None = None
     ) -> AsyncIterator[dict[str, Any]]: ...
 
 
@@ -101,28 +120,16 @@ def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
             total[key] = total.get(key, 0) + value
 
 
-def visible_projection(message: Message, memory_names: frozenset[str]) -> Message:
-    """The assistant message as the client sees it: memory tool calls removed."""
+def visible_projection(message: Message, client_names: frozenset[str]) -> Message:
+    """The assistant message as the client sees it: only calls of the client's own tools."""
     calls = message.get("tool_calls")
     if not calls:
         return message
-    shown = [c for c in calls if (c.get("function") or {}).get("name") not in memory_names]
+    shown = [c for c in calls if (c.get("function") or {}).get("name") in client_names]
     projected = {k: v for k, v in message.items() if k != "tool_calls"}
     if shown:
         projected["tool_calls"] = shown
     return projected
-
-
-@dataclass
-class _Step:
-    content: str = ""
-    refusal: str | None = None
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str | None = None
-    response_id: str | None = None
-    model: str | None = None
-    created: int | None = None
-    fingerprint: str | None = None
 
 
 class TurnLoop:
@@ -140,6 +147,7 @@ class TurnLoop:
         max_steps: int,
         stream: bool,
         guard: ContextGuard | None = None,
+        route: Route | None = None,
     ) -> None:
         self.upstream = upstream
         self.api_key = api_key
@@ -153,11 +161,16 @@ class TurnLoop:
         self.stream = stream
         # A client tool that happens to share a memory tool's name stays the client's.
         self.tools = memory_tools_for(body.get("tools") or [])
-        names = {t["function"]["name"] for t in self.tools if t.get("function")}
-        client_names = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
-        self.memory_names = frozenset((MEMORY_TOOL_NAMES & names) - client_names)
+        names = [t["function"]["name"] for t in self.tools if t.get("function")]
+        self.client_names = frozenset(
+            name for t in body.get("tools") or [] if isinstance(t, dict)
+            if isinstance(name := (t.get("function") or {}).get("name"), str)
+        )
+        self.memory_names = frozenset((MEMORY_TOOL_NAMES & set(names)) - self.client_names)
+        self.tool_names = names  # offered, in order: named in the error for an unknown tool
+        self.route = route if route is not None else Route()
         self.upstream_seconds = 0.0
-        self._last_usage: dict[str, Any] | None = None
+        self._answer = Answer()  # the latest upstream call's answer
         self.first_token_upstream_seconds: float | None = None
 
     @property
@@ -177,90 +190,67 @@ class TurnLoop:
             body["tool_choice"] = "none"
         return body
 
-    async def _call(self, body: dict[str, Any]) -> _Step:
+    async def _call(self, body: dict[str, Any]) -> Answer:
         start = time.perf_counter()
         try:
-            response = await self.upstream.chat(body, api_key=self.api_key)
+            response = await self.upstream.chat(body, api_key=self.api_key, route=self.route)
         finally:
             self.upstream_seconds += time.perf_counter() - start
-        self._last_usage = response.get("usage")
-        choice = (response.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        return _Step(
-            content=message.get("content") or "",
-            refusal=message.get("refusal"),
-            calls=list(message.get("tool_calls") or []),
-            finish_reason=choice.get("finish_reason"),
-            response_id=response.get("id"),
-            model=response.get("model"),
-            created=response.get("created"),
-            fingerprint=response.get("system_fingerprint"),
-        )
+        return answer_of(response)
 
     async def run(self) -> AsyncIterator[Event]:
         usage: dict[str, int] = {}
         stored: list[NewMessage] = []
         texts: list[str] = []
         tool_counts: dict[str, int] = {}
-        first: _Step | None = None
-        step = _Step()
-        steps = 0
+        first: Answer | None = None
+        step = Answer()
+        calls = 0
         for index in range(self.max_steps):
             if index:
                 yield StepStarted(index)
-            steps += 1
-            attempt = 0
-            while True:
+            for _attempt in range(2):  # an empty answer is asked for once more
+                self.route.check()
+                async for event in self._step(index, bool(texts)):
+                    yield event
+                step = self._answer
+                calls += 1
                 if self.guard is not None:
-                    smaller = await self.guard.guard(self.base, self.extra)
-                    if smaller is not None:
-                        self.base = smaller
-                body = self._request(index)
-                self._last_usage = None
-                emitted = False
-                try:
-                    if self.stream:
-                        step = _Step()
-                        async for event in self._stream_step(body, step, bool(texts)):
-                            emitted = True
-                            yield event
-                    else:
-                        step = await self._call(body)
+                    self.guard.observe(self.extra, step.usage)
+                add_usage(usage, step.usage)
+                if not step.empty:
                     break
-                except Exception as exc:
-                    if (getattr(exc, "code", None) != "context_length_exceeded"
-                            or self.guard is None or emitted):
-                        raise
-                    smaller = await self.guard.shrink(self.extra, attempt)
-                    attempt += 1
-                    if smaller is None:
-                        raise
-                    self.base = smaller
-            if self.guard is not None:
-                self.guard.observe(self.extra, self._last_usage)
-            add_usage(usage, self._last_usage)
+            if step.empty and not texts:
+                raise empty_response()
             first = first or step
             if step.content:
                 texts.append(step.content)
-            memory_calls = [c for c in step.calls if _name(c) in self.memory_names]
-            client_calls = [c for c in step.calls if _name(c) not in self.memory_names]
+            internal = [c for c in step.calls if _name(c) not in self.client_names]
+            client_calls = [c for c in step.calls if _name(c) in self.client_names]
+            for number, call in enumerate(internal):
+                if not call.get("id"):  # a result must name the call it answers
+                    call["id"] = f"call_memproxy_{index}_{number}"
             last_step = index == self.max_steps - 1
-            if memory_calls and last_step:
-                memory_calls = []  # the model ignored tool_choice: none; do not run more
+            if internal and last_step:
+                internal = []  # the model ignored tool_choice: none; do not run more
                 step.calls = client_calls
+                if not texts and not client_calls:
+                    texts.append(STEPS_EXHAUSTED)
+                    if self.stream:
+                        yield TextDelta(STEPS_EXHAUSTED)
             assistant: Message = {"role": "assistant", "content": None}
             if step.calls:
                 assistant["tool_calls"] = step.calls
-            if not memory_calls or client_calls:
+            if not internal or client_calls:
                 # The final message of the turn carries all visible text.
                 assistant["content"] = TEXT_SEPARATOR.join(texts) if texts or not step.calls else None
                 if step.refusal:
                     assistant["refusal"] = step.refusal
-                projection = visible_projection(assistant, self.memory_names)
+                projection = visible_projection(assistant, self.client_names)
                 stored.append(
                     NewMessage(assistant, visible=True, visible_hash=visible_hash(projection))
                 )
-                results = await self._run_memory_calls(memory_calls, tool_counts)
+                results = await self._run_internal_calls(internal, tool_counts)
                 stored.extend(results)
                 finish = "tool_calls" if client_calls else (step.finish_reason or "stop")
                 if finish == "tool_calls" and not client_calls:
@@ -276,7 +266,7 @@ class TurnLoop:
                     finish_reason=finish,
                     messages=stored,
                     usage=usage,
-                    steps=steps,
+                    steps=calls,
                     response_id=first.response_id or "chatcmpl-memproxy",
                     model=step.model or first.model or str(self.base_body.get("model", "")),
                     created=first.created or int(time.time()),
@@ -286,99 +276,101 @@ class TurnLoop:
                 return
             stored.append(NewMessage(assistant, visible=False))
             self.extra.append(assistant)
-            results = await self._run_memory_calls(memory_calls, tool_counts)
+            results = await self._run_internal_calls(internal, tool_counts)
             stored.extend(results)
             self.extra.extend(dict(r.data) for r in results)
         raise AssertionError("unreachable: the last step always ends the turn")
 
-    async def _run_memory_calls(
+    async def _step(self, index: int, had_text: bool) -> AsyncIterator[Event]:
+        """One upstream call, its answer left in `self._answer`; on "context length exceeded"
+        the prompt shrinks and the call is made again (only before anything was streamed)."""
+        attempt = 0
+        while True:
+            if self.guard is not None:
+                smaller = await self.route.bound(self.guard.guard(self.base, self.extra))
+                if smaller is not None:
+                    self.base = smaller
+            body = self._request(index)
+            emitted = False
+            try:
+                if self.stream:
+                    async for event in self._stream_step(body, had_text):
+                        emitted = True
+                        yield event
+                else:
+                    self._answer = await self._call(body)
+                return
+            except Exception as exc:
+                if (getattr(exc, "code", None) != "context_length_exceeded"
+                        or self.guard is None or emitted):
+                    raise
+                smaller = await self.route.bound(self.guard.shrink(self.extra, attempt))
+                attempt += 1
+                if smaller is None:
+                    raise
+                self.base = smaller
+
+    async def _run_internal_calls(
         self, calls: list[dict[str, Any]], counts: dict[str, int]
     ) -> list[NewMessage]:
+        """Memory tool calls run; calls of tools nobody offered get an error result."""
         results: list[NewMessage] = []
         for call in calls:
             fn = call.get("function") or {}
-            name = fn.get("name", "")
-            text, ok = await execute_memory_tool(
-                name, fn.get("arguments"), self.memory, self.tool_context
-            )
+            name = _name(call)
+            if name in self.memory_names:
+                text, ok = await execute_memory_tool(
+                    name, fn.get("arguments"), self.memory, self.tool_context
+                )
+            else:
+                text, ok = unknown_tool_result(name, self.tool_names), False
+                name = "unknown"  # metrics labels stay bounded whatever the model invents
             key = f"{name}:{'ok' if ok else 'error'}"
             counts[key] = counts.get(key, 0) + 1
             message = {"role": "tool", "tool_call_id": call.get("id", ""), "content": text}
             results.append(NewMessage(message, visible=False))
         return results
 
-    async def _stream_step(
-        self, body: dict[str, Any], step: _Step, had_text: bool
-    ) -> AsyncIterator[Event]:
+    async def _stream_step(self, body: dict[str, Any], had_text: bool) -> AsyncIterator[Event]:
         """Consume one streamed upstream response, forwarding what the client may see."""
-        by_index: dict[int, dict[str, Any]] = {}
+        builder = AnswerBuilder()
         client_index: dict[int, int] = {}
-        next_client_index = 0
         separated = not had_text
-        stream = self.upstream.chat_stream(body, api_key=self.api_key)
+        stream = self.upstream.chat_stream(body, api_key=self.api_key, route=self.route)
         clock = time.perf_counter()
         try:
             async for chunk in stream:
-                now = time.perf_counter()
-                self.upstream_seconds += now - clock
+                self.upstream_seconds += time.perf_counter() - clock
                 if self.first_token_upstream_seconds is None:
                     self.first_token_upstream_seconds = self.upstream_seconds
-                step.response_id = step.response_id or chunk.get("id")
-                step.model = step.model or chunk.get("model")
-                step.created = step.created or chunk.get("created")
-                step.fingerprint = chunk.get("system_fingerprint") or step.fingerprint
-                if chunk.get("usage"):
-                    self._last_usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content")
-                    if text:
+                for piece in builder.feed(chunk):
+                    if isinstance(piece, TextPiece):
                         if not separated:
                             separated = True
                             yield TextDelta(TEXT_SEPARATOR)
-                        step.content += text
-                        yield TextDelta(text)
-                    if delta.get("refusal"):
-                        step.refusal = (step.refusal or "") + delta["refusal"]
-                    for part in delta.get("tool_calls") or []:
-                        idx = int(part.get("index", 0))
-                        call = by_index.get(idx)
-                        fn = part.get("function") or {}
-                        if call is None:
-                            call = {"id": "", "type": "function",
-                                    "function": {"name": "", "arguments": ""}}
-                            by_index[idx] = call
-                        if part.get("id"):
-                            call["id"] = part["id"]
-                        if fn.get("name"):
-                            call["function"]["name"] += fn["name"]
-                        args = fn.get("arguments") or ""
-                        call["function"]["arguments"] += args
-                        name = call["function"]["name"]
-                        if not name:
-                            continue
-                        if name in self.memory_names:
-                            continue
-                        if idx not in client_index:
-                            client_index[idx] = next_client_index
-                            next_client_index += 1
-                            yield ToolCallDelta(
-                                client_index[idx], call["id"] or None, name,
-                                call["function"]["arguments"],
-                            )
-                        elif args:
-                            yield ToolCallDelta(client_index[idx], None, None, args)
-                    if choice.get("finish_reason"):
-                        step.finish_reason = choice["finish_reason"]
+                        yield TextDelta(piece.text)
+                        continue
+                    call = builder.call(piece.index)
+                    name = call["function"]["name"]
+                    if name not in self.client_names:
+                        continue  # a memory tool, a made-up one, or a name still arriving
+                    if piece.index not in client_index:
+                        client_index[piece.index] = len(client_index)
+                        yield ToolCallDelta(client_index[piece.index], call["id"] or None, name,
+                                            call["function"]["arguments"])
+                    elif piece.arguments:
+                        yield ToolCallDelta(client_index[piece.index], None, None,
+                                            piece.arguments)
                 clock = time.perf_counter()
         finally:
             self.upstream_seconds += time.perf_counter() - clock
             await _aclose(stream)
-        step.calls = [by_index[i] for i in sorted(by_index)]
+        self._answer = builder.finish()
 
 
 def _name(call: dict[str, Any]) -> str:
-    return str((call.get("function") or {}).get("name", ""))
+    fn = call.get("function")
+    return str(fn.get("name") or "") if isinstance(fn, dict) else ""
 
 
 async def _aclose(stream: Any) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .types import Block, MessageHit, Passage
+from .types import Block, BlockRevision, MessageHit, Passage
 
 
 def _fn(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict:
@@ -152,6 +152,7 @@ class MemoryState:
     blocks: dict[str, Block]
     changed: set[str] = field(default_factory=set)
     new_passages: list[tuple[str, list[str]]] = field(default_factory=list)
+    revisions: list[BlockRevision] = field(default_factory=list)  # every edit, in order
 
     @classmethod
     def of(cls, blocks: list[Block]) -> MemoryState:
@@ -225,13 +226,15 @@ def _block(state: MemoryState, label: str, *, writing: bool) -> Block:
     return block
 
 
-def _set_value(state: MemoryState, block: Block, value: str) -> str:
+def _set_value(state: MemoryState, block: Block, value: str, source: str) -> str:
     if len(value) > block.limit:
         raise ToolError(
             f"block '{block.label}' would have {len(value)} characters, over its limit of"
             f" {block.limit} (it has {len(block.value)} now). Shorten the text, or make room"
             " with core_memory_replace, or move details to archival_memory_insert."
         )
+    if value != block.value:
+        state.revisions.append(BlockRevision(block.label, block.value, value, source))
     block.value = value
     block.updated_at = time.time()
     state.changed.add(block.label)
@@ -242,7 +245,7 @@ def core_memory_append(state: MemoryState, args: dict[str, Any]) -> str:
     block = _block(state, _require_str(args, "label"), writing=True)
     content = _require_str(args, "content")
     value = f"{block.value}\n{content}" if block.value else content
-    return _set_value(state, block, value)
+    return _set_value(state, block, value, "tool:core_memory_append")
 
 
 def core_memory_replace(state: MemoryState, args: dict[str, Any]) -> str:
@@ -257,7 +260,7 @@ def core_memory_replace(state: MemoryState, args: dict[str, Any]) -> str:
     value = block.value.replace(old, new)
     if not new:  # deleting a line should not leave an empty line behind
         value = "\n".join(line for line in value.split("\n") if line.strip())
-    return _set_value(state, block, value)
+    return _set_value(state, block, value, "tool:core_memory_replace")
 
 
 def archival_memory_insert(state: MemoryState, args: dict[str, Any]) -> str:
@@ -349,3 +352,11 @@ async def execute_memory_tool(
         raise ToolError(f"unknown memory tool '{name}'")
     except ToolError as exc:
         return f"Error: {exc}", False
+
+
+def unknown_tool_result(name: str, available: list[str]) -> str:
+    """The tool result for a call of a tool nobody offered (a made-up name): the model reads
+    which tools exist and can answer or call one of them instead."""
+    shown = name if len(name) <= 64 else name[:64] + "…"
+    known = ", ".join(available) or "none"
+    return f"Error: there is no tool named '{shown}'. The available tools are: {known}."

@@ -1,10 +1,18 @@
-"""The one HTTP client memproxy uses to talk to its OpenAI-compatible upstream.
+"""The one HTTP client memproxy uses to talk to its OpenAI-compatible upstreams.
 
 One `httpx.AsyncClient` per process gives connection pooling and keep-alive (a TLS handshake per
 request would cost more than all of memproxy's own work). Every failure becomes an
-`UpstreamError` in the OpenAI error shape. Retries follow the gateway convention: 429/5xx and
-connection failures, jittered exponential backoff, `Retry-After` honoured; never after the
-upstream may already have produced the completion (a read timeout, a broken stream).
+`UpstreamError` in the OpenAI error shape. Resilience (docs/resilience.md), in the order a call
+meets it:
+
+- routing: the primary, then each fallback that serves the model, when the one before failed
+  with an error that allows it (`UpstreamError.fallback`) or its circuit is open;
+- a circuit breaker per upstream (`circuit.py`) that fails fast while an upstream is down;
+- retries: 429/5xx and connection failures, jittered exponential backoff, `Retry-After`
+  honoured; never after the upstream may already have produced the completion (a read
+  timeout, a broken stream);
+- timeouts: connect and read (httpx), the first token of a stream, and the request's deadline
+  (`Route.deadline`), which bounds every attempt and every backoff.
 """
 
 from __future__ import annotations
@@ -21,25 +29,24 @@ import httpx
 from proxy import __version__
 from proxy.config import UpstreamSettings
 from proxy.upstream.errors import (
-    RETRY_AFTER_CAP_S,
     UpstreamError,
-    backoff_delay,
+    bad_json_body,
     dumps,
     error_from_body,
     error_from_response,
     error_from_transport,
     loads,
-    parse_retry_after,
     stream_interrupted,
 )
-from proxy.upstream.sse import SSEDecoder, decode_events
+from proxy.upstream.faults import first_token_timeout
+from proxy.upstream.forwarding import HOP_BY_HOP, Forwarding
+from proxy.upstream.routing import Endpoint, NullObserver, Route, build_endpoints, model_of
+from proxy.upstream.streaming import OpenStream
 
 __all__ = ["HOP_BY_HOP", "UpstreamClient"]
 
+
 USER_AGENT = f"memproxy/{__version__}"
-HOP_BY_HOP = frozenset(
-    "connection keep-alive transfer-encoding te trailer upgrade host content-length".split()
-)
 DRAIN_TIMEOUT_S = 2.0  # after [DONE], read the rest briefly so the connection can be reused
 MODELS_CACHE_MAX = 1024
 
@@ -48,21 +55,17 @@ def _ok(status: int) -> bool:
     return 200 <= status < 300
 
 
-class UpstreamClient:
-    """Calls the upstream. Create once at start-up, `await aclose()` at shutdown.
+class UpstreamClient(Forwarding):
+    """Calls the upstreams. Create once at start-up, `await aclose()` at shutdown.
 
-    `sleep`, `rng` and `clock` are attributes so that tests can replace them.
+    `sleep`, `rng` and `clock` (the circuit breakers' time) are attributes so that tests can
+    replace them; `observer` receives failures, circuit changes and fallback use (metrics).
     """
 
     def __init__(
         self, settings: UpstreamSettings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.settings = settings
-        base = settings.base_url.rstrip("/")
-        self._base = base
-        self._base_has_v1 = base.endswith("/v1")
-        url = httpx.URL(base)
-        self._host = f"{url.host}:{url.port}" if url.port else url.host
         timeout = httpx.Timeout(
             connect=settings.connect_timeout_s,
             read=settings.read_timeout_s,
@@ -83,6 +86,8 @@ class UpstreamClient:
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
         self.clock: Callable[[], float] = time.monotonic
+        self.endpoints = build_endpoints(settings, lambda: self.clock(), self._circuit_changed)
+        self._observer = NullObserver()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -96,7 +101,7 @@ class UpstreamClient:
     # -- keys and urls -------------------------------------------------------------------------
 
     def resolve_key(self, client_authorization: str | None) -> str | None:
-        """The key to send upstream, or None to send none.
+        """The key to send to the primary upstream, or None to send none.
 
         The client's bearer token is used only with `forward_client_key`, and then wins over
         the configured `api_key`; otherwise the configured key (possibly None).
@@ -109,12 +114,8 @@ class UpstreamClient:
         return self.settings.api_key
 
     def url(self, path: str) -> str:
-        """`{base_url}{path}`; `/v1/...` is accepted too when base_url already ends in /v1."""
-        if not path.startswith("/"):
-            path = "/" + path
-        if self._base_has_v1 and (path.startswith("/v1/") or path == "/v1"):
-            path = path[3:]
-        return self._base + path
+        """The primary's `{base_url}{path}` (`/v1/...` accepted when base_url ends in /v1)."""
+        return self.endpoints[0].url(path)
 
     def _headers(
         self, api_key: str | None, accept: str, extra: Mapping[str, str] | None
@@ -126,79 +127,51 @@ class UpstreamClient:
             headers["Authorization"] = f"Bearer {api_key}"
         return headers
 
-    # -- sending with retries ------------------------------------------------------------------
+    # -- JSON calls --------------------------------------------------------------------------
 
-    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
-        """Seconds to wait before retry `attempt` (0-based), or None to give up."""
-        if not error.retryable or attempt >= self.settings.max_retries:
-            return None
-        asked = parse_retry_after(error.headers)
-        if asked is None:
-            return backoff_delay(attempt, self.rng)
-        return asked if asked <= RETRY_AFTER_CAP_S else None
-
-    async def _send(self, request: httpx.Request, api_key: str | None) -> httpx.Response:
-        """Send with the retry policy; return an open 2xx response (body not read yet).
-
-        Error responses are read (they are small) and closed before the retry decision.
-        """
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
-                error = error_from_transport(exc, host=self._host)
-            else:
-                if _ok(response.status_code):
-                    return response
-                try:
-                    content = await response.aread()
-                except httpx.HTTPError:
-                    content = b""
-                finally:
-                    await response.aclose()
-                error = error_from_response(
-                    response.status_code, content, response.headers, secrets=(api_key,)
-                )
-            delay = self._retry_delay(error, attempt)
-            if delay is None:
-                raise error
-            attempt += 1
-            await self.sleep(delay)
-
-    async def _request_json(
-        self,
-        method: str,
-        path: str,
-        api_key: str | None,
-        body: dict[str, Any] | None,
-        extra: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        headers = self._headers(api_key, "application/json", extra)
-        headers["Accept-Encoding"] = "gzip, deflate"
-        content = dumps(body) if body is not None else None
-        if content is None:
-            del headers["Content-Type"]
-        request = self._http.build_request(method, self.url(path), content=content, headers=headers)
-        response = await self._send(request, api_key)
+    async def _json_call(self, request: httpx.Request, host: str, secrets: tuple) -> dict:
+        """One attempt: send, read, parse. Errors after the head was received are not
+        retryable: the upstream may already have done the work."""
         try:
-            content = await response.aread()
-        except httpx.HTTPError as exc:  # got the head, lost the body: not retried
-            raise error_from_transport(exc, host=self._host) from exc
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, host=host) from exc
+        try:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                error = error_from_transport(exc, host=host)
+                if _ok(response.status_code):
+                    error.retryable = False
+                raise error from exc
         finally:
             await response.aclose()
+        if not _ok(response.status_code):
+            raise error_from_response(
+                response.status_code, content, response.headers, secrets=secrets
+            )
         try:
             payload = loads(content)
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            raise error_from_response(502, content, response.headers, secrets=(api_key,))
+            raise bad_json_body(response.status_code, len(content))
         # Some gateways (OpenRouter) report failures with a 2xx status and an error body.
         if "error" in payload and "choices" not in payload and "data" not in payload:
-            raise error_from_body(content, response.headers, secrets=(api_key,))
+            raise error_from_body(content, response.headers, secrets=secrets)
         return payload
 
-    # -- public calls --------------------------------------------------------------------------
+    def _json_request(
+        self, endpoint: Endpoint, method: str, path: str, key: str | None,
+        body: dict[str, Any] | None, extra: Mapping[str, str] | None,
+    ) -> httpx.Request:
+        headers = self._headers(key, "application/json", extra)
+        headers["Accept-Encoding"] = "gzip, deflate"
+        content = dumps(body) if body is not None else None
+        if content is None:
+            del headers["Content-Type"]
+        return self._http.build_request(method, endpoint.url(path), content=content,
+                                        headers=headers)
 
     async def chat(
         self,
@@ -206,9 +179,24 @@ class UpstreamClient:
         *,
         api_key: str | None,
         headers: Mapping[str, str] | None = None,
+        route: Route | None = None,
     ) -> dict[str, Any]:
-        """POST /chat/completions without streaming; the parsed completion or `UpstreamError`."""
-        return await self._request_json("POST", "/chat/completions", api_key, body, headers)
+        """POST /chat/completions without streaming; the parsed completion or `UpstreamError`.
+
+        `route` carries the deadline in and the answering upstream out."""
+        route = route if route is not None else Route()
+
+        async def call(endpoint: Endpoint) -> dict[str, Any]:
+            key = endpoint.key(api_key)
+            request = self._json_request(endpoint, "POST", "/chat/completions", key,
+                                         endpoint.body(body), headers)
+            return await self._with_retries(
+                endpoint, route, lambda: self._json_call(request, endpoint.host, (key, api_key))
+            )
+
+        return await self._routed(model_of(body), route, call)
+
+    # -- streaming ---------------------------------------------------------------------------
 
     async def chat_stream(
         self,
@@ -216,63 +204,109 @@ class UpstreamClient:
         *,
         api_key: str | None,
         headers: Mapping[str, str] | None = None,
+        route: Route | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """POST /chat/completions with `stream: true`; yield each `data:` chunk as a dict.
 
-        Errors before the body starts are retried like `chat`; after that none are: a broken or
-        unterminated stream raises `UpstreamError` 502 `stream_interrupted`, an error event
+        Until the first token everything may be retried or sent to a fallback, and the first
+        token must come within `first_token_timeout_s`; after it nothing is retried: a broken
+        or unterminated stream raises `UpstreamError` 502 `stream_interrupted`, an error event
         raises it with the upstream's message. Closing the generator early closes the response.
         """
+        route = route if route is not None else Route()
         if body.get("stream") is not True:
             body = {**body, "stream": True}
-        request = self._http.build_request(
-            "POST",
-            self.url("/chat/completions"),
-            content=dumps(body),
-            headers=self._headers(api_key, "text/event-stream", headers),
-        )
-        response = await self._send(request, api_key)
-        byte_iter = response.aiter_bytes()
-        decoder = SSEDecoder()
-        seen = 0
-        try:
-            try:
-                if "application/json" in response.headers.get("content-type", ""):
-                    # An error with a 2xx status (OpenRouter), or a server ignoring `stream`.
-                    content = await response.aread()
-                    raise error_from_body(content, response.headers, secrets=(api_key,))
-                async for raw in byte_iter:
-                    chunks, done, error = decode_events(
-                        decoder.feed(raw), final=False, secrets=(api_key,)
-                    )
-                    for chunk in chunks:
-                        seen += 1
-                        yield chunk
-                    if error is not None:
-                        raise error
-                    if done:
-                        await self._drain(byte_iter)
-                        return
-                chunks, done, error = decode_events(decoder.flush(), final=True, secrets=(api_key,))
-                for chunk in chunks:
-                    seen += 1
-                    yield chunk
-                if error is not None:
-                    raise error
-                if done:
-                    return
-            except httpx.TimeoutException as exc:
-                raise error_from_transport(exc, host=self._host) from exc
-            except httpx.TransportError as exc:
-                raise stream_interrupted(
-                    f"the upstream stream broke after {seen} chunks: {exc}"
-                ) from exc
-            raise stream_interrupted(
-                f"the upstream stream ended without [DONE] after {seen} chunks"
+
+        async def call(endpoint: Endpoint) -> OpenStream:
+            key = endpoint.key(api_key)
+            request = self._http.build_request(
+                "POST", endpoint.url("/chat/completions"), content=dumps(endpoint.body(body)),
+                headers=self._headers(key, "text/event-stream", headers),
             )
+            return await self._with_retries(
+                endpoint, route, lambda: self._open_stream(endpoint, request, route, (key,))
+            )
+
+        opened = await self._routed(model_of(body), route, call)
+        try:
+            async for chunk in opened.rest(lambda: self._next_bytes(opened, route),
+                                           lambda: self._drain(opened.byte_iter)):
+                yield chunk
+        except httpx.TimeoutException as exc:
+            error = error_from_transport(exc, host=opened.endpoint.host)
+            self._mid_stream(opened, error)
+            raise error from exc
+        except httpx.TransportError as exc:
+            error = stream_interrupted(f"the upstream stream broke after {opened.seen} chunks: {exc}")
+            self._mid_stream(opened, error)
+            raise error from exc
+        except UpstreamError as error:
+            self._mid_stream(opened, error)
+            raise
         finally:
-            await byte_iter.aclose()
-            await response.aclose()
+            await opened.aclose()
+
+    def _mid_stream(self, opened: OpenStream, error: UpstreamError) -> None:
+        """A stream that failed after its first token: the breaker hears of it too."""
+        if error.code != "deadline_exceeded":
+            self._settle(opened.endpoint, error)
+
+    async def _open_stream(
+        self, endpoint: Endpoint, request: httpx.Request, route: Route, secrets: tuple
+    ) -> OpenStream:
+        """One attempt: send and read up to the first token, within `first_token_timeout_s`
+        (and the deadline, which `Route.bound` around this enforces)."""
+        limit = self.settings.first_token_timeout_s
+        try:
+            async with asyncio.timeout(limit) as scope:
+                try:
+                    response = await self._http.send(request, stream=True)
+                except httpx.TransportError as exc:
+                    raise error_from_transport(exc, host=endpoint.host) from exc
+                opened = OpenStream(endpoint, response, secrets)
+                try:
+                    await self._first_token(opened)
+                except BaseException:
+                    await opened.aclose()
+                    raise
+                return opened
+        except TimeoutError:
+            if scope.expired():
+                raise first_token_timeout(endpoint.host, limit) from None
+            raise
+
+    async def _first_token(self, opened: OpenStream) -> None:
+        response, host = opened.response, opened.endpoint.host
+        if not _ok(response.status_code):
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            raise error_from_response(
+                response.status_code, content, response.headers, secrets=opened.secrets
+            )
+        try:
+            if "application/json" in response.headers.get("content-type", ""):
+                # An error with a 2xx status (OpenRouter), or a server ignoring `stream`.
+                content = await response.aread()
+                raise error_from_body(content, response.headers, secrets=opened.secrets)
+            await opened.read_to_first_token(lambda: self._drain(opened.byte_iter))
+        except httpx.TimeoutException as exc:
+            raise error_from_transport(exc, host=host) from exc
+        except httpx.TransportError as exc:
+            raise stream_interrupted(
+                f"the upstream stream broke after {opened.seen} chunks: {exc}"
+            ) from exc
+
+    async def _next_bytes(self, opened: OpenStream, route: Route) -> bytes | None:
+        """The next piece of the body, or None at its end, never waiting past the deadline.
+
+        While the deadline is further away than the read timeout, httpx's read timeout bounds
+        each read and no timer is set up per chunk (the hot path)."""
+        left = route.remaining()
+        if left is not None and left <= self.settings.read_timeout_s:
+            return await route.bound(anext(opened.byte_iter, None))
+        return await anext(opened.byte_iter, None)
 
     async def _drain(self, byte_iter: AsyncIterator[bytes]) -> None:
         """Read to the end of the body (normally at once) so the connection returns to the pool."""
@@ -283,67 +317,11 @@ class UpstreamClient:
         except (TimeoutError, httpx.HTTPError):
             pass
 
-    async def forward(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: Mapping[str, str],
-        content: bytes,
-        api_key: str | None,
-        stream: bool,
-    ) -> httpx.Response:
-        """Send a client's request on unchanged and return the open upstream response.
-
-        `content` goes byte-for-byte; `headers` go minus hop-by-hop ones. With `api_key`,
-        Authorization becomes `Bearer {api_key}`; with None the caller's headers are sent as
-        given, so the caller must drop its own client's Authorization (memproxy's key) when the
-        upstream should not see it. The response is returned whatever its status; the caller
-        relays `aiter_raw()` (or reads it when `stream` is false) and must `aclose()` it.
-        Only connection failures before anything was sent are retried.
-        """
-        connection_named = {
-            token.strip().lower()
-            for name, value in headers.items()
-            if name.lower() == "connection"
-            for token in value.split(",")
-        }
-        out: dict[str, str] = {}
-        for name, value in headers.items():
-            lower = name.lower()
-            if lower in HOP_BY_HOP or lower.startswith("proxy-") or lower in connection_named:
-                continue
-            if api_key and lower == "authorization":
-                continue
-            out[name] = value
-        if api_key:
-            out["Authorization"] = f"Bearer {api_key}"
-        request = self._http.build_request(method, self.url(path), content=content, headers=out)
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.send(request, stream=True)
-                break
-            except httpx.ConnectError as exc:
-                error = error_from_transport(exc, host=self._host)
-                if attempt >= self.settings.max_retries:
-                    raise error from exc
-                await self.sleep(backoff_delay(attempt, self.rng))
-                attempt += 1
-            except httpx.TransportError as exc:
-                raise error_from_transport(exc, host=self._host) from exc
-        if not stream:
-            try:
-                await response.aread()
-            except httpx.HTTPError as exc:
-                await response.aclose()
-                raise error_from_transport(exc, host=self._host) from exc
-        return response
+    # -- models ------------------------------------------------------------------------------
 
     async def list_models(self, *, api_key: str | None) -> dict[str, Any]:
-        """GET /models, cached `models_cache_s` per key (the cache holds a hash, not the key).
-
-        The returned dict is shared with the cache: treat it as read-only.
+        """GET /models from the primary, cached `models_cache_s` per key (the cache holds a
+        hash, not the key). The returned dict is shared with the cache: treat it as read-only.
         """
         ttl = self.settings.models_cache_s
         slot = hashlib.sha256((api_key or "").encode()).hexdigest()
@@ -351,7 +329,11 @@ class UpstreamClient:
         cached = self._models.get(slot)
         if cached is not None and cached[0] > now:
             return cached[1]
-        payload = await self._request_json("GET", "/models", api_key, None)
+        primary = self.endpoints[0]
+        request = self._json_request(primary, "GET", "/models", api_key, None, None)
+        payload = await self._with_retries(
+            primary, Route(), lambda: self._json_call(request, primary.host, (api_key,))
+        )
         if ttl > 0:
             if len(self._models) >= MODELS_CACHE_MAX:
                 self._models = {k: v for k, v in self._models.items() if v[0] > now}
@@ -362,3 +344,5 @@ class UpstreamClient:
 
     def invalidate_models(self) -> None:
         self._models.clear()
+
+

@@ -44,6 +44,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "UpstreamError",
     "backoff_delay",
+    "bad_json_body",
     "dumps",
     "error_from_body",
     "error_from_payload",
@@ -71,7 +72,8 @@ class UpstreamError(Exception):
 
     `body` is always `{"error": {"message", "type", "param", "code"}}`; `headers` holds the
     upstream headers worth relaying (lower-case names: retry-after, x-ratelimit-*, ...);
-    `retryable` says whether sending the same request again may succeed.
+    `retryable` says whether sending the same request again may succeed; `fallback` whether
+    the next fallback upstream should be tried (by default: when retryable).
     """
 
     def __init__(
@@ -81,12 +83,18 @@ class UpstreamError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         retryable: bool | None = None,
+        fallback: bool | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.headers: dict[str, str] = dict(headers or {})
         self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
+        self._fallback = fallback
         super().__init__(f"{status}: {self.message}")
+
+    @property
+    def fallback(self) -> bool:
+        return self.retryable if self._fallback is None else self._fallback
 
     @classmethod
     def make(
@@ -99,9 +107,10 @@ class UpstreamError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
         retryable: bool | None = None,
+        fallback: bool | None = None,
     ) -> UpstreamError:
         body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-        return cls(status, body, headers=headers, retryable=retryable)
+        return cls(status, body, headers=headers, retryable=retryable, fallback=fallback)
 
     @property
     def message(self) -> str:
@@ -230,6 +239,17 @@ def error_from_body(
 
 def stream_interrupted(message: str) -> UpstreamError:
     return UpstreamError.make(502, message, code="stream_interrupted", retryable=False)
+
+
+def bad_json_body(status: int, size: int) -> UpstreamError:
+    """A 2xx answer whose body is not a JSON object. Its text is not quoted: it may be model
+    output, which never goes into errors or logs."""
+    return UpstreamError.make(
+        502,
+        f"the upstream answered HTTP {status} with a body that is not a JSON object ({size} bytes)",
+        code="bad_upstream_response",
+        retryable=False,
+    )
 
 
 def _kept_headers(headers: Mapping[str, str] | None) -> dict[str, str]:

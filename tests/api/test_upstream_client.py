@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 from proxy import __version__
 from proxy.config import UpstreamSettings
-from proxy.upstream import SSEDecoder, SSEEvent, UpstreamClient, UpstreamError, aiter_sse
+from proxy.upstream import (
+    Route,
+    SSEDecoder,
+    SSEEvent,
+    UpstreamClient,
+    UpstreamError,
+    aiter_sse,
+)
 from proxy.upstream import client as client_module
 from proxy.upstream.errors import (
     BACKOFF_CAP_S,
@@ -30,9 +37,11 @@ from proxy.upstream.errors import (
     error_from_transport,
     parse_retry_after,
 )
+from tests import secrets
 
 BASE = "http://upstream.test/v1"
-KEY = "sk-secret-upstream-key"
+KEY = secrets.UPSTREAM_KEY
+CLIENT = secrets.CLIENT_KEY
 
 COMPLETION = {
     "id": "chatcmpl-1",
@@ -585,7 +594,7 @@ def test_forward_sends_exact_bytes_replaces_auth_and_strips_hop_by_hop() -> None
     )
     client, _ = make_client()
     headers = {
-        "Authorization": "Bearer client-key",
+        "Authorization": f"Bearer {secrets.CLIENT_KEY}",
         "Content-Type": "application/json",
         "Content-Length": "999",
         "Host": "memproxy.local",
@@ -636,7 +645,7 @@ def test_forward_without_key_keeps_the_callers_authorization() -> None:
         response = await client.forward(
             "GET",
             "/v1/models",
-            headers={"authorization": "Bearer mine"},
+            headers={"authorization": f"Bearer {secrets.USER_OWN_KEY}"},
             content=b"",
             api_key=None,
             stream=False,
@@ -646,7 +655,7 @@ def test_forward_without_key_keeps_the_callers_authorization() -> None:
         await client.aclose()
 
     run(go())
-    assert route.calls.last.request.headers["authorization"] == "Bearer mine"
+    assert route.calls.last.request.headers["authorization"] == f"Bearer {secrets.USER_OWN_KEY}"
 
 
 @respx.mock
@@ -718,20 +727,21 @@ def test_list_models_is_cached_per_key_and_expires() -> None:
     client.clock = lambda: now[0]
 
     async def go() -> None:
-        assert await client.list_models(api_key="k1") == MODELS
-        assert await client.list_models(api_key="k1") == MODELS
+        assert await client.list_models(api_key=secrets.TENANT_A_KEY) == MODELS
+        assert await client.list_models(api_key=secrets.TENANT_A_KEY) == MODELS
         assert route.call_count == 1
-        await client.list_models(api_key="k2")
+        await client.list_models(api_key=secrets.TENANT_B_KEY)
         assert route.call_count == 2
         now[0] += 61
-        await client.list_models(api_key="k1")
+        await client.list_models(api_key=secrets.TENANT_A_KEY)
         assert route.call_count == 3
         await client.aclose()
 
     run(go())
-    assert route.calls[0].request.headers["authorization"] == "Bearer k1"
-    assert route.calls[1].request.headers["authorization"] == "Bearer k2"
-    assert all("k1" not in slot and "k2" not in slot for slot in client._models)
+    assert route.calls[0].request.headers["authorization"] == f"Bearer {secrets.TENANT_A_KEY}"
+    assert route.calls[1].request.headers["authorization"] == f"Bearer {secrets.TENANT_B_KEY}"
+    assert all(secrets.TENANT_A_KEY not in slot and secrets.TENANT_B_KEY not in slot
+               for slot in client._models)
 
 
 @respx.mock
@@ -775,16 +785,16 @@ def test_list_models_cache_disabled() -> None:
     ("api_key", "forward", "authorization", "expected"),
     [
         (None, False, None, None),
-        (None, False, "Bearer client", None),
+        (None, False, f"Bearer {CLIENT}", None),
         (None, True, None, None),
-        (None, True, "Bearer client", "client"),
-        (None, True, "bearer  client ", "client"),
+        (None, True, f"Bearer {CLIENT}", CLIENT),
+        (None, True, f"bearer  {CLIENT} ", CLIENT),
         (None, True, "Basic abc", None),
         (None, True, "Bearer ", None),
-        ("server", False, None, "server"),
-        ("server", False, "Bearer client", "server"),
-        ("server", True, None, "server"),
-        ("server", True, "Bearer client", "client"),
+        (KEY, False, None, KEY),
+        (KEY, False, f"Bearer {CLIENT}", KEY),
+        (KEY, True, None, KEY),
+        (KEY, True, f"Bearer {CLIENT}", CLIENT),
     ],
 )
 def test_resolve_key(
@@ -942,3 +952,399 @@ def test_every_error_body_validates_against_the_openai_schema() -> None:
     ]
     for error in errors:
         validate_error(error.body)
+
+
+# --------------------------------------------------------------------------- resilience
+# Timeouts, the deadline, circuit breakers and fallbacks (docs/resilience.md).
+
+PRIMARY = "http://primary.test/v1"
+BACKUP = "http://backup.test/v1"
+BACKUP_KEY = "sk-backup-key"
+ROLE_CHUNK = {**chunk(""), "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                        "finish_reason": None}]}
+
+
+class Hosts:
+    """A mock transport answering from a queue per host, recording every request."""
+
+    def __init__(self, **queues: list[Any]) -> None:
+        self.queues = {host.replace("_", "."): list(items) for host, items in queues.items()}
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        item = self.queues[request.url.host].pop(0)
+        if isinstance(item, Exception):
+            raise item
+        if isinstance(item, httpx.AsyncByteStream):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=item)
+        return item
+
+    def to(self, host: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.url.host == host]
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self)
+
+
+class Slow(httpx.AsyncByteStream):
+    """Body pieces with a real pause before each (seconds, bytes); then hang or end."""
+
+    def __init__(self, pieces: list[tuple[float, bytes]], *, hang: bool = False) -> None:
+        self.pieces = pieces
+        self.hang = hang
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for pause, piece in self.pieces:
+            await asyncio.sleep(pause)
+            yield piece
+        if self.hang:
+            await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Seen:
+    """An observer that records what the client reports."""
+
+    def __init__(self) -> None:
+        self.failures: list[tuple[str, str]] = []
+        self.circuits: list[tuple[str, str]] = []
+        self.fallbacks: list[str] = []
+
+    def upstream_failure(self, upstream: str, kind: str) -> None:
+        self.failures.append((upstream, kind))
+
+    def circuit_changed(self, upstream: str, state: str) -> None:
+        self.circuits.append((upstream, state))
+
+    def fallback_used(self, upstream: str) -> None:
+        self.fallbacks.append(upstream)
+
+
+def with_backup(hosts: Hosts, **overrides: Any) -> tuple[UpstreamClient, list[float], Seen]:
+    fallback = {"base_url": BACKUP, "api_key": BACKUP_KEY, **overrides.pop("fallback", {})}
+    client, sleeps = make_client(hosts.transport(), base_url=PRIMARY, fallbacks=[fallback],
+                                 **overrides)
+    seen = Seen()
+    client.observer = seen
+    return client, sleeps, seen
+
+
+def stream_all(client: UpstreamClient, route: Route | None = None,
+               body: dict[str, Any] = BODY) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        try:
+            return [c async for c in client.chat_stream(body, api_key=KEY, route=route)]
+        finally:
+            await client.aclose()
+
+    return run(go())
+
+
+def chat_once(client: UpstreamClient, route: Route | None = None,
+              body: dict[str, Any] = BODY) -> dict[str, Any]:
+    async def go() -> dict[str, Any]:
+        try:
+            return await client.chat(body, api_key=KEY, route=route)
+        finally:
+            await client.aclose()
+
+    return run(go())
+
+
+def test_first_token_timeout_counts_neither_keepalives_nor_role_chunks() -> None:
+    waiting = sse([ROLE_CHUNK], done=False) + b": keep-alive\n\n"
+    body = Body([waiting], hang=True)
+    client, sleeps = make_client(stream_transport([body]), first_token_timeout_s=0.05)
+    with pytest.raises(UpstreamError) as info:
+        run(collect(client))
+    assert info.value.status == 504
+    assert info.value.body["error"]["code"] == "first_token_timeout"
+    assert body.closed and sleeps == []  # not retried on the same upstream
+
+
+def test_a_stream_slower_than_the_first_token_timeout_after_its_first_token_is_not_cut() -> None:
+    pieces = [(0.0, sse([ROLE_CHUNK, STREAM_CHUNKS[0]], done=False)),
+              (0.2, sse(STREAM_CHUNKS[1:]))]
+    client, _ = make_client(stream_transport([Slow(pieces)]), first_token_timeout_s=0.1)
+    assert run(collect(client)) == [ROLE_CHUNK, *STREAM_CHUNKS]
+
+
+def test_first_token_timeout_goes_to_the_fallback() -> None:
+    hosts = Hosts(primary_test=[Body([sse([ROLE_CHUNK], done=False)], hang=True)],
+                  backup_test=[Body([sse(STREAM_CHUNKS)])])
+    client, _, seen = with_backup(hosts, first_token_timeout_s=0.05)
+    route = Route()
+    assert stream_all(client, route) == STREAM_CHUNKS
+    assert route.answered_by == 1 and seen.fallbacks == ["1"]
+    assert seen.failures == [("0", "first_token_timeout")]
+    assert hosts.to("backup.test")[0].headers["authorization"] == f"Bearer {BACKUP_KEY}"
+
+
+def test_a_passed_deadline_sends_nothing() -> None:
+    hosts = Hosts(primary_test=[])
+    client, _ = make_client(hosts.transport(), base_url=PRIMARY)
+    route = Route(deadline=time.monotonic() - 1, budget_s=5)
+    with pytest.raises(UpstreamError) as info:
+        chat_once(client, route)
+    assert info.value.status == 504
+    assert info.value.body["error"]["type"] == "timeout_error"
+    assert info.value.body["error"]["code"] == "deadline_exceeded"
+    assert "5 s" in info.value.message and hosts.requests == []
+
+
+def test_the_deadline_bounds_a_response_that_never_ends() -> None:
+    hanging = httpx.Response(200, headers={"content-type": "application/json"},
+                             stream=Body([b"   "], hang=True))
+    hosts = Hosts(primary_test=[hanging], backup_test=[httpx.Response(200, json=COMPLETION)])
+    client, _, seen = with_backup(hosts)
+    with pytest.raises(UpstreamError) as info:
+        chat_once(client, Route.within(0.1))
+    assert info.value.body["error"]["code"] == "deadline_exceeded"
+    assert hosts.to("backup.test") == []  # out of time: no fallback either
+    assert client.endpoints[0].breaker.consecutive_failures == 0  # not the upstream's fault
+    assert seen.failures == [("0", "deadline")]
+
+
+def test_the_deadline_ends_a_stream_after_its_first_token() -> None:
+    body = Body([sse(STREAM_CHUNKS[:1], done=False)], hang=True)
+    client, _ = make_client(stream_transport([body]))
+    received: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        try:
+            async for item in client.chat_stream(BODY, api_key=KEY, route=Route.within(0.1)):
+                received.append(item)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(UpstreamError) as info:
+        run(go())
+    assert received == STREAM_CHUNKS[:1]
+    assert info.value.body["error"]["code"] == "deadline_exceeded" and body.closed
+
+
+def test_a_backoff_longer_than_the_time_left_gives_up_with_the_real_error() -> None:
+    busy = httpx.Response(429, json=openai_error("slow down", "requests", None),
+                          headers={"retry-after": "5"})
+    hosts = Hosts(primary_test=[busy])
+    client, sleeps = make_client(hosts.transport(), base_url=PRIMARY)
+    with pytest.raises(UpstreamError) as info:
+        chat_once(client, Route.within(2))
+    assert info.value.status == 429 and sleeps == [] and len(hosts.requests) == 1
+
+
+def test_circuit_opens_fails_fast_then_lets_one_trial_through() -> None:
+    down = [httpx.Response(503, text="down") for _ in range(3)]
+    hosts = Hosts(primary_test=[*down, httpx.Response(200, json=COMPLETION)])
+    client, _ = make_client(hosts.transport(), base_url=PRIMARY, max_retries=0,
+                            circuit_failures=3, circuit_reset_s=30)
+    now = [0.0]
+    client.clock = lambda: now[0]
+    seen = Seen()
+    client.observer = seen
+
+    async def go() -> list[Any]:
+        outcomes: list[Any] = []
+        for _ in range(5):
+            try:
+                outcomes.append(await client.chat(BODY, api_key=KEY))
+            except UpstreamError as error:
+                outcomes.append((error.status, error.code, error.headers.get("retry-after")))
+        now[0] += 30
+        outcomes.append(await client.chat(BODY, api_key=KEY))
+        await client.aclose()
+        return outcomes
+
+    outcomes = run(go())
+    assert [o[:2] for o in outcomes[:5]] == [(503, None)] * 3 + [(503, "circuit_open")] * 2
+    assert outcomes[3][2] == "30"
+    assert outcomes[5] == COMPLETION
+    assert len(hosts.requests) == 4  # nothing was sent while the circuit was open
+    assert seen.circuits == [("0", "closed"), ("0", "open"), ("0", "half_open"), ("0", "closed")]
+    assert seen.failures.count(("0", "circuit_open")) == 2
+    assert seen.failures.count(("0", "http_5xx")) == 3
+
+
+def test_4xx_and_429_mean_the_upstream_is_alive() -> None:
+    answers = [httpx.Response(400, json=openai_error("bad", "invalid_request_error", None)),
+               httpx.Response(429, json=openai_error("busy", "requests", None))] * 3
+    hosts = Hosts(primary_test=answers)
+    client, _ = make_client(hosts.transport(), base_url=PRIMARY, max_retries=0,
+                            circuit_failures=1)
+
+    async def go() -> None:
+        for _ in answers:
+            with pytest.raises(UpstreamError):
+                await client.chat(BODY, api_key=KEY)
+        await client.aclose()
+
+    run(go())
+    assert len(hosts.requests) == 6 and client.endpoints[0].breaker.state == "closed"
+
+
+def test_fallback_after_the_primarys_retries_with_its_own_key_only() -> None:
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    hosts = Hosts(primary_test=[refused] * 3, backup_test=[httpx.Response(200, json=COMPLETION)])
+    client, sleeps, seen = with_backup(hosts)
+    route = Route()
+    assert chat_once(client, route) == COMPLETION
+    assert len(hosts.to("primary.test")) == 3 and len(sleeps) == 2
+    (sent,) = hosts.to("backup.test")
+    assert sent.headers["authorization"] == f"Bearer {BACKUP_KEY}"
+    assert json.loads(sent.content) == BODY
+    assert route.answered_by == 1 and route.attempts == 4 and seen.fallbacks == ["1"]
+
+
+def test_a_fallback_without_a_key_gets_no_authorization() -> None:
+    hosts = Hosts(primary_test=[httpx.Response(502, text="bad gateway")],
+                  backup_test=[httpx.Response(200, json=COMPLETION)])
+    client, _, _ = with_backup(hosts, max_retries=0, fallback={"api_key": None})
+    chat_once(client)
+    assert "authorization" not in hosts.to("backup.test")[0].headers
+
+
+def test_fallback_models_and_rename() -> None:
+    hosts = Hosts(primary_test=[httpx.Response(503, text="x")] * 2,
+                  backup_test=[httpx.Response(200, json=COMPLETION)])
+    client, _, _ = with_backup(hosts, max_retries=0,
+                               fallback={"models": ["gpt-4o*"], "model": "vendor/gpt-4o"})
+
+    async def go() -> None:
+        with pytest.raises(UpstreamError) as info:  # gpt-test is not served by the backup
+            await client.chat(BODY, api_key=KEY)
+        assert info.value.status == 503
+        await client.chat({**BODY, "model": "gpt-4o-mini"}, api_key=KEY)
+        await client.aclose()
+
+    run(go())
+    (sent,) = hosts.to("backup.test")
+    assert json.loads(sent.content)["model"] == "vendor/gpt-4o"
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(400, json=openai_error("bad", "invalid_request_error", None)),
+    httpx.Response(200, text="{not json"),
+    httpx.ReadTimeout("slow"),
+])
+def test_no_fallback_for_errors_another_upstream_would_not_fix(answer: Any) -> None:
+    hosts = Hosts(primary_test=[answer], backup_test=[httpx.Response(200, json=COMPLETION)])
+    client, sleeps, _ = with_backup(hosts)
+    with pytest.raises(UpstreamError):
+        chat_once(client)
+    assert hosts.to("backup.test") == [] and sleeps == []
+
+
+def test_an_open_circuit_sends_straight_to_the_fallback() -> None:
+    hosts = Hosts(primary_test=[httpx.Response(500, text="x")],
+                  backup_test=[httpx.Response(200, json=COMPLETION)] * 3)
+    client, _, seen = with_backup(hosts, max_retries=0, circuit_failures=1)
+
+    async def go() -> None:
+        for _ in range(3):
+            assert await client.chat(BODY, api_key=KEY) == COMPLETION
+        await client.aclose()
+
+    run(go())
+    assert len(hosts.to("primary.test")) == 1 and len(hosts.to("backup.test")) == 3
+    assert seen.fallbacks == ["1"] * 3
+
+
+def test_the_2xx_invalid_json_body_is_a_502_and_not_retried() -> None:
+    hosts = Hosts(primary_test=[httpx.Response(200, text='{"choices": [')])
+    client, sleeps = make_client(hosts.transport(), base_url=PRIMARY)
+    with pytest.raises(UpstreamError) as info:
+        chat_once(client)
+    assert info.value.status == 502
+    assert info.value.body["error"]["code"] == "bad_upstream_response"
+    assert '{"choices"' not in info.value.message  # the body (maybe model output) is not quoted
+    assert len(hosts.requests) == 1 and sleeps == []
+
+
+def forward_chat(client: UpstreamClient, route: Route | None = None,
+                 content: bytes = b'{"model": "gpt-4o", "messages": []}') -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        response = await client.forward(
+            "POST", "/chat/completions", content=content, api_key=KEY, stream=False,
+            headers={"authorization": "Bearer client-key", "content-type": "application/json"},
+            route=route,
+        )
+        await response.aclose()
+        await client.aclose()
+        return response.status_code, response.content
+
+    return run(go())
+
+
+def test_forward_falls_back_on_5xx_and_relays_the_last_answer_unchanged() -> None:
+    hosts = Hosts(primary_test=[httpx.Response(503, text="busy")] * 2,
+                  backup_test=[httpx.Response(200, content=b"ok"),
+                               httpx.Response(502, content=b"also down")])
+    client, _, seen = with_backup(hosts, circuit_failures=0)
+    route = Route()
+    assert forward_chat(client, route) == (200, b"ok")
+    assert route.answered_by == 1 and seen.fallbacks == ["1"]
+    sent = hosts.to("backup.test")[0]
+    assert sent.headers["authorization"] == f"Bearer {BACKUP_KEY}"
+    assert sent.content == b'{"model": "gpt-4o", "messages": []}'  # byte for byte
+    client2, _, _ = with_backup(Hosts(primary_test=hosts.queues["primary.test"],
+                                      backup_test=hosts.queues["backup.test"]))
+    assert forward_chat(client2) == (502, b"also down")
+
+
+def test_forward_to_a_renaming_fallback_rewrites_only_the_model() -> None:
+    hosts = Hosts(primary_test=[httpx.ConnectError("refused")],
+                  backup_test=[httpx.Response(200, content=b"ok")])
+    client, _, _ = with_backup(hosts, max_retries=0, fallback={"model": "other"})
+    assert forward_chat(client) == (200, b"ok")
+    assert json.loads(hosts.to("backup.test")[0].content) == {"model": "other", "messages": []}
+
+
+def test_forward_fails_fast_while_the_circuit_is_open() -> None:
+    hosts = Hosts(primary_test=[httpx.ConnectError("refused")])
+    client, _ = make_client(hosts.transport(), base_url=PRIMARY, max_retries=0,
+                            circuit_failures=1)
+
+    async def go() -> list[UpstreamError]:
+        errors = []
+        for _ in range(2):
+            try:
+                await client.forward("POST", "/chat/completions", headers={}, content=b"{}",
+                                     api_key=KEY, stream=True)
+            except UpstreamError as error:
+                errors.append(error)
+        await client.aclose()
+        return errors
+
+    first, second = run(go())
+    assert first.body["error"]["code"] == "upstream_unreachable"
+    assert second.status == 503 and second.body["error"]["code"] == "circuit_open"
+    assert len(hosts.requests) == 1
+
+
+def test_resilience_settings_from_a_file_and_the_environment(tmp_path: Any) -> None:
+    from proxy.config import ConfigError, load_settings
+
+    path = tmp_path / "memproxy.toml"
+    path.write_text(
+        '[upstream]\nfirst_token_timeout_s = 5\ncircuit_failures = 0\n'
+        '[[upstream.fallbacks]]\nbase_url = "http://b/v1"\napi_key = "env:B_KEY"\n'
+        'models = ["gpt-4o*"]\nmodel = "other"\n'
+    )
+    settings = load_settings(path, environ={"B_KEY": "sk-b"}).upstream
+    assert settings.first_token_timeout_s == 5 and settings.circuit_failures == 0
+    (fallback,) = settings.fallbacks
+    assert (fallback.api_key, fallback.models, fallback.model) == ("sk-b", ["gpt-4o*"], "other")
+    env = {"MEMPROXY_UPSTREAM_FALLBACKS": '[{"base_url": "http://c/v1"}]',
+           "MEMPROXY_UPSTREAM_REQUEST_DEADLINE_S": "30"}
+    settings = load_settings(environ=env).upstream
+    assert settings.fallbacks[0].base_url == "http://c/v1" and settings.request_deadline_s == 30
+    for bad in ('[[upstream.fallbacks]]\nmodels = ["x"]\n',  # base_url is required
+                '[upstream]\nrequest_deadline_s = 0\n',
+                '[[upstream.fallbacks]]\nbase_url = "http://b"\nkey = "typo"\n'):
+        path.write_text(bad)
+        with pytest.raises(ConfigError):
+            load_settings(path, environ={})

@@ -80,7 +80,9 @@ class Fault:
     `stream_error` answers HTTP 500 with the error body.
     """
 
-    kind: str  # "http" | "non_json" | "drop" | "delay" | "truncate" | "stream_error"
+    # "http" | "non_json" | "drop" | "delay" | "truncate" | "stream_error"
+    # | "stall" | "invalid_json" | "no_choices" (the resilience faults, docs/resilience.md)
+    kind: str
     status: int = 500
     body: dict | None = None
     text: str = ""
@@ -168,6 +170,24 @@ class Fault:
             after_chunks=after_chunks,
         )
 
+    @classmethod
+    def stall(cls, seconds: float, after_chunks: int = 1) -> Fault:
+        """Answer 200 at once but bring nothing for `seconds`, keeping the connection busy
+        (so no read timeout fires), then the responder's answer. Stream: `after_chunks` chunks
+        (1 = only the role chunk), then `: keep-alive` comments. Non-stream: spaces before the
+        JSON (valid JSON whitespace, as some gateways send)."""
+        return cls("stall", status=200, delay_s=seconds, after_chunks=after_chunks)
+
+    @classmethod
+    def invalid_json(cls) -> Fault:
+        """HTTP 200 whose body is cut-off JSON (stream: one `data:` event that is not JSON)."""
+        return cls("invalid_json", status=200)
+
+    @classmethod
+    def no_choices(cls) -> Fault:
+        """A well-formed completion (or stream) with `choices: []`: no answer at all."""
+        return cls("no_choices", status=200)
+
 
 def _context_error(window: int, requested: int) -> dict:
     return error_body(
@@ -249,6 +269,13 @@ class FakeUpstream:
         self.context_window = context_window
         self.strict_models = strict_models
         self.embedding_dim = embedding_dim
+        # /v1/embeddings: `embedder(text, dim)` makes each vector (tests/fakes/embeddings.py has
+        # one where paraphrases are near); `embeddings_status` set to an HTTP status makes every
+        # embeddings request fail with it (an OpenAI-shaped server error); `embeddings_delay_s`
+        # delays each answer (until the client gives up).
+        self.embedder: Callable[[str, int], list[float]] = embed
+        self.embeddings_status: int | None = None
+        self.embeddings_delay_s = 0.0
         self.stream_delay_s = stream_delay_s
         self.require_api_key = require_api_key
         self.url: str | None = None
@@ -389,10 +416,49 @@ class FakeUpstream:
             if not await self._sleep(request, item.delay_s):
                 return Response(status_code=499)
             return await self._answer(request, body, item.then or self.responder(body))
+        if item.kind in ("stall", "invalid_json", "no_choices"):
+            return self._misbehave(body, item, stream)
         reply = self.responder(body)
         if isinstance(reply, Fault):
             reply = Reply(content="partial answer that will be cut off")
         return self._render(body, reply, fault=item)
+
+    def _misbehave(self, body: dict, fault: Fault, stream: bool) -> Response:
+        """The resilience faults: `stall`, `invalid_json`, `no_choices` (see `Fault`)."""
+        if fault.kind == "invalid_json":
+            if stream:
+                return Response(b'data: {"id": "chatcmpl-broken", "choi\n\n',
+                                media_type="text/event-stream")
+            return Response(b'{"id": "chatcmpl-broken", "choices": [',
+                            media_type="application/json")
+        if fault.kind == "no_choices":
+            kind = "chat.completion.chunk" if stream else "chat.completion"
+            empty = {**self._envelope(body, kind), "choices": [],
+                     "usage": self._usage(body, Reply(content=""))}
+            if not stream:
+                return JSONResponse(empty)
+            return Response(_sse(empty) + b"data: [DONE]\n\n", media_type="text/event-stream")
+        reply = self.responder(body)
+        if isinstance(reply, Fault):
+            reply = Reply(content="a late answer")
+        until = time.monotonic() + fault.delay_s
+
+        async def stalled() -> AsyncIterator[bytes]:
+            chunks = self.chunks(body, reply) if stream else []
+            for obj in chunks[: fault.after_chunks]:
+                yield _sse(obj)
+            while time.monotonic() < until:
+                yield b": keep-alive\n\n" if stream else b" "
+                await asyncio.sleep(0.05)
+            if not stream:
+                yield json.dumps(self._completion(body, reply)).encode()
+                return
+            for obj in chunks[fault.after_chunks :]:
+                yield _sse(obj)
+            yield b"data: [DONE]\n\n"
+
+        media = "text/event-stream" if stream else "application/json"
+        return StreamingResponse(stalled(), media_type=media)
 
     @staticmethod
     async def _sleep(request: Request, seconds: float) -> bool:
@@ -572,6 +638,13 @@ class FakeUpstream:
         rec = await self._record(request, chat=False)
         if (denied := self._auth_error(rec)) is not None:
             return denied
+        if self.embeddings_delay_s and not await self._sleep(request, self.embeddings_delay_s):
+            return Response(status_code=499)
+        if self.embeddings_status is not None:
+            return JSONResponse(
+                error_body("The embeddings service is unavailable.", "server_error"),
+                status_code=self.embeddings_status,
+            )
         body = rec.json if isinstance(rec.json, dict) else {}
         inputs = body.get("input")
         if isinstance(inputs, str) or (
@@ -591,7 +664,7 @@ class FakeUpstream:
         dim = int(body.get("dimensions") or self.embedding_dim)
         data = []
         for i, text in enumerate(texts):
-            vec: Any = embed(text, dim)
+            vec: Any = self.embedder(text, dim)
             if body.get("encoding_format") == "base64":
                 vec = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode()
             data.append({"object": "embedding", "index": i, "embedding": vec})

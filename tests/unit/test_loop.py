@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
-from proxy.core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone, TurnLoop
+from proxy.core.loop import (
+    STEPS_EXHAUSTED,
+    StepStarted,
+    TextDelta,
+    ToolCallDelta,
+    TurnDone,
+    TurnLoop,
+)
 from proxy.core.tools import MemoryState, ToolContext
 from proxy.core.types import Block
+from proxy.upstream import Route, UpstreamError
+from tests.openapi_check import validate_error
 
 
 class NoSearch:
@@ -33,12 +43,15 @@ class Script:
 
     def _next(self, body):
         self.bodies.append(json.loads(json.dumps(body)))
-        message = self.messages.pop(0)
-        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        message = dict(self.messages.pop(0))
+        finish = message.pop("_finish", "tool_calls" if message.get("tool_calls") else "stop")
         return message, finish
 
-    async def chat(self, body, *, api_key):
+    async def chat(self, body, *, api_key, route=None):
         message, finish = self._next(body)
+        if message.get("_no_choices"):
+            return {"id": "up", "object": "chat.completion", "created": 1, "model": "m",
+                    "choices": []}
         return {
             "id": f"up-{len(self.bodies)}", "object": "chat.completion", "created": 1,
             "model": "m-upstream",
@@ -47,7 +60,7 @@ class Script:
             "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
         }
 
-    async def chat_stream(self, body, *, api_key):
+    async def chat_stream(self, body, *, api_key, route=None):
         message, finish = self._next(body)
         base = {"id": f"up-{len(self.bodies)}", "object": "chat.completion.chunk",
                 "created": 1, "model": "m-upstream"}
@@ -56,6 +69,9 @@ class Script:
             return {**base, "choices": [{"index": 0, "delta": delta,
                                          "finish_reason": finish_reason}]}
 
+        if message.get("_no_choices"):
+            yield {**base, "choices": []}
+            return
         yield chunk({"role": "assistant", "content": ""})
         text = message.get("content") or ""
         for i in range(0, len(text), 3):
@@ -72,7 +88,7 @@ class Script:
                                                 "total_tokens": 12}}
 
 
-def run_loop(script, *, stream, tools=None, max_steps=8):
+def run_loop(script, *, stream, tools=None, max_steps=8, route=None):
     memory = MemoryState.of([Block("human", "", limit=100)])
     body = {"model": "m"}
     if tools:
@@ -80,7 +96,7 @@ def run_loop(script, *, stream, tools=None, max_steps=8):
     loop = TurnLoop(upstream=script, api_key=None, body=body,
                     prompt=[{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
                     memory=memory, tool_context=ToolContext(NoSearch(), 1), max_steps=max_steps,
-                    stream=stream)
+                    stream=stream, route=route)
 
     async def collect():
         return [e async for e in loop.run()]
@@ -176,3 +192,168 @@ def test_a_client_tool_named_like_a_memory_tool_stays_the_clients():
     assert done.finish_reason == "tool_calls"
     names = [t["function"]["name"] for t in script.bodies[0]["tools"]]
     assert names.count("conversation_search") == 1
+
+
+# -- model output faults (docs/resilience.md) -------------------------------------------------
+
+
+def streamed_text(events):
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def pairs_are_complete(messages):
+    """Every stored tool call has exactly one result, and every result answers a call."""
+    calls = [c["id"] for m in messages for c in m.data.get("tool_calls") or []]
+    results = [m.data["tool_call_id"] for m in messages if m.data["role"] == "tool"]
+    return sorted(calls) == sorted(results)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unknown_tool_is_answered_with_an_error_not_returned_to_the_client(stream):
+    script = Script(
+        {"content": None, "tool_calls": [call("u1", "launch_rockets", {"count": 3})]},
+        {"content": "Sorry, I cannot do that."},
+    )
+    events, _ = run_loop(script, stream=stream, tools=[CLIENT_TOOL])
+    done = events[-1]
+    assert done.reply == {"role": "assistant", "content": "Sorry, I cannot do that."}
+    assert done.finish_reason == "stop"
+    assert not any(isinstance(e, ToolCallDelta) for e in events)
+    result = script.bodies[1]["messages"][-1]
+    assert result["role"] == "tool" and result["tool_call_id"] == "u1"
+    assert "no tool named 'launch_rockets'" in result["content"]
+    assert "get_weather" in result["content"] and "core_memory_append" in result["content"]
+    assert [m.visible for m in done.messages] == [False, False, True]
+    assert done.tool_calls == {"unknown:error": 1}  # the made-up name is not a metrics label
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unknown_tool_beside_a_client_tool_is_hidden_and_answered(stream):
+    script = Script({"content": None, "tool_calls": [
+        call("u1", "made_up", {}), call("k1", "get_weather", {"city": "Oslo"})]})
+    events, _ = run_loop(script, stream=stream, tools=[CLIENT_TOOL])
+    done = events[-1]
+    assert done.finish_reason == "tool_calls"
+    assert [c["id"] for c in done.reply["tool_calls"]] == ["k1"]
+    stored_call, stored_result = done.messages
+    assert [c["id"] for c in stored_call.data["tool_calls"]] == ["u1", "k1"]
+    assert stored_result.data["tool_call_id"] == "u1"  # k1 is answered by the client
+    if stream:
+        assert {e.id for e in events if isinstance(e, ToolCallDelta)} == {"k1", None}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_memory_tool_arguments_go_back_to_the_model(stream):
+    broken = {"id": "c1", "type": "function",
+              "function": {"name": "core_memory_append", "arguments": '{"label": "human", '}}
+    script = Script({"content": None, "tool_calls": [broken]}, {"content": "Let me retry."})
+    events, memory = run_loop(script, stream=stream)
+    assert events[-1].reply["content"] == "Let me retry."
+    assert "not valid JSON" in script.bodies[1]["messages"][-1]["content"]
+    assert memory.blocks["human"].value == ""
+    assert events[-1].tool_calls == {"core_memory_append:error": 1}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_tools_invalid_arguments_are_returned_as_the_model_made_them(stream):
+    broken = {"id": "k1", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city": "Os'}}
+    script = Script({"content": None, "tool_calls": [broken]})
+    events, _ = run_loop(script, stream=stream, tools=[CLIENT_TOOL])
+    done = events[-1]
+    assert done.reply["tool_calls"][0]["function"]["arguments"] == '{"city": "Os'
+    if stream:
+        assert "".join(e.arguments for e in events if isinstance(e, ToolCallDelta)) == \
+            '{"city": "Os'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_looping_on_tools_gets_a_final_answer_at_max_steps(stream):
+    looping = {"content": None, "tool_calls": [
+        call("c", "archival_memory_search", {"query": "x"})]}
+    script = Script(looping, looping, looping)  # even tool_choice: none is ignored
+    events, _ = run_loop(script, stream=stream, max_steps=3)
+    done = events[-1]
+    assert script.bodies[2]["tool_choice"] == "none" and len(script.bodies) == 3
+    assert done.reply == {"role": "assistant", "content": STEPS_EXHAUSTED}
+    assert done.finish_reason == "stop"
+    assert pairs_are_complete(done.messages)
+    assert [m.visible for m in done.messages][-1] is True
+    if stream:
+        assert streamed_text(events) == STEPS_EXHAUSTED
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("empty", [{"content": ""}, {"content": None}, {"_no_choices": True}])
+def test_an_empty_answer_is_asked_for_once_more(stream, empty):
+    script = Script(empty, {"content": "Here I am."})
+    events, _ = run_loop(script, stream=stream)
+    done = events[-1]
+    assert done.reply["content"] == "Here I am." and done.steps == 2
+    assert len(script.bodies) == 2 and script.bodies[0] == script.bodies[1]
+    assert [m.data["content"] for m in done.messages] == ["Here I am."]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_empty_twice_is_a_502(stream):
+    script = Script({"content": ""}, {"_no_choices": True})
+    with pytest.raises(UpstreamError) as info:
+        run_loop(script, stream=stream)
+    assert info.value.status == 502 and info.value.code == "empty_response"
+    validate_error(info.value.body)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_empty_answer_after_text_ends_with_that_text(stream):
+    script = Script(
+        {"content": "Noting that.", "tool_calls": [
+            call("c1", "core_memory_append", {"label": "human", "content": "x"})]},
+        {"content": ""}, {"content": ""},
+    )
+    events, _ = run_loop(script, stream=stream)
+    assert events[-1].reply["content"] == "Noting that."
+    if stream:
+        assert streamed_text(events) == "Noting that."
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+def test_an_empty_answer_cut_by_length_or_filter_is_an_answer(finish):
+    script = Script({"content": "", "_finish": finish})
+    events, _ = run_loop(script, stream=False)
+    done = events[-1]
+    assert done.reply["content"] == "" and done.finish_reason == finish
+    assert len(script.bodies) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_internal_calls_without_an_id_get_one(stream):
+    nameless = {"id": "", "type": "function", "function": {
+        "name": "core_memory_append", "arguments": json.dumps({"label": "human", "content": "y"})}}
+    script = Script({"content": None, "tool_calls": [nameless]}, {"content": "ok"})
+    events, _ = run_loop(script, stream=stream)
+    done = events[-1]
+    call_id = done.messages[0].data["tool_calls"][0]["id"]
+    assert call_id and done.messages[1].data["tool_call_id"] == call_id
+    assert pairs_are_complete(done.messages)
+
+
+def test_a_spent_deadline_stops_before_the_next_step():
+    script = Script({"content": "never"})
+    with pytest.raises(UpstreamError) as info:
+        run_loop(script, stream=False, route=Route(deadline=time.monotonic() - 1))
+    assert info.value.code == "deadline_exceeded" and script.bodies == []
+
+
+def test_the_route_reaches_every_upstream_call():
+    seen = []
+
+    class Recording(Script):
+        async def chat(self, body, *, api_key, route=None):
+            seen.append(route)
+            return await super().chat(body, api_key=api_key)
+
+    route = Route.within(60)
+    script = Recording({"content": None, "tool_calls": [
+        call("c1", "core_memory_append", {"label": "human", "content": "z"})]}, {"content": "ok"})
+    run_loop(script, stream=False, route=route)
+    assert seen == [route, route]
