@@ -7,10 +7,14 @@
   with a SQLite database in `tmp_path` and the fake as its upstream; returns a
   `ProxyServer`. Calling it again after `.stop()` reuses the same database (a restart).
   Every server it started is stopped at teardown.
+- `run_log` (session, automatic): every log record of the whole run (root logger at DEBUG)
+  and the output of every memproxy subprocess go to `<session tmp>/run-log/run.log`; the run
+  fails at the end if any secret of tests/secrets.py appears in it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +23,40 @@ import httpx
 import openai
 import pytest
 
+from tests import secrets, servers
 from tests.fakes import FakeUpstream
 from tests.servers import AppSwitch, ServerThread
 from tests.store_backends import BACKENDS, postgres_database
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every record is created, whatever its level, for `run_log` below. Set before pytest's
+    # logging plugin saves and restores the root level around each test phase; what pytest
+    # itself keeps is its `log_level` (pyproject.toml).
+    logging.getLogger().setLevel(logging.DEBUG)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[secrets.RunLog]:
+    """Capture every log record and subprocess output of the run; fail if a secret leaked."""
+    handler = secrets.RunLog(tmp_path_factory.mktemp("run-log") / "run.log")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    servers.OUTPUT_SINK = handler.append
+    try:
+        yield handler
+    finally:
+        servers.collect_process_output()
+        servers.OUTPUT_SINK = None
+        root.removeHandler(handler)
+        leaks = handler.leaks()
+        handler.finish()
+    if leaks:
+        pytest.fail(
+            f"secrets reached the logs of this test run: {leaks!r} (see {handler.path}); "
+            "keys, Authorization headers and message text must never be logged",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -61,9 +96,9 @@ class ProxyServer:
         return f"{self.url}/v1"
 
     def client(self, **kw: Any) -> openai.OpenAI:
-        """An `openai.OpenAI` on this server: api_key "sk-test", no retries, 30 s timeout,
-        unless given; `base_url` may be overridden (e.g. an `/agents/{a}/v1` path)."""
-        kw.setdefault("api_key", "sk-test")
+        """An `openai.OpenAI` on this server: api_key `secrets.CLIENT_KEY`, no retries, 30 s
+        timeout, unless given; `base_url` may be overridden (e.g. an `/agents/{a}/v1` path)."""
+        kw.setdefault("api_key", secrets.CLIENT_KEY)
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         kw.setdefault("base_url", self.base_url)
@@ -71,7 +106,7 @@ class ProxyServer:
 
     def async_client(self, **kw: Any) -> openai.AsyncOpenAI:
         """Like `client`, asynchronous."""
-        kw.setdefault("api_key", "sk-test")
+        kw.setdefault("api_key", secrets.CLIENT_KEY)
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 30.0)
         kw.setdefault("base_url", self.base_url)

@@ -6,7 +6,12 @@
   can front a fresh fake per test.
 - `run_memproxy_subprocess(args, env)` starts `python -m proxy serve ...` and waits until
   `GET /health/liveliness` answers 200; the returned `ProcessHandle` can `stop()` (SIGTERM,
-  then SIGKILL) or `kill()` (SIGKILL) it, for restart and crash tests.
+  then SIGKILL) or `kill()` (SIGKILL) it, for restart and crash tests. Each process's output
+  is handed to `OUTPUT_SINK` once it has exited (tests/conftest.py points it at the session's
+  run log, which is checked for secrets); `collect_process_output()` sweeps the rest.
+- `UpstreamGate(app, after_chunks)` wraps a fake upstream so that chat completion responses
+  stop after `after_chunks` body messages until the test calls `release()`: a slow upstream
+  whose pace the test controls, without sleeping.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ import httpx
 import uvicorn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Receives each memproxy subprocess's output once (set by tests/conftest.py).
+OUTPUT_SINK: Callable[[str], None] | None = None
+_STARTED: list[ProcessHandle] = []
 
 
 class ServerThread:
@@ -160,6 +169,7 @@ class ProcessHandle:
         self.host = host
         self.log_path = log_path
         self._final_output: str | None = None
+        self._collected = False
 
     @property
     def url(self) -> str:
@@ -200,6 +210,7 @@ class ProcessHandle:
         if self._final_output is None:
             self._final_output = self.output()
             self.log_path.unlink(missing_ok=True)
+        self._collect()
         return self.proc.returncode
 
     def kill(self) -> int:
@@ -207,7 +218,16 @@ class ProcessHandle:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5.0)
+        self._collect()
         return self.proc.returncode
+
+    def _collect(self) -> None:
+        """Hand the output of the exited process to `OUTPUT_SINK`, once."""
+        if self._collected or self.proc.poll() is None:
+            return
+        self._collected = True
+        if OUTPUT_SINK is not None:
+            OUTPUT_SINK(f"--- memproxy subprocess {self.pid} output ---\n{self.output()}\n")
 
     def __enter__(self) -> ProcessHandle:
         return self
@@ -263,6 +283,7 @@ def run_memproxy_subprocess(
             stderr=subprocess.STDOUT,
         )
     handle = ProcessHandle(proc, port, log_path, host)
+    _STARTED.append(handle)
     deadline = time.monotonic() + startup_timeout_s
     last_error = "no attempt"
     with httpx.Client(timeout=1.0) as http:
@@ -288,6 +309,61 @@ def run_memproxy_subprocess(
                     f"(last: {last_error}); output:\n{handle.output()}"
                 )
             time.sleep(0.05)
+
+
+def collect_process_output() -> None:
+    """Stop every memproxy subprocess still running and hand all output not yet collected to
+    `OUTPUT_SINK` (the end of the session)."""
+    for handle in _STARTED:
+        handle.stop()
+    _STARTED.clear()
+
+
+class UpstreamGate:
+    """An ASGI wrapper holding chat completion responses of `app` until `release()`.
+
+    Each response to `POST .../chat/completions` (only those whose request headers satisfy
+    `hold_if`, when given) is held before its body message number `after_chunks` (0: before
+    any body; for a stream, `after_chunks=k` lets the first k events through). `held` is set
+    once a response is waiting at the gate.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        after_chunks: int = 0,
+        hold_if: Callable[[dict[str, str]], bool] | None = None,
+    ) -> None:
+        self.app = app
+        self.after_chunks = after_chunks
+        self.hold_if = hold_if
+        self.held = threading.Event()
+        self._open = threading.Event()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.hold_if is not None and not self.hold_if(headers):
+            await self.app(scope, receive, send)
+            return
+        sent = 0
+
+        async def gated_send(message: dict) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body":
+                if sent == self.after_chunks:
+                    self.held.set()
+                    while not self._open.is_set():
+                        await asyncio.sleep(0.01)
+                sent += 1
+            await send(message)
+
+        await self.app(scope, receive, gated_send)
 
 
 def run_concurrently(count: int, call: Callable[[int], object]) -> list[BaseException]:

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from proxy.config import Settings
+from tests import secrets
 from tests.openapi_check import validate_embeddings, validate_error, validate_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,29 +38,46 @@ def test_embeddings_are_forwarded(make_proxy, fake_upstream):
 
 
 def test_upstream_key_replaces_the_clients(make_proxy, fake_upstream):
-    proxy = make_proxy({"upstream": {"api_key": "sk-upstream"},
-                        "auth": {"keys": {"mp-client": "t"}}})
-    client = proxy.client(api_key="mp-client")
+    proxy = make_proxy({"upstream": {"api_key": secrets.UPSTREAM_KEY},
+                        "auth": {"keys": {secrets.TENANT_A_KEY: "t"}}})
+    client = proxy.client(api_key=secrets.TENANT_A_KEY)
     client.models.list()
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
                                    extra_headers={"X-Agent-Id": "k"})
     seen = {r.headers.get("authorization") for r in fake_upstream.all_requests}
-    assert seen == {"Bearer sk-upstream"}
+    assert seen == {f"Bearer {secrets.UPSTREAM_KEY}"}
 
 
-def test_forward_client_key(make_proxy, fake_upstream):
-    proxy = make_proxy({"upstream": {"forward_client_key": True}})
-    proxy.client(api_key="sk-users-own").chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-        extra_headers={"X-Agent-Id": "k"})
-    assert fake_upstream.last.headers["authorization"] == "Bearer sk-users-own"
+@pytest.mark.parametrize("forward", [True, False], ids=["forward", "configured-key"])
+def test_forward_client_key(make_proxy, fake_upstream, forward):
+    """`[upstream] forward_client_key`: the client's own Authorization reaches the upstream
+    (stateful turns, pass-through, models, embeddings) only when true; otherwise the
+    configured key does and the client's key never leaves memproxy."""
+    proxy = make_proxy({"upstream": {"forward_client_key": forward,
+                                     "api_key": secrets.UPSTREAM_KEY, "models_cache_s": 0}})
+    client = proxy.client(api_key=secrets.USER_OWN_KEY)
+    question = [{"role": "user", "content": "x"}]
+    client.chat.completions.create(model="gpt-4o-mini", messages=question,
+                                   extra_headers={"X-Agent-Id": "k"})
+    client.chat.completions.create(model="gpt-4o-mini", messages=question)  # pass-through
+    client.models.list()
+    client.embeddings.create(model="text-embedding-3-small", input="x", encoding_format="float")
+    expected = f"Bearer {secrets.USER_OWN_KEY if forward else secrets.UPSTREAM_KEY}"
+    chat = [r.headers.get("authorization") for r in fake_upstream.requests]
+    assert len(chat) == 2 and set(chat) == {expected}
+    listed = [r for r in fake_upstream.all_requests if r.path == "/v1/models"]
+    embedded = [r for r in fake_upstream.all_requests if r.path == "/v1/embeddings"]
+    assert listed[-1].headers.get("authorization") == expected
+    assert [r.headers.get("authorization") for r in embedded] == [expected]
+    if not forward:
+        assert all(secrets.USER_OWN_KEY not in str(r.headers) for r in fake_upstream.all_requests)
 
 
 def test_models_need_a_key_when_auth_is_on(make_proxy, fake_upstream):
-    proxy = make_proxy({"auth": {"keys": {"mp-client": "t"}}})
+    proxy = make_proxy({"auth": {"keys": {secrets.TENANT_A_KEY: "t"}}})
     with pytest.raises(openai.AuthenticationError):
-        proxy.client(api_key="nope").models.list()
+        proxy.client(api_key=secrets.WRONG_KEY).models.list()
     response = httpx.get(f"{proxy.base_url}/models")
     assert response.status_code == 401
     validate_error(response.json())
@@ -101,7 +119,7 @@ def test_keys_add_creates_a_working_key(tmp_path, fake_upstream):
                                      messages=[{"role": "user", "content": "hi"}],
                                      extra_headers={"X-Agent-Id": "a"})
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=proc.base_url, api_key="mp-wrong", max_retries=0
+            openai.OpenAI(base_url=proc.base_url, api_key=secrets.WRONG_KEY, max_retries=0
                           ).models.list()
     assert key not in (tmp_path / "k.db").read_bytes().decode("latin-1")
 

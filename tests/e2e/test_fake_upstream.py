@@ -15,7 +15,7 @@ import openai
 import pytest
 from starlette.applications import Starlette
 
-from tests import openapi_check
+from tests import openapi_check, secrets
 from tests.fakes import FakeUpstream, Fault, Reply, prompt_tokens, scripted_model
 from tests.servers import ServerThread, run_memproxy_subprocess
 
@@ -48,7 +48,8 @@ MEMORY_TOOLS = [
 
 @pytest.fixture
 def client(fake_upstream: FakeUpstream) -> openai.OpenAI:
-    return openai.OpenAI(base_url=fake_upstream.url, api_key="sk-test", max_retries=0, timeout=10)
+    return openai.OpenAI(base_url=fake_upstream.url, api_key=secrets.CLIENT_KEY, max_retries=0,
+                         timeout=10)
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -216,7 +217,7 @@ def test_requests_are_recorded_with_exact_bytes(client, fake_upstream):
     assert rec.method == "POST" and rec.path == "/v1/chat/completions"
     assert rec.headers["x-probe"] == "yes"
     client.chat.completions.create(model="gpt-4o", messages=user("again"))
-    assert fake_upstream.last.headers["authorization"] == "Bearer sk-test"
+    assert fake_upstream.last.headers["authorization"] == f"Bearer {secrets.CLIENT_KEY}"
     assert [b["messages"][-1]["content"] for b in fake_upstream.bodies()] == ["hi", "again"]
     client.models.list()
     assert len(fake_upstream.requests) == 2 and len(fake_upstream.all_requests) == 3
@@ -336,11 +337,12 @@ def test_strict_models(client, fake_upstream):
 
 
 def test_require_api_key(fake_upstream):
-    fake_upstream.require_api_key = "sk-up"
-    bad = openai.OpenAI(base_url=fake_upstream.url, api_key="sk-wrong", max_retries=0)
+    fake_upstream.require_api_key = secrets.FAKE_UPSTREAM_KEY
+    bad = openai.OpenAI(base_url=fake_upstream.url, api_key=secrets.WRONG_KEY, max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="gpt-4o", messages=user("q"))
-    good = openai.OpenAI(base_url=fake_upstream.url, api_key="sk-up", max_retries=0)
+    good = openai.OpenAI(base_url=fake_upstream.url, api_key=secrets.FAKE_UPSTREAM_KEY,
+                         max_retries=0)
     assert good.chat.completions.create(model="gpt-4o", messages=user("q"))
 
 

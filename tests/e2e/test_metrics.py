@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import secrets
+
 MODEL = "gpt-4o-mini"
 
 
@@ -52,4 +54,4 @@ def test_a_known_sequence_is_counted_exactly(make_proxy, fake_upstream):
     assert value(found, "memproxy_reconcile_decisions_total", action="append") == 2
     # no agent ids, keys or message text in the metrics
     text = httpx.get(f"{proxy.url}/metrics").text
-    assert "Ada" not in text and '"m"' not in text and "sk-test" not in text
+    assert "Ada" not in text and '"m"' not in text and secrets.CLIENT_KEY not in text

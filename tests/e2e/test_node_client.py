@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import storage
+from tests import secrets, storage
 from tests.fakes import MEMORY_TOOLS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +68,8 @@ def test_official_node_sdk_drives_memproxy(make_proxy, fake_upstream):
     node = _node_with_sdk()
     sdk_version = json.loads(SDK_PACKAGE.read_text())["version"]
     proxy = make_proxy()
-    env = {**os.environ, "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT}
+    env = {**os.environ, "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT,
+           "MEMPROXY_API_KEY": secrets.CLIENT_KEY}
     try:
         done = subprocess.run([node, str(SCRIPT)], cwd=NODE_DIR, env=env, capture_output=True,
                               text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)

@@ -6,7 +6,7 @@ import threading
 
 import openai
 
-from tests import storage
+from tests import secrets, storage
 from tests.servers import run_concurrently, run_memproxy_subprocess
 
 
@@ -15,7 +15,8 @@ def test_two_processes_on_one_sqlite_file(tmp_path, fake_upstream):
     args = ["--database-url", db, "--upstream-url", fake_upstream.url]
     with run_memproxy_subprocess(args, env={}) as p1, run_memproxy_subprocess(args, env={}) as p2:
         errors = run_concurrently(20, lambda i: openai.OpenAI(
-            base_url=(p1 if i % 2 else p2).base_url, api_key="x", max_retries=0, timeout=60,
+            base_url=(p1 if i % 2 else p2).base_url, api_key=secrets.CLIENT_KEY, max_retries=0,
+            timeout=60,
         ).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
             extra_headers={"X-Agent-Id": "shared"}))
@@ -43,7 +44,7 @@ def test_a_killed_process_loses_its_lease_and_another_continues_the_turn(
     with run_memproxy_subprocess(args, env=env) as survivor:
         fake_upstream.push(Fault.delay(30))
         pending = threading.Thread(target=lambda: _quietly(lambda: openai.OpenAI(
-            base_url=victim.base_url, api_key="x", max_retries=0, timeout=30,
+            base_url=victim.base_url, api_key=secrets.CLIENT_KEY, max_retries=0, timeout=30,
         ).chat.completions.create(model="gpt-4o-mini", messages=question,
                                   extra_headers=headers)))
         pending.start()
@@ -55,7 +56,7 @@ def test_a_killed_process_loses_its_lease_and_another_continues_the_turn(
         assert stored == [("user", "a question for a dying server")]
         assert storage.last_turn(database_url, "crash").status == "open"  # unanswered
 
-        reply = openai.OpenAI(base_url=survivor.base_url, api_key="x", max_retries=0,
+        reply = openai.OpenAI(base_url=survivor.base_url, api_key=secrets.CLIENT_KEY, max_retries=0,
                               timeout=30).chat.completions.create(
             model="gpt-4o-mini", messages=question,
             extra_headers={**headers, "x-stainless-retry-count": "1"})
@@ -86,7 +87,8 @@ def test_three_processes_ninety_requests_three_conversations(database_url, fake_
     servers = [run_memproxy_subprocess(args, env={}) for _ in range(3)]
     try:
         errors = run_concurrently(90, lambda i: openai.OpenAI(
-            base_url=servers[i % 3].base_url, api_key="x", max_retries=0, timeout=120,
+            base_url=servers[i % 3].base_url, api_key=secrets.CLIENT_KEY, max_retries=0,
+            timeout=120,
         ).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": f"m{i}"}],
             extra_headers={"X-Agent-Id": "fleet", "X-Conversation-Id": f"c{i % 3}"}))

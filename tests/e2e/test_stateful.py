@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests import storage
+from tests import secrets, storage
 from tests.openapi_check import validate_chat_chunk, validate_chat_completion, validate_error
 
 MODEL = "gpt-4o-mini"
@@ -51,10 +51,10 @@ def test_memory_survives_a_restart_of_the_process(tmp_path, fake_upstream):
     db = f"sqlite:///{tmp_path}/m.db"
     args = ["--database-url", db, "--upstream-url", fake_upstream.url]
     with run_memproxy_subprocess(args, env={}) as proc:
-        client = openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=proc.base_url, api_key=secrets.CLIENT_KEY, max_retries=0)
         ask(client, "My name is Ada", extra_headers={"X-Agent-Id": "a1"})
     with run_memproxy_subprocess(args, env={}) as proc:
-        client = openai.OpenAI(base_url=proc.base_url, api_key="x", max_retries=0)
+        client = openai.OpenAI(base_url=proc.base_url, api_key=secrets.CLIENT_KEY, max_retries=0)
         reply = ask(client, "What is my name?", extra_headers={"X-Agent-Id": "a1"})
     assert reply.choices[0].message.content == "Your name is Ada."
     assert "Name: Ada" in system_text(fake_upstream.last.json)
@@ -70,9 +70,10 @@ def test_agents_do_not_see_each_others_memory(make_proxy, fake_upstream):
 
 
 def test_tenants_with_the_same_agent_id_are_separate(make_proxy, fake_upstream):
-    proxy = make_proxy({"auth": {"keys": {"key-a": "tenant-a", "key-b": "tenant-b"}}})
-    a = proxy.client(api_key="key-a")
-    b = proxy.client(api_key="key-b")
+    proxy = make_proxy({"auth": {"keys": {secrets.TENANT_A_KEY: "tenant-a",
+                                          secrets.TENANT_B_KEY: "tenant-b"}}})
+    a = proxy.client(api_key=secrets.TENANT_A_KEY)
+    b = proxy.client(api_key=secrets.TENANT_B_KEY)
     ask(a, "My name is Ada", extra_headers={"X-Agent-Id": "alice"})
     reply = ask(b, "What is my name?", extra_headers={"X-Agent-Id": "alice"})
     assert reply.choices[0].message.content == "I don't know your name."
@@ -80,13 +81,14 @@ def test_tenants_with_the_same_agent_id_are_separate(make_proxy, fake_upstream):
     assert ask(a, "What is my name?", extra_headers={"X-Agent-Id": "alice"}
                ).choices[0].message.content == "Your name is Ada."
     # the upstream never receives memproxy's own keys
-    assert all("key-a" not in r.headers.get("authorization", "") for r in fake_upstream.requests)
+    assert all(secrets.TENANT_A_KEY not in r.headers.get("authorization", "")
+               for r in fake_upstream.requests)
 
 
 def test_unknown_and_missing_keys_are_rejected(make_proxy, fake_upstream):
-    proxy = make_proxy({"auth": {"keys": {"key-a": "tenant-a"}}})
+    proxy = make_proxy({"auth": {"keys": {secrets.TENANT_A_KEY: "tenant-a"}}})
     with pytest.raises(openai.AuthenticationError) as err:
-        ask(proxy.client(api_key="wrong"), "hi", extra_headers={"X-Agent-Id": "a"})
+        ask(proxy.client(api_key=secrets.WRONG_KEY), "hi", extra_headers={"X-Agent-Id": "a"})
     assert err.value.code == "invalid_api_key"
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     for headers in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer"}):

@@ -89,7 +89,7 @@ async function main() {
   const agent = env("MEMPROXY_AGENT");
   const client = new OpenAI({
     baseURL,
-    apiKey: "sk-node",
+    apiKey: env("MEMPROXY_API_KEY"),
     maxRetries: 0,
     timeout: 30_000,
     defaultHeaders: { "X-Agent-Id": agent, "X-Conversation-Id": CONVERSATION },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import ConfigError, load_settings
+from tests import secrets
 
 
 def write(tmp_path, text):
@@ -25,35 +26,37 @@ def test_defaults_match_the_contract():
 
 
 def test_openai_variables_are_fallbacks_below_the_file(tmp_path):
-    env = {"OPENAI_BASE_URL": "http://a/v1", "OPENAI_API_KEY": "sk-env"}
+    env = {"OPENAI_BASE_URL": "http://a/v1", "OPENAI_API_KEY": secrets.SECRET_FROM_ENV}
     assert load_settings(environ=env).upstream.base_url == "http://a/v1"
     path = write(tmp_path, '[upstream]\nbase_url = "http://file/v1"\n')
     s = load_settings(path, environ=env)
-    assert s.upstream.base_url == "http://file/v1" and s.upstream.api_key == "sk-env"
+    assert s.upstream.base_url == "http://file/v1" and s.upstream.api_key == secrets.SECRET_FROM_ENV
 
 
 def test_memproxy_variables_override_the_file_and_flags_override_both(tmp_path):
     path = write(tmp_path, '[database]\nurl = "sqlite:///file.db"\n[server]\nport = 1\n')
     env = {"MEMPROXY_DATABASE_URL": "sqlite:///env.db", "MEMPROXY_SERVER_PORT": "2",
-           "MEMPROXY_UPSTREAM_API_KEY": "sk-x", "MEMPROXY_AUTH_ADMIN_KEYS": '["k1"]'}
+           "MEMPROXY_UPSTREAM_API_KEY": secrets.UPSTREAM_KEY,
+           "MEMPROXY_AUTH_ADMIN_KEYS": f'["{secrets.ADMIN_KEY}"]'}
     s = load_settings(path, environ=env)
     assert s.database.url == "sqlite:///env.db" and s.server.port == 2
-    assert s.upstream.api_key == "sk-x" and s.auth.admin_keys == ["k1"]
+    assert s.upstream.api_key == secrets.UPSTREAM_KEY and s.auth.admin_keys == [secrets.ADMIN_KEY]
     s = load_settings(path, environ=env, overrides={"server": {"port": 3}})
     assert s.server.port == 3
 
 
 def test_env_references_in_the_file(tmp_path):
     path = write(tmp_path, '[upstream]\napi_key = "env:MY_KEY"\n')
-    assert load_settings(path, environ={"MY_KEY": "sk-secret"}).upstream.api_key == "sk-secret"
+    env = {"MY_KEY": secrets.SECRET_FROM_ENV}
+    assert load_settings(path, environ=env).upstream.api_key == secrets.SECRET_FROM_ENV
     with pytest.raises(ConfigError, match="MY_KEY"):
         load_settings(path, environ={})
 
 
 def test_tables_for_keys_models_and_blocks(tmp_path):
-    path = write(tmp_path, """
+    path = write(tmp_path, f"""
 [auth.keys]
-"sk-alice" = "alice"
+"{secrets.TENANT_A_KEY}" = "alice"
 "sha256:abcd" = "bob"
 
 [models."gpt-4o*"]
@@ -67,7 +70,7 @@ limit = 2000
 description = "The project we work on"
 """)
     s = load_settings(path, environ={})
-    assert s.auth.keys == {"sk-alice": "alice", "sha256:abcd": "bob"}
+    assert s.auth.keys == {secrets.TENANT_A_KEY: "alice", "sha256:abcd": "bob"}
     assert s.models["gpt-4o*"].context_window == 128000
     assert s.agent.blocks["persona"].value == "I am terse."
     assert s.agent.blocks["project"].limit == 5000
