@@ -1,0 +1,118 @@
+// The agents REST API (docs/api.md), as the inspector uses it. Every call sends the operator's
+// key as `Authorization: Bearer` when one is set (none on an open server) and turns the
+// OpenAI-shaped error body into an ApiError.
+
+const KEY_NAME = "memproxy.inspector.key";
+
+/** The key: sessionStorage (this tab) or localStorage (remembered on this device). */
+export const keyStore = {
+  get() {
+    return sessionStorage.getItem(KEY_NAME) || localStorage.getItem(KEY_NAME) || "";
+  },
+  remembered() {
+    return Boolean(localStorage.getItem(KEY_NAME));
+  },
+  set(key, remember) {
+    this.clear();
+    if (!key) return;
+    (remember ? localStorage : sessionStorage).setItem(KEY_NAME, key);
+  },
+  clear() {
+    sessionStorage.removeItem(KEY_NAME);
+    localStorage.removeItem(KEY_NAME);
+  },
+};
+
+/** An error answer from memproxy: HTTP status plus the OpenAI error fields. */
+export class ApiError extends Error {
+  constructor(status, error) {
+    super((error && error.message) || `HTTP ${status}`);
+    this.name = "ApiError";
+    this.status = status;
+    this.type = error && error.type;
+    this.code = error && error.code;
+    this.param = error && error.param;
+  }
+}
+
+// The API lives next to /ui: resolving "../" against the page keeps working when a reverse
+// proxy serves memproxy under a path prefix.
+function apiUrl(path, params) {
+  const url = new URL(`..${path}`, window.location.href);
+  for (const [name, value] of Object.entries(params || {})) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, String(value));
+  }
+  url.hash = "";
+  return url;
+}
+
+async function request(method, path, { params, body } = {}) {
+  const headers = { Accept: "application/json" };
+  const key = keyStore.get();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(apiUrl(path, params), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+      credentials: "omit",
+    });
+  } catch (err) {
+    throw new ApiError(0, { message: `memproxy is unreachable: ${err.message}`, code: "network_error" });
+  }
+  let data = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const error = data && data.error ? data.error : { message: `HTTP ${response.status}` };
+    throw new ApiError(response.status, error);
+  }
+  return data;
+}
+
+const enc = encodeURIComponent;
+const agentPath = (agent) => `/v1/agents/${enc(agent)}`;
+
+/**
+ * The calls the views make. `tenant` is passed as `?tenant=` on every per-agent call: an admin
+ * needs it to reach another tenant's agent, and a tenant key's `?tenant=` is ignored.
+ */
+export const api = {
+  listAgents: (after, limit = 100) => request("GET", "/v1/agents", { params: { after, limit } }),
+  getAgent: (tenant, agent) => request("GET", agentPath(agent), { params: { tenant } }),
+  listBlocks: (tenant, agent) => request("GET", `${agentPath(agent)}/blocks`, { params: { tenant } }),
+  putBlock: (tenant, agent, label, fields) =>
+    request("PUT", `${agentPath(agent)}/blocks/${enc(label)}`, { params: { tenant }, body: fields }),
+  blockHistory: (tenant, agent, label, limit = 50) =>
+    request("GET", `${agentPath(agent)}/blocks/${enc(label)}/history`, { params: { tenant, limit } }),
+  undoBlock: (tenant, agent, label, revision) =>
+    request("POST", `${agentPath(agent)}/blocks/${enc(label)}/undo`, {
+      params: { tenant },
+      body: revision === undefined ? {} : { revision },
+    }),
+  listConversations: (tenant, agent) =>
+    request("GET", `${agentPath(agent)}/conversations`, { params: { tenant } }),
+  listMessages: (tenant, agent, conversation, { after, limit = 50, includeSuperseded, query } = {}) =>
+    request("GET", `${agentPath(agent)}/conversations/${enc(conversation)}/messages`, {
+      params: { tenant, after, limit, query, include_superseded: includeSuperseded ? "true" : undefined },
+    }),
+  searchMessages: (tenant, agent, query, limit = 50) =>
+    request("GET", `${agentPath(agent)}/messages`, { params: { tenant, query, limit } }),
+  listPassages: (tenant, agent, { query, tags, limit = 50, offset = 0 } = {}) =>
+    request("GET", `${agentPath(agent)}/passages`, { params: { tenant, query, tags, limit, offset } }),
+  addPassage: (tenant, agent, text, tags) =>
+    request("POST", `${agentPath(agent)}/passages`, { params: { tenant }, body: { text, tags } }),
+  deletePassage: (tenant, agent, id) =>
+    request("DELETE", `${agentPath(agent)}/passages/${enc(id)}`, { params: { tenant } }),
+  context: (tenant, agent, conversation, model) =>
+    request("GET", `${agentPath(agent)}/context`, { params: { tenant, conversation, model } }),
+};

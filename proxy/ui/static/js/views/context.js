@@ -1,0 +1,158 @@
+// The context window as the next request would see it (GET /v1/agents/{a}/context): one
+// stacked horizontal bar of tokens per part against the model's window, with a legend that
+// carries the numbers (the bar itself is decorative for screen readers).
+
+import { api } from "../api.js";
+import { append, explainError, field, formatNumber, h, replace, uid } from "../dom.js";
+
+// Report keys (proxy/inspect_context.py) in prompt order, with readable names.
+const PARTS = [
+  ["system", "Base instructions"],
+  ["client_system", "Client system text"],
+  ["blocks", "Memory blocks"],
+  ["metadata", "Memory metadata"],
+  ["summary", "Summary"],
+  ["messages", "Messages in context"],
+  ["tools", "Tool schemas"],
+  ["reserved_output", "Reserved for output"],
+];
+const NOT_PARTS = new Set(["total", "free"]);
+
+/** [key, label, tokens] for every part of `tokens`, known ones first, then any new ones. */
+export function contextParts(tokens) {
+  const known = PARTS.map(([key, label]) => [key, label, Number(tokens[key] || 0)]);
+  const extra = Object.keys(tokens)
+    .filter((key) => !NOT_PARTS.has(key) && !PARTS.some(([k]) => k === key))
+    .map((key) => [key, key.replace(/_/g, " "), Number(tokens[key] || 0)]);
+  return [...known, ...extra];
+}
+
+const pct = (n, of) => (of > 0 ? (100 * n) / of : 0);
+const pctText = (n, of) => `${pct(n, of).toFixed(1)}%`;
+
+function bar(parts, free, scale, className = "context-bar") {
+  const segments = parts
+    .filter(([, , tokens]) => tokens > 0)
+    .map(([key, label, tokens]) => {
+      const seg = h("span", { class: `segment part-${key}`, title: `${label}: ${formatNumber(tokens)} tokens`, dataset: { part: key } });
+      seg.style.width = `${pct(tokens, scale)}%`; // CSSOM, allowed by the page's CSP
+      return seg;
+    });
+  if (free > 0) {
+    const seg = h("span", { class: "segment part-free", title: `Free: ${formatNumber(free)} tokens`, dataset: { part: "free" } });
+    seg.style.width = `${pct(free, scale)}%`;
+    segments.push(seg);
+  }
+  return h("div", { class: className, "aria-hidden": "true" }, segments);
+}
+
+function legend(parts, free, window) {
+  const rows = parts.map(([key, label, tokens]) => h(
+    "tr",
+    { dataset: { part: key } },
+    h("th", { scope: "row" }, h("span", { class: `swatch part-${key}` }), label),
+    h("td", { class: "num" }, formatNumber(tokens)),
+    h("td", { class: "num" }, window ? pctText(tokens, window) : "—"),
+  ));
+  rows.push(h(
+    "tr",
+    { dataset: { part: "free" } },
+    h("th", { scope: "row" }, h("span", { class: "swatch part-free" }), "Free"),
+    h("td", { class: "num" }, formatNumber(free)),
+    h("td", { class: "num" }, window ? pctText(free, window) : "—"),
+  ));
+  return h(
+    "table",
+    { class: "data legend" },
+    h("caption", {}, "Tokens per part of the next prompt"),
+    h("thead", {}, h("tr", {},
+      h("th", { scope: "col" }, "Part"),
+      h("th", { scope: "col", class: "num" }, "Tokens"),
+      h("th", { scope: "col", class: "num" }, "Share of window"))),
+    h("tbody", {}, rows),
+  );
+}
+
+function report(data) {
+  const tokens = data.tokens || {};
+  const window = Number(data.window || 0);
+  const parts = contextParts(tokens);
+  const total = Number(tokens.total ?? parts.reduce((sum, [, , n]) => sum + n, 0));
+  const free = Number(tokens.free ?? Math.max(0, window - total));
+  const scale = Math.max(window, total);
+  const over = window > 0 && total > window;
+  return h(
+    "div",
+    { class: "context-report" },
+    h(
+      "p",
+      { class: `context-summary${over ? " over" : ""}` },
+      `${formatNumber(total)} tokens of the ${formatNumber(window)}-token window used`,
+      window ? ` (${pctText(total, window)})` : "",
+      data.model ? ` · model ${data.model}` : " · model unknown (no request yet)",
+    ),
+    h("p", { class: "bar-label muted", "aria-hidden": "true" }, "Whole window"),
+    bar(parts, free, scale),
+    // With a large window the used parts are slivers: the same parts again, scaled to the total.
+    window > 2 * total && total > 0
+      ? [h("p", { class: "bar-label muted", "aria-hidden": "true" }, "Used tokens only, enlarged"),
+        bar(parts, 0, total, "context-bar zoomed")]
+      : null,
+    legend(parts, free, window),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Window"), h("dd", { class: "window-size" }, `${formatNumber(window)} tokens`),
+      h("dt", {}, "Conversation"), h("dd", {}, data.conversation_id ?? "—"),
+      h("dt", {}, "Messages in context"), h("dd", {}, formatNumber(data.messages_in_context)),
+      h("dt", {}, "Calibration factor"), h("dd", {}, String(data.calibration_factor ?? "—")),
+    ),
+    data.summary
+      ? h("details", { class: "summary" }, h("summary", {}, "Summary in the prompt"), h("p", { class: "content" }, data.summary))
+      : null,
+  );
+}
+
+/** Render the context tab: a conversation and model picker, then the report. */
+export async function renderContext(panel, route, ctx) {
+  const conversation = h("select", { id: uid("context-conversation") });
+  const model = h("input", { id: uid("context-model"), type: "text", placeholder: "the last turn's model" });
+  const out = h("div", { class: "context-out", "aria-live": "polite" });
+  const form = h(
+    "form",
+    { class: "inline-form", "aria-label": "Context window options" },
+    field("Conversation", conversation),
+    field("Model (optional)", model),
+    h("button", { type: "submit" }, "Show context"),
+  );
+  append(panel, [h("h3", {}, "Context window"), form, out]);
+
+  async function load() {
+    replace(out, h("p", { class: "muted" }, "Measuring the next prompt…"));
+    try {
+      const data = await api.context(route.tenant, route.agent, conversation.value || undefined, model.value.trim() || undefined);
+      if (ctx.isCurrent()) replace(out, report(data));
+    } catch (error) {
+      if (ctx.isCurrent()) replace(out, explainError(error));
+    }
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load();
+  });
+
+  try {
+    const conversations = (await api.listConversations(route.tenant, route.agent)).data || [];
+    if (!ctx.isCurrent()) return;
+    if (conversations.length === 0) {
+      replace(out, h("p", {}, "This agent has no conversation yet; the context window is measured "
+        + "for a conversation, so it appears after the first chat request."));
+      return;
+    }
+    append(conversation, conversations.map((c) => h("option", { value: c.id, selected: c.id === route.conversation }, c.id)));
+  } catch {
+    // The list only fills the picker; the report below still shows the default conversation.
+  }
+  if (conversation.options.length === 0) append(conversation, h("option", { value: "" }, "default"));
+  await load();
+}

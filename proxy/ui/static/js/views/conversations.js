@@ -1,0 +1,156 @@
+// Conversations and transcripts: the agent's conversations, one transcript paged with
+// `?after=`, superseded messages on request (`include_superseded=true`), and full-text search
+// in this conversation or across all of the agent's conversations.
+
+import { api } from "../api.js";
+import { append, explainError, field, formatNumber, h, replace, timeEl, uid } from "../dom.js";
+import { messageItem } from "./messages.js";
+
+const PAGE = 50;
+
+function conversationList(conversations, route, ctx) {
+  return h(
+    "nav",
+    { class: "conversation-list", "aria-label": "Conversations" },
+    h("ul", {}, conversations.map((c) => h(
+      "li",
+      {},
+      h(
+        "a",
+        {
+          href: ctx.routeHash({ ...route, tab: "conversations", conversation: c.id }),
+          "aria-current": c.id === route.conversation ? "page" : null,
+          dataset: { conversation: c.id },
+        },
+        h("code", {}, c.id),
+      ),
+      h("span", { class: "muted" }, ` ${formatNumber(c.messages)} messages, last `, timeEl(c.last_message_at)),
+    ))),
+  );
+}
+
+function searchForm(route, ctx, results) {
+  const queryId = uid("search-query");
+  const scopeId = uid("search-scope");
+  const input = h("input", { id: queryId, type: "search", required: true });
+  const scope = h(
+    "select",
+    { id: scopeId },
+    h("option", { value: "conversation" }, "This conversation"),
+    h("option", { value: "agent" }, "All conversations"),
+  );
+  const form = h(
+    "form",
+    { class: "inline-form search-form", role: "search", "aria-label": "Search the transcripts" },
+    field("Search transcripts", input),
+    field("In", scope),
+    h("button", { type: "submit" }, "Search"),
+    h("button", { type: "button", onclick: () => replace(results) }, "Clear results"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const query = input.value.trim();
+    if (!query) return;
+    replace(results, h("p", { class: "muted" }, "Searching…"));
+    try {
+      const page = scope.value === "agent"
+        ? await api.searchMessages(route.tenant, route.agent, query)
+        : await api.listMessages(route.tenant, route.agent, route.conversation, { query, limit: PAGE });
+      const hits = page.data || [];
+      const items = hits.map((m) => messageItem(m, {
+        conversationLink: m.conversation_id
+          ? h("a", { href: ctx.routeHash({ ...route, tab: "conversations", conversation: m.conversation_id }) },
+            `in ${m.conversation_id}`)
+          : null,
+      }));
+      replace(
+        results,
+        h("h4", {}, `${hits.length} ${hits.length === 1 ? "hit" : "hits"} for “${query}”, best first`),
+        hits.length ? h("ol", { class: "messages search-results" }, items) : null,
+      );
+    } catch (error) {
+      replace(results, explainError(error));
+    }
+  });
+  return form;
+}
+
+function transcript(route, ctx) {
+  const list = h("ol", { class: "messages transcript", "aria-label": `Transcript of ${route.conversation}` });
+  const footer = h("div", { class: "pager" });
+  const superseded = h("input", { type: "checkbox", id: uid("superseded") });
+  const toggles = h(
+    "div",
+    { class: "toggles" },
+    h("label", { class: "check" }, superseded, " Show superseded messages"),
+    h("span", { class: "legend muted" }, "Memory steps are the model's internal memory-tool calls and "
+      + "results, never sent to the client."),
+  );
+
+  async function load(after) {
+    replace(footer, h("p", { class: "muted" }, "Loading messages…"));
+    let page;
+    try {
+      page = await api.listMessages(route.tenant, route.agent, route.conversation, {
+        after, limit: PAGE, includeSuperseded: superseded.checked,
+      });
+    } catch (error) {
+      replace(footer, explainError(error));
+      return;
+    }
+    if (!ctx.isCurrent()) return;
+    const rows = page.data || [];
+    append(list, rows.map((m) => messageItem(m)));
+    const last = rows.length ? rows[rows.length - 1].seq : after;
+    const next = page.next_after ?? last;
+    replace(
+      footer,
+      list.children.length === 0 ? h("p", {}, "No messages in this conversation.") : null,
+      page.has_more ? h("button", { type: "button", onclick: () => load(next) }, "Load more messages") : null,
+    );
+  }
+  superseded.addEventListener("change", () => {
+    replace(list);
+    load(undefined);
+  });
+  return { element: h("div", { class: "transcript-box" }, toggles, list, footer), load };
+}
+
+/** Render the conversations tab: the list, then the selected conversation's transcript. */
+export async function renderConversations(panel, route, ctx) {
+  const body = h("div", { class: "conversations" }, h("p", { class: "muted" }, "Loading conversations…"));
+  append(panel, body);
+  let conversations;
+  try {
+    conversations = (await api.listConversations(route.tenant, route.agent)).data || [];
+  } catch (error) {
+    if (ctx.isCurrent()) replace(body, explainError(error));
+    return;
+  }
+  if (!ctx.isCurrent()) return;
+  if (conversations.length === 0) {
+    replace(body, h("p", {}, "This agent has no conversations yet."));
+    return;
+  }
+  const current = conversations.find((c) => c.id === route.conversation) || conversations[0];
+  const selected = { ...route, conversation: current.id };
+  const results = h("div", { class: "search-results-box", "aria-live": "polite" });
+  const view = transcript(selected, ctx);
+  replace(
+    body,
+    conversationList(conversations, selected, ctx),
+    h(
+      "section",
+      { class: "conversation", "aria-labelledby": "conversation-title" },
+      h("h3", { id: "conversation-title" }, "Conversation ", h("code", {}, current.id)),
+      current.summary
+        ? h("details", { class: "summary" }, h("summary", {}, "Summary of evicted messages"),
+          h("p", { class: "content" }, current.summary))
+        : null,
+      searchForm(selected, ctx, results),
+      results,
+      view.element,
+    ),
+  );
+  await view.load(undefined);
+}
