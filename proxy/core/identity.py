@@ -109,3 +109,11 @@ def is_auxiliary(messages: list[Any], patterns: list[re.Pattern[str]]) -> bool:
             text = content_text(message.get("content"))
             return any(p.search(text) for p in patterns)
     return False
+
+
+def memory_model(model: Any, suffix: str) -> str | None:
+    """A/B mode (`[ab] expose_raw_models`): the upstream model a `NAME<suffix>` request is for,
+    or None when the request names a raw model (pass-through, no memory) or no model at all."""
+    if isinstance(model, str) and model.endswith(suffix) and len(model) > len(suffix):
+        return model[: -len(suffix)]
+    return None

@@ -1,0 +1,120 @@
+"""What every command shares: settings from flags, the connection options, expected errors.
+
+An expected failure (the API said no, a file is missing, bad input) is a `CliError`: `main`
+prints its one-line message to stderr and exits with its code, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ..config import Settings, load_settings
+
+CONFIG_ENV = "MEMPROXY_CONFIG"
+URL_ENV = "MEMPROXY_URL"
+KEY_ENV = "MEMPROXY_API_KEY"
+
+
+class CliError(Exception):
+    """An expected failure: `message` goes to stderr as one line, `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from `--config` (or $MEMPROXY_CONFIG), the environment and the given flags."""
+    overrides: dict[str, dict[str, object]] = {"server": {}, "database": {}, "upstream": {}}
+    if getattr(args, "host", None):
+        overrides["server"]["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["server"]["port"] = args.port
+    if getattr(args, "workers", None):
+        overrides["server"]["workers"] = args.workers
+    if getattr(args, "database_url", None):
+        overrides["database"]["url"] = args.database_url
+    if getattr(args, "upstream_url", None):
+        overrides["upstream"]["base_url"] = args.upstream_url
+    config = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
+    return load_settings(config, overrides=overrides)
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    """`--config` and `--database-url`, exactly as `serve` takes them."""
+    parser.add_argument("--config", help="TOML configuration file (see config.example.toml)")
+    parser.add_argument("--database-url", help="sqlite:///path.db or postgresql://...")
+
+
+def connection_parent() -> argparse.ArgumentParser:
+    """Options of every command that talks to the agents API (a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "connection",
+        "Without --url the command opens the configured database itself (as an admin); "
+        "with --url it calls a running memproxy.",
+    )
+    group.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV),
+        help=f"a running memproxy, e.g. http://127.0.0.1:8080 (default ${URL_ENV})",
+    )
+    group.add_argument(
+        "--key",
+        default=os.environ.get(KEY_ENV),
+        help=f"API key for --url (default ${KEY_ENV})",
+    )
+    group.add_argument(
+        "--tenant",
+        help="the tenant the agent belongs to (admin keys and local mode; default 'default')",
+    )
+    group.add_argument("--config", help="TOML configuration file (local mode)")
+    group.add_argument("--database-url", help="sqlite:///path.db or postgresql://... (local mode)")
+    return parent
+
+
+def json_parent() -> argparse.ArgumentParser:
+    """`--json`, for read commands."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parent
+
+
+def print_json(value: Any) -> None:
+    """Pretty JSON on stdout, non-ASCII kept readable."""
+    json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def parse_tags(raw: str | None) -> list[str]:
+    """`a,b, c` → `["a", "b", "c"]`; empty items dropped."""
+    if not raw:
+        return []
+    return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+def positive_int(raw: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(raw: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value

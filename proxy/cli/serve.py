@@ -1,0 +1,95 @@
+"""`memproxy serve` and `memproxy keys add` (DESIGN §3.1: flags and behaviour are a contract)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+
+from .common import CONFIG_ENV, add_database_options, settings_from_args
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..logs import configure_logging, uvicorn_options
+
+    settings = settings_from_args(args)
+    configure_logging(settings)
+    loop = "auto"
+    http = "auto"
+    if settings.server.workers > 1:
+        # Workers are separate processes: hand them the resolved settings via the environment.
+        if args.config:
+            os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+        os.environ["MEMPROXY_DATABASE_URL"] = settings.database.url
+        os.environ["MEMPROXY_UPSTREAM_BASE_URL"] = settings.upstream.base_url
+        uvicorn.run(
+            "proxy.cli:app_from_environment",
+            factory=True,
+            host=settings.server.host,
+            port=settings.server.port,
+            workers=settings.server.workers,
+            loop=loop,
+            http=http,
+            **uvicorn_options(settings),
+        )
+        return 0
+    from ..app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop=loop,
+        http=http,
+        **uvicorn_options(settings),
+    )
+    return 0
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from ..api.auth import hash_key
+    from ..store import open_store
+
+    settings = settings_from_args(args)
+    key = "mp-" + secrets.token_urlsafe(32)
+
+    async def run() -> None:
+        store = open_store(settings.database.url)
+        await store.open()
+        try:
+            await store.add_api_key(hash_key(key), args.tenant)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    print(key)
+    print(f"stored a new key for tenant {args.tenant!r}; it is shown only once", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve", help="run the proxy server",
+        description="Run the OpenAI-compatible stateful proxy.",
+    )
+    add_database_options(serve)
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. .../v1")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = sub.add_parser("keys", help="manage API keys", description="Manage API keys.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    add = keys_sub.add_parser(
+        "add", help="create a key for TENANT and print it",
+        description="Create an API key for TENANT, store its hash in the database and print "
+        "the key (shown only once).",
+    )
+    add_database_options(add)
+    add.add_argument("tenant")
+    add.set_defaults(func=cmd_keys_add)
