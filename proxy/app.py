@@ -12,20 +12,24 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import tokens
-from .api.agents import agent_context
 from .api.auth import Authenticator
 from .api.chat import chat_completions
 from .api.health import liveliness, readiness
+from .api.middleware import InFlight, build_middleware, tag_upstream_requests
 from .api.openai_routes import embeddings, list_models
+from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
 from .errors import error_body
 from .metrics import Metrics
 from .store import open_store
 from .turns import StatefulService
+from .ui import ui_routes
 from .upstream import UpstreamClient
+from .upstream.transport import lean_transport
 
 log = logging.getLogger("memproxy")
+SHUTDOWN_UNWIND_S = 5.0
 
 CHAT_PATHS = [
     "/v1/chat/completions",
@@ -56,15 +60,22 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    inflight = InFlight()  # requests being handled, for the shutdown below
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(settings.database.url)
+        store = open_store(settings.database.url,
+                           sqlite_synchronous=settings.database.sqlite_synchronous)
         await store.open()
-        upstream = UpstreamClient(settings.upstream)
+        upstream = UpstreamClient(
+            settings.upstream,
+            transport=lean_transport() if settings.upstream.lean_transport else None)
+        tag_upstream_requests(upstream._http)  # X-Request-Id on every upstream call
         auth = Authenticator(settings.auth, store)
         await auth.refresh()
         tokens.warm_up()
         service = StatefulService(settings, store, upstream, Metrics())
+        await service.embeddings.start()  # hybrid search + background embedding, if enabled
         app.state.memproxy = AppState(settings, store, upstream, auth, service)
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
@@ -74,7 +85,11 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            # requests cancelled past [server] shutdown_timeout_s still mark their turns and
+            # release their leases: let them unwind before the store closes
+            await inflight.wait_idle(SHUTDOWN_UNWIND_S)
             await service.catalog.flush(force=True)
+            await service.embeddings.aclose()
             await upstream.aclose()
             await store.close()
 
@@ -84,13 +99,15 @@ def create_app(settings: Settings) -> Starlette:
         Route("/models", list_models, methods=["GET"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/agents/{agent}/context", agent_context, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/health/liveliness", liveliness, methods=["GET"]),
         Route("/health/readiness", readiness, methods=["GET"]),
     ]
+    routes += agent_routes()  # the agents REST API and /openapi.json (docs/api.md)
+    routes += ui_routes()  # the web inspector (/ui): static files, no data
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed},
+        middleware=build_middleware(settings, inflight),  # request ids, logs, CORS, limits
     )

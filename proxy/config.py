@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,10 +25,31 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
+    # On SIGTERM: stop accepting, let in-flight turns (streams included) finish for this long.
+    shutdown_timeout_s: float = Field(default=30.0, ge=0)
+    # Browser origins allowed to call the API (CORS); empty = no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///memproxy.db"
+    # SQLite's `PRAGMA synchronous` (docs/storage.md): NORMAL survives a process crash, FULL
+    # also the last commits across a power loss, at an fsync per commit. Postgres ignores it.
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper_synchronous(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class FallbackSettings(_Section):
+    """One `[[upstream.fallbacks]]` entry (docs/resilience.md)."""
+
+    base_url: str
+    api_key: str | None = None  # only this key is sent here, never the primary's or a client's
+    models: list[str] = Field(default_factory=list)  # globs of the models it serves; [] = all
+    model: str | None = None  # send this model name instead of the requested one
 
 
 class UpstreamSettings(_Section):
@@ -39,6 +60,14 @@ class UpstreamSettings(_Section):
     read_timeout_s: float = 600.0
     max_retries: int = 2
     models_cache_s: float = 300.0
+    lean_transport: bool = True
+    # Resilience (docs/resilience.md): time to a stream's first token, the whole request's
+    # deadline, the circuit breaker per upstream (0 failures = off), and fallback upstreams.
+    first_token_timeout_s: float = Field(default=60.0, gt=0)
+    request_deadline_s: float = Field(default=900.0, gt=0)
+    circuit_failures: int = Field(default=5, ge=0)
+    circuit_reset_s: float = Field(default=30.0, gt=0)
+    fallbacks: list[FallbackSettings] = Field(default_factory=list)
 
 
 class AuthSettings(_Section):
@@ -119,11 +148,39 @@ class LimitsSettings(_Section):
     max_body_bytes: int = 32 * 1024 * 1024
     max_messages: int = 50_000
     max_message_chars: int = 4_000_000
+    # Per API key (per tenant on an open server), per process; 0 = no limit.
+    requests_per_minute: int = Field(default=0, ge=0)
+    concurrent_turns: int = Field(default=0, ge=0)
 
 
 class LoggingSettings(_Section):
     level: str = "INFO"
     include_content: bool = False
+    format: Literal["text", "json"] = "text"
+
+
+class EmbeddingsSettings(_Section):
+    """Hybrid search (docs/search.md): vectors from an OpenAI-compatible /embeddings API."""
+
+    enabled: bool = False
+    base_url: str | None = None  # None: the upstream's base_url
+    api_key: str | None = None  # None: the upstream's api_key
+    model: str = "text-embedding-3-small"
+    dimensions: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    max_queue: int = Field(default=10_000, ge=1)
+    query_timeout_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    cache_mb: int = Field(default=1024, ge=1)
+
+
+class ABSettings(_Section):
+    """A/B mode (docs/ab.md): list every upstream model twice, raw and with memory."""
+
+    # On: GET /v1/models lists NAME and NAME+memory; NAME is pass-through (no memory) even
+    # when the request names an agent, NAME+memory is stateful (the suffix never goes upstream).
+    expose_raw_models: bool = False
+    memory_suffix: str = Field(default="+memory", min_length=1)
 
 
 class Settings(_Section):
@@ -137,6 +194,8 @@ class Settings(_Section):
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
+    ab: ABSettings = Field(default_factory=ABSettings)
 
     @field_validator("models")
     @classmethod

@@ -7,7 +7,7 @@ tool names and outcomes; never agent ids, keys or message text.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -56,6 +56,46 @@ class Metrics:
             "memproxy_lock_wait_seconds", "Time a turn waited for its conversation.",
             buckets=LATENCY_BUCKETS + (2.5, 5, 10, 30), registry=r,
         )
+
+        # Hybrid search (docs/search.md): background embedding and query-embedding fallbacks.
+        self.embedded = Counter(
+            "memproxy_embeddings_embedded", "Texts embedded in the background, by kind.",
+            ["kind"], registry=r,
+        )
+        self.embedding_failures = Counter(
+            "memproxy_embeddings_failures",
+            "Failed embedding calls: background batches, or search queries that fell back to "
+            "full-text.", ["stage"], registry=r,
+        )
+        self.embedding_queue = Gauge(
+            "memproxy_embeddings_queue", "Texts waiting in memory to be embedded.", registry=r,
+        )
+
+        # Upstream resilience (docs/resilience.md); `upstream` is an index, 0 = the primary.
+        self.upstream_failures = Counter(
+            "memproxy_upstream_failures", "Failed upstream calls by upstream and kind.",
+            ["upstream", "kind"], registry=r,
+        )
+        self.circuit_state = Gauge(
+            "memproxy_upstream_circuit_state",
+            "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.", ["upstream"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "memproxy_upstream_fallbacks", "Calls answered by a fallback upstream.",
+            ["upstream"], registry=r,
+        )
+
+    # proxy.upstream.UpstreamObserver, so the upstream client reports here
+    def upstream_failure(self, upstream: str, kind: str) -> None:
+        self.upstream_failures.labels(upstream, kind).inc()
+
+    def circuit_changed(self, upstream: str, state: str) -> None:
+        level = {"closed": 0, "half_open": 1, "open": 2}.get(state, 0)
+        self.circuit_state.labels(upstream).set(level)
+
+    def fallback_used(self, upstream: str) -> None:
+        self.fallbacks.labels(upstream).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

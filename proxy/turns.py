@@ -40,11 +40,12 @@ from .core.types import (
     TurnResult,
     TurnState,
 )
+from .embeddings import EmbeddingService
 from .errors import ProxyError, bad_request
 from .locks import ConversationLocks
 from .metrics import Metrics
 from .store.base import Store
-from .upstream import UpstreamClient
+from .upstream import Route, UpstreamClient
 
 log = logging.getLogger("memproxy.turns")
 
@@ -59,6 +60,7 @@ class TurnRequest:
     started: float  # perf_counter() when the request arrived
     idempotency_key: str | None = None
     retry: bool = False
+    route: Route | None = None  # the request's deadline in, the upstream that answered out
 
     @property
     def stream(self) -> bool:
@@ -157,10 +159,12 @@ class TurnSession:
             blocks=self.memory.changed_blocks(),
             passages=self.memory.new_passages,
             response=self.response,
+            revisions=self.memory.revisions,
         )
         await self.service.store.finish_turn(
             self.turn_id, self.conversation.pk, self.agent.pk, result
         )
+        self.service.embeddings.notify(self.agent.pk)  # embed new messages/passages (background)
         self._finished = True
         self._record_metrics(done)
         await self._record_head(done)
@@ -216,9 +220,11 @@ class StatefulService:
         self.metrics = metrics or Metrics()
         self.store = store
         self.upstream = upstream
+        upstream.observer = self.metrics  # upstream failures, circuits, fallbacks
         self.catalog = ModelCatalog(settings, store, upstream)
         self.compactor = Compactor(settings, store, upstream, self.catalog)
         self.locks = ConversationLocks(store, settings.agent.lease_ttl_s)
+        self.embeddings = EmbeddingService(settings, store, self.metrics)  # app lifespan starts it
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self._agents: dict[tuple[str, str], Agent] = {}
         self._conversations: dict[tuple[int, str], int] = {}
@@ -344,6 +350,19 @@ class StatefulService:
             return turn
         return None
 
+    async def _unfinished_without_input(
+        self, conversation_pk: int, last: Turn | None, fingerprint: str,
+        pending: list[str] | None,
+    ) -> bool:
+        """Whether `last` is an unfinished turn of this very request that has no messages at
+        all (not even superseded ones: a turn whose input was discarded is not continued)."""
+        if (pending is not None or last is None or last.status == "done"
+                or last.request_hash != fingerprint or last.first_seq is None):
+            return False
+        rows = await self.store.list_messages(conversation_pk, after_seq=last.first_seq - 1,
+                                              limit=1, include_superseded=True)
+        return not any(m.turn_id == last.turn_id for m in rows)
+
     async def _record_input(
         self,
         request: TurnRequest,
@@ -356,6 +375,12 @@ class StatefulService:
         the conversation's context with the input in it, and — when this turn gives the
         conversation its first reply — its first user message (to record the head)."""
         conversation, last = state.conversation, state.last_turn
+        if last is not None and last.status == "open":
+            # We hold the conversation's lease, so no process is running this turn any more.
+            log.warning("conversation %s of agent %s: turn %s was interrupted before it was"
+                        " answered (its process stopped or lost the lease); its input is kept"
+                        " unanswered and a resend of it continues the turn",
+                        conversation.conversation_id, agent.agent_id, last.turn_id)
         needs_transcript = (
             (last is not None and (last.status != "done" or last.request_hash == fingerprint))
             or bool(conversation.resends_history)
@@ -378,8 +403,14 @@ class StatefulService:
             resends = True  # a chat UI's own header: it resends history until shown otherwise
         repeat = (last is not None and last.status == "done" and not request.retry
                   and last.request_hash == fingerprint)
-        decision = reconcile(refs, client_messages, pending_input=pending,
-                             resends_history=resends, repeat_of_last=repeat)
+        if await self._unfinished_without_input(conversation.pk, last, fingerprint, pending):
+            # The same request again after its turn stopped before storing anything of its
+            # own (a regenerate cut off by a crash or an upstream failure): continue that turn.
+            # Reconciling would take a resent lone first message for new input, stored twice.
+            decision = Decision(Action.CONTINUE)
+        else:
+            decision = reconcile(refs, client_messages, pending_input=pending,
+                                 resends_history=resends, repeat_of_last=repeat)
         learned = learned_resends_history(
             client_messages, decision, conversation.resends_history,
             had_replies=last is not None,
@@ -476,7 +507,7 @@ class StatefulService:
             prompt=window.base_prompt(),
             memory=memory,
             tool_context=ToolContext(
-                store=self.store,
+                store=self.embeddings.search,  # full-text, or hybrid (docs/search.md)
                 agent_pk=agent.pk,
                 conversation_id=conversation.conversation_id,
                 current_turn_from_seq=protect_from,
@@ -485,6 +516,7 @@ class StatefulService:
             max_steps=self.settings.agent.max_steps,
             stream=request.stream,
             guard=window,
+            route=request.route,
         )
         return TurnSession(
             service=self,

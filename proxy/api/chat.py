@@ -14,14 +14,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..core.identity import Identity, is_auxiliary, resolve_identity
+from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import ProxyError, bad_request, internal_error
+from ..logs import annotate
 from ..turns import Replay, TurnRequest, TurnSession
-from ..upstream import UpstreamError
+from ..upstream import Route, UpstreamError
 from . import sse
 from .body import check_limits, parse_json, read_body
+from .middleware import annotate_request, annotate_turn
 from .passthrough import forward
+from .ratelimit import begin_turn, end_turn
 from .state import AppState
 
 log = logging.getLogger("memproxy.chat")
@@ -64,6 +67,8 @@ def validate_chat_body(body: dict[str, Any]) -> None:
                 f"messages[{i}].tool_call_id is required for tool messages",
                 param=f"messages[{i}].tool_call_id",
             )
+        if message.get("tool_calls") is not None:
+            _validate_tool_calls(message["tool_calls"], f"messages[{i}].tool_calls")
     if body.get("n") not in (None, 1):
         raise bad_request(
             "n > 1 is not supported with memory; send X-Memory: off for several choices",
@@ -74,6 +79,28 @@ def validate_chat_body(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise bad_request("'tools' must be an array", param="tools")
+    for i, tool in enumerate(tools or []):
+        # memproxy merges its memory tools with these by function name
+        if not isinstance(tool, dict) or not isinstance(tool.get("function", {}), dict):
+            raise bad_request(f"tools[{i}] must be an object whose function is an object",
+                              param=f"tools[{i}]")
+
+
+def _validate_tool_calls(calls: Any, param: str) -> None:
+    """Tool calls are hashed, stored and searched: each must be an object whose `function`
+    is an object with a string `name` (and whose `id`, when given, is a string). Arguments
+    may be any JSON value: some OpenAI-compatible clients send objects instead of strings."""
+    if not isinstance(calls, list):
+        raise bad_request(f"{param} must be an array", param=param)
+    for j, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if (not isinstance(fn, dict) or not isinstance(fn.get("name"), str)
+                or not isinstance(call.get("id", ""), str)):
+            raise bad_request(
+                f"{param}[{j}] must be an object with a function that has a string name"
+                " (and a string id)",
+                param=f"{param}[{j}]",
+            )
 
 
 def _retry_marker(request: Request) -> bool:
@@ -87,6 +114,7 @@ def _retry_marker(request: Request) -> bool:
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.memproxy
     response, mode, stream = await _handle(request, state)
+    annotate(mode=mode, stream=stream)
     state.service.metrics.requests.labels(mode, str(stream).lower(),
                                           str(response.status_code)).inc()
     return response
@@ -99,11 +127,16 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
         caller = await state.auth.authenticate(request.headers.get("authorization"))
         raw = await read_body(request, state.settings.limits)
         api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+        body: dict[str, Any] | None = None
+        if state.settings.ab.expose_raw_models:
+            body, raw = _memory_alias(raw, state.settings.ab.memory_suffix)
+            if body is None:  # A/B mode, a raw model: no memory, even when an agent is named
+                return await _passthrough(request, state, raw, api_key), "passthrough", False
         identity = _identity_without_body(request, state)
         if identity is None and not state.settings.identity.agent_from_user:
             if not state.settings.identity.require_agent:
                 return await _passthrough(request, state, raw, api_key), "passthrough", False
-        body = parse_json(raw)
+        body = parse_json(raw) if body is None else body
         if identity is None:
             identity = resolve_identity(
                 request.path_params, request.headers, body, state.settings.identity
@@ -111,6 +144,8 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
         if identity is None:
             return await _passthrough(request, state, raw, api_key), "passthrough", False
         validate_chat_body(body)
+        annotate(agent=identity.agent_id, conversation=identity.conversation_id)
+        annotate_request(request, body, state.settings.logging.include_content)
         check_limits(body["messages"], state.settings.limits)
         stream = bool(body.get("stream"))
         if is_auxiliary(body["messages"], state.auxiliary_patterns):
@@ -122,9 +157,16 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
             started=started,
             idempotency_key=request.headers.get("idempotency-key"),
             retry=_retry_marker(request),
+            route=Route.within(state.settings.upstream.request_deadline_s),
         )
-        outcome = await state.service.start(turn_request, api_key)
+        begin_turn()  # [limits] concurrent_turns, before anything is stored
+        try:
+            outcome = await state.service.start(turn_request, api_key)
+        except BaseException:
+            end_turn()
+            raise
         if isinstance(outcome, Replay):
+            end_turn()
             return _replay(outcome, turn_request, started), "replay", stream
         if turn_request.stream:
             return await _stream(outcome, turn_request), mode, stream
@@ -136,6 +178,21 @@ async def _handle(request: Request, state: AppState) -> tuple[Response, str, boo
         return error_response(internal_error()), mode, stream
 
 
+def _memory_alias(raw: bytes, suffix: str) -> tuple[dict[str, Any] | None, bytes]:
+    """A/B mode (docs/ab.md): for `NAME<suffix>`, the body with the plain NAME and its new
+    encoding (so neither a turn nor a pass-through sends the suffix upstream); for any other
+    model, or a body that is not a JSON object, `(None, raw)`: forwarded raw as it came."""
+    try:
+        body = parse_json(raw)
+    except ProxyError:
+        return None, raw
+    model = memory_model(body.get("model"), suffix)
+    if model is None:
+        return None, raw
+    body["model"] = model
+    return body, sse.dumps(body)
+
+
 def _identity_without_body(request: Request, state: AppState) -> Identity | None:
     """Resolve from path and headers only, so pass-through never has to parse the body."""
     return resolve_identity(request.path_params, request.headers, {}, state.settings.identity)
@@ -144,7 +201,16 @@ def _identity_without_body(request: Request, state: AppState) -> Identity | None
 async def _passthrough(
     request: Request, state: AppState, raw: bytes, api_key: str | None
 ) -> Response:
-    return await forward(request, state.upstream, "/chat/completions", raw, api_key)
+    route = Route.within(state.settings.upstream.request_deadline_s)
+    return await forward(request, state.upstream, "/chat/completions", raw, api_key, route)
+
+
+def _upstream_header(session: TurnSession) -> dict[str, str]:
+    """`x-memproxy-upstream`: which upstream answered (0 = primary, 1.. = fallbacks)."""
+    route = session.request.route
+    if route is None or route.answered_by is None:
+        return {}
+    return {"x-memproxy-upstream": str(route.answered_by)}
 
 
 def _replay(replay: Replay, turn_request: TurnRequest, started: float) -> Response:
@@ -169,13 +235,23 @@ async def _iterate(chunks: list[bytes]) -> AsyncIterator[bytes]:
 
 
 async def _complete(session: TurnSession) -> Response:
-    async for _event in session.events():
-        pass
+    try:
+        async for _event in session.events():
+            pass
+    finally:
+        _turn_finished(session)
     assert session.response is not None
     session.service.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     return Response(
-        sse.dumps(session.response), media_type="application/json", headers=session.headers()
+        sse.dumps(session.response), media_type="application/json",
+        headers={**session.headers(), **_upstream_header(session)},
     )
+
+
+def _turn_finished(session: TurnSession) -> None:
+    """The turn is over (answered or failed): log its fields, free its concurrency slot."""
+    annotate_turn(session)
+    end_turn()
 
 
 async def _stream(session: TurnSession, turn_request: TurnRequest) -> Response:
@@ -189,7 +265,7 @@ async def _stream(session: TurnSession, turn_request: TurnRequest) -> Response:
     writer = sse.ChunkWriter(
         f"chatcmpl-{session.turn_id}", int(time.time()), str(turn_request.body.get("model", ""))
     )
-    headers = session.headers()
+    headers = {**session.headers(), **_upstream_header(session)}
     return StreamingResponse(
         _stream_body(first, events, writer, turn_request.include_usage, session),
         media_type="text/event-stream",
@@ -232,6 +308,7 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
         yield sse.event(internal_error().body())
     finally:
         await events.aclose()
+        _turn_finished(session)
         session.service.metrics.overhead.labels("stateful_stream").observe(
             session.overhead_ms() / 1000)
     yield sse.DONE
