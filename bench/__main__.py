@@ -10,15 +10,18 @@ import importlib
 import sys
 
 COMMANDS = {
+    "all": ("bench.suite", "overhead, throughput and search, with every target of issue #5"),
     "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
     "paging": ("bench.paging", "prompt tokens per turn over a long conversation vs a raw client"),
     "throughput": ("bench.throughput", "turns per second vs the bare relay, and peak memory"),
+    "search": ("bench.search", "archival and recall search p50/p99 at 10k and 100k items"),
     "scale": ("bench.scale", "turns per second with 1, 2, 4 processes on Postgres vs SQLite"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: python -m bench SUBCOMMAND [options]   (SUBCOMMAND --help for its options)",
+    lines = ["usage: python -m bench --out DIR            (the whole suite, see `all`)",
+             "       python -m bench SUBCOMMAND [options]   (SUBCOMMAND --help for its options)",
              "", "subcommands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
@@ -29,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0].startswith("--out"):  # `python -m bench --out DIR`: the whole suite
+        argv = ["all", *argv]
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)

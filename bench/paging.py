@@ -67,8 +67,8 @@ from .overhead import (
     UPSTREAM_KEY,
     Stack,
     paragraph,
-    prepopulate,
 )
+from .populate import populate
 
 DEFAULT_TURNS = 2000
 DEFAULT_WINDOW = 8192
@@ -322,7 +322,8 @@ def run_stored(args: argparse.Namespace, deadline: float, keep_dir: bool) -> Sto
 
     def prepare(db_url: str) -> None:
         started = time.perf_counter()
-        asyncio.run(prepopulate(db_url, [STORED_AGENT], args.stored, in_context=True))
+        asyncio.run(populate(db_url, [STORED_AGENT], args.stored, in_context=True,
+                             text=paragraph))
         run.evicted, run.summary_chars = asyncio.run(
             evict_all_but(db_url, STORED_AGENT, args.keep_in_context, args.window))
         run.prepare_seconds = time.perf_counter() - started
