@@ -116,8 +116,14 @@ def _parse_body(content: bytes) -> dict[str, Any] | None:
 
 
 def _status_error(response: httpx.Response) -> UpstreamError | None:
-    """A relayed response's status as the breaker sees it (4xx: the upstream is alive)."""
-    if response.status_code != 429 and response.status_code < 500:
+    """A relayed response's status as the breaker sees it (4xx: the upstream is alive).
+
+    A plain 500 does not count here: a pass-through body is the client's, unchecked, and some
+    servers answer a body they cannot handle with 500; counting it would let one client's bad
+    requests open the circuit for everyone. 502/503/504 and connection failures still count
+    (stateful calls, whose bodies memproxy builds, count 500 too)."""
+    if response.status_code == 500 or (response.status_code != 429
+                                        and response.status_code < 500):
         return None
     return UpstreamError.make(response.status_code, f"HTTP {response.status_code}")
 

@@ -392,6 +392,22 @@ def test_pass_through_fails_fast_while_the_circuit_is_open(make_proxy, fake_upst
     assert len(fake_upstream.requests) == calls_before
 
 
+def test_a_client_provoked_500_in_pass_through_does_not_open_the_circuit(
+    make_proxy, fake_upstream
+):
+    proxy = make_proxy(upstream(max_retries=0, circuit_failures=1, circuit_reset_s=60))
+    fake_upstream.push(Fault.server_error(500))
+    client = proxy.client()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "odd body"}]}
+    with pytest.raises(openai.InternalServerError) as first:
+        client.chat.completions.create(**body)
+    assert first.value.status_code == 500  # relayed as the upstream gave it
+    calls_before = len(fake_upstream.requests)
+    answer = client.chat.completions.create(**body)  # the circuit stayed closed
+    validate_chat_completion(answer.model_dump(exclude_unset=True))
+    assert len(fake_upstream.requests) == calls_before + 1
+
+
 def test_metrics_count_failures_fallbacks_and_circuit_state(
     make_proxy, fake_upstream, backup_upstream
 ):
