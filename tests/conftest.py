@@ -69,12 +69,8 @@ def _upstream_server() -> Iterator[tuple[ServerThread, AppSwitch]]:
 @pytest.fixture
 def fake_upstream(_upstream_server: tuple[ServerThread, AppSwitch]) -> Iterator[FakeUpstream]:
     """A fresh scripted upstream for this test, reachable at `fake_upstream.url` (…/v1)."""
-    server, switch = _upstream_server
-    fake = FakeUpstream()
-    fake.url = f"{server.url}/v1"
-    switch.target = fake.app
-    yield fake
-    switch.target = None
+    with servers.scripted_upstream(*_upstream_server) as fake:
+        yield fake
 
 
 class ProxyServer:

@@ -382,3 +382,18 @@ def run_concurrently(count: int, call: Callable[[int], object]) -> list[BaseExce
     for thread in threads:
         thread.join()
     return errors
+
+
+@contextlib.contextmanager
+def scripted_upstream(server: ServerThread, switch: AppSwitch) -> Iterator[Any]:
+    """A fresh `FakeUpstream` served by a long-lived server through its `AppSwitch`, reachable
+    at `fake.url` (…/v1) until the block ends (a server start per test would cost seconds)."""
+    from tests.fakes import FakeUpstream
+
+    fake = FakeUpstream()
+    fake.url = f"{server.url}/v1"
+    switch.target = fake.app
+    try:
+        yield fake
+    finally:
+        switch.target = None

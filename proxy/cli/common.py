@@ -98,23 +98,21 @@ def parse_tags(raw: str | None) -> list[str]:
     return [t.strip() for t in raw.split(",") if t.strip()]
 
 
-def positive_int(raw: str) -> int:
-    """An argparse type: an integer of at least 1."""
+def _int_at_least(raw: str, minimum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def positive_int(raw: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    return _int_at_least(raw, 1)
 
 
 def non_negative_int(raw: str) -> int:
     """An argparse type: an integer of at least 0."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+    return _int_at_least(raw, 0)

@@ -25,7 +25,7 @@ from proxy.core.loop import STEPS_EXHAUSTED
 from tests import storage
 from tests.fakes import FakeUpstream, Fault, Reply
 from tests.openapi_check import validate_chat_chunk, validate_chat_completion, validate_error
-from tests.servers import AppSwitch, ServerThread, refusing_port
+from tests.servers import AppSwitch, ServerThread, refusing_port, scripted_upstream
 
 MODEL = "gpt-4o-mini"
 AGENT_ID = "faulty"
@@ -46,12 +46,8 @@ def _backup_server() -> Iterator[tuple[ServerThread, AppSwitch]]:
 @pytest.fixture
 def backup_upstream(_backup_server: tuple[ServerThread, AppSwitch]) -> Iterator[FakeUpstream]:
     """A second scripted upstream, to be a fallback."""
-    server, switch = _backup_server
-    fake = FakeUpstream()
-    fake.url = f"{server.url}/v1"
-    switch.target = fake.app
-    yield fake
-    switch.target = None
+    with scripted_upstream(*_backup_server) as fake:
+        yield fake
 
 
 @dataclass
