@@ -252,7 +252,8 @@ def _mutate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
         shape = draw(st.sampled_from(["list", "dict"]))
         # Deeper than Python's json module goes: a placeholder that `encode` writes out raw.
         value = _nested(depth, shape) if depth < 1000 else f"{DEEP_MARK}{depth}:{shape}"
-        if spot == "top" or not isinstance(msgs, list) or not msgs:
+        if spot == "top" or not isinstance(msgs, list) or not msgs \
+                or not isinstance(msgs[-1], dict):  # an earlier draw may have made it a non-dict
             body[UNKNOWN_PREFIX + "deep"] = value
         else:
             msgs[-1]["content" if spot == "content" else "x_deep"] = value
