@@ -55,6 +55,13 @@ def _ok(status: int) -> bool:
     return 200 <= status < 300
 
 
+class NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing: memproxy is not a browser session."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 class UpstreamClient(Forwarding):
     """Calls the upstreams. Create once at start-up, `await aclose()` at shutdown.
 
@@ -78,6 +85,10 @@ class UpstreamClient(Forwarding):
         self._http = httpx.AsyncClient(
             timeout=timeout, limits=limits, transport=transport, follow_redirects=False
         )
+        # The one client serves every tenant: a cookie one upstream response sets must never
+        # ride along on another client's request. (It also saves httpx's cookie parsing on
+        # every response.) The public setter would copy the jar into a plain Cookies.
+        self._http._cookies = NoCookies()
         self._http.headers["User-Agent"] = USER_AGENT
         # forward() must not ask for an encoding the client did not ask for (the caller relays
         # raw bytes); chat() asks for compression explicitly.

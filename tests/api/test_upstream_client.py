@@ -110,6 +110,26 @@ def test_chat_success_sends_key_user_agent_and_json() -> None:
 
 
 @respx.mock
+def test_cookies_an_upstream_sets_are_never_sent_again() -> None:
+    """One upstream client serves every tenant: a cookie set in one response (a load
+    balancer's, say) must not ride along on the next request, which may be another client's."""
+    route = respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(
+        200, json=COMPLETION, headers={"set-cookie": "session=alice; Path=/"}))
+    client, _ = make_client()
+
+    async def twice() -> None:
+        try:
+            await client.chat(BODY, api_key=KEY)
+            await client.chat(BODY, api_key=KEY)
+        finally:
+            await client.aclose()
+
+    run(twice())
+    assert len(route.calls) == 2
+    assert all("cookie" not in call.request.headers for call in route.calls)
+
+
+@respx.mock
 def test_chat_without_key_sends_no_authorization() -> None:
     route = respx.post(f"{BASE}/chat/completions").mock(
         return_value=httpx.Response(200, json=COMPLETION)
