@@ -156,13 +156,10 @@ class TurnContext:
 
     def items(self) -> list[Item]:
         if self._items is None:
+            factor, ceil = self.factor, math.ceil
             self._items = [
-                Item(
-                    seq=m.seq,
-                    role=m.role,
-                    tokens=self._scaled(local),
-                    has_tool_calls=bool(m.data.get("tool_calls")),
-                )
+                Item(m.seq, str(m.data.get("role", "")), ceil(local * factor),
+                     bool(m.data.get("tool_calls")))
                 for m, local in zip(self.context, self._local_counts(), strict=True)
             ]
             self._items_tokens = sum(i.tokens for i in self._items)
