@@ -1,4 +1,5 @@
-"""A stateful turn from start to finish: lock, reconcile, store the input, loop, persist.
+"""A stateful turn from start to finish: lock, reconcile, store the input, loop, persist
+(the running part — streaming the loop's events, persisting, failing — is `turn_session.py`).
 
 The HTTP layer parses and authenticates; this module owns the order of effects that keeps the
 store consistent (DESIGN §5): the input is written before the first upstream call, the rest of
@@ -11,20 +12,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-
 from . import tokens
-from .api.auth import Caller
 from .catalog import ModelCatalog
-from .compaction import Compactor, TurnContext
+from .compaction import Compactor
 from .config import Settings
-from .core.identity import DEFAULT_CONVERSATION, Identity
-from .core.loop import Event, TurnDone, TurnLoop, add_usage
+from .context_cache import ContextCache
+from .core.identity import DEFAULT_CONVERSATION
+from .core.loop import TurnLoop
 from .core.messages import head_hash, request_hash, split_system, visible_hash
 from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from .core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
@@ -33,11 +30,11 @@ from .core.types import (
     Agent,
     Block,
     Conversation,
+    KnownContext,
     Message,
     NewMessage,
     StoredMessage,
     Turn,
-    TurnResult,
     TurnState,
 )
 from .embeddings import EmbeddingService
@@ -45,170 +42,12 @@ from .errors import ProxyError, bad_request
 from .locks import ConversationLocks
 from .metrics import Metrics
 from .store.base import Store
-from .upstream import Route, UpstreamClient
+from .turn_session import Replay, TurnRequest, TurnSession
+from .upstream import UpstreamClient
 
 log = logging.getLogger("memproxy.turns")
 
 ID_CACHE_SIZE = 50_000  # agents whose ids are kept in memory (then the cache starts over)
-
-
-@dataclass
-class TurnRequest:
-    caller: Caller
-    identity: Identity
-    body: dict[str, Any]
-    started: float  # perf_counter() when the request arrived
-    idempotency_key: str | None = None
-    retry: bool = False
-    route: Route | None = None  # the request's deadline in, the upstream that answered out
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.body.get("stream"))
-
-    @property
-    def include_usage(self) -> bool:
-        options = self.body.get("stream_options")
-        return bool(isinstance(options, dict) and options.get("include_usage"))
-
-
-@dataclass
-class Replay:
-    """A retried request whose turn already finished: answer from the store."""
-
-    response: dict[str, Any]
-    agent_id: str
-    conversation_id: str
-    turn: Turn
-
-
-@dataclass
-class TurnSession:
-    """A running turn. Iterate `events()` exactly once; it persists and releases the lock."""
-
-    service: StatefulService
-    request: TurnRequest
-    agent: Agent
-    conversation: Conversation
-    turn_id: str
-    loop: TurnLoop
-    memory: MemoryState
-    window: TurnContext
-    decision: Decision
-    exit_stack: AsyncExitStack
-    done: TurnDone | None = None
-    response: dict[str, Any] | None = None
-    first_user: Message | None = None  # set when this turn gives the conversation its head
-    _finished: bool = field(default=False, repr=False)
-
-    def overhead_ms(self) -> float:
-        elapsed = time.perf_counter() - self.request.started
-        upstream = self.loop.upstream_seconds + self.window.summary_seconds
-        return max(0.0, (elapsed - upstream) * 1000)
-
-    def headers(self) -> dict[str, str]:
-        steps = self.done.steps if self.done else 1
-        return {
-            "x-memproxy-agent-id": self.agent.agent_id,
-            "x-memproxy-conversation-id": self.conversation.conversation_id,
-            "x-memproxy-turn-id": self.turn_id,
-            "x-memproxy-steps": str(steps),
-            "x-memproxy-context-tokens": str(self.window.estimate() - self.window.reserve_output),
-            "x-memproxy-overhead-ms": f"{self.overhead_ms():.2f}",
-        }
-
-    async def events(self) -> AsyncIterator[Event]:
-        try:
-            async for event in self.loop.run():
-                if isinstance(event, TurnDone):
-                    self.done = event
-                    await self._persist(event)
-                yield event
-        except BaseException as exc:
-            # A client that disconnects cancels us (anyio cancellation is level-triggered), so
-            # the bookkeeping runs shielded: the turn is marked and the lock always released.
-            with anyio.CancelScope(shield=True):
-                if not self._finished:
-                    await self._fail(exc)
-                await self.close()
-            raise
-        else:
-            await self.close()
-
-    async def close(self) -> None:
-        await self.exit_stack.aclose()
-
-    async def _persist(self, done: TurnDone) -> None:
-        from .api.sse import completion
-
-        self.response = completion(
-            completion_id=f"chatcmpl-{self.turn_id}",
-            created=done.created,
-            model=done.model,
-            message=done.reply,
-            finish_reason=done.finish_reason,
-            usage=done.usage,
-            system_fingerprint=done.system_fingerprint,
-        )
-        add_usage(done.usage, self.window.summary_usage)
-        model = str(self.request.body.get("model", ""))
-        for message in done.messages:
-            message.tokens = tokens.count_message(message.data, model)
-        result = TurnResult(
-            messages=done.messages,
-            blocks=self.memory.changed_blocks(),
-            passages=self.memory.new_passages,
-            response=self.response,
-            revisions=self.memory.revisions,
-        )
-        await self.service.store.finish_turn(
-            self.turn_id, self.conversation.pk, self.agent.pk, result
-        )
-        self.service.embeddings.notify(self.agent.pk)  # embed new messages/passages (background)
-        self._finished = True
-        self._record_metrics(done)
-        await self._record_head(done)
-        await self.service.catalog.flush()
-
-    async def _record_head(self, done: TurnDone) -> None:
-        """After a conversation's first reply: remember its first exchange, so a client that
-        resends the history without naming the conversation finds it again."""
-        if self.first_user is None:
-            return
-        reply = next((m for m in done.messages if m.visible and m.data.get("role") == "assistant"),
-                     None)
-        if reply is None or reply.visible_hash is None:
-            return
-        head = head_hash(visible_hash(self.first_user), reply.visible_hash)
-        await self.service.store.update_conversation(self.conversation.pk, head_hash=head)
-
-    def _record_metrics(self, done: TurnDone) -> None:
-        metrics = self.service.metrics
-        metrics.steps.observe(done.steps)
-        metrics.upstream.observe(self.loop.upstream_seconds + self.window.summary_seconds)
-        for key, count in done.tool_calls.items():
-            name, _, outcome = key.partition(":")
-            metrics.tool_calls.labels(name, outcome).inc(count)
-        for kind in ("prompt_tokens", "completion_tokens"):
-            metrics.tokens.labels(kind.removesuffix("_tokens")).inc(done.usage.get(kind, 0))
-        if self.window.compactions:
-            metrics.compactions.inc(self.window.compactions)
-
-    async def _fail(self, exc: BaseException) -> None:
-        """Record the failure. The input stays (unanswered) so that a retry continues the turn,
-        unless the upstream rejected the request as invalid: then the conversation is left as
-        it was before, because resending the same request cannot succeed."""
-        self._finished = True
-        status = getattr(exc, "status", None)
-        error = {"type": type(exc).__name__, "status": status}
-        rejected = isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
-        try:
-            if rejected:
-                await self.service.store.discard_turn(self.turn_id, error)
-            else:
-                await self.service.store.fail_turn(self.turn_id, error)
-        except Exception:  # the original error matters more; the turn stays 'open'
-            log.exception("could not mark turn %s failed", self.turn_id)
 
 
 class StatefulService:
@@ -223,11 +62,12 @@ class StatefulService:
         upstream.observer = self.metrics  # upstream failures, circuits, fallbacks
         self.catalog = ModelCatalog(settings, store, upstream)
         self.compactor = Compactor(settings, store, upstream, self.catalog)
-        self.locks = ConversationLocks(store, settings.agent.lease_ttl_s)
+        self.locks = ConversationLocks(store.turn_leases(), settings.agent.lease_ttl_s)
         self.embeddings = EmbeddingService(settings, store, self.metrics)  # app lifespan starts it
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self._agents: dict[tuple[str, str], Agent] = {}
         self._conversations: dict[tuple[int, str], int] = {}
+        self.contexts = ContextCache(settings.agent.context_cache_messages)
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
             Block(label=label, value=b.value, description=b.description, limit=b.limit,
@@ -322,11 +162,12 @@ class StatefulService:
         agent = self._agents.pop((tenant, agent_id), None)
         if agent is not None:
             for key in [k for k in self._conversations if k[0] == agent.pk]:
-                del self._conversations[key]
+                self.contexts.forget(self._conversations.pop(key))
 
     async def _state(self, agent: Agent, conversation_pk: int) -> TurnState:
         try:
-            return await self.store.load_turn_state(agent.pk, conversation_pk)
+            state = await self.store.load_turn_state(
+                agent.pk, conversation_pk, self.contexts.get(conversation_pk))
         except LookupError:
             # Deleted (by another process) since it was cached: recreate it under the same id.
             self.forget_agent(agent.tenant, agent.agent_id)
@@ -334,6 +175,9 @@ class StatefulService:
                 409, "the agent or conversation was deleted while this request waited; retry",
                 code="conversation_deleted", headers={"Retry-After": "1"},
             ) from None
+        self.contexts.put(conversation_pk, KnownContext(
+            state.epoch, state.conversation.created_at, tuple(state.context)))
+        return state
 
     async def _find_replay(
         self, request: TurnRequest, conversation: Conversation, fingerprint: str,
@@ -424,7 +268,7 @@ class StatefulService:
                 await self.store.update_agent_settings(agent.pk, agent.settings)
         self.metrics.reconcile.labels(decision.action.value).inc()
         cut = decision.supersede_from_seq
-        kept = [m for m in transcript if cut is None or m.seq < cut]
+        kept = transcript if cut is None else [m for m in transcript if m.seq < cut]
         first_user: Message | None = None
         if last is None or (needs_transcript and not any(m.role == "assistant" for m in kept)):
             first_user = next((m for m in [*(k.data for k in kept), *decision.new_input]
@@ -448,7 +292,8 @@ class StatefulService:
             inputs,
             supersede_from_seq=decision.supersede_from_seq,
         )
-        context = [m for m in state.context if cut is None or m.seq < cut]
+        context = list(state.context) if cut is None else [m for m in state.context
+                                                           if m.seq < cut]
         context += [
             StoredMessage(seq=first_seq + i, data=m.data, turn_id=turn_id, created_at=now,
                           tokens=m.tokens, visible_hash=m.visible_hash)

@@ -18,7 +18,7 @@ from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identi
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import ProxyError, bad_request, internal_error
 from ..logs import annotate
-from ..turns import Replay, TurnRequest, TurnSession
+from ..turn_session import Replay, TurnRequest, TurnSession
 from ..upstream import Route, UpstreamError
 from . import sse
 from .body import check_limits, parse_json, read_body

@@ -45,7 +45,7 @@ from ..logs import (
 from .ratelimit import RateLimitMiddleware
 
 if TYPE_CHECKING:
-    from ..turns import TurnSession
+    from ..turn_session import TurnSession
 
 log = logging.getLogger("memproxy")
 access_log = logging.getLogger("memproxy.access")

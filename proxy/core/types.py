@@ -145,3 +145,18 @@ class TurnState:
     recall_messages: int
     archival_passages: int
     context: list[StoredMessage]
+    epoch: int = 0  # the store's conversation epoch when it was read (see KnownContext)
+
+
+@dataclass(frozen=True)
+class KnownContext:
+    """A conversation's context as this process last loaded it, handed back to the store so
+    that loading it again decodes only the rows added since (proxy/store/known_context.py).
+
+    Valid while the conversation is the same row: same `created_at` and the same store
+    `epoch` — a counter the database bumps whenever any conversation is deleted, the only way
+    a conversation's pk can come back with other messages under it."""
+
+    epoch: int
+    created_at: float
+    messages: tuple[StoredMessage, ...]

@@ -6,13 +6,14 @@ coarse on purpose: a turn costs a handful of statements, not one per message.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core.types import (
     Agent,
     Block,
     BlockRevision,
     Conversation,
+    KnownContext,
     MessageHit,
     NewMessage,
     Passage,
@@ -23,12 +24,19 @@ from ..core.types import (
 )
 from .admin_types import AgentDump, AgentStats, ConversationStats
 
+if TYPE_CHECKING:
+    from ..locks import LeaseStore
+
 
 class Store(Protocol):
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 
     async def close(self) -> None: ...
+
+    def turn_leases(self) -> LeaseStore:
+        """A lease backend for one `ConversationLocks` (locks.py): how this store's processes
+        keep one turn at a time per conversation. Closed with the store."""
 
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
@@ -105,9 +113,14 @@ class Store(Protocol):
         inputs have consecutive seqs), or the next free seq when there are none.
         """
 
-    async def load_turn_state(self, agent_pk: int, conversation_pk: int) -> TurnState:
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int,
+                              known: KnownContext | None = None) -> TurnState:
         """Conversation, last turn, blocks, memory counts and context, in one call: what a
-        turn reads once it holds the conversation. LookupError if the conversation is gone."""
+        turn reads once it holds the conversation. LookupError if the conversation is gone.
+
+        `known` is the context this process loaded last time for the conversation: when it
+        is still valid (store/known_context.py), only rows added since are decoded. The
+        result is the same with or without it."""
 
     async def discard_turn(self, turn_id: str, error: dict) -> None:
         """Fail the turn and supersede its messages: the upstream rejected the request itself."""

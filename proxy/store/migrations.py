@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import known_context as _known_context
 from . import pg_vectors as _vectors_pg
 from . import sqlite_vectors as _vectors_sqlite
 
@@ -407,11 +408,55 @@ _V3_POSTGRES = [
 _V4_SQLITE = _vectors_sqlite.MIGRATION_SQLITE
 _V4_POSTGRES = _vectors_pg.MIGRATION_POSTGRES
 
+# v5: everything a turn reads costs the same whatever the agent's history. agents.passage_count
+# (archival passages, shown in every prompt's memory metadata) is kept by triggers like
+# recall_count, instead of a count(*) per turn (~2-5 ms at 100k passages); the conversation
+# epoch is in known_context.py.
+_V5_PASSAGE_COUNT_SQLITE: tuple[str, ...] = (
+    "ALTER TABLE agents ADD COLUMN passage_count INTEGER NOT NULL DEFAULT 0",
+    "UPDATE agents SET passage_count = (SELECT count(*) FROM passages p"
+    " WHERE p.agent_pk = agents.pk)",
+    """CREATE TRIGGER passages_count_insert AFTER INSERT ON passages BEGIN
+        UPDATE agents SET passage_count = passage_count + 1 WHERE pk = new.agent_pk;
+    END""",
+    """CREATE TRIGGER passages_count_delete AFTER DELETE ON passages BEGIN
+        UPDATE agents SET passage_count = passage_count - 1 WHERE pk = old.agent_pk;
+    END""",
+)
+_V5_PASSAGE_COUNT_POSTGRES: tuple[str, ...] = (
+    "ALTER TABLE agents ADD COLUMN passage_count bigint NOT NULL DEFAULT 0",
+    "UPDATE agents a SET passage_count = (SELECT count(*) FROM passages p"
+    " WHERE p.agent_pk = a.pk)",
+    """CREATE FUNCTION memproxy_passages_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE agents a SET passage_count = a.passage_count + d.n
+        FROM (SELECT agent_pk, count(*) AS n FROM new_rows GROUP BY agent_pk) d
+        WHERE a.pk = d.agent_pk;
+        RETURN NULL;
+    END $$""",
+    """CREATE FUNCTION memproxy_passages_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE agents a SET passage_count = a.passage_count - d.n
+        FROM (SELECT agent_pk, count(*) AS n FROM old_rows GROUP BY agent_pk) d
+        WHERE a.pk = d.agent_pk;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER passages_count_insert AFTER INSERT ON passages
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION memproxy_passages_insert()""",
+    """CREATE TRIGGER passages_count_delete AFTER DELETE ON passages
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION memproxy_passages_delete()""",
+)
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", {"sqlite": _V1_SQLITE, "postgres": _V1_POSTGRES}),
     Migration(2, "conversation heads", {"sqlite": _V2_SQLITE, "postgres": _V2_POSTGRES}),
     Migration(3, "block revisions", {"sqlite": _V3_SQLITE, "postgres": _V3_POSTGRES}),
     Migration(4, "embedding vectors", {"sqlite": _V4_SQLITE, "postgres": _V4_POSTGRES}),
+    Migration(5, "turn state in constant time", {
+        "sqlite": (*_known_context.MIGRATION_SQLITE, *_V5_PASSAGE_COUNT_SQLITE),
+        "postgres": (*_known_context.MIGRATION_POSTGRES, *_V5_PASSAGE_COUNT_POSTGRES)}),
 ]
 
 _BOOKKEEPING_SQLITE = """CREATE TABLE IF NOT EXISTS schema_migrations (

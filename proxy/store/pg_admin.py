@@ -102,7 +102,7 @@ class PostgresAdminMixin:
             return {}
         rows = await self.pool.fetch(
             "SELECT a.pk, (SELECT count(*) FROM conversations c WHERE c.agent_pk = a.pk),"
-            " a.recall_count, (SELECT count(*) FROM passages p WHERE p.agent_pk = a.pk)"
+            " a.recall_count, a.passage_count"
             " FROM agents a WHERE a.pk = ANY($1::bigint[])", list(agent_pks))
         return {r[0]: AgentStats(r[1], r[2], r[3]) for r in rows}
 

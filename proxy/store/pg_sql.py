@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from typing import Any
 
 try:  # decoding stored messages is the bulk of reading a context (as in sqlite.py)
-    from orjson import loads as _loads
+    from orjson import loads as fast_loads
 except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    _loads = json.loads
+    fast_loads = json.loads
 
 from ..core.messages import message_text
 from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
@@ -35,41 +35,6 @@ TURN = (
 SQL_CONTEXT = f"{MSG} WHERE conversation_pk = $1 AND in_context AND NOT superseded ORDER BY seq"
 SQL_VISIBLE = f"{MSG} WHERE conversation_pk = $1 AND visible AND NOT superseded ORDER BY seq"
 
-LOCK_CONVERSATION = "SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE"
-# $1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5..$11 the message arrays. Run after
-# LOCK_CONVERSATION in the same transaction, so that `s` sees every committed message.
-_NEXT_SEQ = (
-    "s AS (SELECT coalesce(max(seq), 0) + 1 AS first FROM messages WHERE conversation_pk = $1)"
-)
-_INSERT_MESSAGES = (
-    "m AS (INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
-    " created_at, in_context, visible, tokens, visible_hash)"
-    " SELECT $1, $4, s.first + u.i - 1, $2, u.role, u.data, u.text, $3, u.in_context, u.visible,"
-    " u.tokens, u.visible_hash FROM s, unnest($5::text[], $6::json[], $7::text[],"
-    " $8::boolean[], $9::boolean[], $10::integer[], $11::text[]) WITH ORDINALITY"
-    " AS u(role, data, text, in_context, visible, tokens, visible_hash, i))"
-)
-BEGIN_WRITE = (
-    f"WITH {_NEXT_SEQ}, {_INSERT_MESSAGES},"
-    " t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash, idempotency_key,"
-    " created_at, first_seq) SELECT $2, $1, 'open', $12, $13, $3, s.first FROM s)"
-    " SELECT first FROM s"
-)
-# Blocks: $12..$16 arrays; passages: $17, $18 arrays.
-FINISH_WRITE = (
-    f"WITH {_NEXT_SEQ}, {_INSERT_MESSAGES},"
-    " b AS (INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
-    " SELECT $4, u.label, u.value, u.description, u.lim, u.read_only, $3 FROM unnest($12::text[],"
-    " $13::text[], $14::text[], $15::integer[], $16::boolean[]) WITH ORDINALITY"
-    " AS u(label, value, description, lim, read_only, i) ORDER BY u.i"
-    " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
-    " description = excluded.description, lim = excluded.lim, read_only = excluded.read_only,"
-    " updated_at = excluded.updated_at),"
-    " p AS (INSERT INTO passages (agent_pk, text, tags, created_at)"
-    " SELECT $4, u.text, u.tags, $3 FROM unnest($17::text[], $18::jsonb[]) WITH ORDINALITY"
-    " AS u(text, tags, i) ORDER BY u.i)"
-    " SELECT first FROM s"
-)
 UPSERT_BLOCKS = (
     "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
     " SELECT $1, u.label, u.value, u.description, u.lim, u.read_only, $2 FROM unnest($3::text[],"
@@ -78,10 +43,6 @@ UPSERT_BLOCKS = (
     " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
     " description = excluded.description, lim = excluded.lim, read_only = excluded.read_only,"
     " updated_at = excluded.updated_at"
-)
-SUPERSEDE_FROM = (
-    "UPDATE messages SET superseded = true, in_context = false"
-    " WHERE conversation_pk = $1 AND seq >= $2 AND NOT superseded"
 )
 EVICT = (
     "WITH e AS (UPDATE messages SET in_context = false WHERE conversation_pk = $1"
@@ -147,7 +108,7 @@ def conversation_row(r: Any) -> Conversation:
 
 def message_row(r: Any) -> StoredMessage:
     return StoredMessage(
-        seq=r[1], data=_loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
+        seq=r[1], data=fast_loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
         visible=r[6], superseded=r[7], tokens=r[8], visible_hash=r[9], pk=r[0],
     )
 

@@ -2,11 +2,13 @@
 
 For several memproxy processes (or machines) sharing one database. Every store call is one
 statement, or one transaction on one pooled connection (`async with conn.transaction()`);
-batches travel as arrays (`unnest`), so a turn costs a handful of round trips whatever its size.
+batches travel as arrays (`unnest`), so a call costs the same round trips whatever its size.
+A stateful turn's reads and writes (pg_turns.py) are one round trip each in the common case.
 
-Sequence numbers are race-free across processes: a turn's writes first lock the conversation
-row (`FOR NO KEY UPDATE`), and only then, in a later statement (a fresh READ COMMITTED
-snapshot), read `max(seq)`. UNIQUE (conversation_pk, seq) stays as the last line of defence.
+Sequence numbers are race-free across processes: a turn's writes lock the conversation row
+(`FOR NO KEY UPDATE`) and number their messages from `max(seq)`; one that numbered from a
+snapshot older than the lock fails on UNIQUE (conversation_pk, seq) and is redone in a
+transaction that locks first (see pg_turns.py).
 Migrations run at `open()` under a transaction-level advisory lock (see migrations.py).
 
 Text columns cannot hold NUL characters in Postgres: they are removed from searchable text,
@@ -31,31 +33,21 @@ from ..core.types import (
     Block,
     Conversation,
     MessageHit,
-    NewMessage,
     Passage,
     StoredMessage,
-    Turn,
-    TurnResult,
-    TurnState,
 )
 from .migrations import apply_postgres, check_fts_config
-from .pg_admin import INSERT_REVISIONS, PostgresAdminMixin, revision_arrays
+from .pg_admin import PostgresAdminMixin
 from .pg_admin_dump import PostgresDumpMixin
 from .pg_search import message_search_sql, passage_search_sql
 from .pg_sql import (
     ACQUIRE_LEASE,
     AGENT,
-    BEGIN_WRITE,
     CONV,
-    DISCARD,
     EVICT,
-    FINISH_WRITE,
-    LOCK_CONVERSATION,
     MSG,
     SQL_CONTEXT,
     SQL_VISIBLE,
-    SUPERSEDE_FROM,
-    TURN,
     UPSERT_BLOCKS,
     agent_row,
     block_arrays,
@@ -63,14 +55,12 @@ from .pg_sql import (
     conversation_row,
     dumps,
     jsonb,
-    message_arrays,
     message_row,
-    passage_arrays,
     passage_row,
     rows_changed,
     strip_nul,
-    turn_row,
 )
+from .pg_turns import PostgresTurnsMixin
 from .pg_vectors import PostgresVectors
 
 __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
@@ -97,10 +87,12 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
-class PostgresStore(PostgresAdminMixin, PostgresDumpMixin, PostgresVectors):
+class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
+                    PostgresVectors):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
-    The operator API (agents REST, block history, export/import) is in the mixins.
+    The turn calls (pg_turns.py) and the operator API (agents REST, block history,
+    export/import) are in the mixins.
 
     `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the
     text-search configuration used when `fts_config` is not given (default "english"). A
@@ -323,102 +315,11 @@ class PostgresStore(PostgresAdminMixin, PostgresDumpMixin, PostgresVectors):
                                        start, end)
         return [MessageHit(*r) for r in await self._fetch(sql, *args)]
 
-    # --- turns ----------------------------------------------------------------------------
-    async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
-                         idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> int:
-        """One transaction: lock the conversation, supersede (optional), open the turn, append
-        the inputs. Returns `first_seq`: the seq of the first input, or the next free seq."""
-        now, arrays = time.time(), message_arrays(inputs)
-        async with self._transaction() as conn:
-            agent_pk = await conn.fetchval(LOCK_CONVERSATION, conversation_pk)
-            if agent_pk is None:
-                raise LookupError(f"no conversation with pk {conversation_pk}")
-            if supersede_from_seq is not None:
-                await conn.execute(SUPERSEDE_FROM, conversation_pk, supersede_from_seq)
-            return await conn.fetchval(BEGIN_WRITE, conversation_pk, turn_id, now, agent_pk,
-                                       *arrays, request_hash, idempotency_key)
-
-    async def load_turn_state(self, agent_pk: int, conversation_pk: int) -> TurnState:
-        """Five reads on one pooled connection (a round trip each, no transaction needed:
-        the caller holds the conversation's lease)."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(f"{CONV} WHERE pk = $1", conversation_pk)
-            if row is None:
-                raise LookupError(f"no conversation with pk {conversation_pk}")
-            last = await conn.fetchrow(
-                f"{TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1", conversation_pk)
-            blocks = [Block(r[0], r[1], r[2], r[3], r[4], r[5]) for r in await conn.fetch(
-                "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
-                " WHERE agent_pk = $1 ORDER BY pos", agent_pk)]
-            counts = await conn.fetchrow(
-                "SELECT a.recall_count, (SELECT count(*) FROM passages p WHERE p.agent_pk = a.pk)"
-                " FROM agents a WHERE a.pk = $1", agent_pk)
-            context = [message_row(r) for r in await conn.fetch(SQL_CONTEXT, conversation_pk)]
-        recall, passages = (counts[0], counts[1]) if counts is not None else (0, 0)
-        return TurnState(conversation_row(row), turn_row(last), blocks, recall or 0, passages,
-                         context)
-
-    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None:
-        """One transaction: mark the turn done, append its messages, upsert blocks (recording
-        their revisions), add passages. Raises LookupError (writing nothing) if the turn is
-        unknown or already done, so a turn's output can never be stored twice."""
-        now = time.time()
-        arrays = [*message_arrays(result.messages), *block_arrays(result.blocks),
-                  *passage_arrays(result.passages)]
-        response = dumps(result.response)
-        async with self._transaction() as conn:
-            # Marks the turn done, then locks the conversation (for the seqs below).
-            locked = await conn.fetchval(
-                "WITH t AS (UPDATE turns SET status = 'done', finished_at = $1,"
-                " response = $2::json WHERE turn_id = $3 AND conversation_pk = $4"
-                " AND status <> 'done' RETURNING conversation_pk)"
-                " SELECT c.agent_pk FROM conversations c JOIN t ON c.pk = t.conversation_pk"
-                " FOR NO KEY UPDATE OF c", now, response, turn_id, conversation_pk)
-            if locked is None:
-                raise LookupError(f"turn {turn_id!r} is unknown or already finished")
-            await conn.execute(FINISH_WRITE, conversation_pk, turn_id, now, agent_pk, *arrays)
-            if result.revisions:  # a round trip only for turns that edited a block
-                await conn.execute(INSERT_REVISIONS, agent_pk,
-                                   *revision_arrays(result.revisions, turn_id, now))
-
-    async def fail_turn(self, turn_id: str, error: dict) -> None:
-        """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""
-        await self._execute("UPDATE turns SET status = 'failed', finished_at = $1,"
-                            " error = $2::json WHERE turn_id = $3 AND status <> 'done'",
-                            time.time(), dumps(error), turn_id)
-
-    async def discard_turn(self, turn_id: str, error: dict) -> None:
-        """Fail a turn and take its messages out of transcript and context (kept as superseded),
-        in one statement. For a request the upstream rejected as invalid."""
-        await self._execute(DISCARD, turn_id, time.time(), dumps(error))
-
-    async def reopen_turn(self, turn_id: str) -> None:
-        """failed -> open (the stored error is kept for audit); other states are unchanged."""
-        await self._execute("UPDATE turns SET status = 'open', finished_at = NULL"
-                            " WHERE turn_id = $1 AND status = 'failed'", turn_id)
-
-    async def find_turn(self, conversation_pk: int, *, idempotency_key: str | None = None,
-                        request_hash: str | None = None) -> Turn | None:
-        """Newest turn with that idempotency key if one is given, else with that request hash
-        (newest = highest `ord`, the tail of both lookup indexes)."""
-        if idempotency_key is not None:
-            sql = f"{TURN} WHERE conversation_pk = $1 AND idempotency_key = $2"
-            key: str = idempotency_key
-        elif request_hash is not None:
-            sql = f"{TURN} WHERE conversation_pk = $1 AND request_hash = $2"
-            key = request_hash
-        else:
-            return None
-        return turn_row(await self._fetch_one(f"{sql} ORDER BY ord DESC LIMIT 1",
-                                           conversation_pk, key))
-
-    async def last_turn(self, conversation_pk: int) -> Turn | None:
-        return turn_row(await self._fetch_one(
-            f"{TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1", conversation_pk))
-
     # --- leases (one turn at a time per conversation, across processes) ------------------
+    def turn_leases(self) -> PostgresStore:
+        """Conversations are leased with rows of the `leases` table (see locks.py)."""
+        return self
+
     async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool:
         """Take or renew the conversation's lease; False while another owner holds a live one.
         Expiry is measured on the database server's clock."""
@@ -458,8 +359,10 @@ class PostgresStore(PostgresAdminMixin, PostgresDumpMixin, PostgresVectors):
                                    passage_pk, agent_pk) == 1
 
     async def count_passages(self, agent_pk: int) -> int:
-        return await self.pool.fetchval("SELECT count(*) FROM passages WHERE agent_pk = $1",
-                                        agent_pk)
+        """O(1): a counter on the agent row kept by triggers (migration 5)."""
+        count = await self.pool.fetchval("SELECT passage_count FROM agents WHERE pk = $1",
+                                         agent_pk)
+        return count or 0
 
     # --- api keys and model stats ---------------------------------------------------------
     async def add_api_key(self, key_hash: str, tenant: str) -> None:

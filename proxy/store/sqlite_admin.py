@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..core.types import Agent, Block, BlockRevision, Passage, StoredMessage
-from . import sqlite as core  # the store module; only used at call time (it imports this one)
+from . import sqlite_rows as core
 from .admin_types import AgentStats, BlockTooLongError, ConversationStats
 from .fts import match_expression, message_search_sql
 
@@ -98,7 +98,7 @@ class SQLiteAdminMixin:
             return {}
         rows = await self._fetch(
             "SELECT a.pk, (SELECT count(*) FROM conversations c WHERE c.agent_pk = a.pk),"
-            " a.recall_count, (SELECT count(*) FROM passages p WHERE p.agent_pk = a.pk)"
+            " a.recall_count, a.passage_count"
             " FROM agents a WHERE a.pk IN (SELECT value FROM json_each(?))",
             (json.dumps(list(agent_pks)),), tuple)
         return {r[0]: AgentStats(r[1], r[2], r[3]) for r in rows}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.messages import message_text
 from ..core.types import Agent, Block, BlockRevision
-from . import sqlite as core  # the store module; only used at call time (it imports this one)
+from . import sqlite_rows as core
 from .admin_types import (
     AgentDump,
     AgentExistsError,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from proxy.errors import ProxyError
-from proxy.locks import ConversationLocks
+from proxy.locks import ConversationLocks, FileLeases
 from proxy.store import open_store
 
 
@@ -97,3 +97,89 @@ def test_lock_table_does_not_grow(tmp_path):
         return len(locks._locks)
 
     assert run(main()) == 0
+
+
+# --- SQLite on Linux: open-file-description locks instead of lease rows -------------------
+file_leases = pytest.mark.skipif(not FileLeases.supported(), reason="needs F_OFD_SETLK (Linux)")
+
+
+@file_leases
+def test_file_leases_exclude_each_other_per_conversation(tmp_path):
+    async def main():
+        one, two = FileLeases(str(tmp_path / "l")), FileLeases(str(tmp_path / "l"))
+        results = [
+            await one.acquire_lease(7, "", 30),
+            await two.acquire_lease(7, "", 30),  # held by `one`, even in the same process
+            await two.acquire_lease(8, "", 30),  # another conversation is independent
+        ]
+        await one.release_lease(7, "")
+        results.append(await two.acquire_lease(7, "", 30))
+        one.close()
+        two.close()  # closing the file releases everything it holds
+        three = FileLeases(str(tmp_path / "l"))
+        results.append(await three.acquire_lease(8, "", 30))
+        three.close()
+        return results
+
+    assert run(main()) == [True, False, True, True, True]
+
+
+@file_leases
+def test_a_killed_process_releases_its_file_lease_at_once(tmp_path):
+    """No expiry to wait out: the kernel drops the lock with the process."""
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "l")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import asyncio, sys, time; from proxy.locks import FileLeases\n"
+         f"leases = FileLeases({path!r})\n"
+         "assert asyncio.run(leases.acquire_lease(3, '', 30))\n"
+         "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        leases = FileLeases(path)
+        assert not run(leases.acquire_lease(3, "", 30))
+        holder.kill()
+        holder.wait(10)
+        assert run(leases.acquire_lease(3, "", 30))
+        leases.close()
+    finally:
+        holder.kill()
+        holder.stdout.close()
+
+
+@file_leases
+def test_conversation_locks_over_file_leases_queue_across_instances(tmp_path):
+    async def main():
+        one = ConversationLocks(FileLeases(str(tmp_path / "l")), 0.1)
+        two = ConversationLocks(FileLeases(str(tmp_path / "l")), 0.1)
+        order = []
+
+        async def turn(locks, name, hold):
+            async with locks.hold(5, timeout=3.0):
+                order.append(f"{name} in")
+                await asyncio.sleep(hold)  # past the TTL: file leases do not expire
+                order.append(f"{name} out")
+
+        first = asyncio.create_task(turn(one, "one", 0.4))
+        await asyncio.sleep(0.05)
+        await turn(two, "two", 0)
+        await first
+        return order
+
+    assert run(main()) == ["one in", "one out", "two in", "two out"]
+
+
+@file_leases
+def test_the_sqlite_store_leases_conversations_with_files(tmp_path):
+    async def main():
+        store, _ = await _store(tmp_path)
+        leases = store.turn_leases()
+        await store.close()
+        return leases
+
+    leases = run(main())
+    assert isinstance(leases, FileLeases) and leases.path.endswith("locks.db-leases")

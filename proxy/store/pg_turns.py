@@ -1,0 +1,349 @@
+"""Turns on Postgres: what a stateful turn reads and writes, one round trip per call.
+
+A mixin of `PostgresStore` (its pool and `_transaction`). `load_turn_state` is one query,
+`begin_turn` and `finish_turn` are one statement each — a statement is its own transaction, so
+there is no BEGIN/COMMIT round trip — built from data-modifying CTEs that all depend on the
+row of a `c` CTE locking the conversation (`FOR NO KEY UPDATE`): if it is missing (unknown
+conversation; for finish_turn, unknown or already finished turn) nothing is written.
+
+Seqs under concurrency. A statement reads with the snapshot taken when it started, also in
+the parts that run after it waited for the conversation's lock, so a statement that had to
+wait for another writer of the same conversation numbers its messages from a stale
+`max(seq)`. That never goes unnoticed: seqs are consecutive, so the first stale number is the
+other writer's first message and the insert fails on UNIQUE (conversation_pk, seq), undoing
+the whole statement. The call is then redone in a transaction that takes the lock first, so
+that the numbering statement's snapshot is taken after it (`_locked_retry`). Turns hold the
+conversation's lease, so only two writers of one conversation at once (callers without a
+lease, or a lease that expired under a stalled turn) ever take that path. A `begin_turn`
+without inputs writes no message that could collide: in such a race it takes effect as of
+its snapshot (it supersedes the messages committed before it started, and returns the next
+free seq as of then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+
+from ..core.types import (
+    Block,
+    KnownContext,
+    NewMessage,
+    StoredMessage,
+    Turn,
+    TurnResult,
+    TurnState,
+)
+from . import known_context
+from .pg_admin import revision_arrays
+from .pg_sql import (
+    CONV,
+    DISCARD,
+    TURN,
+    block_arrays,
+    conversation_row,
+    dumps,
+    fast_loads,
+    message_arrays,
+    passage_arrays,
+    turn_row,
+)
+
+T = TypeVar("T")
+
+_SEQ_KEY = "messages_conversation_pk_seq_key"  # UNIQUE (conversation_pk, seq)
+# What `_locked_retry` locks before it redoes a write, in the order the write's own statement
+# locks them (no deadlock between the two forms): begin_turn the conversation ($1); finish_turn
+# the turn ($2, of conversation $1), then its conversation.
+_LOCK_BEGIN = "SELECT 1 FROM conversations WHERE pk = $1 FOR NO KEY UPDATE"
+_LOCK_FINISH = (
+    "WITH t AS (SELECT conversation_pk FROM turns WHERE turn_id = $2 AND conversation_pk = $1"
+    " FOR NO KEY UPDATE) SELECT 1 FROM conversations v JOIN t ON v.pk = t.conversation_pk"
+    " FOR NO KEY UPDATE OF v"
+)
+
+# --- load_turn_state: one row -------------------------------------------------------------
+# The blocks and the context come as one array per column (asyncpg decodes arrays of scalars
+# fastest; measured against arrays of records and json_agg), aggregated from an ordered
+# subquery; `_ordered` checks that order on the client. $1 conversation_pk, $2 agent_pk.
+# With a KnownContext (store/known_context.py) that is still usable — $3 epoch, $4 created_at,
+# checked in the query — only the context rows after its newest seq ($5) are sent, with the
+# count of the rows up to it still in context and, only if that is not the known count ($6),
+# their seqs.
+_BLOCK_COLUMNS = ("pos", "label", "value", "description", "lim", "read_only", "updated_at")
+_CONTEXT_COLUMNS = ("pk", "seq", "data", "turn_id", "created_at", "in_context", "visible",
+                    "superseded", "tokens", "visible_hash")
+_IN_CONTEXT = "FROM messages WHERE conversation_pk = $1 AND in_context AND NOT superseded"
+
+
+def _arrays(columns: tuple[str, ...], query: str) -> str:
+    aggregates = ", ".join(f"array_agg({c})" for c in columns)
+    return f"LATERAL (SELECT {aggregates} FROM ({query}) x)"
+
+
+@functools.cache
+def load_sql(known: bool) -> str:
+    usable = "(e.value = $3 AND c.created_at = $4)"
+    since = f" AND seq > CASE WHEN {usable} THEN $5 ELSE 0 END" if known else ""
+    blocks = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM blocks WHERE agent_pk = $2 ORDER BY pos"
+    context = f"SELECT {', '.join(_CONTEXT_COLUMNS)} {_IN_CONTEXT}{since} ORDER BY seq"
+    sql = (
+        "SELECT c.*, t.*, (SELECT recall_count FROM agents WHERE pk = $2),"
+        " (SELECT passage_count FROM agents WHERE pk = $2), e.value, b.*, m.*"
+    )
+    if known:
+        sql += (f", {usable}, k.n, CASE WHEN {usable} AND k.n <> $6 THEN"
+                f" ARRAY(SELECT seq {_IN_CONTEXT} AND seq <= $5) END")
+    sql += (
+        f" FROM ({CONV} WHERE pk = $1) c"
+        f" LEFT JOIN ({TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1) t ON true,"
+        " conversation_epoch e,"
+        f" {_arrays(_BLOCK_COLUMNS, blocks)} b, {_arrays(_CONTEXT_COLUMNS, context)} m"
+    )
+    if known:
+        sql += f", LATERAL (SELECT count(*) AS n {_IN_CONTEXT} AND seq <= $5 AND {usable}) k"
+    return sql
+
+
+_EPOCH_AT = 16  # the columns: 6 conversation, 8 turn, 2 counts, the epoch,
+_BLOCKS_AT = _EPOCH_AT + 1  # then the block arrays, the context arrays,
+_CONTEXT_AT = _BLOCKS_AT + len(_BLOCK_COLUMNS)
+_KNOWN_AT = _CONTEXT_AT + len(_CONTEXT_COLUMNS)  # and (with `known`) usable, count, seqs
+
+
+def _ordered(columns: Any, start: int, width: int, key: int) -> list[tuple]:
+    """Rows from the `width` column arrays at `start`, sorted by column `key` (pos, seq).
+    They arrive sorted (an ordered subquery); sorting a sorted list is one linear pass."""
+    if columns[start] is None:  # no rows: array_agg of nothing is NULL
+        return []
+    rows = list(zip(*(columns[start + k] for k in range(width)), strict=True))
+    rows.sort(key=itemgetter(key))
+    return rows
+
+
+def turn_state(r: Any, known: KnownContext | None = None) -> TurnState:
+    """The TurnState of a `load_sql(known is not None)` row."""
+    blocks = [Block(b[1], b[2], b[3], b[4], b[5], b[6])
+              for b in _ordered(r, _BLOCKS_AT, len(_BLOCK_COLUMNS), 0)]
+    context = [
+        StoredMessage(seq=m[1], data=fast_loads(m[2]), turn_id=m[3], created_at=m[4],
+                      in_context=m[5], visible=m[6], superseded=m[7], tokens=m[8],
+                      visible_hash=m[9], pk=m[0])
+        for m in _ordered(r, _CONTEXT_AT, len(_CONTEXT_COLUMNS), 1)
+    ]
+    if known is not None and r[_KNOWN_AT]:  # usable: `context` holds the rows after it
+        still = r[_KNOWN_AT + 1] if r[_KNOWN_AT + 2] is None else set(r[_KNOWN_AT + 2])
+        context = known_context.merge(known, still, context)
+    last = None if r[6] is None else turn_row(r[6:14])
+    return TurnState(conversation_row(r), last, blocks, r[14] or 0, r[15] or 0, context,
+                     r[_EPOCH_AT])
+
+
+# --- begin_turn / finish_turn: one statement ----------------------------------------------
+_NEXT_SEQ = (
+    "s AS (SELECT coalesce(max(seq), 0) + 1 AS first FROM messages WHERE conversation_pk = $1)"
+)
+
+
+class _Params:
+    """Numbers the placeholders of a statement built from optional parts."""
+
+    def __init__(self, fixed: int) -> None:
+        self.n = fixed
+
+    def __call__(self, *casts: str) -> list[str]:
+        first, self.n = self.n + 1, self.n + len(casts)
+        return [f"${first + k}::{cast}" for k, cast in enumerate(casts)]
+
+
+def _unnest(p: _Params, columns: tuple[str, ...], casts: tuple[str, ...]) -> str:
+    return (f"unnest({', '.join(p(*casts))}) WITH ORDINALITY"
+            f" AS u({', '.join(columns)}, i)")
+
+
+def _insert_messages(p: _Params, agent_pk: str) -> str:
+    """$1 conversation_pk, $2 turn_id, $3 now; the next 7 parameters are message_arrays."""
+    source = _unnest(p, ("role", "data", "text", "in_context", "visible", "tokens",
+                         "visible_hash"),
+                     ("text[]", "json[]", "text[]", "boolean[]", "boolean[]", "integer[]",
+                      "text[]"))
+    return (
+        "m AS (INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
+        " created_at, in_context, visible, tokens, visible_hash)"
+        f" SELECT $1, {agent_pk}, s.first + u.i - 1, $2, u.role, u.data, u.text, $3,"
+        f" u.in_context, u.visible, u.tokens, u.visible_hash FROM c, s, {source}"
+        " ORDER BY u.i)"
+    )
+
+
+@functools.cache
+def begin_sql(supersede: bool, messages: bool) -> str:
+    """$1 conversation_pk, $2 turn_id, $3 now, $4 request_hash, $5 idempotency_key, then
+    supersede_from_seq (if `supersede`) and the message arrays (if `messages`)."""
+    p = _Params(5)
+    ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
+            _NEXT_SEQ]
+    if supersede:  # sees the statement's snapshot: never the inputs inserted below
+        ctes.append("x AS (UPDATE messages SET superseded = true, in_context = false"
+                    f" WHERE conversation_pk = $1 AND seq >= {p('integer')[0]}"
+                    " AND NOT superseded)")
+    if messages:
+        ctes.append(_insert_messages(p, "c.agent_pk"))
+    ctes.append("t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
+                " idempotency_key, created_at, first_seq)"
+                " SELECT $2, $1, 'open', $4, $5, $3, s.first FROM c, s)")
+    return f"WITH {', '.join(ctes)} SELECT s.first FROM c, s"
+
+
+@functools.cache
+def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) -> str:
+    """$1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5 response; then the arrays of
+    the parts present: messages, blocks, passages, revisions. Returns the conversation's
+    agent_pk, or no row (nothing written) if the turn is unknown or already done."""
+    p = _Params(5)
+    ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
+            " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
+            " RETURNING conversation_pk)",
+            "c AS (SELECT v.agent_pk FROM conversations v JOIN t ON v.pk = t.conversation_pk"
+            " FOR NO KEY UPDATE OF v)"]
+    if messages:
+        ctes += [_NEXT_SEQ, _insert_messages(p, "$4")]
+    if blocks:
+        source = _unnest(p, ("label", "value", "description", "lim", "read_only"),
+                         ("text[]", "text[]", "text[]", "integer[]", "boolean[]"))
+        ctes.append(
+            "b AS (INSERT INTO blocks (agent_pk, label, value, description, lim, read_only,"
+            " updated_at) SELECT $4, u.label, u.value, u.description, u.lim, u.read_only, $3"
+            f" FROM c, {source} ORDER BY u.i"
+            " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
+            " description = excluded.description, lim = excluded.lim,"
+            " read_only = excluded.read_only, updated_at = excluded.updated_at)")
+    if passages:
+        source = _unnest(p, ("text", "tags"), ("text[]", "jsonb[]"))
+        ctes.append("p AS (INSERT INTO passages (agent_pk, text, tags, created_at)"
+                    f" SELECT $4, u.text, u.tags, $3 FROM c, {source} ORDER BY u.i)")
+    if revisions:  # revision ids are handed out in array order
+        source = _unnest(p, ("label", "old", "new", "source", "turn_id", "created_at"),
+                         ("text[]", "text[]", "text[]", "text[]", "text[]", "float8[]"))
+        ctes.append("r AS (INSERT INTO block_revisions (agent_pk, label, old_value, new_value,"
+                    " source, turn_id, created_at) SELECT $4, u.label, u.old, u.new, u.source,"
+                    f" u.turn_id, u.created_at FROM c, {source} ORDER BY u.i)")
+    return f"WITH {', '.join(ctes)} SELECT agent_pk FROM c"
+
+
+class PostgresTurnsMixin:
+    """The turn calls of `PostgresStore` (see proxy/store/base.py for the contract)."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore
+        @property
+        def pool(self) -> asyncpg.Pool: ...
+        def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+    async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
+                            *lock_args: Any) -> T:
+        """`write(pool)`, one statement; if it numbered messages from a stale snapshot (see
+        the module docstring), `write(conn)` again in a transaction that runs `lock` first."""
+        try:
+            return await write(self.pool)
+        except asyncpg.UniqueViolationError as e:
+            if e.constraint_name != _SEQ_KEY:
+                raise
+        async with self._transaction() as conn:
+            await conn.execute(lock, *lock_args)
+            return await write(conn)
+
+    async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
+                         idempotency_key: str | None, inputs: list[NewMessage],
+                         supersede_from_seq: int | None = None) -> int:
+        """One statement: lock the conversation, supersede (optional), open the turn, append
+        the inputs. Returns `first_seq`: the seq of the first input, or the next free seq."""
+        args: list[Any] = [conversation_pk, turn_id, time.time(), request_hash, idempotency_key]
+        if supersede_from_seq is not None:
+            args.append(supersede_from_seq)
+        if inputs:
+            args += message_arrays(inputs)  # may raise before anything is sent
+        sql = begin_sql(supersede_from_seq is not None, bool(inputs))
+        first = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_BEGIN,
+                                         conversation_pk)
+        if first is None:
+            raise LookupError(f"no conversation with pk {conversation_pk}")
+        return first
+
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int,
+                              known: KnownContext | None = None) -> TurnState:
+        """One query (no transaction needed: the caller holds the conversation's lease);
+        with `known` (what this process loaded last time), only the context rows added since
+        are sent and decoded."""
+        if known is None:
+            row = await self.pool.fetchrow(load_sql(False), conversation_pk, agent_pk)
+        else:
+            row = await self.pool.fetchrow(
+                load_sql(True), conversation_pk, agent_pk, known.epoch, known.created_at,
+                known_context.newest_seq(known), len(known.messages))
+        if row is None:
+            raise LookupError(f"no conversation with pk {conversation_pk}")
+        return turn_state(row, known)
+
+    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
+                          result: TurnResult) -> None:
+        """One statement: mark the turn done, lock the conversation, append the turn's
+        messages, upsert blocks (recording their revisions), add passages. Raises LookupError
+        (writing nothing) if the turn is unknown or already done, so a turn's output can never
+        be stored twice."""
+        now = time.time()
+        # Everything is serialised first: a value that cannot be encoded fails the call
+        # before any statement runs.
+        parts = (message_arrays(result.messages), block_arrays(result.blocks),
+                 passage_arrays(result.passages),
+                 revision_arrays(result.revisions, turn_id, now))
+        args: list[Any] = [conversation_pk, turn_id, now, agent_pk, dumps(result.response)]
+        for arrays in parts:
+            if arrays[0]:
+                args += arrays
+        sql = finish_sql(*(bool(arrays[0]) for arrays in parts))
+        locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
+                                          conversation_pk, turn_id)
+        if locked is None:
+            raise LookupError(f"turn {turn_id!r} is unknown or already finished")
+
+    async def fail_turn(self, turn_id: str, error: dict) -> None:
+        """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""
+        await self.pool.execute("UPDATE turns SET status = 'failed', finished_at = $1,"
+                                " error = $2::json WHERE turn_id = $3 AND status <> 'done'",
+                                time.time(), dumps(error), turn_id)
+
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail a turn and take its messages out of transcript and context (kept as superseded),
+        in one statement. For a request the upstream rejected as invalid."""
+        await self.pool.execute(DISCARD, turn_id, time.time(), dumps(error))
+
+    async def reopen_turn(self, turn_id: str) -> None:
+        """failed -> open (the stored error is kept for audit); other states are unchanged."""
+        await self.pool.execute("UPDATE turns SET status = 'open', finished_at = NULL"
+                                " WHERE turn_id = $1 AND status = 'failed'", turn_id)
+
+    async def find_turn(self, conversation_pk: int, *, idempotency_key: str | None = None,
+                        request_hash: str | None = None) -> Turn | None:
+        """Newest turn with that idempotency key if one is given, else with that request hash
+        (newest = highest `ord`, the tail of both lookup indexes)."""
+        if idempotency_key is not None:
+            sql = f"{TURN} WHERE conversation_pk = $1 AND idempotency_key = $2"
+            key: str = idempotency_key
+        elif request_hash is not None:
+            sql = f"{TURN} WHERE conversation_pk = $1 AND request_hash = $2"
+            key = request_hash
+        else:
+            return None
+        return turn_row(await self.pool.fetchrow(f"{sql} ORDER BY ord DESC LIMIT 1",
+                                                 conversation_pk, key))
+
+    async def last_turn(self, conversation_pk: int) -> Turn | None:
+        return turn_row(await self.pool.fetchrow(
+            f"{TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1", conversation_pk))
+

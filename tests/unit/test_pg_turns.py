@@ -1,0 +1,165 @@
+"""Postgres turn calls (proxy/store/pg_turns.py): the one-query `load_turn_state` returns
+exactly what the separate reads return, and a one-statement write that numbered its messages
+from a snapshot older than its lock is redone under the lock (and numbered right)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from proxy.core.types import Block, BlockRevision, NewMessage, TurnResult
+from tests import store_backends
+from tests.store_backends import DEFAULT_BLOCKS, assistant, result, setup, user
+
+postgres_url = store_backends.postgres_url  # fixture: a fresh Postgres database
+
+
+def _pg(url: str, body: Any) -> Any:
+    from proxy.store.postgres import PostgresStore
+
+    return store_backends.run_with_store(PostgresStore(url), body)
+
+
+async def _separate_reads(s: Any, agent_pk: int, conversation_pk: int) -> tuple:
+    conversation = await s.pool.fetchrow("SELECT agent_pk, conversation_id FROM conversations"
+                                         " WHERE pk = $1", conversation_pk)
+    return (await s.get_conversation(conversation[0], conversation[1]),
+            await s.last_turn(conversation_pk), await s.get_blocks(agent_pk),
+            await s.count_messages(agent_pk), await s.count_passages(agent_pk),
+            await s.context_messages(conversation_pk))
+
+
+def _typed(value: Any) -> Any:
+    """`value` with the type of every field, so that 1 == 1.0 does not hide a change."""
+    if isinstance(value, list | tuple):
+        return [_typed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return (type(value).__name__, _typed(vars(value)))
+    return (type(value).__name__, value)
+
+
+def test_load_turn_state_is_the_separate_reads(postgres_url: str) -> None:
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+
+        async def check(agent_pk: int, conversation_pk: int) -> None:
+            state = await s.load_turn_state(agent_pk, conversation_pk)
+            got = (state.conversation, state.last_turn, state.blocks, state.recall_messages,
+                   state.archival_passages, state.context)
+            assert _typed(got) == _typed(await _separate_reads(s, agent_pk, conversation_pk))
+
+        await check(agent.pk, conv.pk)  # no turn, no messages, no passages
+        await s.begin_turn(conv.pk, "t1", "h", "key", [
+            user("one", tokens=3, visible_hash="v1"),
+            NewMessage({"role": "user", "content": [{"type": "text", "text": "x\x00"}]})])
+        await s.update_conversation(conv.pk, resends_history=True, summary="sum")
+        await check(agent.pk, conv.pk)  # an open turn (response None), NULL tokens and hash
+        await s.finish_turn("t1", conv.pk, agent.pk, TurnResult(
+            [NewMessage({"role": "assistant", "content": None, "tool_calls": []},
+                        visible=False), assistant("done", tokens=7)],
+            [Block("human", "Name: Ada", "who", 99, True), Block("notes", "n")],
+            [("fact", ["a", "b"])], {"id": "r", "n": 1.5},
+            [BlockRevision("human", "", "Name: Ada", "tool:core_memory_append")]))
+        await s.pool.execute("UPDATE messages SET created_at = 1700000000 WHERE seq = 1")
+        await s.evict_messages(conv.pk, 1, "evicted one")
+        await check(agent.pk, conv.pk)
+        await s.begin_turn(conv.pk, "t2", "h", None, [user("again")], supersede_from_seq=4)
+        await check(agent.pk, conv.pk)
+        state = await s.load_turn_state(agent.pk, conv.pk)
+        assert [m.seq for m in state.context] == [2, 3, 5]
+        assert isinstance(state.context[0].created_at, float)
+        assert [b.label for b in state.blocks] == [b.label for b in DEFAULT_BLOCKS] + ["notes"]
+
+    _pg(postgres_url, body)
+
+
+async def _wait_for_lock(s: Any) -> None:
+    """Until a statement of the store waits for a row lock."""
+    for _ in range(500):
+        waiting = await s.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'")
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the store's statement never waited for the lock")
+
+
+@contextlib.contextmanager
+def _transactions(s: Any) -> Iterator[list[int]]:
+    """Counts the transactions the store opens (one statement needs none): `[n]`."""
+    opened = [0]
+    original = s._transaction
+
+    def counting() -> Any:
+        opened[0] += 1
+        return original()
+
+    s._transaction = counting
+    try:
+        yield opened
+    finally:
+        del s._transaction
+
+
+async def _another_writer(s: Any, conversation_pk: int, agent_pk: int, write: Any) -> Any:
+    """Run `write()` while another transaction holds the conversation's lock, and commit that
+    transaction's message only once `write` waits for the lock (its snapshot is older)."""
+    conn = await asyncpg.connect(s.dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM conversations WHERE pk = $1 FOR NO KEY UPDATE",
+                               conversation_pk)
+            await conn.execute(
+                "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data,"
+                " created_at) SELECT $1, $2, coalesce(max(seq), 0) + 1, 'other', 'user',"
+                " '{\"role\":\"user\",\"content\":\"other\"}', 0 FROM messages"
+                " WHERE conversation_pk = $1", conversation_pk, agent_pk)
+            task = asyncio.create_task(write())
+            await _wait_for_lock(s)
+        return await task
+    finally:
+        await conn.close()
+
+
+def test_a_write_that_waited_for_another_writer_is_redone_under_the_lock(
+    postgres_url: str,
+) -> None:
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        await s.begin_turn(conv.pk, "t1", "h", None, [user("one")])
+        # begin_turn: snapshot before the other writer's message 2, lock after its commit
+        with _transactions(s) as opened:
+            first = await _another_writer(s, conv.pk, agent.pk, lambda: s.begin_turn(
+                conv.pk, "t2", "h", None, [user("two"), user("three")]))
+        assert (first, opened) == (3, [1])
+        # finish_turn likewise (its turn is marked done once, by the redone statement)
+        with _transactions(s) as opened:
+            await _another_writer(s, conv.pk, agent.pk, lambda: s.finish_turn(
+                "t2", conv.pk, agent.pk, result(assistant("reply"),
+                                                blocks=[Block("human", "x")])))
+        assert opened == [1]
+        msgs = await s.list_messages(conv.pk)
+        assert [(m.seq, m.turn_id) for m in msgs] == [
+            (1, "t1"), (2, "other"), (3, "t2"), (4, "t2"), (5, "other"), (6, "t2")]
+        assert (await s.last_turn(conv.pk)).status == "done"
+        assert (await s.get_blocks(agent.pk))[1].value == "x"
+        assert await s.count_messages(agent.pk) == 6
+        with pytest.raises(LookupError):
+            await s.finish_turn("t2", conv.pk, agent.pk, result(assistant("again")))
+        # without another writer: one statement each, no transaction
+        with _transactions(s) as opened:
+            assert await s.begin_turn(conv.pk, "t3", "h", None, [user("four")],
+                                      supersede_from_seq=6) == 7
+            await s.finish_turn("t3", conv.pk, agent.pk, result(assistant("five")))
+        assert opened == [0]
+        assert [m.seq for m in await s.context_messages(conv.pk)] == [1, 2, 3, 4, 5, 7, 8]
+
+    _pg(postgres_url, body)
