@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 
 _TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (FTS5 unicode61 separators)
 
@@ -115,3 +116,61 @@ def passage_search_sql(
                " ORDER BY score DESC LIMIT ?")
         params.insert(0, expr)
     return sql, (*params, top_k)
+
+
+# --- deferred indexing of messages ----------------------------------------------------------
+# Indexing a turn's messages inside its commit made FTS5 write a segment per commit and merge
+# segments inside whichever commit crossed its threshold: on a 200k-message index every ~30th
+# turn's commit took ~15 ms. So a turn's messages are indexed later, in batches: every
+# background job of the store (sqlite_lanes.py, every 100 commits) and, before any search,
+# whatever is still pending — a search always sees every committed message.
+#
+# `fts_progress.upto`: every message with pk <= upto is in the index, none above it is. The
+# triggers keep that true: a delete or text update touches the index only for rows at or below
+# upto, and a row inserted at or below upto (SQLite reuses the largest pks after a delete) is
+# indexed at once.
+MIGRATION_SQLITE: tuple[str, ...] = (
+    "CREATE TABLE fts_progress (name TEXT PRIMARY KEY, upto INTEGER NOT NULL)",
+    "INSERT INTO fts_progress (name, upto) SELECT 'messages', coalesce(max(pk), 0)"
+    " FROM messages",
+    "DROP TRIGGER messages_fts_delete",
+    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
+        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
+    END""",
+    "DROP TRIGGER messages_fts_update",
+    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, agent_pk ON messages
+        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
+        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
+        INSERT INTO messages_fts (rowid, text, fts_scope)
+        VALUES (new.pk, new.text, 'a' || new.agent_pk);
+    END""",
+    """CREATE TRIGGER messages_fts_reused AFTER INSERT ON messages
+        WHEN new.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
+        INSERT INTO messages_fts (rowid, text, fts_scope)
+        VALUES (new.pk, new.text, 'a' || new.agent_pk);
+    END""",
+)
+
+_PENDING = ("SELECT coalesce((SELECT max(pk) FROM messages), 0),"
+            " (SELECT upto FROM fts_progress WHERE name = 'messages')")
+
+
+def pending(db: sqlite3.Connection) -> bool:
+    """Whether committed messages are waiting to be indexed (two index lookups)."""
+    top, upto = db.execute(_PENDING).fetchone()
+    return top > upto
+
+
+def index_pending(db: sqlite3.Connection) -> int:
+    """Index every message above the mark, in one segment, and move the mark; the rows
+    indexed. Runs inside a write transaction."""
+    top, upto = db.execute(_PENDING).fetchone()
+    if top <= upto:
+        return 0
+    count = db.execute("INSERT INTO messages_fts (rowid, text, fts_scope)"
+                       " SELECT pk, text, fts_scope FROM messages WHERE pk > ?", (upto,)).rowcount
+    db.execute("UPDATE fts_progress SET upto = ? WHERE name = 'messages'", (top,))
+    return count

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import fts as _fts
 from . import known_context as _known_context
 from . import pg_vectors as _vectors_pg
 from . import sqlite_vectors as _vectors_sqlite
@@ -411,7 +412,8 @@ _V4_POSTGRES = _vectors_pg.MIGRATION_POSTGRES
 # v5: everything a turn reads costs the same whatever the agent's history. agents.passage_count
 # (archival passages, shown in every prompt's memory metadata) is kept by triggers like
 # recall_count, instead of a count(*) per turn (~2-5 ms at 100k passages); the conversation
-# epoch is in known_context.py.
+# epoch is in known_context.py; messages are indexed for full-text search in batches, off the
+# turn's commit (fts.py).
 _V5_PASSAGE_COUNT_SQLITE: tuple[str, ...] = (
     "ALTER TABLE agents ADD COLUMN passage_count INTEGER NOT NULL DEFAULT 0",
     "UPDATE agents SET passage_count = (SELECT count(*) FROM passages p"
@@ -455,7 +457,8 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "block revisions", {"sqlite": _V3_SQLITE, "postgres": _V3_POSTGRES}),
     Migration(4, "embedding vectors", {"sqlite": _V4_SQLITE, "postgres": _V4_POSTGRES}),
     Migration(5, "turn state in constant time", {
-        "sqlite": (*_known_context.MIGRATION_SQLITE, *_V5_PASSAGE_COUNT_SQLITE),
+        "sqlite": (*_known_context.MIGRATION_SQLITE, *_V5_PASSAGE_COUNT_SQLITE,
+                   *_fts.MIGRATION_SQLITE),
         "postgres": (*_known_context.MIGRATION_POSTGRES, *_V5_PASSAGE_COUNT_POSTGRES)}),
 ]
 

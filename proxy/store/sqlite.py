@@ -25,7 +25,7 @@ from ..core.types import (
     StoredMessage,
 )
 from ..locks import FileLeases, LeaseStore
-from .fts import message_search_sql, passage_search_sql
+from .fts import index_pending, message_search_sql, passage_search_sql, pending
 from .migrations import apply_sqlite
 from .sqlite_admin import SQLiteAdminMixin
 from .sqlite_admin_dump import SQLiteDumpMixin
@@ -63,7 +63,7 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
     def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self.path = path
         self.synchronous = synchronous  # PRAGMA synchronous of every connection
-        self.lanes = SQLiteLanes(path, synchronous)
+        self.lanes = SQLiteLanes(path, synchronous, maintain=index_pending)
         self._file_leases: list[FileLeases] = []
 
     def turn_leases(self) -> LeaseStore:
@@ -264,8 +264,15 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
                               end: float | None = None) -> list[MessageHit]:
         """bm25-ranked recall search (visible, not superseded, evicted included); a blank query
         lists the newest matching messages with score 0. `start`/`end` are inclusive."""
+        await self._index_pending()
         sql, params = message_search_sql(agent_pk, query, roles, limit, start, end)
         return await self._fetch(sql, params, lambda r: MessageHit(*r))
+
+    async def _index_pending(self) -> None:
+        """Before a full-text search: index the messages turns wrote since the last batch, so
+        a search sees every committed message (fts.py)."""
+        if await self.lanes.read_fast(pending):
+            await self.lanes.write(index_pending)
 
     # --- leases (one turn at a time per conversation, across processes) ------------------
     async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool:

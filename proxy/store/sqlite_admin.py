@@ -76,6 +76,7 @@ class SQLiteAdminMixin:
         async def _fetch(self, sql: str, params: tuple, convert: Callable[[tuple], Any]
                          ) -> list[Any]: ...
         async def _fetch_one(self, sql: str, params: tuple) -> tuple | None: ...
+        async def _index_pending(self) -> None: ...
 
     # --- agents ---------------------------------------------------------------------------
     async def list_agents_page(self, tenant: str | None, *, after: tuple[str, str] | None = None,
@@ -225,6 +226,7 @@ class SQLiteAdminMixin:
         expr = match_expression(query, agent_pk)
         if expr is None:
             return []
+        await self._index_pending()
         hide = "" if include_superseded else " AND m.superseded = 0"
         return await self._fetch(
             f"SELECT {M_COLUMNS}, -bm25(messages_fts, 1.0, 0.0) AS score FROM messages_fts"
@@ -237,6 +239,7 @@ class SQLiteAdminMixin:
                                     roles: list[str] | None = None, limit: int = 20
                                     ) -> list[tuple[str, StoredMessage, float]]:
         """The recall search (fts.py) joined back to the whole rows."""
+        await self._index_pending()
         inner, params = message_search_sql(agent_pk, query, roles, limit, None, None)
         sql = (f"WITH h(cid, seq, role, text, created_at, score) AS ({inner})"
                f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"

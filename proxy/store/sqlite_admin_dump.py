@@ -23,6 +23,7 @@ from .admin_types import (
     import_revisions,
     turn_renames,
 )
+from .fts import index_pending
 from .sqlite_admin import insert_revisions
 
 if TYPE_CHECKING:
@@ -121,8 +122,6 @@ def _import(db: sqlite3.Connection, tenant: str, agent_id: str, dump: AgentDump,
             (cpk, pk, m.seq, tid(m.turn_id), m.role, core._dumps(m.data), message_text(m.data),
              m.created_at, int(m.in_context), int(m.visible), int(m.superseded), m.tokens,
              m.visible_hash) for m in conv.messages))
-        db.execute("INSERT INTO messages_fts (rowid, text, fts_scope)"
-                   " SELECT pk, text, fts_scope FROM messages WHERE conversation_pk = ?", (cpk,))
         db.executemany(_INSERT_TURN, (
             (tid(t.turn_id), cpk, t.status, t.request_hash, t.idempotency_key, t.created_at,
              t.finished_at, None if t.response is None else core._dumps(t.response),
@@ -130,6 +129,7 @@ def _import(db: sqlite3.Connection, tenant: str, agent_id: str, dump: AgentDump,
     db.executemany("INSERT INTO passages (agent_pk, text, tags, created_at) VALUES (?, ?, ?, ?)",
                    ((pk, p.text, core._dumps(list(p.tags)), p.created_at)
                     for p in dump.passages))
+    index_pending(db)  # an imported history is searchable as soon as the import commits
     return Agent(pk=pk, tenant=tenant, agent_id=agent_id, created_at=agent.created_at,
                  settings=dict(agent.settings))
 

@@ -11,9 +11,11 @@ back and runs again on the **thread lane**: aiosqlite connections with a 5 s bus
 which also carry everything that can take long (search, listings, export and import, deleting
 a whole agent), so the loop is never blocked by a slow statement or by another process.
 
-WAL checkpoints write and sync the database file, so the fast writer never runs them: every
-`checkpoint_every` fast commits, a passive checkpoint runs in the background on the thread
-lane, off the loop and outside the write lock.
+Upkeep never runs inside a turn's commit: WAL checkpoints write and sync the database file,
+and the store's `maintain` step (it indexes the messages turns wrote for full-text search, in
+one batch) would make some commits slow. Every `checkpoint_every` fast commits a background
+job runs them on the thread lane: a passive checkpoint while turns go on, `maintain` under the
+write lock, and a last short checkpoint under the lock so that the WAL starts over.
 
 Writes on both lanes are serialised by one asyncio.Lock, so this process has at most one write
 transaction at a time; reads never wait for writes (WAL).
@@ -100,9 +102,11 @@ def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> Await
 class SQLiteLanes:
     """Four connections to one database file: a writer and a reader on each lane."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL",
+                 maintain: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         self.path = path
         self.synchronous = synchronous
+        self.maintain = maintain  # the store's upkeep, run as a transaction in the background
         self.writer: aiosqlite.Connection | None = None  # thread lane
         self.reader: aiosqlite.Connection | None = None
         self.fast_writer: sqlite3.Connection | None = None  # fast lane (the loop's thread)
@@ -228,13 +232,18 @@ class SQLiteLanes:
         return result
 
     async def _run_checkpoint(self) -> None:
-        """Two passive checkpoints on the thread writer: the first copies what is in the WAL
-        while turns go on writing; the second, under the write lock, copies the few frames
-        written meanwhile, so the checkpoint is complete and the next write restarts the WAL
-        from its beginning instead of growing it (a long WAL slows every read)."""
+        """Two passive checkpoints on the thread writer with the store's `maintain` between
+        them: the first copies what is in the WAL while turns go on writing; `maintain` runs
+        as one transaction under the write lock; the last, under the lock, copies the few
+        frames written meanwhile, so the checkpoint is complete and the next write restarts
+        the WAL from its beginning instead of growing it (a long WAL slows every read)."""
         try:
             if self.writer is not None:
                 await _call(self.writer, _checkpoint)
+            if self.maintain is not None:
+                async with self.lock:
+                    if self.writer is not None:
+                        await _call(self.writer, transaction, self.maintain, ())
             async with self.lock:
                 if self.writer is not None:
                     await _call(self.writer, _checkpoint)

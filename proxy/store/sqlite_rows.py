@@ -40,11 +40,6 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text, created_at,"
     " in_context, visible, tokens, visible_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The FTS index of newly inserted messages, one statement per batch (see migrations.py).
-_INDEX_MESSAGES = (
-    "INSERT INTO messages_fts (rowid, text, fts_scope) SELECT pk, text, fts_scope FROM messages"
-    " WHERE conversation_pk = ? AND seq >= ?"
-)
 _UPSERT_BLOCK = (
     "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_pk, label) DO UPDATE SET"
@@ -109,13 +104,13 @@ def _insert_messages(
     messages: Iterable[NewMessage], now: float,
 ) -> None:
     # A generator: a message that fails to serialise aborts the batch (and the transaction).
+    # The full-text index picks the rows up later, in batches (fts.index_pending).
     db.executemany(_INSERT_MESSAGE, (
         (conversation_pk, agent_pk, first_seq + i, turn_id, str(m.data.get("role", "")),
          _dumps(m.data), message_text(m.data), now, int(m.in_context), int(m.visible),
          m.tokens, m.visible_hash)
         for i, m in enumerate(messages)
     ))
-    db.execute(_INDEX_MESSAGES, (conversation_pk, first_seq))
 
 
 def _upsert_blocks(db: sqlite3.Connection, agent_pk: int, blocks: Iterable[Block],
