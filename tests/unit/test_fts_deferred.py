@@ -31,12 +31,20 @@ async def _integrity(store: SQLiteStore) -> None:
     await store.lanes.write(lambda db: _check_index(db))
 
 
+async def _opened(path, *agent_ids: str) -> tuple[SQLiteStore, list]:
+    """An open store with an agent and a conversation "c" for each id: [(agent, conv)]."""
+    store = SQLiteStore(str(path))
+    await store.open()
+    pairs = []
+    for agent_id in agent_ids:
+        agent = await store.ensure_agent("t", agent_id, [])
+        pairs.append((agent, await store.ensure_conversation(agent.pk, "c")))
+    return store, pairs
+
+
 def test_a_search_right_after_a_turn_finds_it_with_nothing_indexed_in_between(tmp_path):
     async def main():
-        store = SQLiteStore(str(tmp_path / "s.db"))
-        await store.open()
-        agent = await store.ensure_agent("t", "a", [])
-        conv = await store.ensure_conversation(agent.pk, "c")
+        store, [(agent, conv)] = await _opened(tmp_path / "s.db", "a")
         await store.begin_turn(conv.pk, "t1", "h", None, [user("the walrus lives in Tromsø")])
         await store.finish_turn("t1", conv.pk, agent.pk, result(assistant("noted, a walrus")))
         waiting = await store.lanes.read_fast(pending)
@@ -128,11 +136,8 @@ def test_migration_5_marks_the_messages_already_indexed(tmp_path):
 
 def test_the_background_job_indexes_what_turns_wrote(tmp_path):
     async def main():
-        store = SQLiteStore(str(tmp_path / "b.db"))
-        await store.open()
+        store, [(agent, conv)] = await _opened(tmp_path / "b.db", "a")
         store.lanes.checkpoint_every = 4
-        agent = await store.ensure_agent("t", "a", [])
-        conv = await store.ensure_conversation(agent.pk, "c")
         for n in range(2):  # four commits: the job starts
             await store.begin_turn(conv.pk, f"t{n}", "h", None, [user(f"q{n}")])
             await store.finish_turn(f"t{n}", conv.pk, agent.pk, result(assistant(f"a{n}")))
@@ -147,12 +152,8 @@ def test_the_background_job_indexes_what_turns_wrote(tmp_path):
 
 def test_a_reused_pk_below_the_mark_is_indexed_in_its_own_commit(tmp_path):
     async def main():
-        store = SQLiteStore(str(tmp_path / "reuse.db"))
-        await store.open()
-        keep = await store.ensure_agent("t", "keep", [])
-        keep_conv = await store.ensure_conversation(keep.pk, "c")
-        gone = await store.ensure_agent("t", "gone", [])
-        gone_conv = await store.ensure_conversation(gone.pk, "c")
+        store, [(keep, keep_conv), (gone, gone_conv)] = await _opened(
+            tmp_path / "reuse.db", "keep", "gone")
         await store.begin_turn(keep_conv.pk, "k1", "h", None, [user("kept words")])
         await store.begin_turn(gone_conv.pk, "g1", "h", None, [user("doomed one"),
                                                                  user("doomed two")])
