@@ -23,7 +23,7 @@ from . import tokens
 from .catalog import ModelCatalog
 from .config import Settings
 from .core.context import assemble_prompt
-from .core.paging import Budget, Item, Plan, fits_alone, plan
+from .core.paging import Budget, Item, Plan, fits_alone, plan, under_threshold
 from .core.prompts import render_summary
 from .core.summary import (
     chunk_transcript,
@@ -82,8 +82,9 @@ class TurnContext:
     pressure: int | None = None
     compactions: int = 0
     # Per-turn caches: the context only changes by dropping its oldest messages.
-    _items: list[Item] | None = field(default=None, repr=False)
-    _items_tokens: int = field(default=0, repr=False)
+    _items: list[Item] | None = field(default=None, repr=False)  # built only to plan a page-out
+    _scaled_tokens: list[int] | None = field(default=None, repr=False)  # per message, calibrated
+    _items_tokens: int = field(default=0, repr=False)  # their sum
     _local_tokens: list[int] | None = field(default=None, repr=False)
     _fixed: tuple[tuple[str, int | None], int] | None = field(default=None, repr=False)
 
@@ -127,8 +128,10 @@ class TurnContext:
     def drop_oldest(self, count: int) -> list[StoredMessage]:
         """Remove the `count` oldest messages from the context (after they were evicted)."""
         evicted, self.context = self.context[:count], self.context[count:]
+        if self._scaled_tokens is not None:
+            self._items_tokens -= sum(self._scaled_tokens[:count])
+            self._scaled_tokens = self._scaled_tokens[count:]
         if self._items is not None:
-            self._items_tokens -= sum(i.tokens for i in self._items[:count])
             self._items = self._items[count:]
         if self._local_tokens is not None:
             self._local_tokens = self._local_tokens[count:]
@@ -154,22 +157,41 @@ class TurnContext:
             compact_to=s.compact_to,
         )
 
-    def items(self) -> list[Item]:
-        if self._items is None:
+    def scaled_tokens(self) -> list[int]:
+        """Each in-context message's calibrated tokens (their sum is `_items_tokens`)."""
+        if self._scaled_tokens is None:
             factor, ceil = self.factor, math.ceil
+            self._scaled_tokens = [ceil(local * factor) for local in self._local_counts()]
+            self._items_tokens = sum(self._scaled_tokens)
+        return self._scaled_tokens
+
+    def items(self) -> list[Item]:
+        """The context as paging `Item`s: built only when a page-out must be planned (one per
+        message in context, so not on every turn)."""
+        if self._items is None:
             self._items = [
-                Item(m.seq, str(m.data.get("role", "")), ceil(local * factor),
-                     bool(m.data.get("tool_calls")))
-                for m, local in zip(self.context, self._local_counts(), strict=True)
+                Item(m.seq, str(m.data.get("role", "")), scaled, bool(m.data.get("tool_calls")))
+                for m, scaled in zip(self.context, self.scaled_tokens(), strict=True)
             ]
-            self._items_tokens = sum(i.tokens for i in self._items)
         return self._items
+
+    def _protected_tokens(self) -> int:
+        """Tokens of this turn's own messages (seq >= protect_from_seq), the newest ones."""
+        if self.protect_from_seq is None:
+            return 0
+        total = 0
+        # The context is in seq order, so the protected messages are its tail.
+        for m, scaled in zip(reversed(self.context), reversed(self.scaled_tokens()), strict=True):
+            if m.seq < self.protect_from_seq:
+                break
+            total += scaled
+        return total
 
     def estimate(self, extra: list[Message] | None = None) -> int:
         """Calibrated tokens of base prompt + extra messages + tools + reserved output."""
         extra_tokens = sum(tokens.count_message(m, self.model) for m in extra or [])
         budget = self.budget(extra_tokens)
-        self.items()
+        self.scaled_tokens()
         return budget.fixed + self._items_tokens + budget.reserve_output
 
     async def fit(self, extra: list[Message] | None = None, force_to: float | None = None) -> Plan:
@@ -178,14 +200,14 @@ class TurnContext:
         result: Plan | None = None
         for _ in range(3):  # a new summary can be longer than the old one: re-plan, bounded
             budget = self.budget(extra_tokens)
-            items = self.items()
-            protected = sum(i.tokens for i in items
-                            if self.protect_from_seq is not None and i.seq >= self.protect_from_seq)
+            protected = self._protected_tokens()
             if not fits_alone(budget, protected):
                 raise context_length_error(budget.fixed + protected + budget.reserve_output,
                                            self.window)
-            result = plan(budget, items, protect_from_seq=self.protect_from_seq,
-                          force_to=force_to)
+            self.scaled_tokens()
+            before = budget.fixed + self._items_tokens + budget.reserve_output
+            result = under_threshold(budget, before, force_to) or plan(
+                budget, self.items(), protect_from_seq=self.protect_from_seq, force_to=force_to)
             if not result.evicted:
                 break
             await self.compactor.evict(self, result.evicted)

@@ -123,6 +123,16 @@ def cut_points(items: Sequence[Item], *, protect_from_seq: int | None = None) ->
     return [k for k in range(limit + 1) if is_cut_point(items, k)]
 
 
+def under_threshold(budget: Budget, before: int, force_to: float | None = None) -> Plan | None:
+    """The plan when `before` (total tokens) is under `compact_at` and nothing is forced —
+    evict nothing — else None. Needs no items, so a turn under the threshold builds none."""
+    if force_to is None and before <= budget.compact_at * budget.window:
+        return Plan(evict_through_seq=None, evicted=0, tokens_before=before, tokens_after=before,
+                    fits=before <= budget.window, warn=before >= budget.warn_at * budget.window,
+                    reason=UNDER_THRESHOLD)
+    return None
+
+
 def plan(
     budget: Budget,
     items: Sequence[Item],
@@ -142,8 +152,9 @@ def plan(
     """
     before = total(budget, items)
     window = budget.window
-    if force_to is None and before <= budget.compact_at * window:
-        return _plan(budget, items, 0, before, UNDER_THRESHOLD)
+    quick = under_threshold(budget, before, force_to)
+    if quick is not None:
+        return quick
 
     target = (budget.compact_to if force_to is None else force_to) * window
     limit = protected_index(items, protect_from_seq)
