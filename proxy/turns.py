@@ -219,6 +219,9 @@ class StatefulService:
         the conversation's context with the input in it, and — when this turn gives the
         conversation its first reply — its first user message (to record the head)."""
         conversation, last = state.conversation, state.last_turn
+        # Each client message is hashed once, for reconciling and for storing the new input
+        # (keyed by object: the decision's new input are the request's own message objects).
+        hashes = {id(m): visible_hash(m) for m in client_messages}
         if last is not None and last.status == "open":
             # We hold the conversation's lease, so no process is running this turn any more.
             log.warning("conversation %s of agent %s: turn %s was interrupted before it was"
@@ -254,7 +257,8 @@ class StatefulService:
             decision = Decision(Action.CONTINUE)
         else:
             decision = reconcile(refs, client_messages, pending_input=pending,
-                                 resends_history=resends, repeat_of_last=repeat)
+                                 resends_history=resends, repeat_of_last=repeat,
+                                 client_hashes=[hashes[id(m)] for m in client_messages])
         learned = learned_resends_history(
             client_messages, decision, conversation.resends_history,
             had_replies=last is not None,
@@ -278,7 +282,8 @@ class StatefulService:
             return last.turn_id, decision, state.context, first_user
         model = str(request.body.get("model", ""))
         inputs = [
-            NewMessage(m, visible=True, visible_hash=visible_hash(m),
+            NewMessage(m, visible=True,
+                       visible_hash=hashes[id(m)] if id(m) in hashes else visible_hash(m),
                        tokens=tokens.count_message(m, model))
             for m in decision.new_input
         ]

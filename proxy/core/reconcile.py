@@ -90,6 +90,7 @@ def reconcile(
     pending_input: list[str] | None = None,
     resends_history: bool | None = None,
     repeat_of_last: bool = False,
+    client_hashes: list[str] | None = None,
 ) -> Decision:
     """Decide what of `client_messages` (system messages removed) is new.
 
@@ -102,8 +103,10 @@ def reconcile(
     input, the SDK style. `repeat_of_last` says the request is byte-for-byte the last finished
     turn's request, with no retry marker: unless the client is known to be SDK-style
     (`resends_history is False`), that is a regenerate of that turn's reply.
+    `client_hashes`, when the caller has them, are `visible_hash` of each client message.
     """
-    client_hashes = [visible_hash(m) for m in client_messages]
+    if client_hashes is None:
+        client_hashes = [visible_hash(m) for m in client_messages]
     if pending_input and client_hashes[-len(pending_input):] == pending_input:
         start = len(client_hashes) - len(pending_input)
         prefix = client_hashes[:start]
