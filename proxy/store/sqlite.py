@@ -159,8 +159,11 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
                             (_dumps(settings), agent_pk))
 
     async def delete_agent(self, agent_pk: int) -> None:
-        """Delete the agent; blocks, conversations, messages, turns and passages cascade."""
-        await self._execute("DELETE FROM agents WHERE pk = ?", (agent_pk,))
+        """Delete the agent; blocks, conversations, messages, turns and passages cascade.
+
+        On the thread lane: the cascade over a long history (and its full-text index) can take
+        seconds, which must not stall the event loop."""
+        await self._write(lambda db: db.execute("DELETE FROM agents WHERE pk = ?", (agent_pk,)))
 
     async def get_blocks(self, agent_pk: int) -> list[Block]:
         """The agent's blocks in insertion order (upserts keep a block's place)."""
