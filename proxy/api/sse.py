@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    import orjson
-
-    def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    import json
-
-    def dumps(obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
+from ..fastjson import dumps
 
 DONE = b"data: [DONE]\n\n"
 

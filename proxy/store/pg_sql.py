@@ -10,13 +10,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-try:  # decoding stored messages is the bulk of reading a context (as in sqlite.py)
-    from orjson import loads as fast_loads
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    fast_loads = json.loads
-
 from ..core.messages import message_text
 from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
+from ..fastjson import dumps_text as dumps
+from ..fastjson import tolerant_loads as fast_loads
 
 AGENT = "SELECT pk, tenant, agent_id, created_at, settings FROM agents"
 CONV = (
@@ -68,10 +65,6 @@ ACQUIRE_LEASE = (
 )
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def clean(text: str) -> str:
     """`text` without NUL characters, which Postgres text cannot store."""
     return text.replace("\x00", "") if "\x00" in text else text
@@ -116,7 +109,7 @@ def message_row(r: Any) -> StoredMessage:
 def turn_row(r: Any) -> Turn | None:
     if r is None:
         return None
-    response = None if r[6] is None else json.loads(r[6])
+    response = None if r[6] is None else fast_loads(r[6])
     return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7])
 
 

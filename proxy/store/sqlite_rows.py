@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
-
-try:  # decoding and encoding rows is most of a turn's store work; orjson is ~3x faster
-    import orjson
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    orjson = None  # type: ignore[assignment]
 
 from ..core.messages import message_text
 from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
+from ..fastjson import dumps_text, tolerant_loads
 
 _AGENT = "SELECT pk, tenant, agent_id, created_at, settings FROM agents"
 _CONV = (
@@ -49,27 +44,8 @@ _UPSERT_BLOCK = (
 _INSERT_PASSAGE = "INSERT INTO passages (agent_pk, text, tags, created_at) VALUES (?, ?, ?, ?)"
 
 
-def _std_dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _dumps(value: Any) -> str:
-    """Compact JSON text: orjson when installed, else the stdlib (the same values either way)."""
-    if orjson is None:  # pragma: no cover
-        return _std_dumps(value)
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # non-str keys, integers beyond 64 bits, lone surrogates: the stdlib
-        return _std_dumps(value)
-
-
-def _loads(text: str) -> Any:
-    if orjson is None:  # pragma: no cover
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # what only the stdlib writes (see _dumps) it also reads
-        return json.loads(text)
+_dumps = dumps_text
+_loads = tolerant_loads
 
 
 def _agent(r: tuple) -> Agent:

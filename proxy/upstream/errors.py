@@ -18,24 +18,12 @@ from typing import Any
 
 import httpx
 
+from ..fastjson import dumps  # the request body is on the hot path
+
 try:
     import orjson
 except ImportError:  # pragma: no cover - orjson is an optional speed-up
     orjson = None  # type: ignore[assignment]
-
-
-def _std_dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON; orjson when installed (the request body is on the hot path)."""
-    if orjson is None:  # pragma: no cover
-        return _std_dumps(value)
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # non-str keys, integers beyond 64 bits: the stdlib copes
-        return _std_dumps(value)
 
 
 loads: Callable[[str | bytes], Any] = json.loads if orjson is None else orjson.loads
