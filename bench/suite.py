@@ -45,6 +45,14 @@ def _verdict(value: float | None, target: float, lower_is_better: bool = True) -
     return "met" if ok else "**missed**"
 
 
+def _both(own: float | None, end_to_end: float | None, target: float) -> str:
+    """Overhead is judged on both measures: memproxy's own time and end-to-end − direct."""
+    mine, whole = _verdict(own, target), _verdict(end_to_end, target)
+    if mine == whole:
+        return mine
+    return f"{mine} on own time, {whole} end-to-end"
+
+
 def targets(out: Path) -> list[list[str]]:
     """One row per target of issue #5: what, target, measured, verdict."""
     rows: list[list[str]] = []
@@ -58,7 +66,7 @@ def targets(out: Path) -> list[list[str]]:
                 rows.append([f"stateful overhead {q}, {key} (own time / end-to-end − direct)",
                              f"≤ {target:g} ms",
                              f"{own.get(q, float('nan')):.2f} / {delta.get(q, float('nan')):.2f}",
-                             _verdict(own.get(q), target)])
+                             _both(own.get(q), delta.get(q), target)])
         stream = res.get("s-c0")
         if stream and stream["overhead_ms"]:
             value = stream["overhead_ms"]["p50"]
