@@ -334,7 +334,7 @@ class StatefulService:
         )
         memory = MemoryState.of(blocks)
         body = {k: v for k, v in request.body.items() if k != "messages"}
-        protect_from = min((m.seq for m in context if m.turn_id == turn_id), default=None)
+        protect_from = _first_seq_of(turn_id, context)
         tools = memory_tools_for(body.get("tools") or [])
         try:
             window = await self.compactor.prepare(
@@ -380,3 +380,14 @@ class StatefulService:
             decision=decision,
             exit_stack=stack,
         )
+
+
+def _first_seq_of(turn_id: str, context: list[StoredMessage]) -> int | None:
+    """The seq of the turn's first message in the context. A turn's messages are the newest
+    (they were appended last), so only the tail is read, not the whole context."""
+    first = None
+    for message in reversed(context):
+        if message.turn_id != turn_id:
+            break
+        first = message.seq
+    return first

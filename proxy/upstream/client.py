@@ -28,6 +28,7 @@ import httpx
 
 from proxy import __version__
 from proxy.config import UpstreamSettings
+from proxy.upstream.direct import DirectJSON, Prepared
 from proxy.upstream.errors import (
     UpstreamError,
     bad_json_body,
@@ -42,6 +43,8 @@ from proxy.upstream.faults import first_token_timeout
 from proxy.upstream.forwarding import HOP_BY_HOP, Forwarding
 from proxy.upstream.routing import Endpoint, NullObserver, Route, build_endpoints, model_of
 from proxy.upstream.streaming import OpenStream
+from proxy.upstream.transport import LeanTransport
+from proxy.upstream.wire import Timeouts
 
 __all__ = ["HOP_BY_HOP", "UpstreamClient"]
 
@@ -93,6 +96,13 @@ class UpstreamClient(Forwarding):
         # forward() must not ask for an encoding the client did not ask for (the caller relays
         # raw bytes); chat() asks for compression explicitly.
         del self._http.headers["Accept-Encoding"]
+        # JSON calls skip httpx when its transport is the lean one (upstream/direct.py).
+        self._direct = DirectJSON(
+            transport.wire,
+            Timeouts(settings.connect_timeout_s, settings.read_timeout_s,
+                     settings.connect_timeout_s),
+            self._http.headers,
+        ) if isinstance(transport, LeanTransport) else None
         self._models: dict[str, tuple[float, dict[str, Any]]] = {}
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
@@ -140,7 +150,41 @@ class UpstreamClient(Forwarding):
 
     # -- JSON calls --------------------------------------------------------------------------
 
-    async def _json_call(self, request: httpx.Request, host: str, secrets: tuple) -> dict:
+    def _json_attempt(
+        self, endpoint: Endpoint, method: str, path: str, key: str | None,
+        body: dict[str, Any] | None, extra: Mapping[str, str] | None, secrets: tuple,
+    ) -> Callable[[], Awaitable[dict[str, Any]]]:
+        """One attempt of a JSON call, ready to be made (and remade by a retry)."""
+        headers = self._headers(key, "application/json", extra)
+        headers["Accept-Encoding"] = "gzip, deflate"
+        content = dumps(body) if body is not None else None
+        if content is None:
+            del headers["Content-Type"]
+        url = endpoint.url(path)
+        if self._direct is not None:
+            prepared = self._direct.prepare(method, url, headers, content)
+            if prepared is not None:
+                return lambda: self._direct_call(prepared, endpoint.host, secrets)
+        request = self._http.build_request(method, url, content=content, headers=headers)
+        return lambda: self._httpx_call(request, endpoint.host, secrets)
+
+    async def _direct_call(self, prepared: Prepared, host: str, secrets: tuple) -> dict:
+        """As `_httpx_call`, over `DirectJSON`."""
+        assert self._direct is not None
+        try:
+            conn, head = await self._direct.open(prepared)
+        except httpx.TransportError as exc:
+            raise error_from_transport(exc, host=host) from exc
+        try:
+            reply = await self._direct.read(prepared, conn, head)
+        except httpx.HTTPError as exc:
+            error = error_from_transport(exc, host=host)
+            if _ok(head.status):
+                error.retryable = False
+            raise error from exc
+        return _json_payload(reply.status, reply.content, reply.headers, secrets)
+
+    async def _httpx_call(self, request: httpx.Request, host: str, secrets: tuple) -> dict:
         """One attempt: send, read, parse. Errors after the head was received are not
         retryable: the upstream may already have done the work."""
         try:
@@ -157,32 +201,7 @@ class UpstreamClient(Forwarding):
                 raise error from exc
         finally:
             await response.aclose()
-        if not _ok(response.status_code):
-            raise error_from_response(
-                response.status_code, content, response.headers, secrets=secrets
-            )
-        try:
-            payload = loads(content)
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            raise bad_json_body(response.status_code, len(content))
-        # Some gateways (OpenRouter) report failures with a 2xx status and an error body.
-        if "error" in payload and "choices" not in payload and "data" not in payload:
-            raise error_from_body(content, response.headers, secrets=secrets)
-        return payload
-
-    def _json_request(
-        self, endpoint: Endpoint, method: str, path: str, key: str | None,
-        body: dict[str, Any] | None, extra: Mapping[str, str] | None,
-    ) -> httpx.Request:
-        headers = self._headers(key, "application/json", extra)
-        headers["Accept-Encoding"] = "gzip, deflate"
-        content = dumps(body) if body is not None else None
-        if content is None:
-            del headers["Content-Type"]
-        return self._http.build_request(method, endpoint.url(path), content=content,
-                                        headers=headers)
+        return _json_payload(response.status_code, content, response.headers, secrets)
 
     async def chat(
         self,
@@ -199,11 +218,9 @@ class UpstreamClient(Forwarding):
 
         async def call(endpoint: Endpoint) -> dict[str, Any]:
             key = endpoint.key(api_key)
-            request = self._json_request(endpoint, "POST", "/chat/completions", key,
-                                         endpoint.body(body), headers)
-            return await self._with_retries(
-                endpoint, route, lambda: self._json_call(request, endpoint.host, (key, api_key))
-            )
+            attempt = self._json_attempt(endpoint, "POST", "/chat/completions", key,
+                                         endpoint.body(body), headers, (key, api_key))
+            return await self._with_retries(endpoint, route, attempt)
 
         return await self._routed(model_of(body), route, call)
 
@@ -341,10 +358,8 @@ class UpstreamClient(Forwarding):
         if cached is not None and cached[0] > now:
             return cached[1]
         primary = self.endpoints[0]
-        request = self._json_request(primary, "GET", "/models", api_key, None, None)
-        payload = await self._with_retries(
-            primary, Route(), lambda: self._json_call(request, primary.host, (api_key,))
-        )
+        attempt = self._json_attempt(primary, "GET", "/models", api_key, None, None, (api_key,))
+        payload = await self._with_retries(primary, Route(), attempt)
         if ttl > 0:
             if len(self._models) >= MODELS_CACHE_MAX:
                 self._models = {k: v for k, v in self._models.items() if v[0] > now}
@@ -357,3 +372,20 @@ class UpstreamClient(Forwarding):
         self._models.clear()
 
 
+
+
+def _json_payload(status: int, content: bytes, headers: Mapping[str, str],
+                  secrets: tuple) -> dict[str, Any]:
+    """A JSON call's answer as a dict, or the `UpstreamError` it stands for."""
+    if not _ok(status):
+        raise error_from_response(status, content, headers, secrets=secrets)
+    try:
+        payload = loads(content)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise bad_json_body(status, len(content))
+    # Some gateways (OpenRouter) report failures with a 2xx status and an error body.
+    if "error" in payload and "choices" not in payload and "data" not in payload:
+        raise error_from_body(content, headers, secrets=secrets)
+    return payload
