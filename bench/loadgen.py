@@ -78,7 +78,7 @@ async def read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def worker(url: str, mode: str, agents: int, worker_id: int, concurrency: int,
-                 tally: Tally, stop: asyncio.Event) -> None:
+                 tally: Tally, stop: asyncio.Event, prefix: str = "load-") -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.open_connection(host, port)
@@ -87,7 +87,7 @@ async def worker(url: str, mode: str, agents: int, worker_id: int, concurrency: 
         while not stop.is_set():
             # Worker w serves agents w, w+C, w+2C, ...: no two in-flight requests share an
             # agent's conversation, so lock waits do not blur the measurement.
-            agent = f"load-{(index % max(agents, concurrency)):05d}"
+            agent = f"{prefix}{(index % max(agents, concurrency)):05d}"
             payload = request_bytes(f"{host}:{port}", mode, agent, index)
             started = time.perf_counter()
             writer.write(payload)
@@ -119,10 +119,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def run(url: str, mode: str, concurrency: int, duration: float, warmup: float,
-              agents: int) -> dict:
+              agents: int, prefix: str = "load-") -> dict:
     tally = Tally()
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(worker(url, mode, agents, i, concurrency, tally, stop))
+    tasks = [asyncio.create_task(worker(url, mode, agents, i, concurrency, tally, stop, prefix))
              for i in range(concurrency)]
     await asyncio.sleep(warmup)
     tally.measuring = True
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--agents", type=int, default=200, help="distinct agents (stateful)")
+    parser.add_argument("--agent-prefix", default="load-",
+                        help="agent ids are PREFIX00000, PREFIX00001, ... (stateful)")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -160,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     result = asyncio.run(run(args.url, args.mode, args.concurrency, args.duration, args.warmup,
-                             args.agents))
+                             args.agents, args.agent_prefix))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -116,11 +116,11 @@ class ThroughputStack:
 
 
 def load(url: str, mode: str, concurrency: int, duration: float, warmup: float,
-         agents: int) -> dict[str, Any]:
+         agents: int, agent_prefix: str = "load-") -> dict[str, Any]:
     """Run the load generator as its own process and return its JSON result."""
     argv = [sys.executable, "-m", "bench.loadgen", "--url", url, "--mode", mode,
             "--concurrency", str(concurrency), "--duration", str(duration),
-            "--warmup", str(warmup), "--agents", str(agents)]
+            "--warmup", str(warmup), "--agents", str(agents), "--agent-prefix", agent_prefix]
     done = subprocess.run(argv, env=child_env(), cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=duration + warmup + 120)
     if done.returncode != 0:
@@ -136,8 +136,12 @@ def sweep(stack: ThroughputStack, *, modes: Sequence[str], concurrencies: Sequen
     for concurrency in concurrencies:
         for mode in modes:
             url = stack.upstream_url if mode == "direct" else stack.memproxy_url
+            # Each concurrency gets agents of its own, so every level measures conversations
+            # of the same lengths (a level run after another would otherwise carry the
+            # earlier levels' histories); long histories are the overhead benchmark's job.
             with RssSampler(stack.memproxy.pid) as rss:
-                result = load(url, mode, concurrency, duration, warmup, agents)
+                result = load(url, mode, concurrency, duration, warmup, agents,
+                              f"load-c{concurrency}-")
             result["peak_rss_mb"] = None if mode == "direct" else rss.peak / 2**20
             result["deployment"] = stack.deployment.label
             rows.append(result)

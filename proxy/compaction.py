@@ -24,7 +24,7 @@ from .catalog import ModelCatalog
 from .config import Settings
 from .core.context import assemble_prompt
 from .core.paging import Budget, Item, Plan, fits_alone, plan, under_threshold
-from .core.prompts import render_summary
+from .core.prompts import render_summary, system_parts
 from .core.summary import (
     chunk_transcript,
     clamp_summary,
@@ -107,7 +107,9 @@ class TurnContext:
         return self._fixed[1]
 
     def _compute_fixed_local(self) -> int:
-        fixed = tokens.count_text(self.system_text, self.model) + tokens.TOKENS_PER_MESSAGE + 1
+        stable, volatile = system_parts(self.system_text)
+        fixed = (tokens.count_text(stable, self.model) + tokens.count_text(volatile, self.model)
+                 + tokens.TOKENS_PER_MESSAGE + 1)
         if self.conversation.summary:
             fixed += tokens.count_message(render_summary(self.conversation.summary), self.model)
         if self.pressure is not None:
@@ -217,9 +219,12 @@ class TurnContext:
         assert result is not None
         return result
 
+    def fits(self, extra: list[Message]) -> bool:
+        return self.estimate(extra) <= self.window
+
     async def guard(self, base: list[Message], extra: list[Message]) -> list[Message] | None:
         """Before an upstream call: the base prompt to use if it had to change, else None."""
-        if self.estimate(extra) <= self.window:
+        if self.fits(extra):
             return None
         before = len(self.context)
         await self.fit(extra)

@@ -124,10 +124,13 @@ class ConversationLocks:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
-            try:
-                await asyncio.wait_for(lock.acquire(), timeout)
-            except TimeoutError:
-                raise busy_error(timeout) from None
+            if users:  # held or awaited by another request of this process
+                try:
+                    await asyncio.wait_for(lock.acquire(), timeout)
+                except TimeoutError:
+                    raise busy_error(timeout) from None
+            else:  # a new lock: taken at once (wait_for would cost a task and a loop pass)
+                await lock.acquire()
             try:
                 if self.store is None:
                     yield

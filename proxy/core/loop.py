@@ -62,6 +62,9 @@ class Upstream(Protocol):
 class ContextGuard(Protocol):
     """Keeps the prompt inside the model's window (implemented by `proxy.compaction`)."""
 
+    def fits(self, extra: list[Message]) -> bool:
+        """Whether the prompt fits as it is (no I/O: the common case skips `guard`)."""
+
     async def guard(self, base: list[Message], extra: list[Message]) -> list[Message] | None:
         """Before a call: a new base prompt if it had to shrink, else None."""
 
@@ -286,7 +289,8 @@ class TurnLoop:
         the prompt shrinks and the call is made again (only before anything was streamed)."""
         attempt = 0
         while True:
-            if self.guard is not None:
+            if self.guard is not None and not self.guard.fits(self.extra):
+                # Making room may call the summarizer: within the deadline.
                 smaller = await self.route.bound(self.guard.guard(self.base, self.extra))
                 if smaller is not None:
                     self.base = smaller

@@ -95,8 +95,14 @@ def normal_form(message: Message) -> list[Any]:
     return form
 
 
+# The encoders the hashes use, made once: `json.dumps` with options builds a new encoder on
+# every call. Their output (and so every stored hash) is exactly `json.dumps`'s.
+_HASH_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+_REQUEST_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+
+
 def visible_hash(message: Message) -> str:
-    raw = json.dumps(normal_form(message), sort_keys=True, ensure_ascii=False)
+    raw = _HASH_JSON.encode(normal_form(message))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -112,7 +118,7 @@ def split_system(messages: Iterable[Message]) -> tuple[list[Message], list[Messa
 def request_hash(body: dict[str, Any]) -> str:
     """A fingerprint of a request for recognising retries of the same request."""
     relevant = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-    raw = json.dumps(relevant, sort_keys=True, ensure_ascii=False, default=str)
+    raw = _REQUEST_JSON.encode(relevant)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
