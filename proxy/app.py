@@ -70,7 +70,7 @@ def create_app(settings: Settings) -> Starlette:
         upstream = UpstreamClient(
             settings.upstream,
             transport=lean_transport() if settings.upstream.lean_transport else None)
-        tag_upstream_requests(upstream._http)  # X-Request-Id on every upstream call
+        tag_upstream_requests(upstream)  # X-Request-Id on every upstream call
         auth = Authenticator(settings.auth, store)
         await auth.refresh()
         tokens.warm_up()

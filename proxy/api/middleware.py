@@ -46,6 +46,7 @@ from .ratelimit import RateLimitMiddleware
 
 if TYPE_CHECKING:
     from ..turn_session import TurnSession
+    from ..upstream import UpstreamClient
 
 log = logging.getLogger("memproxy")
 access_log = logging.getLogger("memproxy.access")
@@ -272,9 +273,16 @@ async def _add_request_id(request: httpx.Request) -> None:
         request.headers[REQUEST_ID_HEADER] = request_id
 
 
-def tag_upstream_requests(http: httpx.AsyncClient) -> None:
+def tag_upstream_requests(upstream: UpstreamClient) -> None:
     """Send the request id upstream as `X-Request-Id` on every call made for a request,
-    unless the call already carries one (a pass-through keeps the client's own)."""
-    hooks = http.event_hooks
+    unless the call already carries one (a pass-through keeps the client's own): on the calls
+    made through httpx (a request hook) and on the JSON calls written directly (`call_headers`)."""
+    hooks = upstream._http.event_hooks
     if _add_request_id not in hooks["request"]:
         hooks["request"] = [*hooks["request"], _add_request_id]
+    upstream.call_headers = _request_id_header
+
+
+def _request_id_header() -> dict[str, str]:
+    request_id = current_request_id()
+    return {} if request_id is None else {REQUEST_ID_HEADER: request_id}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -49,6 +50,7 @@ from proxy.upstream.wire import Timeouts
 __all__ = ["HOP_BY_HOP", "UpstreamClient"]
 
 
+log = logging.getLogger("memproxy.upstream")
 USER_AGENT = f"memproxy/{__version__}"
 DRAIN_TIMEOUT_S = 2.0  # after [DONE], read the rest briefly so the connection can be reused
 MODELS_CACHE_MAX = 1024
@@ -103,6 +105,8 @@ class UpstreamClient(Forwarding):
                      settings.connect_timeout_s),
             self._http.headers,
         ) if isinstance(transport, LeanTransport) else None
+        # Headers every call carries unless it sets them itself (the app adds X-Request-Id).
+        self.call_headers: Callable[[], Mapping[str, str]] = dict
         self._models: dict[str, tuple[float, dict[str, Any]]] = {}
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
@@ -157,6 +161,9 @@ class UpstreamClient(Forwarding):
         """One attempt of a JSON call, ready to be made (and remade by a retry)."""
         headers = self._headers(key, "application/json", extra)
         headers["Accept-Encoding"] = "gzip, deflate"
+        for name, value in self.call_headers().items():
+            if not any(name.lower() == given.lower() for given in headers):
+                headers[name] = value
         content = dumps(body) if body is not None else None
         if content is None:
             del headers["Content-Type"]
@@ -175,6 +182,9 @@ class UpstreamClient(Forwarding):
             conn, head = await self._direct.open(prepared)
         except httpx.TransportError as exc:
             raise error_from_transport(exc, host=host) from exc
+        if log.isEnabledFor(logging.DEBUG):  # the line httpx logs for the calls it makes
+            log.debug('HTTP Request: %s %s "%s %d %s"', prepared.method, prepared.url,
+                      head.version.decode("latin-1"), head.status, head.reason.decode("latin-1"))
         try:
             reply = await self._direct.read(prepared, conn, head)
         except httpx.HTTPError as exc:

@@ -28,9 +28,10 @@ _UNSAFE = frozenset("\r\n\0")
 
 
 class Prepared(NamedTuple):
+    method: str
+    url: str
     origin: Origin
     payload: bytes  # the whole request: head and body
-    head_only: bool
 
 
 class Reply(NamedTuple):
@@ -108,13 +109,13 @@ class DirectJSON:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-        return Prepared(target.origin, head + (body or b""), method == "HEAD")
+        return Prepared(method, url, target.origin, head + (body or b""))
 
     async def open(self, prepared: Prepared) -> tuple[Connection, Head]:
         """Send the request and read the response head; failures are httpx
         `TransportError`s, as from `httpx.AsyncClient.send`."""
         return await self.wire.exchange(prepared.origin, prepared.payload,
-                                        head_only=prepared.head_only, timeouts=self.timeouts)
+                                        head_only=prepared.method == "HEAD", timeouts=self.timeouts)
 
     async def read(self, prepared: Prepared, conn: Connection, head: Head) -> Reply:
         """The whole response, its body decoded; failures are httpx `HTTPError`s, as from

@@ -72,6 +72,7 @@ async def test_direct_sends_what_httpx_would_send() -> None:
         server.handler = upstream(server, ok())
         async with server:
             client = make(server, direct=direct)
+            client.call_headers = lambda: {"X-Request-Id": "rid-1"}
             assert (client._direct is not None) is direct
             payload = await client.chat(BODY, api_key=secrets.UPSTREAM_KEY,
                                         headers={"OpenAI-Organization": "org-1"})
@@ -85,6 +86,7 @@ async def test_direct_sends_what_httpx_would_send() -> None:
     assert line == b"POST /v1/chat/completions HTTP/1.1"
     assert headers[b"authorization"] == b"Bearer " + secrets.UPSTREAM_KEY.encode()
     assert headers[b"openai-organization"] == b"org-1"
+    assert headers[b"x-request-id"] == b"rid-1"
     assert body == BODY
 
 
