@@ -14,6 +14,7 @@ which quotes or rejects it.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -24,7 +25,7 @@ import httpx
 from proxy.upstream.wire import Connection, Head, Origin, Timeouts, Wire
 
 TARGETS_CACHE_MAX = 256
-_UNSAFE = frozenset("\r\n\0")
+_UNSAFE = re.compile(r"[^\x20-\x7e\t]")  # only visible ASCII, space and tab go as they are
 
 
 class Prepared(NamedTuple):
@@ -41,7 +42,7 @@ class Reply(NamedTuple):
 
 
 def _plain(text: str) -> bool:
-    return text.isascii() and not (_UNSAFE & set(text))
+    return _UNSAFE.search(text) is None
 
 
 class _Target(NamedTuple):
