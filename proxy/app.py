@@ -21,6 +21,7 @@ from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
 from .errors import error_body
+from .gc_tuning import tune_gc
 from .metrics import Metrics
 from .store import open_store
 from .turns import StatefulService
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
         service = StatefulService(settings, store, upstream, Metrics())
         await service.embeddings.start()  # hybrid search + background embedding, if enabled
         app.state.memproxy = AppState(settings, store, upstream, auth, service)
+        tune_gc()  # after start-up: see gc_tuning.py
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
                 "no upstream API key configured and forward_client_key is off: upstream"
