@@ -64,12 +64,27 @@ def ok(payload: dict = COMPLETION) -> bytes:
     return response(200, json.dumps(payload).encode(), b"Content-Type: application/json")
 
 
+def scripted(*answers: bytes, keep: bool = True) -> WireServer:
+    server = WireServer(lambda r, w, n: None)
+    server.handler = upstream(server, *answers, keep=keep)
+    return server
+
+
+async def failed_chat(server: WireServer, **settings: Any) -> UpstreamError:
+    """The error a chat call against `server` raises."""
+    async with server:
+        client = make(server, **settings)
+        with pytest.raises(UpstreamError) as caught:
+            await client.chat(BODY, api_key=None)
+        await client.aclose()
+    return caught.value
+
+
 @sync
 async def test_direct_sends_what_httpx_would_send() -> None:
     seen = []
     for direct in (True, False):
-        server = WireServer(lambda r, w, n: None)
-        server.handler = upstream(server, ok())
+        server = scripted(ok())
         async with server:
             client = make(server, direct=direct)
             client.call_headers = lambda: {"X-Request-Id": "rid-1"}
@@ -92,8 +107,7 @@ async def test_direct_sends_what_httpx_would_send() -> None:
 
 @sync
 async def test_keep_alive_one_connection_for_many_calls() -> None:
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, ok())
+    server = scripted(ok())
     async with server:
         client = make(server)
         for _ in range(5):
@@ -115,8 +129,7 @@ async def test_gzip_deflate_and_chunked_bodies_are_decoded() -> None:
         + b"".join(b"%x\r\n%s\r\n" % (len(raw[i:i + 7]), raw[i:i + 7]) for i in range(0, len(raw), 7))
         + b"0\r\n\r\n",
     ]
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, *bodies, ok())
+    server = scripted(*bodies, ok())
     async with server:
         client = make(server)
         for _ in bodies:
@@ -129,8 +142,7 @@ async def test_gzip_deflate_and_chunked_bodies_are_decoded() -> None:
 async def test_rate_limited_is_retried_with_the_same_request() -> None:
     limited = response(429, b'{"error": {"message": "slow down", "type": "rate_limit"}}',
                        b"Retry-After: 0")
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, limited, ok())
+    server = scripted(limited, ok())
     async with server:
         client = make(server)
         assert await client.chat(BODY, api_key=None) == COMPLETION
@@ -141,34 +153,24 @@ async def test_rate_limited_is_retried_with_the_same_request() -> None:
 
 @sync
 async def test_error_statuses_keep_the_upstreams_message_and_headers() -> None:
-    error = response(400, b'{"error": {"message": "bad model", "type": "invalid_request_error",'
-                          b' "code": "model_not_found"}}', b"X-Request-Id: req-9")
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, error)
-    async with server:
-        client = make(server)
-        with pytest.raises(UpstreamError) as caught:
-            await client.chat(BODY, api_key=None)
-        await client.aclose()
-    assert caught.value.status == 400
-    assert caught.value.body["error"]["message"] == "bad model"
-    assert caught.value.body["error"]["code"] == "model_not_found"
+    server = scripted(response(400, b'{"error": {"message": "bad model", "type":'
+                               b' "invalid_request_error", "code": "model_not_found"}}',
+                               b"X-Request-Id: req-9"))
+    error = await failed_chat(server)
+    assert error.status == 400
+    assert error.body["error"]["message"] == "bad model"
+    assert error.body["error"]["code"] == "model_not_found"
+    assert error.headers.get("x-request-id") == "req-9"
     assert len(server.requests) == 1
 
 
 @sync
 async def test_a_body_cut_short_after_200_is_not_retried() -> None:
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\"",
-                              keep=False)
-    async with server:
-        client = make(server)
-        with pytest.raises(UpstreamError) as caught:
-            await client.chat(BODY, api_key=None)
-        await client.aclose()
-    assert caught.value.status == 502
-    assert caught.value.code == "upstream_disconnected"
-    assert caught.value.retryable is False  # the model may have answered: never twice
+    server = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{\"id\"", keep=False)
+    error = await failed_chat(server)
+    assert error.status == 502
+    assert error.code == "upstream_disconnected"
+    assert error.retryable is False  # the model may have answered: never twice
     assert len(server.requests) == 1
 
 
@@ -179,13 +181,9 @@ async def test_no_answer_in_time_is_a_504_not_retried() -> None:
         await asyncio.sleep(5)
 
     server = WireServer(silent)
-    async with server:
-        client = make(server, read_timeout_s=0.2)
-        with pytest.raises(UpstreamError) as caught:
-            await client.chat(BODY, api_key=None)
-        await client.aclose()
-    assert caught.value.status == 504
-    assert caught.value.code == "upstream_timeout"
+    error = await failed_chat(server, read_timeout_s=0.2)
+    assert error.status == 504
+    assert error.code == "upstream_timeout"
     assert len(server.requests) == 1
 
 
@@ -194,22 +192,15 @@ async def test_undecodable_gzip_and_non_json_bodies_are_502() -> None:
     for answer, code in ((response(200, b"not gzip", b"Content-Encoding: gzip"),
                           "bad_upstream_response"),
                          (response(200, b"<html>oops</html>"), None)):
-        server = WireServer(lambda r, w, n: None)
-        server.handler = upstream(server, answer)
-        async with server:
-            client = make(server)
-            with pytest.raises(UpstreamError) as caught:
-                await client.chat(BODY, api_key=None)
-            await client.aclose()
-        assert caught.value.status == 502
+        error = await failed_chat(scripted(answer))
+        assert error.status == 502
         if code:
-            assert caught.value.code == code
+            assert error.code == code
 
 
 @sync
 async def test_an_idle_connection_the_server_closed_is_replaced() -> None:
-    server = WireServer(lambda r, w, n: None)
-    server.handler = upstream(server, ok(), keep=False)  # closes after every answer
+    server = scripted(ok(), keep=False)  # closes after every answer
     async with server:
         client = make(server)
         assert await client.chat(BODY, api_key=None) == COMPLETION
