@@ -270,3 +270,33 @@ def test_decode_leaves_identity_and_unknown_codings() -> None:
     assert decode(b"abc", "identity") == b"abc"
     assert decode(b"abc", "br") == b"abc"  # not asked for; httpx without brotli does the same
     assert decode(gzip.compress(zlib.compress(b"abc")), "deflate, gzip") == b"abc"
+
+
+@sync
+async def test_a_cancelled_call_never_leaves_its_connection_for_the_next_one() -> None:
+    """A client that goes away cancels its turn mid-call: the connection still owes that
+    call's answer, so it must be closed, never handed to the next call (which would read the
+    abandoned answer as its own)."""
+    answers = [json.dumps({**COMPLETION, "id": f"chatcmpl-{n}"}).encode() for n in range(3)]
+
+    async def slow_first(reader, writer, n):  # type: ignore[no-untyped-def]
+        while True:
+            server.requests.append(await read_request(reader))
+            if len(server.requests) == 1:
+                await asyncio.sleep(0.3)  # the first answer comes after the caller gave up
+            body = answers[len(server.requests) - 1]
+            writer.write(response(200, body))
+            await writer.drain()
+
+    server = WireServer(slow_first)
+    async with server:
+        client = make(server)
+        first = asyncio.ensure_future(client.chat(BODY, api_key=None))
+        await asyncio.sleep(0.1)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = await client.chat(BODY, api_key=None)
+        await client.aclose()
+    assert second["id"] == "chatcmpl-1"
+    assert server.connections == 2
