@@ -32,6 +32,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from . import group_commit
+from .group_commit import QueuedWrite
+
 log = logging.getLogger("memproxy.store")
 
 T = TypeVar("T")
@@ -115,8 +118,12 @@ class SQLiteLanes:
         self.checkpoint_every = CHECKPOINT_EVERY
         self.checkpoints = 0  # background checkpoints run (observable for tests and metrics)
         self.fallbacks = 0  # fast-lane calls that had to run on the thread lane
+        self.batches = 0  # fast-lane transactions committed (each one or more writes)
         self._commits = 0
         self._checkpoint: asyncio.Task[None] | None = None
+        self._queued: list[QueuedWrite] = []  # fast writes waiting for this pass's commit
+        self._flusher: asyncio.Task[None] | None = None
+        self._fallback_tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, migrate: Callable[[sqlite3.Connection], Any]) -> None:
         """Connect the thread writer first (it switches the file to WAL and migrates), then
@@ -162,6 +169,10 @@ class SQLiteLanes:
         if self._checkpoint is not None:
             with contextlib.suppress(Exception):
                 await self._checkpoint
+        async with self.lock:  # writes still queued are committed, not dropped
+            self._commit_queued()
+        if self._fallback_tasks:
+            await asyncio.gather(*self._fallback_tasks, return_exceptions=True)
         writer, reader = self.writer, self.reader
         fast = (self.fast_reader, self.fast_writer)
         self.writer = self.reader = self.fast_writer = self.fast_reader = None
@@ -212,24 +223,81 @@ class SQLiteLanes:
         return await self.read(fn, *args)
 
     async def write_fast(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(db, *args)` as one IMMEDIATE transaction on the loop's thread; if another
-        process holds the write lock, the transaction is rolled back and run again on the
-        thread writer, which waits for it (the loop goes on meanwhile)."""
+        """`fn(db, *args)` in an IMMEDIATE transaction on the loop's thread, committed together
+        with the other fast writes of this pass of the event loop, each under its own savepoint
+        (group commit, `group_commit.py`). If another process holds the write lock, the writes
+        run again one by one on the thread writer, which waits for it (the loop goes on)."""
         if self.fast_writer is None or self.writer is None:
             raise RuntimeError("store is not open")
-        async with self.lock:
-            try:
-                result = transaction(self.fast_writer, fn, args)
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
-                    raise
-                self.fallbacks += 1
-                return await _call(self.writer, transaction, fn, args)
-        self._commits += 1
+        loop = asyncio.get_running_loop()
+        write = QueuedWrite(fn, args, loop.create_future())
+        self._queued.append(write)
+        if len(self._queued) == 1:
+            loop.call_soon(self._flush)
+        return await write.done
+
+    def _flush(self) -> None:
+        """Commit the queued writes now, or once the thread lane's write is over."""
+        if not self._queued:
+            return
+        if self.lock.locked():
+            if self._flusher is None:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_when_free())
+            return
+        self._commit_queued()
+
+    async def _flush_when_free(self) -> None:
+        try:
+            async with self.lock:
+                self._commit_queued()
+        finally:
+            self._flusher = None
+            if self._queued:  # queued meanwhile (or this task was cancelled): not stranded
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _commit_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        writes = [w for w in queued if not w.done.cancelled()]
+        if not writes:
+            return
+        if self.fast_writer is None:
+            group_commit.fail(writes, RuntimeError("store is not open"))
+            return
+        try:
+            outcomes = group_commit.run_batch(self.fast_writer, writes, is_busy)
+        except group_commit.BusyBatch:
+            self.fallbacks += len(writes)
+            task = asyncio.get_running_loop().create_task(self._on_thread_lane(writes))
+            self._fallback_tasks.add(task)
+            task.add_done_callback(self._fallback_tasks.discard)
+            return
+        except Exception as exc:  # the COMMIT itself failed: nothing was written
+            group_commit.fail(writes, exc)
+            return
+        self.batches += 1
+        group_commit.settle(outcomes)
+        self._commits += len(writes)
         if self._commits >= self.checkpoint_every and self._checkpoint is None:
             self._commits = 0
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
-        return result
+
+    async def _on_thread_lane(self, writes: list[QueuedWrite]) -> None:
+        """Busy writes, each again as its own transaction on the thread writer (which waits)."""
+        try:
+            for write in writes:
+                if write.done.cancelled():
+                    continue
+                try:
+                    async with self.lock:
+                        if self.writer is None:
+                            raise RuntimeError("store is not open")
+                        result = await _call(self.writer, transaction, write.fn, write.args)
+                except Exception as exc:
+                    group_commit.fail([write], exc)
+                else:
+                    group_commit.settle([(write, result, None)])
+        finally:  # cancelled (shutdown): the callers must not wait forever
+            group_commit.fail(writes, RuntimeError("store is closing"))
 
     async def _run_checkpoint(self) -> None:
         """Two passive checkpoints on the thread writer with the store's `maintain` between
