@@ -18,7 +18,8 @@ job runs them on the thread lane: a passive checkpoint while turns go on, `maint
 write lock, and a last short checkpoint under the lock so that the WAL starts over.
 
 Writes on both lanes are serialised by one asyncio.Lock, so this process has at most one write
-transaction at a time; reads never wait for writes (WAL).
+transaction at a time; reads never wait for writes (WAL). The fast writes of one pass of the
+event loop share one transaction (group commit, `group_commit.py`).
 """
 
 from __future__ import annotations
