@@ -77,7 +77,7 @@ def targets(out: Path) -> list[list[str]]:
         summary = throughput["summary"]
         ratio = summary["stateful_over_relay"]
         rows.append(["stateful throughput / bare relay", "≥ 50%",
-                     f"{ratio:.0%}" if ratio is not None else "–",
+                     f"{ratio:.1%}" if ratio is not None else "–",
                      _verdict(ratio, 0.5, lower_is_better=False)])
         rows.append(["peak RSS under the throughput run", "≤ 250 MB",
                      f"{summary['peak_rss_mb']:.0f} MB", _verdict(summary["peak_rss_mb"], 250)])

@@ -188,7 +188,7 @@ def render(info: dict[str, Any], deployment: Deployment, rows: Sequence[dict[str
                         "stateful / relay", "relay p50 ms", "stateful p50 ms",
                         "stateful p99 ms", "errors"], table),
         "",
-        f"- best stateful / best relay: **{ratio:.0%}** (target ≥ {TARGET_RATIO:.0%}: "
+        f"- best stateful / best relay: **{ratio:.1%}** (target ≥ {TARGET_RATIO:.0%}: "
         f"{'met' if summary['ratio_met'] else 'missed'})" if ratio is not None else "",
         f"- peak RSS of memproxy (all its processes): **{summary['peak_rss_mb']:.0f} MB** "
         f"(target ≤ {TARGET_RSS_MB} MB: {'met' if summary['rss_met'] else 'missed'})",
