@@ -32,12 +32,11 @@ from proxy.config import UpstreamSettings
 from proxy.upstream.direct import DirectJSON, Prepared
 from proxy.upstream.errors import (
     UpstreamError,
-    bad_json_body,
     dumps,
     error_from_body,
     error_from_response,
     error_from_transport,
-    loads,
+    json_answer,
     stream_interrupted,
 )
 from proxy.upstream.faults import first_token_timeout
@@ -192,7 +191,7 @@ class UpstreamClient(Forwarding):
             if _ok(head.status):
                 error.retryable = False
             raise error from exc
-        return _json_payload(reply.status, reply.content, reply.headers, secrets)
+        return json_answer(reply.status, reply.content, reply.headers, secrets)
 
     async def _httpx_call(self, request: httpx.Request, host: str, secrets: tuple) -> dict:
         """One attempt: send, read, parse. Errors after the head was received are not
@@ -211,7 +210,7 @@ class UpstreamClient(Forwarding):
                 raise error from exc
         finally:
             await response.aclose()
-        return _json_payload(response.status_code, content, response.headers, secrets)
+        return json_answer(response.status_code, content, response.headers, secrets)
 
     async def chat(
         self,
@@ -383,19 +382,3 @@ class UpstreamClient(Forwarding):
 
 
 
-
-def _json_payload(status: int, content: bytes, headers: Mapping[str, str],
-                  secrets: tuple) -> dict[str, Any]:
-    """A JSON call's answer as a dict, or the `UpstreamError` it stands for."""
-    if not _ok(status):
-        raise error_from_response(status, content, headers, secrets=secrets)
-    try:
-        payload = loads(content)
-    except ValueError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise bad_json_body(status, len(content))
-    # Some gateways (OpenRouter) report failures with a 2xx status and an error body.
-    if "error" in payload and "choices" not in payload and "data" not in payload:
-        raise error_from_body(content, headers, secrets=secrets)
-    return payload

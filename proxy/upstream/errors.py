@@ -338,3 +338,20 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Jittered exponential backoff for retry number `attempt` (0-based): half fixed, half random."""
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2.0**attempt))
     return ceiling * (0.5 + 0.5 * (rng or random).random())
+
+
+def json_answer(status: int, content: bytes, headers: Mapping[str, str],
+                secrets: tuple) -> dict[str, Any]:
+    """A JSON call's answer as a dict, or the `UpstreamError` it stands for."""
+    if not 200 <= status < 300:
+        raise error_from_response(status, content, headers, secrets=secrets)
+    try:
+        payload = loads(content)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise bad_json_body(status, len(content))
+    # Some gateways (OpenRouter) report failures with a 2xx status and an error body.
+    if "error" in payload and "choices" not in payload and "data" not in payload:
+        raise error_from_body(content, headers, secrets=secrets)
+    return payload
