@@ -23,7 +23,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -267,19 +266,9 @@ def annotate_turn(session: TurnSession) -> None:
     )
 
 
-async def _add_request_id(request: httpx.Request) -> None:
-    request_id = current_request_id()
-    if request_id is not None and REQUEST_ID_HEADER not in request.headers:
-        request.headers[REQUEST_ID_HEADER] = request_id
-
-
 def tag_upstream_requests(upstream: UpstreamClient) -> None:
     """Send the request id upstream as `X-Request-Id` on every call made for a request,
-    unless the call already carries one (a pass-through keeps the client's own): on the calls
-    made through httpx (a request hook) and on the JSON calls written directly (`call_headers`)."""
-    hooks = upstream._http.event_hooks
-    if _add_request_id not in hooks["request"]:
-        hooks["request"] = [*hooks["request"], _add_request_id]
+    unless the call already carries one (a pass-through keeps the client's own)."""
     upstream.call_headers = _request_id_header
 
 

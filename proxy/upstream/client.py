@@ -104,8 +104,12 @@ class UpstreamClient(Forwarding):
                      settings.connect_timeout_s),
             self._http.headers,
         ) if isinstance(transport, LeanTransport) else None
-        # Headers every call carries unless it sets them itself (the app adds X-Request-Id).
+        # Headers every call carries unless it sets them itself (the app adds X-Request-Id):
+        # merged by `_json_attempt` for JSON calls, by a request hook for the calls through
+        # httpx (streams, pass-through).
         self.call_headers: Callable[[], Mapping[str, str]] = dict
+        self._http.event_hooks["request"] = [*self._http.event_hooks["request"],
+                                             self._add_call_headers]
         self._models: dict[str, tuple[float, dict[str, Any]]] = {}
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.rng = random.Random()
@@ -152,6 +156,11 @@ class UpstreamClient(Forwarding):
         return headers
 
     # -- JSON calls --------------------------------------------------------------------------
+
+    async def _add_call_headers(self, request: httpx.Request) -> None:
+        for name, value in self.call_headers().items():
+            if name not in request.headers:
+                request.headers[name] = value
 
     def _json_attempt(
         self, endpoint: Endpoint, method: str, path: str, key: str | None,
@@ -379,6 +388,3 @@ class UpstreamClient(Forwarding):
 
     def invalidate_models(self) -> None:
         self._models.clear()
-
-
-

@@ -91,6 +91,20 @@ def test_a_clients_request_id_is_echoed_sent_upstream_and_on_its_log_records(
     assert upstream_calls and {r.request_id for r in upstream_calls} == {"client-rid-1"}
 
 
+def test_memproxys_own_request_id_goes_upstream_on_every_kind_of_call(make_proxy, fake_upstream):
+    """Without a client id, memproxy's id goes upstream: on a turn's JSON call (written
+    directly), on a streamed turn and on a pass-through (both through httpx)."""
+    proxy = make_proxy()
+    for kind in ("turn", "stream", "pass-through"):
+        before = len(fake_upstream.requests)
+        response = chat(proxy, agent=None if kind == "pass-through" else "a",
+                        stream=kind == "stream", text=f"hello {kind}")
+        assert response.status_code == 200, kind
+        own = response.headers["x-request-id"]
+        sent = {r.headers.get("x-request-id") for r in fake_upstream.requests[before:]}
+        assert sent == {own}, kind
+
+
 @pytest.mark.parametrize("given", ["has space", "x" * 129, "tab\there"])
 def test_an_unusable_request_id_is_replaced_by_a_fresh_one(make_proxy, fake_upstream, logs,
                                                            given):
