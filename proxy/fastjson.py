@@ -9,6 +9,7 @@ back to the stdlib, which writes the same compact form. Decoding text the stdlib
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -39,6 +40,10 @@ def dumps_text(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return _std_dumps(value)
+
+
+loads: Callable[[str | bytes], Any] = json.loads if orjson is None else orjson.loads
+"""Strict decoding of what others sent (an upstream's answer): orjson when installed."""
 
 
 def tolerant_loads(text: str | bytes) -> Any:

@@ -9,24 +9,15 @@ null). Keys are never put into messages; `redact` removes them from upstream tex
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from ..fastjson import dumps  # the request body is on the hot path
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - orjson is an optional speed-up
-    orjson = None  # type: ignore[assignment]
-
-
-loads: Callable[[str | bytes], Any] = json.loads if orjson is None else orjson.loads
+from ..fastjson import dumps, loads  # request bodies and answers are on the hot path
 
 __all__ = [
     "RETRYABLE_STATUSES",
