@@ -87,7 +87,6 @@ class TurnContext:
     _items_tokens: int = field(default=0, repr=False)  # their sum
     _local_tokens: list[int] | None = field(default=None, repr=False)
     _fixed: tuple[tuple[str, int | None], int] | None = field(default=None, repr=False)
-    _budget: Budget | None = field(default=None, repr=False)
 
     @property
     def max_tool_result_chars(self) -> int:
@@ -150,21 +149,15 @@ class TurnContext:
         return math.ceil(local * self.factor)
 
     def budget(self, extra_tokens: int = 0) -> Budget:
-        fixed = self._scaled(self._fixed_local() + extra_tokens)
-        last = self._budget
-        if last is not None and last.fixed == fixed and last.window == self.window \
-                and last.reserve_output == self.reserve_output:
-            return last  # a turn asks several times; a Budget is immutable
         s = self.compactor.settings.memory
-        self._budget = Budget(
+        return Budget(
             window=self.window,
             reserve_output=self.reserve_output,
-            fixed=fixed,
+            fixed=self._scaled(self._fixed_local() + extra_tokens),
             warn_at=s.warn_at,
             compact_at=s.compact_at,
             compact_to=s.compact_to,
         )
-        return self._budget
 
     def scaled_tokens(self) -> list[int]:
         """Each in-context message's calibrated tokens (their sum is `_items_tokens`)."""

@@ -7,7 +7,6 @@ call the client never answered (the user moved on), or a tool result whose call 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 from .prompts import render_summary
@@ -23,24 +22,19 @@ def well_formed(messages: Sequence[Message]) -> list[Message]:
     without a result gets a placeholder result so the history stays valid.
     """
     out: list[Message] = []
-    append = out.append
-    n = len(messages)
     i = 0
+    n = len(messages)
     while i < n:
-        # The common case, plain messages, in a tight loop; a tool call or result ends it.
-        for message in itertools.islice(messages, i, None):
-            role = message.get("role")
-            if role == "tool" or (role == "assistant" and message.get("tool_calls")):
-                break
-            append(message)
-            i += 1
-        if i >= n:
-            break
         message = messages[i]
-        if message.get("role") == "tool":
+        role = message.get("role")
+        if role == "tool":
             i += 1  # a result whose call is not directly before it: orphaned
             continue
-        append(message)
+        if role != "assistant" or not message.get("tool_calls"):
+            out.append(message)
+            i += 1
+            continue
+        out.append(message)
         ids = [c.get("id", "") for c in message["tool_calls"]]
         results: dict[str, Message] = {}
         j = i + 1
@@ -50,7 +44,7 @@ def well_formed(messages: Sequence[Message]) -> list[Message]:
                 results[call_id] = messages[j]
             j += 1
         for call_id in ids:
-            append(
+            out.append(
                 results.get(call_id)
                 or {"role": "tool", "tool_call_id": call_id, "content": UNANSWERED_TOOL_RESULT}
             )

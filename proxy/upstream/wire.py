@@ -73,13 +73,6 @@ class Head:
     chunked: bool
     length: int | None  # None with chunked, or when the body ends with the connection
 
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of header `name` (lower-case), or None."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
-
 
 @dataclass
 class _Pool:
