@@ -273,10 +273,10 @@ async def evict_all_but(db_url: str, agent_id: str, keep: int, window: int) -> t
     """Take all but the last `keep` messages of the agent's default conversation out of
     context, under a summary the fake's summarizer would have written by folding them in
     chunks (as memproxy does). Returns (messages evicted, summary characters)."""
-    from proxy.compaction import CHARS_PER_TOKEN, SUMMARY_SHARE
     from proxy.core.identity import DEFAULT_CONVERSATION
     from proxy.core.summary import render_transcript, summary_request
     from proxy.store import open_store
+    from proxy.turn.window import CHARS_PER_TOKEN, SUMMARY_SHARE
 
     store = open_store(db_url)
     await store.open()

@@ -21,13 +21,13 @@ from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
 from .errors import error_body
-from .gc_tuning import tune_gc
-from .metrics import Metrics
+from .obs.gc_tuning import tune_gc
+from .obs.metrics import Metrics
 from .store import open_store
-from .turns import StatefulService
+from .turn.service import StatefulService
 from .ui import ui_routes
 from .upstream import UpstreamClient
-from .upstream.transport import lean_transport
+from .upstream.http11.transport import lean_transport
 
 log = logging.getLogger("memproxy")
 SHUTDOWN_UNWIND_S = 5.0

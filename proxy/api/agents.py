@@ -15,8 +15,8 @@ from starlette.responses import Response
 from ..core.identity import validate_id
 from ..core.types import Agent, Block
 from ..errors import ProxyError, bad_request
-from ..inspect_context import context_report
-from ..portable import checked_blocks
+from ..portable.document import checked_blocks
+from ..turn.report import context_report
 from . import views
 from .rest import (
     MAX_PAGE,

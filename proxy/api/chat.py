@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import ProxyError, bad_request, internal_error
-from ..logs import annotate
-from ..turn_session import Replay, TurnRequest, TurnSession
+from ..obs.logs import annotate
+from ..turn.session import Replay, TurnRequest, TurnSession
 from ..upstream import Route, UpstreamError
 from . import sse
 from .body import check_limits, parse_json, read_body

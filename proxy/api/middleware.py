@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
 from ..errors import error_body, internal_error
-from ..logs import (
+from ..obs.logs import (
     REQUEST_FIELDS,
     REQUEST_ID,
     annotate,
@@ -44,7 +44,7 @@ from ..logs import (
 from .ratelimit import RateLimitMiddleware
 
 if TYPE_CHECKING:
-    from ..turn_session import TurnSession
+    from ..turn.session import TurnSession
     from ..upstream import UpstreamClient
 
 log = logging.getLogger("memproxy")

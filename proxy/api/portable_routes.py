@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from ..core.identity import validate_id
 from ..errors import ProxyError, bad_request
-from ..portable import export_document, parse_document
+from ..portable.document import export_document, parse_document
 from ..store.admin_types import AgentExistsError
 from .agents import agent_view
 from .rest import Scope, endpoint, forget, load_agent, not_found, ok, query_bool, read_json

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import LimitsSettings
 from ..errors import ProxyError
-from ..logs import annotate
+from ..obs.logs import annotate
 from .auth import Caller, hash_key
 
 MAX_BUCKETS = 10_000  # idle (full) buckets are forgotten beyond this many keys

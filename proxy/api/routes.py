@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..portable import AgentDocument
+from ..portable.document import AgentDocument
 from . import agents, blocks, passages, portable_routes, schemas, transcripts
 
 Schema = type[BaseModel] | dict[str, Any]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..store.base import Store
-from ..turns import StatefulService
+from ..turn.service import StatefulService
 from ..upstream import UpstreamClient
 from .auth import Authenticator
 

@@ -1,7 +1,7 @@
 """`memproxy load AGENT FILES...`: put documents into an agent's archival memory (#7.5).
 
 Each file is split into overlapping passages on heading and paragraph boundaries
-(`proxy.chunking`), and each passage is stored through `POST /v1/agents/{a}/passages`, tagged
+(`proxy.core.chunking`), and each passage is stored through `POST /v1/agents/{a}/passages`, tagged
 `file:NAME` plus `--tags`, so the model finds it with `archival_memory_search` and an operator
 can list or delete one file's passages by tag.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP, split_text
+from ..core.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP, split_text
 from .client import Api
 from .common import CliError, non_negative_int, parse_tags, positive_int
 

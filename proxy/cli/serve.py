@@ -14,7 +14,7 @@ from .common import CONFIG_ENV, add_database_options, settings_from_args
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..logs import configure_logging, uvicorn_options
+    from ..obs.logs import configure_logging, uvicorn_options
 
     settings = settings_from_args(args)
     configure_logging(settings)

@@ -60,7 +60,7 @@ class Upstream(Protocol):
 
 
 class ContextGuard(Protocol):
-    """Keeps the prompt inside the model's window (implemented by `proxy.compaction`)."""
+    """Keeps the prompt inside the model's window (implemented by `proxy.turn.window`)."""
 
     def fits(self, extra: list[Message]) -> bool:
         """Whether the prompt fits as it is (no I/O: the common case skips `guard`)."""

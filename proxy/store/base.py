@@ -25,7 +25,7 @@ from ..core.types import (
 from .admin_types import AgentDump, AgentStats, ConversationStats
 
 if TYPE_CHECKING:
-    from ..locks import LeaseStore
+    from .leases import LeaseStore
 
 
 class Store(Protocol):

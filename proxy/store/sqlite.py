@@ -24,8 +24,8 @@ from ..core.types import (
     Passage,
     StoredMessage,
 )
-from ..locks import FileLeases, LeaseStore
 from .fts import index_pending, message_search_sql, passage_search_sql, pending
+from .leases import FileLeases, LeaseStore
 from .migrations import apply_sqlite
 from .sqlite_admin import SQLiteAdminMixin
 from .sqlite_admin_dump import SQLiteDumpMixin

@@ -29,7 +29,6 @@ import httpx
 
 from proxy import __version__
 from proxy.config import UpstreamSettings
-from proxy.upstream.direct import DirectJSON, Prepared
 from proxy.upstream.errors import (
     UpstreamError,
     dumps,
@@ -41,10 +40,11 @@ from proxy.upstream.errors import (
 )
 from proxy.upstream.faults import first_token_timeout
 from proxy.upstream.forwarding import HOP_BY_HOP, Forwarding
+from proxy.upstream.http11.direct import DirectJSON, Prepared
+from proxy.upstream.http11.transport import LeanTransport
+from proxy.upstream.http11.wire import Timeouts
 from proxy.upstream.routing import Endpoint, NullObserver, Route, build_endpoints, model_of
 from proxy.upstream.streaming import OpenStream
-from proxy.upstream.transport import LeanTransport
-from proxy.upstream.wire import Timeouts
 
 __all__ = ["HOP_BY_HOP", "UpstreamClient"]
 

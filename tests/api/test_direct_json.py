@@ -14,9 +14,9 @@ import pytest
 
 from proxy.config import UpstreamSettings
 from proxy.upstream import UpstreamClient, UpstreamError
-from proxy.upstream.direct import DirectJSON, decode
-from proxy.upstream.transport import LeanTransport
-from proxy.upstream.wire import Timeouts, Wire
+from proxy.upstream.http11.direct import DirectJSON, decode
+from proxy.upstream.http11.transport import LeanTransport
+from proxy.upstream.http11.wire import Timeouts, Wire
 from tests import secrets
 from tests.api.test_lean_transport import WireServer, read_request, sync
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from proxy.upstream.transport import LeanTransport, lean_transport
+from proxy.upstream.http11.transport import LeanTransport, lean_transport
 
 
 def sync(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:

@@ -123,7 +123,7 @@ def test_sigterm_lets_a_waiting_turn_finish_and_persists_it(database_url, fake_u
 def test_past_the_shutdown_timeout_the_turn_is_cancelled_and_can_be_resent(
         database_url, fake_upstream, switch):
     """Needs `serve` to pass `[server] shutdown_timeout_s` to uvicorn
-    (`timeout_graceful_shutdown`, see `proxy.logs.uvicorn_options`)."""
+    (`timeout_graceful_shutdown`, see `proxy.obs.logs.uvicorn_options`)."""
     gate = gated(switch, fake_upstream, after_chunks=0)  # never released while it runs
     args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
     env = {"MEMPROXY_SERVER_SHUTDOWN_TIMEOUT_S": "1", "MEMPROXY_UPSTREAM_MAX_RETRIES": "0"}
@@ -147,7 +147,7 @@ def test_past_the_shutdown_timeout_the_turn_is_cancelled_and_can_be_resent(
             proc.proc.wait(20)  # 1 s of grace, then the turn is cancelled and the process ends
         except Exception:
             pytest.fail("memproxy did not exit after shutdown_timeout_s; does `serve` pass "
-                        "timeout_graceful_shutdown (proxy.logs.uvicorn_options)?")
+                        "timeout_graceful_shutdown (proxy.obs.logs.uvicorn_options)?")
         request.join(30)
     finally:
         proc.stop()

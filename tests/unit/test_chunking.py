@@ -1,4 +1,4 @@
-"""The passage splitter (`proxy.chunking`) and the CLI's table formatter: pure functions,
+"""The passage splitter (`proxy.core.chunking`) and the CLI's table formatter: pure functions,
 checked on examples and with hypothesis."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.chunking import split_text
 from proxy.cli.table import format_table, one_line
+from proxy.core.chunking import split_text
 
 # Text with the structure the splitter looks for: words, sentences, lines, blank lines, headings.
 _pieces = st.sampled_from(

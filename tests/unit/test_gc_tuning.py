@@ -9,7 +9,7 @@ import sys
 
 SCRIPT = """
 import gc, json
-from proxy.gc_tuning import YOUNG_THRESHOLD, tune_gc
+from proxy.obs.gc_tuning import YOUNG_THRESHOLD, tune_gc
 tune_gc()
 tuned = gc.get_threshold()
 frozen = gc.get_freeze_count()

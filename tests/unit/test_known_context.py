@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxy.context_cache import ContextCache
 from proxy.core.types import KnownContext, StoredMessage
 from proxy.store import known_context
+from proxy.turn.context_cache import ContextCache
 from tests import store_backends
 from tests.store_backends import Backend, assistant, result, user
 

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from proxy.errors import ProxyError
-from proxy.locks import ConversationLocks, FileLeases
 from proxy.store import open_store
+from proxy.store.leases import FileLeases
+from proxy.turn.locks import ConversationLocks
 
 
 def run(coro):
@@ -133,7 +134,7 @@ def test_a_killed_process_releases_its_file_lease_at_once(tmp_path):
     path = str(tmp_path / "l")
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import asyncio, sys, time; from proxy.locks import FileLeases\n"
+         "import asyncio, sys, time; from proxy.store.leases import FileLeases\n"
          f"leases = FileLeases({path!r})\n"
          "assert asyncio.run(leases.acquire_lease(3, '', 30))\n"
          "print('held', flush=True); time.sleep(60)"],

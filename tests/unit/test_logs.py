@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from proxy.api.middleware import RequestContextMiddleware
 from proxy.config import load_settings
-from proxy.logs import (
+from proxy.obs.logs import (
     REDACTED,
     REQUEST_ID,
     JsonFormatter,
@@ -178,7 +178,7 @@ def test_text_lines_show_the_request_id_and_fields():
 _CHILD = """
 import logging, os
 from proxy.config import load_settings
-from proxy.logs import configure_logging
+from proxy.obs.logs import configure_logging
 settings = load_settings(environ={}, overrides={
     "logging": {"format": os.environ["FORMAT"], "level": "INFO"},
     "upstream": {"api_key": os.environ["UP_KEY"]},

@@ -12,8 +12,8 @@ from proxy.core.messages import visible_hash
 from proxy.core.tools import MemoryState, core_memory_append, core_memory_replace
 from proxy.core.types import Agent, Block, BlockRevision, Conversation, Passage, StoredMessage
 from proxy.errors import ProxyError
-from proxy.portable import export_document, parse_document
-from proxy.portable_letta import letta_dump
+from proxy.portable.document import export_document, parse_document
+from proxy.portable.letta import letta_dump
 from proxy.store.admin_types import AgentDump, ConversationDump, TurnRecord
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "letta_agent.af"

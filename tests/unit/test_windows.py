@@ -1,4 +1,4 @@
-"""Context windows (proxy.windows): settings, then the upstream's /v1/models, then the built-in
+"""Context windows (proxy.models.windows): settings, then the upstream's /v1/models, then the built-in
 table, then the default."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.config import Settings, load_settings
-from proxy.windows import (
+from proxy.models.windows import (
     KNOWN_WINDOWS,
     configured_window,
     context_window,

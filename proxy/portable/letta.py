@@ -25,12 +25,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from .core.messages import visible_hash
-from .core.tools import MEMORY_TOOL_NAMES
-from .core.types import Agent, Block, Conversation, Message, Passage, StoredMessage
-from .errors import bad_request
-from .portable import checked_blocks, synthesize_turns
-from .store.admin_types import AgentDump, ConversationDump
+from ..core.messages import visible_hash
+from ..core.tools import MEMORY_TOOL_NAMES
+from ..core.types import Agent, Block, Conversation, Message, Passage, StoredMessage
+from ..errors import bad_request
+from ..store.admin_types import AgentDump, ConversationDump
+from .document import checked_blocks, synthesize_turns
 
 _SKIPPED_USER_TYPES = frozenset({"heartbeat", "system_alert", "login"})
 

@@ -19,23 +19,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import tokens
-from .catalog import ModelCatalog
-from .config import Settings
-from .core.context import assemble_prompt
-from .core.paging import Budget, Item, Plan, fits_alone, plan, under_threshold
-from .core.prompts import render_summary, system_parts
-from .core.summary import (
+from .. import tokens
+from ..config import Settings
+from ..core.context import assemble_prompt
+from ..core.paging import Budget, Item, Plan, fits_alone, plan, under_threshold
+from ..core.prompts import render_summary, system_parts
+from ..core.summary import (
     chunk_transcript,
     clamp_summary,
     gap_note,
     summary_request,
     transcript_budget,
 )
-from .core.types import Conversation, Message, StoredMessage
-from .errors import ProxyError
-from .store.base import Store
-from .upstream import UpstreamClient
+from ..core.types import Conversation, Message, StoredMessage
+from ..errors import ProxyError
+from ..models.catalog import ModelCatalog
+from ..store.base import Store
+from ..upstream import UpstreamClient
 
 log = logging.getLogger("memproxy.compaction")
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from proxy.upstream.wire import Connection, Head, Origin, Timeouts, Wire
+from proxy.upstream.http11.wire import Connection, Head, Origin, Timeouts, Wire
 
 
 def timeouts_of(request: httpx.Request) -> Timeouts:

@@ -15,10 +15,10 @@ import logging
 import time
 from typing import Any
 
-from .config import Settings
-from .store.base import Store
-from .tokens import Calibration
-from .upstream import UpstreamClient
+from ..config import Settings
+from ..store.base import Store
+from ..tokens import Calibration
+from ..upstream import UpstreamClient
 from .windows import configured_window, context_window, parse_upstream_windows
 
 log = logging.getLogger("memproxy.catalog")

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import Settings
+from ..config import Settings
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("memproxy_request_id", default=None)
 # The access-log fields of the running request (a dict the middleware creates and logs).

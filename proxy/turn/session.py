@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import tokens
-from .api.auth import Caller
-from .compaction import TurnContext
-from .core.identity import Identity
-from .core.loop import Event, TurnDone, TurnLoop, add_usage
-from .core.messages import head_hash, visible_hash
-from .core.reconcile import Decision
-from .core.tools import MemoryState
-from .core.types import Agent, Conversation, Message, Turn, TurnResult
-from .upstream import Route
+from .. import tokens
+from ..api.auth import Caller
+from ..core.identity import Identity
+from ..core.loop import Event, TurnDone, TurnLoop, add_usage
+from ..core.messages import head_hash, visible_hash
+from ..core.reconcile import Decision
+from ..core.tools import MemoryState
+from ..core.types import Agent, Conversation, Message, Turn, TurnResult
+from ..upstream import Route
+from .window import TurnContext
 
 if TYPE_CHECKING:
-    from .turns import StatefulService
+    from .service import StatefulService
 
 log = logging.getLogger("memproxy.turns")
 
@@ -122,7 +122,7 @@ class TurnSession:
         await self.exit_stack.aclose()
 
     async def _persist(self, done: TurnDone) -> None:
-        from .api.sse import completion
+        from ..api.sse import completion
 
         self.response = completion(
             completion_id=f"chatcmpl-{self.turn_id}",

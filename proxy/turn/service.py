@@ -15,18 +15,15 @@ import uuid
 from contextlib import AsyncExitStack
 from typing import Any
 
-from . import tokens
-from .catalog import ModelCatalog
-from .compaction import Compactor
-from .config import Settings
-from .context_cache import ContextCache
-from .core.identity import DEFAULT_CONVERSATION
-from .core.loop import TurnLoop
-from .core.messages import head_hash, request_hash, split_system, visible_hash
-from .core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
-from .core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
-from .core.tools import MemoryState, ToolContext, memory_tools_for
-from .core.types import (
+from .. import tokens
+from ..config import Settings
+from ..core.identity import DEFAULT_CONVERSATION
+from ..core.loop import TurnLoop
+from ..core.messages import head_hash, request_hash, split_system, visible_hash
+from ..core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
+from ..core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
+from ..core.tools import MemoryState, ToolContext, memory_tools_for
+from ..core.types import (
     Agent,
     Block,
     Conversation,
@@ -37,13 +34,16 @@ from .core.types import (
     Turn,
     TurnState,
 )
-from .embeddings import EmbeddingService
-from .errors import ProxyError, bad_request
+from ..embeddings import EmbeddingService
+from ..errors import ProxyError, bad_request
+from ..models.catalog import ModelCatalog
+from ..obs.metrics import Metrics
+from ..store.base import Store
+from ..upstream import UpstreamClient
+from .context_cache import ContextCache
 from .locks import ConversationLocks
-from .metrics import Metrics
-from .store.base import Store
-from .turn_session import Replay, TurnRequest, TurnSession
-from .upstream import UpstreamClient
+from .session import Replay, TurnRequest, TurnSession
+from .window import Compactor
 
 log = logging.getLogger("memproxy.turns")
 

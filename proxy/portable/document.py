@@ -17,14 +17,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from .api import views
-from .api.rest import validation_error
-from .api.schemas import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
-from .core.identity import validate_id
-from .core.messages import visible_hash
-from .core.types import Agent, Block, BlockRevision, Conversation, Passage, StoredMessage
-from .errors import bad_request
-from .store.admin_types import AgentDump, ConversationDump, TurnRecord
+from ..api import views
+from ..api.rest import validation_error
+from ..api.schemas import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
+from ..core.identity import validate_id
+from ..core.messages import visible_hash
+from ..core.types import Agent, Block, BlockRevision, Conversation, Passage, StoredMessage
+from ..errors import bad_request
+from ..store.admin_types import AgentDump, ConversationDump, TurnRecord
 
 FORMAT = "memproxy.agent"
 VERSION = 1
@@ -160,7 +160,7 @@ def _conversation(c: ConversationDump) -> dict[str, Any]:
 # --- import --------------------------------------------------------------------------------
 def parse_document(body: dict[str, Any], now: float) -> tuple[str | None, AgentDump]:
     """(the document's agent id, the dump to import) of a memproxy document or a Letta file."""
-    from .portable_letta import is_letta, letta_dump
+    from .letta import is_letta, letta_dump
 
     if body.get("format") == FORMAT:
         try:

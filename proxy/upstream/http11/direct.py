@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from proxy.upstream.wire import Connection, Head, Origin, Timeouts, Wire
+from proxy.upstream.http11.wire import Connection, Head, Origin, Timeouts, Wire
 
 TARGETS_CACHE_MAX = 256
 _UNSAFE = re.compile(r"[^\x20-\x7e\t]")  # only visible ASCII, space and tab go as they are

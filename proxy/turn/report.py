@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import tokens
-from .core.identity import DEFAULT_CONVERSATION
-from .core.prompts import MemoryStats, render_blocks, render_metadata, render_summary
-from .core.tools import MEMORY_TOOLS
-from .errors import ProxyError
-from .turns import StatefulService
+from .. import tokens
+from ..core.identity import DEFAULT_CONVERSATION
+from ..core.prompts import MemoryStats, render_blocks, render_metadata, render_summary
+from ..core.tools import MEMORY_TOOLS
+from ..errors import ProxyError
+from .service import StatefulService
 
 
 async def context_report(

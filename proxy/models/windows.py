@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Settings
+from ..config import Settings
 
 # Keys are lower-case family names; `known_window` finds the longest key that occurs in the
 # model name on separator boundaries, so dated variants (gpt-4o-2024-08-06), provider prefixes

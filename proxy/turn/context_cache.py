@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .core.types import KnownContext
+from ..core.types import KnownContext
 
 
 class ContextCache:
