@@ -276,7 +276,7 @@ async def evict_all_but(db_url: str, agent_id: str, keep: int, window: int) -> t
     from proxy.core.identity import DEFAULT_CONVERSATION
     from proxy.core.summary import render_transcript, summary_request
     from proxy.store import open_store
-    from proxy.turn.window import CHARS_PER_TOKEN, SUMMARY_SHARE
+    from proxy.turn.summarizer import CHARS_PER_TOKEN, SUMMARY_SHARE
 
     store = open_store(db_url)
     await store.open()

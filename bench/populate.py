@@ -19,7 +19,7 @@ TENANT = "default"
 def _conversation_rows(rng: random.Random, agent_id: str, messages: int, in_context: bool,
                        text: Callable[[random.Random, int], str]):  # type: ignore[no-untyped-def]
     from proxy import tokens
-    from proxy.api.sse import completion
+    from proxy.core.completions import chat_completion
     from proxy.core.messages import request_hash, visible_hash
     from proxy.core.types import StoredMessage
     from proxy.store.admin_types import TurnRecord
@@ -37,9 +37,9 @@ def _conversation_rows(rng: random.Random, agent_id: str, messages: int, in_cont
                 seq=2 * turn + offset + 1, data=message, turn_id=turn_id, created_at=at + offset,
                 in_context=in_context, visible=True, superseded=False,
                 tokens=tokens.count_message(message, MODEL), visible_hash=visible_hash(message)))
-        response = completion(completion_id=f"chatcmpl-{turn_id}", created=int(at), model=MODEL,
-                              message=reply, finish_reason="stop",
-                              usage={"prompt_tokens": 0, "completion_tokens": 0})
+        response = chat_completion(completion_id=f"chatcmpl-{turn_id}", created=int(at),
+                                   model=MODEL, message=reply, finish_reason="stop",
+                                   usage={"prompt_tokens": 0, "completion_tokens": 0})
         turns.append(TurnRecord(turn_id=turn_id, status="done",
                                 request_hash=request_hash({"model": MODEL, "messages": [user]}),
                                 idempotency_key=None, created_at=at, finished_at=at + 1,

@@ -24,7 +24,7 @@ from .errors import error_body
 from .obs.gc_tuning import tune_gc
 from .obs.metrics import Metrics
 from .store import open_store
-from .turn.service import StatefulService
+from .turn import StatefulService
 from .ui import ui_routes
 from .upstream import UpstreamClient
 from .upstream.http11.transport import lean_transport

@@ -14,11 +14,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ..core.completions import full_usage
 from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import ProxyError, bad_request, internal_error
 from ..obs.logs import annotate
-from ..turn.session import Replay, TurnRequest, TurnSession
+from ..turn import Replay, TurnRequest, TurnSession
 from ..upstream import Route, UpstreamError
 from . import sse
 from .body import check_limits, parse_json, read_body
@@ -241,7 +242,7 @@ async def _complete(session: TurnSession) -> Response:
     finally:
         _turn_finished(session)
     assert session.response is not None
-    session.service.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
+    session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     return Response(
         sse.dumps(session.response), media_type="application/json",
         headers={**session.headers(), **_upstream_header(session)},
@@ -297,7 +298,7 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
                 writer.fingerprint = event.system_fingerprint
                 yield writer.chunk({}, event.finish_reason)
                 if include_usage:
-                    yield writer.usage(sse._full_usage(event.usage))
+                    yield writer.usage(full_usage(event.usage))
                 break
             event = await anext(events)
     except (ProxyError, UpstreamError) as exc:
@@ -309,6 +310,6 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
     finally:
         await events.aclose()
         _turn_finished(session)
-        session.service.metrics.overhead.labels("stateful_stream").observe(
+        session.metrics.overhead.labels("stateful_stream").observe(
             session.overhead_ms() / 1000)
     yield sse.DONE

@@ -44,7 +44,7 @@ from ..obs.logs import (
 from .ratelimit import RateLimitMiddleware
 
 if TYPE_CHECKING:
-    from ..turn.session import TurnSession
+    from ..turn import TurnSession
     from ..upstream import UpstreamClient
 
 log = logging.getLogger("memproxy")

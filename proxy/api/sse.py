@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.completions import full_usage
 from ..fastjson import dumps
 
 DONE = b"data: [DONE]\n\n"
@@ -53,44 +54,6 @@ class ChunkWriter:
         )
 
 
-def completion(
-    *,
-    completion_id: str,
-    created: int,
-    model: str,
-    message: dict[str, Any],
-    finish_reason: str,
-    usage: dict[str, int],
-    system_fingerprint: str | None = None,
-) -> dict[str, Any]:
-    reply = {"role": "assistant", "content": message.get("content"), "refusal": None}
-    reply.update({k: v for k, v in message.items() if k not in ("role",)})
-    reply.setdefault("refusal", None)
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason}
-        ],
-        "usage": _full_usage(usage),
-    }
-    if system_fingerprint:
-        body["system_fingerprint"] = system_fingerprint
-    return body
-
-
-def _full_usage(usage: dict[str, int]) -> dict[str, int]:
-    prompt = usage.get("prompt_tokens", 0)
-    completion_tokens = usage.get("completion_tokens", 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion_tokens,
-        "total_tokens": usage.get("total_tokens", prompt + completion_tokens),
-    }
-
-
 def replay_chunks(response: dict[str, Any], include_usage: bool) -> list[bytes]:
     """A stored non-stream response as the stream a streaming client expects."""
     choice = response["choices"][0]
@@ -117,6 +80,6 @@ def replay_chunks(response: dict[str, Any], include_usage: bool) -> list[bytes]:
         )
     out.append(writer.chunk({}, choice["finish_reason"]))
     if include_usage:
-        out.append(writer.usage(response.get("usage") or _full_usage({})))
+        out.append(writer.usage(response.get("usage") or full_usage({})))
     out.append(DONE)
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..store.base import Store
-from ..turn.service import StatefulService
+from ..turn import StatefulService
 from ..upstream import UpstreamClient
 from .auth import Authenticator
 

@@ -1,4 +1,4 @@
-"""The context window as the next request would see it, part by part (DESIGN §3.3).
+"""The context window as the next request would see it, part by part (docs/design.md §3.3).
 
 Used by `GET /v1/agents/{agent}/context` so operators can see where the tokens go: the base
 instructions, memory blocks, memory metadata, the summary, the in-context messages, the tool
@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import tokens
 from ..core.identity import DEFAULT_CONVERSATION
-from ..core.prompts import MemoryStats, render_blocks, render_metadata, render_summary
+from ..core.prompts import MemoryStats, render_system
 from ..core.tools import MEMORY_TOOLS
 from ..errors import ProxyError
+from .ledger import TokenLedger
 from .service import StatefulService
+from .window import reserved_output
 
 
 async def context_report(
@@ -46,25 +47,19 @@ async def context_report(
         last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
     )
     window = await service.catalog.window(model, api_key)
-    factor = await service.catalog.factor(model)
-
-    def scaled(local: int) -> int:
-        return round(local * factor)
-
-    parts = {
-        "system": scaled(tokens.count_text(service.base_instructions, model)),
-        "client_system": 0,
-        "blocks": scaled(tokens.count_text(render_blocks(blocks), model)),
-        "metadata": scaled(tokens.count_text(render_metadata(stats, time.time()), model)),
-        "summary": scaled(tokens.count_message(render_summary(conversation.summary), model))
-        if conversation.summary else 0,
-        "messages": scaled(sum(
-            m.tokens if m.tokens is not None else tokens.count_message(m.data, model)
-            for m in context
-        )),
-        "tools": scaled(tokens.count_tools(MEMORY_TOOLS, model)),
-        "reserved_output": service.settings.memory.reserve_output_tokens,
-    }
+    # The same ledger a turn budgets with, over the prompt a turn would send without the
+    # client's own system text: the parts add up to what the next turn would estimate.
+    ledger = TokenLedger.count(
+        model=model,
+        factor=await service.catalog.factor(model),
+        system_text=render_system(base_instructions=service.base_instructions,
+                                  client_system="", blocks=blocks, stats=stats, now=time.time()),
+        summary=conversation.summary,
+        tools=MEMORY_TOOLS,
+        context=context,
+    )
+    reserve = reserved_output({}, service.settings.memory, window)
+    parts = {"client_system": 0, **ledger.parts(blocks=blocks, reserve_output=reserve)}
     total = sum(parts.values())
     return {
         "agent_id": agent.agent_id,
@@ -73,7 +68,7 @@ async def context_report(
         "window": window,
         "tokens": {**parts, "total": total, "free": max(0, window - total)},
         "usage": round(total / window, 4) if window else None,
-        "calibration_factor": round(factor, 4),
+        "calibration_factor": round(ledger.factor, 4),
         "messages_in_context": len(context),
         "summary": conversation.summary,
     }

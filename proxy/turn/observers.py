@@ -1,0 +1,102 @@
+"""What happens after a turn is stored: observers, like `llm`'s hooks, instead of special
+cases in the session.
+
+A finished turn is handed to each observer in order, after its result is committed; none of
+them is needed for the answer. The service's default list: embed the new rows (in the
+background), record metrics, remember the conversation's first exchange (so a client that
+resends its history without naming the conversation finds it again), and flush the model
+catalog's learned calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.loop import TurnDone
+from ..core.messages import head_hash, visible_hash
+from ..core.types import Agent, Conversation, Message
+from ..obs.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class FinishedTurn:
+    """A turn whose result is stored, with what observers may want to know of it."""
+
+    agent: Agent
+    conversation: Conversation
+    turn_id: str
+    done: TurnDone
+    upstream_seconds: float  # model calls, the summarizer's included
+    compactions: int  # page-outs during the turn
+    first_user: Message | None  # set when this turn gave the conversation its first reply
+
+
+class TurnObserver(Protocol):
+    async def turn_finished(self, turn: FinishedTurn) -> None: ...
+
+
+class HeadStore(Protocol):
+    async def update_conversation(self, conversation_pk: int, **changes: object) -> None: ...
+
+
+class Embedder(Protocol):
+    def notify(self, agent_pk: int | None = None) -> None: ...
+
+
+class CatalogFlush(Protocol):
+    async def flush(self, *, force: bool = False) -> None: ...
+
+
+@dataclass
+class EmbedNewRows:
+    """Embed the turn's new messages and passages (background work; no-op when off)."""
+
+    embeddings: Embedder
+
+    async def turn_finished(self, turn: FinishedTurn) -> None:
+        self.embeddings.notify(turn.agent.pk)
+
+
+@dataclass
+class RecordMetrics:
+    metrics: Metrics
+
+    async def turn_finished(self, turn: FinishedTurn) -> None:
+        metrics, done = self.metrics, turn.done
+        metrics.steps.observe(done.steps)
+        metrics.upstream.observe(turn.upstream_seconds)
+        for key, count in done.tool_calls.items():
+            name, _, outcome = key.partition(":")
+            metrics.tool_calls.labels(name, outcome).inc(count)
+        for kind in ("prompt_tokens", "completion_tokens"):
+            metrics.tokens.labels(kind.removesuffix("_tokens")).inc(done.usage.get(kind, 0))
+        if turn.compactions:
+            metrics.compactions.inc(turn.compactions)
+
+
+@dataclass
+class RecordHead:
+    """After a conversation's first reply: remember its first exchange."""
+
+    store: HeadStore
+
+    async def turn_finished(self, turn: FinishedTurn) -> None:
+        if turn.first_user is None:
+            return
+        reply = next((m for m in turn.done.messages
+                      if m.visible and m.data.get("role") == "assistant"), None)
+        if reply is None or reply.visible_hash is None:
+            return
+        head = head_hash(visible_hash(turn.first_user), reply.visible_hash)
+        await self.store.update_conversation(turn.conversation.pk, head_hash=head)
+
+
+@dataclass
+class FlushCatalog:
+    """Persist what the turn taught the calibration (rate-limited by the catalog)."""
+
+    catalog: CatalogFlush
+
+    async def turn_finished(self, turn: FinishedTurn) -> None:
+        await self.catalog.flush()
