@@ -24,13 +24,12 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ..upstream.answers import Answer, AnswerBuilder, TextPiece, answer_of
 from ..upstream.faults import empty_response
-from ..upstream.routing import Route
+from .answers import Answer, AnswerBuilder, TextPiece, answer_of
 from .messages import visible_hash
 from .tools import (
     MEMORY_TOOL_NAMES,
@@ -49,13 +48,39 @@ STEPS_EXHAUSTED = (
 )
 
 
+T = TypeVar("T")
+
+
+class Deadline(Protocol):
+    """A request's deadline, carried into every upstream call (`upstream.Route` implements
+    it; the upstream client also records on it which upstream answered)."""
+
+    def check(self) -> None:
+        """Raise when the deadline has passed."""
+
+    async def bound(self, work: Awaitable[T]) -> T:
+        """Await `work`, cut off at the deadline."""
+
+
+class NoDeadline:
+    """A turn without a deadline."""
+
+    def check(self) -> None:
+        return None
+
+    async def bound(self, work: Awaitable[T]) -> T:
+        return await work
+
+
 class Upstream(Protocol):
+    """The model, as the loop calls it (`upstream.UpstreamClient` implements it)."""
+
     async def chat(
-        self, body: dict[str, Any], *, api_key: str | None, route: Route | None = None
+        self, body: dict[str, Any], *, api_key: str | None, route: Any = None
     ) -> dict[str, Any]: ...
 
     def chat_stream(
-        self, body: dict[str, Any], *, api_key: str | None, route: Route | None = None
+        self, body: dict[str, Any], *, api_key: str | None, route: Any = None
     ) -> AsyncIterator[dict[str, Any]]: ...
 
 
@@ -150,7 +175,7 @@ class TurnLoop:
         max_steps: int,
         stream: bool,
         guard: ContextGuard | None = None,
-        route: Route | None = None,
+        route: Deadline | None = None,
     ) -> None:
         self.upstream = upstream
         self.api_key = api_key
@@ -171,7 +196,8 @@ class TurnLoop:
         )
         self.memory_names = frozenset((MEMORY_TOOL_NAMES & set(names)) - self.client_names)
         self.tool_names = names  # offered, in order: named in the error for an unknown tool
-        self.route = route if route is not None else Route()
+        self.route = route  # handed to the upstream, which records who answered on it
+        self.deadline: Deadline = route if route is not None else NoDeadline()
         self.upstream_seconds = 0.0
         self._answer = Answer()  # the latest upstream call's answer
         self.first_token_upstream_seconds: float | None = None
@@ -213,7 +239,7 @@ class TurnLoop:
             if index:
                 yield StepStarted(index)
             for _attempt in range(2):  # an empty answer is asked for once more
-                self.route.check()
+                self.deadline.check()
                 async for event in self._step(index, bool(texts)):
                     yield event
                 step = self._answer
@@ -291,7 +317,7 @@ class TurnLoop:
         while True:
             if self.guard is not None and not self.guard.fits(self.extra):
                 # Making room may call the summarizer: within the deadline.
-                smaller = await self.route.bound(self.guard.guard(self.base, self.extra))
+                smaller = await self.deadline.bound(self.guard.guard(self.base, self.extra))
                 if smaller is not None:
                     self.base = smaller
             body = self._request(index)
@@ -308,7 +334,7 @@ class TurnLoop:
                 if (getattr(exc, "code", None) != "context_length_exceeded"
                         or self.guard is None or emitted):
                     raise
-                smaller = await self.route.bound(self.guard.shrink(self.extra, attempt))
+                smaller = await self.deadline.bound(self.guard.shrink(self.extra, attempt))
                 attempt += 1
                 if smaller is None:
                     raise
