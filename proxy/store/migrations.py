@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import fts as _fts
 from . import known_context as _known_context
-from . import pg_vectors as _vectors_pg
-from . import sqlite_vectors as _vectors_sqlite
+from .postgres import vectors as _vectors_pg
+from .sqlite import fts as _fts
+from .sqlite import vectors as _vectors_sqlite
 
 
 @dataclass(frozen=True)

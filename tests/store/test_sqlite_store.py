@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from proxy.store import SQLiteStore, open_store, sqlite_path
-from proxy.store.fts import match_expression, query_terms
+from proxy.store import open_store, sqlite_path
 from proxy.store.migrations import MIGRATIONS, Migration, apply_sqlite
-from proxy.store.sqlite import SQL_CONTEXT, SQL_VISIBLE
+from proxy.store.query_terms import query_terms
+from proxy.store.sqlite.fts import match_expression
+from proxy.store.sqlite.store import SQL_CONTEXT, SQL_VISIBLE, SQLiteStore
 from tests.store_backends import assistant, result, run_with_store, setup, user
 
 

@@ -545,13 +545,13 @@ def test_open_is_idempotent_and_close_is_final(store_backend: Backend) -> None:
 
 # --- Postgres only ------------------------------------------------------------------------
 def _pg(url: str, body: Any, **kw: Any) -> Any:
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     return store_backends.run_with_store(PostgresStore(url, **kw), body)
 
 
 def test_postgres_urls_and_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    from proxy.store.postgres import PostgresStore, split_url
+    from proxy.store.postgres.store import PostgresStore, split_url
 
     for url in ("postgresql://u:p@h/db", "postgres://h/db"):
         store = open_store(url)
@@ -568,7 +568,7 @@ def test_postgres_urls_and_missing_driver(monkeypatch: pytest.MonkeyPatch) -> No
 
     # without asyncpg, a Postgres URL says how to install it; SQLite is unaffected
     monkeypatch.setitem(sys.modules, "asyncpg", None)
-    monkeypatch.delitem(sys.modules, "proxy.store.postgres")
+    monkeypatch.delitem(sys.modules, "proxy.store.postgres.store")
     with pytest.raises(ValueError, match=r"pip install 'memproxy\[postgres\]'"):
         open_store("postgresql://h/db")
     assert open_store("sqlite:///x.db").dialect == "sqlite"
@@ -614,7 +614,7 @@ def test_postgres_migrations(postgres_url: str) -> None:
 def test_postgres_concurrent_first_open(postgres_url: str) -> None:
     """Processes starting together on an empty database: the advisory lock serialises the
     migrations, so every store opens and each version is recorded once."""
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     async def main() -> list[tuple]:
         stores = [PostgresStore(postgres_url, max_size=2) for _ in range(6)]
@@ -686,7 +686,7 @@ def test_postgres_nul_characters(postgres_url: str) -> None:
 def test_postgres_concurrent_turns_from_two_processes(postgres_url: str) -> None:
     """Two stores = two pools, as two memproxy processes would have: begin/finish turns on the
     same conversation concurrently; seqs stay consecutive and unique, turns contiguous."""
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     async def main() -> None:
         a, b = PostgresStore(postgres_url), PostgresStore(postgres_url)
@@ -731,8 +731,8 @@ def test_postgres_concurrent_turns_from_two_processes(postgres_url: str) -> None
 def test_postgres_large_conversation_uses_indexes(postgres_url: str) -> None:
     """EXPLAIN: context/transcript reads use the partial (conversation_pk, seq) indexes and
     searches use the GIN indexes, on a 100k-message conversation."""
-    from proxy.store.pg_search import message_search_sql, passage_search_sql
-    from proxy.store.postgres import SQL_CONTEXT, SQL_VISIBLE
+    from proxy.store.postgres.search import message_search_sql, passage_search_sql
+    from proxy.store.postgres.store import SQL_CONTEXT, SQL_VISIBLE
 
     n = 100_000
 

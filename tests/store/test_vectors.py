@@ -327,7 +327,7 @@ def test_pgvector_is_not_used_when_the_extension_is_missing(postgres_url: str) -
 def test_pgvector_statements_number_their_parameters() -> None:
     import re
 
-    from proxy.store.pg_vectors import (
+    from proxy.store.postgres.vectors import (
         hnsw_index_sql,
         insert_sql,
         pgvector_top_sql,

@@ -1,5 +1,5 @@
 """The SQLite store: WAL, a fast lane on the event loop for a turn's own statements and a
-thread lane (aiosqlite) for everything that can take long (`sqlite_lanes.py`).
+thread lane (aiosqlite) for everything that can take long (`lanes.py`).
 
 Every store call is one whole function over a connection: a write is one transaction (BEGIN
 IMMEDIATE ... COMMIT, ROLLBACK on any error), so a coroutine cancelled while it waits (a
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..core.types import (
+from ...core.types import (
     Agent,
     Block,
     Conversation,
@@ -24,13 +24,13 @@ from ..core.types import (
     Passage,
     StoredMessage,
 )
+from ..leases import FileLeases, LeaseStore
+from ..migrations import apply_sqlite
+from .admin import SQLiteAdminMixin
+from .admin_dump import SQLiteDumpMixin
 from .fts import index_pending, message_search_sql, passage_search_sql, pending
-from .leases import FileLeases, LeaseStore
-from .migrations import apply_sqlite
-from .sqlite_admin import SQLiteAdminMixin
-from .sqlite_admin_dump import SQLiteDumpMixin
-from .sqlite_lanes import SQLiteLanes
-from .sqlite_rows import (
+from .lanes import SQLiteLanes
+from .rows import (
     _AGENT,
     _CONV,
     _INSERT_PASSAGE,
@@ -44,8 +44,8 @@ from .sqlite_rows import (
     _passage,
     _upsert_blocks,
 )
-from .sqlite_turns import SQLiteTurns
-from .sqlite_vectors import SQLiteVectors
+from .turns import SQLiteTurns
+from .vectors import SQLiteVectors
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "SQLiteStore"]
 class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
-    A turn's own reads and writes are in `sqlite_turns.py`; the operator API (agents REST,
+    A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
     block history, export/import) is in the admin mixins."""
 
     dialect = "sqlite"

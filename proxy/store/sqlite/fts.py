@@ -1,37 +1,16 @@
 """Turning free text into a safe SQLite FTS5 query, and the search statements built on it.
 
-User (and model) text never reaches FTS5 syntax: it is split into word tokens, each token is
-quoted as a phrase, and the phrases are OR-ed, so `"`, `*`, `NEAR(`, `-`, `AND` are just words
-or nothing. Common English function words are dropped (unless nothing else is left): with OR
-semantics they would match almost every row, costing time and drowning the ranking.
+User (and model) text never reaches FTS5 syntax: it is split into word tokens (query_terms.py,
+shared with Postgres), each token is quoted as a phrase, and the phrases are OR-ed, so `"`,
+`*`, `NEAR(`, `-`, `AND` are just words or nothing.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 
-_TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (FTS5 unicode61 separators)
-
-MAX_TERMS = 32
-
-STOPWORDS = frozenset(
-    """a about an and are as at be been but by can could did do does for from had has have he
-    her him his how i if in into is it its me my no not of on or our she so than that the their
-    them then there these they this those to us was we were what when where which who whom why
-    will with would you your""".split()
-)
-
-
-def query_terms(query: str) -> list[str]:
-    """Distinct lower-cased word tokens of `query`, stopwords removed when others remain."""
-    seen: dict[str, None] = {}
-    for token in _TOKEN.findall(query or ""):
-        seen.setdefault(token.lower(), None)
-    terms = list(seen)
-    content = [t for t in terms if t not in STOPWORDS]
-    return (content or terms)[:MAX_TERMS]
+from ..query_terms import query_terms
 
 
 def quote(term: str) -> str:
@@ -122,7 +101,7 @@ def passage_search_sql(
 # Indexing a turn's messages inside its commit made FTS5 write a segment per commit and merge
 # segments inside whichever commit crossed its threshold: on a 200k-message index every ~30th
 # turn's commit took ~15 ms. So a turn's messages are indexed later, in batches: every
-# background job of the store (sqlite_lanes.py, every 100 commits) and, before any search,
+# background job of the store (lanes.py, every 100 commits) and, before any search,
 # whatever is still pending — a search always sees every committed message.
 #
 # `fts_progress.upto`: every message with pk <= upto is in the index, none above it is. The

@@ -1,6 +1,6 @@
 """Embedding vectors in Postgres: migration 4's statements and the `PostgresVectors` mixin.
 
-The same tables as SQLite (see sqlite_vectors.py): float32 vectors as `bytea`, scored
+The same tables as SQLite (see sqlite/vectors.py): float32 vectors as `bytea`, scored
 in-process with numpy, counters in `vector_state` kept by statement-level triggers (one
 UPDATE per statement, as for `agents.recall_count`).
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import MessageHit, Passage
-from .vector_base import (
+from ...core.types import MessageHit, Passage
+from ..vector_base import (
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,

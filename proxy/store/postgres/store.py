@@ -3,12 +3,12 @@
 For several memproxy processes (or machines) sharing one database. Every store call is one
 statement, or one transaction on one pooled connection (`async with conn.transaction()`);
 batches travel as arrays (`unnest`), so a call costs the same round trips whatever its size.
-A stateful turn's reads and writes (pg_turns.py) are one round trip each in the common case.
+A stateful turn's reads and writes (turns.py) are one round trip each in the common case.
 
 Sequence numbers are race-free across processes: a turn's writes lock the conversation row
 (`FOR NO KEY UPDATE`) and number their messages from `max(seq)`; one that numbered from a
 snapshot older than the lock fails on UNIQUE (conversation_pk, seq) and is redone in a
-transaction that locks first (see pg_turns.py).
+transaction that locks first (see turns.py).
 Migrations run at `open()` under a transaction-level advisory lock (see migrations.py).
 
 Text columns cannot hold NUL characters in Postgres: they are removed from searchable text,
@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..core.types import (
+from ...core.types import (
     Agent,
     Block,
     Conversation,
@@ -36,11 +36,11 @@ from ..core.types import (
     Passage,
     StoredMessage,
 )
-from .migrations import apply_postgres, check_fts_config
-from .pg_admin import PostgresAdminMixin
-from .pg_admin_dump import PostgresDumpMixin
-from .pg_search import message_search_sql, passage_search_sql
-from .pg_sql import (
+from ..migrations import apply_postgres, check_fts_config
+from .admin import PostgresAdminMixin
+from .admin_dump import PostgresDumpMixin
+from .search import message_search_sql, passage_search_sql
+from .sql import (
     ACQUIRE_LEASE,
     AGENT,
     CONV,
@@ -60,8 +60,8 @@ from .pg_sql import (
     rows_changed,
     strip_nul,
 )
-from .pg_turns import PostgresTurnsMixin
-from .pg_vectors import PostgresVectors
+from .turns import PostgresTurnsMixin
+from .vectors import PostgresVectors
 
 __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
 
@@ -91,7 +91,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
                     PostgresVectors):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
-    The turn calls (pg_turns.py) and the operator API (agents REST, block history,
+    The turn calls (turns.py) and the operator API (agents REST, block history,
     export/import) are in the mixins.
 
     `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the

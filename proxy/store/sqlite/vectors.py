@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.types import MessageHit, Passage
-from .vector_base import (
+from ...core.types import MessageHit, Passage
+from ..vector_base import (
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
