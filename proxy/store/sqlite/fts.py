@@ -107,31 +107,7 @@ def passage_search_sql(
 # `fts_progress.upto`: every message with pk <= upto is in the index, none above it is. The
 # triggers keep that true: a delete or text update touches the index only for rows at or below
 # upto, and a row inserted at or below upto (SQLite reuses the largest pks after a delete) is
-# indexed at once.
-MIGRATION_SQLITE: tuple[str, ...] = (
-    "CREATE TABLE fts_progress (name TEXT PRIMARY KEY, upto INTEGER NOT NULL)",
-    "INSERT INTO fts_progress (name, upto) SELECT 'messages', coalesce(max(pk), 0)"
-    " FROM messages",
-    "DROP TRIGGER messages_fts_delete",
-    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
-        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
-        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
-    END""",
-    "DROP TRIGGER messages_fts_update",
-    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, agent_pk ON messages
-        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
-        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
-        INSERT INTO messages_fts (rowid, text, fts_scope)
-        VALUES (new.pk, new.text, 'a' || new.agent_pk);
-    END""",
-    """CREATE TRIGGER messages_fts_reused AFTER INSERT ON messages
-        WHEN new.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (rowid, text, fts_scope)
-        VALUES (new.pk, new.text, 'a' || new.agent_pk);
-    END""",
-)
+# indexed at once (migration 5 created them: store/migrations/v5_constant_time_turn_state.py).
 
 _PENDING = ("SELECT coalesce((SELECT max(pk) FROM messages), 0),"
             " (SELECT upto FROM fts_progress WHERE name = 'messages')")
