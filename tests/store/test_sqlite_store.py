@@ -150,7 +150,7 @@ def test_100k_message_conversation_uses_indexes(db: Path) -> None:
         await s.search_messages(agent.pk, "", roles=["user"], start=0)
         await s.search_passages(agent.pk, "x", tags=["a"])
         await s.search_passages(agent.pk, "", tags=["a"])
-        await s.list_passages(agent.pk)
+        await s.list_passages_page(agent.pk)
         await s.count_passages(agent.pk)
         await s._read(lambda c: c.set_trace_callback(None))
         s.lanes.fast_reader.set_trace_callback(None)

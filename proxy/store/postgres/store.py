@@ -202,14 +202,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
                 await conn.execute(UPSERT_BLOCKS, pk, now, *block_arrays(default_blocks))
         return Agent(pk=pk, tenant=tenant, agent_id=agent_id, created_at=now, settings={})
 
-    async def list_agents(self, tenant: str | None) -> list[Agent]:
-        if tenant is None:
-            return [agent_row(r) for r in await self._fetch(f"{AGENT} ORDER BY pk")]
-        return [agent_row(r) for r in await self._fetch(f"{AGENT} WHERE tenant = $1 ORDER BY pk",
-                                                     tenant)]
-
     async def update_agent_settings(self, agent_pk: int, settings: dict[str, Any]) -> None:
-        """Replace the agent's settings JSON (not in the protocol yet)."""
+        """Replace the agent's settings JSON."""
         await self._execute("UPDATE agents SET settings = $1::jsonb WHERE pk = $2",
                             jsonb(settings), agent_pk)
 
@@ -223,10 +217,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
             "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
             " WHERE agent_pk = $1 ORDER BY pos", agent_pk)
         return [Block(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-
-    async def put_block(self, agent_pk: int, block: Block) -> None:
-        """Insert or update one block; `updated_at` is set to now (block.updated_at ignored)."""
-        await self._execute(UPSERT_BLOCKS, agent_pk, time.time(), *block_arrays([block]))
 
     # --- conversations and messages -------------------------------------------------------
     async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
@@ -247,10 +237,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
             row = await conn.fetchrow(f"{CONV} WHERE agent_pk = $1 AND conversation_id = $2",
                                       agent_pk, conversation_id)
         return conversation_row(row)
-
-    async def list_conversations(self, agent_pk: int) -> list[Conversation]:
-        rows = await self._fetch(f"{CONV} WHERE agent_pk = $1 ORDER BY pk", agent_pk)
-        return [conversation_row(r) for r in rows]
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
                                   resends_history: bool | None = None,
@@ -344,14 +330,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
         tags_json = jsonb(list(tags)) if tags else None
         sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json)
         return [passage_row(r) for r in await self._fetch(sql, *args)]
-
-    async def list_passages(self, agent_pk: int, *, limit: int = 100,
-                            offset: int = 0) -> list[Passage]:
-        """Oldest first (stable paging by offset); score is None."""
-        rows = await self._fetch(
-            "SELECT pk, text, tags, created_at, NULL FROM passages WHERE agent_pk = $1"
-            " ORDER BY pk LIMIT $2 OFFSET $3", agent_pk, limit, offset)
-        return [passage_row(r) for r in rows]
 
     async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool:
         """False when the passage does not exist or belongs to another agent."""

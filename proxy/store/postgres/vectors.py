@@ -283,12 +283,3 @@ class PostgresVectors:
             agent_pk, list(pks))
         found = {r[0]: MessageHit(r[1], r[2], r[3], r[4], r[5], 0.0) for r in rows}
         return [(pk, found[pk]) for pk in pks if pk in found]
-
-    async def vector_counts(self, agent_pk: int) -> dict[str, int]:
-        """Vectors stored per kind for the agent (any model)."""
-        pool: Any = self.pool  # type: ignore[attr-defined]
-        rows = await pool.fetch("SELECT kind, rows FROM vector_state WHERE agent_pk = $1",
-                                agent_pk)
-        counts = {PASSAGE: 0, MESSAGE: 0}
-        counts.update({r[0]: int(r[1]) for r in rows})
-        return counts

@@ -179,14 +179,6 @@ class SQLiteVectors:
 
         return await self._read(run)  # type: ignore[attr-defined]
 
-    async def vector_counts(self, agent_pk: int) -> dict[str, int]:
-        """Vectors stored per kind for the agent (any model)."""
-        def run(db: sqlite3.Connection) -> dict[str, int]:
-            return {PASSAGE: _state(db, PASSAGE, agent_pk).rows,
-                    MESSAGE: _state(db, MESSAGE, agent_pk).rows}
-
-        return await self._read(run)  # type: ignore[attr-defined]
-
 
 def _put(db: sqlite3.Connection, kind: str, model: str, rows: list[tuple[int, bytes, int]],
          now: float) -> int:
