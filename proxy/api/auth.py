@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..config import AuthSettings
 from ..errors import ProxyError
-from ..store.base import Store
+from ..store.base import ApiKeyStore
 
 OPEN_TENANT = "default"
 DB_CACHE_SECONDS = 30.0
@@ -46,7 +46,7 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, settings: AuthSettings, store: Store) -> None:
+    def __init__(self, settings: AuthSettings, store: ApiKeyStore) -> None:
         self.store = store
         self.config_keys = {_stored_hash(k): tenant for k, tenant in settings.keys.items()}
         self.admin_hashes = {_stored_hash(k) for k in settings.admin_keys}

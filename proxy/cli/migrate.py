@@ -23,7 +23,7 @@ async def applied_versions(url: str) -> set[int]:
     if url.startswith(("postgresql://", "postgres://")):
         import asyncpg
 
-        from ..store.postgres import split_url
+        from ..store.postgres.store import split_url
 
         conn = await asyncpg.connect(split_url(url)[0], timeout=30)
         try:

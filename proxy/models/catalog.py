@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..config import Settings
-from ..store.base import Store
+from ..store.base import ModelStatsStore
 from ..tokens import Calibration
 from ..upstream import UpstreamClient
 from .windows import configured_window, context_window, parse_upstream_windows
@@ -28,7 +28,8 @@ FLUSH_EVERY_SECONDS = 30.0
 
 
 class ModelCatalog:
-    def __init__(self, settings: Settings, store: Store, upstream: UpstreamClient) -> None:
+    def __init__(self, settings: Settings, store: ModelStatsStore,
+                 upstream: UpstreamClient) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream

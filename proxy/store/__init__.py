@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from .base import Store
-from .sqlite import SQLiteStore
+from .sqlite.store import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "open_store", "sqlite_path"]
+__all__ = ["Store", "open_store", "sqlite_path"]
 
 
 def sqlite_path(url: str) -> str:
@@ -41,7 +41,7 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         # Imported lazily: asyncpg is an optional dependency, needed only for Postgres.
         try:
-            from .postgres import PostgresStore
+            from .postgres.store import PostgresStore
         except ImportError as exc:
             raise ValueError(
                 f"Postgres URLs need the asyncpg driver ({exc}): "

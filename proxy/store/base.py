@@ -1,7 +1,12 @@
-"""The Store protocol: everything the core needs from a database, and nothing more.
+"""The store's protocols, one per role, and `Store`, all of them at once.
 
-Both backends (SQLite now, Postgres later) implement it and pass the same tests. Methods are
+Both backends (SQLite and Postgres) implement `Store` and pass the same contract tests. Code
+takes the role it uses (`TurnStore`, `SearchStore`, `ApiKeyStore`, ...), so that what it
+depends on is visible and a test fake implements a dozen methods, not sixty. Methods are
 coarse on purpose: a turn costs a handful of statements, not one per message.
+
+Embedding vectors (vector_base.VectorStore) and conversation leases (leases.LeaseStore) are
+protocols of their own, next to their data types.
 """
 
 from __future__ import annotations
@@ -28,47 +33,57 @@ if TYPE_CHECKING:
     from .leases import LeaseStore
 
 
-class Store(Protocol):
+class StoreLifecycle(Protocol):
+    """Opening, closing and health: what the app and the CLI do with any store."""
+
     async def open(self) -> None:
         """Connect and apply pending migrations."""
 
     async def close(self) -> None: ...
 
-    def turn_leases(self) -> LeaseStore:
-        """A lease backend for one `ConversationLocks` (locks.py): how this store's processes
-        keep one turn at a time per conversation. Closed with the store."""
-
     async def ping(self) -> None:
         """Raise if the database cannot answer a trivial query."""
 
-    # --- agents and blocks -------------------------------------------------------------
-    async def get_agent(self, tenant: str, agent_id: str) -> Agent | None: ...
+
+class TurnStore(Protocol):
+    """What a stateful turn needs (proxy/turn/): find or create its agent and conversation,
+    load its state, store its input before the upstream call and its result after, fail,
+    discard or reopen it, find earlier turns for replays, page messages out of context, and
+    the leases that keep one turn at a time per conversation."""
+
+    def turn_leases(self) -> LeaseStore:
+        """A lease backend for one `ConversationLocks` (locks.py): how this store's processes
+        keep one turn at a time per conversation. Closed with the store."""
 
     async def ensure_agent(
         self, tenant: str, agent_id: str, default_blocks: list[Block]
     ) -> Agent:
         """Return the agent, creating it with `default_blocks` if it does not exist."""
 
-    async def list_agents(self, tenant: str | None) -> list[Agent]:
-        """All agents of `tenant`, or of every tenant when it is None."""
-
-    async def delete_agent(self, agent_pk: int) -> None: ...
-
     async def update_agent_settings(self, agent_pk: int, settings: dict) -> None:
         """Replace the agent's settings document (what memproxy learned, operator choices)."""
 
-    async def get_blocks(self, agent_pk: int) -> list[Block]: ...
-
-    async def put_block(self, agent_pk: int, block: Block) -> None:
-        """Insert or replace one block."""
-
-    # --- conversations and messages -----------------------------------------------------
     async def ensure_conversation(self, agent_pk: int, conversation_id: str) -> Conversation: ...
 
-    async def list_conversations(self, agent_pk: int) -> list[Conversation]: ...
+    async def find_conversation_by_head(
+        self, agent_pk: int, head_hash: str
+    ) -> Conversation | None:
+        """The newest conversation whose first exchange hashes to `head_hash` (see
+        `core.messages.head_hash`)."""
 
-    async def context_messages(self, conversation_pk: int) -> list[StoredMessage]:
-        """Messages in the context window (in_context, not superseded), oldest first."""
+    async def update_conversation(
+        self, conversation_pk: int, *, summary: str | None = None,
+        resends_history: bool | None = None, head_hash: str | None = None,
+    ) -> None: ...
+
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int,
+                              known: KnownContext | None = None) -> TurnState:
+        """Conversation, last turn, blocks, memory counts and context, in one call: what a
+        turn reads once it holds the conversation. LookupError if the conversation is gone.
+
+        `known` is the context this process loaded last time for the conversation: when it
+        is still valid (store/known_context.py), only rows added since are decoded. The
+        result is the same with or without it."""
 
     async def visible_transcript(self, conversation_pk: int) -> list[StoredMessage]:
         """What the client has seen (visible, not superseded), oldest first."""
@@ -82,21 +97,6 @@ class Store(Protocol):
         include_superseded: bool = False,
     ) -> list[StoredMessage]: ...
 
-    async def count_messages(self, agent_pk: int) -> int: ...
-
-    async def search_messages(
-        self,
-        agent_pk: int,
-        query: str,
-        *,
-        roles: list[str] | None = None,
-        limit: int = 10,
-        start: float | None = None,
-        end: float | None = None,
-    ) -> list[MessageHit]:
-        """Ranked full-text search over the agent's messages (evicted ones included)."""
-
-    # --- turns ----------------------------------------------------------------------------
     async def begin_turn(
         self,
         conversation_pk: int,
@@ -113,18 +113,6 @@ class Store(Protocol):
         inputs have consecutive seqs), or the next free seq when there are none.
         """
 
-    async def load_turn_state(self, agent_pk: int, conversation_pk: int,
-                              known: KnownContext | None = None) -> TurnState:
-        """Conversation, last turn, blocks, memory counts and context, in one call: what a
-        turn reads once it holds the conversation. LookupError if the conversation is gone.
-
-        `known` is the context this process loaded last time for the conversation: when it
-        is still valid (store/known_context.py), only rows added since are decoded. The
-        result is the same with or without it."""
-
-    async def discard_turn(self, turn_id: str, error: dict) -> None:
-        """Fail the turn and supersede its messages: the upstream rejected the request itself."""
-
     async def reopen_turn(self, turn_id: str) -> None:
         """Mark a failed turn open again so that it can be continued."""
 
@@ -133,6 +121,9 @@ class Store(Protocol):
         """Write the turn's steps, final message, memory edits and response atomically."""
 
     async def fail_turn(self, turn_id: str, error: dict) -> None: ...
+
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail the turn and supersede its messages: the upstream rejected the request itself."""
 
     async def find_turn(
         self,
@@ -143,54 +134,56 @@ class Store(Protocol):
     ) -> Turn | None:
         """The newest turn with that idempotency key (or else request hash)."""
 
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
+        """Take messages up to `through_seq` out of context and store the new summary, atomically."""
+
+
+class LookupStore(Protocol):
+    """Reads by key that never create anything: an agent, a conversation, its last turn,
+    blocks, context and memory counts (the context report, REST lookups that must 404)."""
+
+    async def get_agent(self, tenant: str, agent_id: str) -> Agent | None: ...
+
+    async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
+        """The conversation if it exists (no creation), for lookups that must 404."""
+
     async def last_turn(self, conversation_pk: int) -> Turn | None: ...
 
-    # --- archival memory -----------------------------------------------------------------
-    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
+    async def get_blocks(self, agent_pk: int) -> list[Block]: ...
+
+    async def context_messages(self, conversation_pk: int) -> list[StoredMessage]:
+        """Messages in the context window (in_context, not superseded), oldest first."""
+
+    async def count_messages(self, agent_pk: int) -> int: ...
+
+    async def count_passages(self, agent_pk: int) -> int: ...
+
+
+class SearchStore(Protocol):
+    """Ranked full-text search of an agent's messages (recall) and passages (archival memory):
+    what the memory tools search, directly or through hybrid search."""
+
+    async def search_messages(
+        self,
+        agent_pk: int,
+        query: str,
+        *,
+        roles: list[str] | None = None,
+        limit: int = 10,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[MessageHit]:
+        """Ranked full-text search over the agent's messages (evicted ones included)."""
 
     async def search_passages(
         self, agent_pk: int, query: str, *, tags: list[str] | None = None, top_k: int = 5
     ) -> list[Passage]: ...
 
-    async def list_passages(
-        self, agent_pk: int, *, limit: int = 100, offset: int = 0
-    ) -> list[Passage]: ...
 
-    async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool: ...
+class AdminStore(Protocol):
+    """The operator API (agents REST, block history, passages, transcripts, export/import;
+    store/*/admin*.py): listings, writes with history, deletes."""
 
-    async def count_passages(self, agent_pk: int) -> int: ...
-
-    # --- api keys -------------------------------------------------------------------------
-    async def add_api_key(self, key_hash: str, tenant: str) -> None: ...
-
-    async def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
-
-    async def count_api_keys(self) -> int: ...
-
-    # --- per-model statistics (token calibration) -----------------------------------------
-    async def get_model_stats(self, model: str) -> dict | None: ...
-
-    async def put_model_stats(self, model: str, data: dict) -> None: ...
-
-    # --- conversation state ---------------------------------------------------------------
-    async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
-        """The conversation if it exists (no creation), for lookups that must 404."""
-
-    async def update_conversation(
-        self, conversation_pk: int, *, summary: str | None = None,
-        resends_history: bool | None = None, head_hash: str | None = None,
-    ) -> None: ...
-
-    async def find_conversation_by_head(
-        self, agent_pk: int, head_hash: str
-    ) -> Conversation | None:
-        """The newest conversation whose first exchange hashes to `head_hash` (see
-        `core.messages.head_hash`)."""
-
-    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
-        """Take messages up to `through_seq` out of context and store the new summary, atomically."""
-
-    # --- operator API: agents REST, block history, export/import (store/*_admin*.py) -------
     async def list_agents_page(
         self, tenant: str | None, *, after: tuple[str, str] | None = None, limit: int = 100
     ) -> list[Agent]:
@@ -210,6 +203,8 @@ class Store(Protocol):
     async def merge_agent_settings(self, agent_pk: int, patch: dict) -> dict | None:
         """Merge `patch` into the settings atomically (a None value removes the key); the new
         settings, or None if the agent is gone."""
+
+    async def delete_agent(self, agent_pk: int) -> None: ...
 
     async def get_block(self, agent_pk: int, label: str) -> Block | None: ...
 
@@ -246,10 +241,14 @@ class Store(Protocol):
     ) -> list[tuple[str, StoredMessage, float]]:
         """Like `search_messages`, as whole rows: (conversation_id, message, score)."""
 
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
+
     async def list_passages_page(
         self, agent_pk: int, *, tags: list[str] | None = None, limit: int = 100, offset: int = 0
     ) -> list[Passage]:
         """Newest first, optionally only passages having all `tags`."""
+
+    async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool: ...
 
     async def export_agent(self, agent_pk: int) -> AgentDump | None:
         """The whole agent, read in one consistent snapshot; None if it does not exist."""
@@ -261,3 +260,28 @@ class Store(Protocol):
         revision. AgentExistsError if the agent exists and `replace` is not set (with it, the
         old agent is deleted first, in the same transaction). Turn ids that already exist
         elsewhere in the database are renamed consistently."""
+
+
+class ApiKeyStore(Protocol):
+    """API keys, stored as hashes, each naming its tenant (api/auth.py, `memproxy serve`)."""
+
+    async def add_api_key(self, key_hash: str, tenant: str) -> None: ...
+
+    async def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    async def count_api_keys(self) -> int: ...
+
+
+class ModelStatsStore(Protocol):
+    """What memproxy learned per model, e.g. token calibration (models/catalog.py)."""
+
+    async def get_model_stats(self, model: str) -> dict | None: ...
+
+    async def put_model_stats(self, model: str, data: dict) -> None: ...
+
+
+class Store(StoreLifecycle, TurnStore, LookupStore, SearchStore, AdminStore, ApiKeyStore,
+            ModelStatsStore, Protocol):
+    """Every role at once: what a backend implements (SQLiteStore, PostgresStore) and what the
+    app holds. Code that needs one role takes that role, so that a test fake implements only
+    that role's methods."""

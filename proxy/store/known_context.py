@@ -26,24 +26,6 @@ from collections.abc import Collection
 
 from ..core.types import KnownContext, StoredMessage
 
-MIGRATION_SQLITE: tuple[str, ...] = (
-    "CREATE TABLE conversation_epoch ("
-    " id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL)",
-    "INSERT INTO conversation_epoch (id, value) VALUES (1, 0)",
-    "CREATE TRIGGER conversations_epoch AFTER DELETE ON conversations BEGIN"
-    " UPDATE conversation_epoch SET value = value + 1 WHERE id = 1; END",
-)
-
-MIGRATION_POSTGRES: tuple[str, ...] = (
-    "CREATE TABLE conversation_epoch ("
-    " id integer PRIMARY KEY CHECK (id = 1), value bigint NOT NULL)",
-    "INSERT INTO conversation_epoch (id, value) VALUES (1, 0)",
-    "CREATE FUNCTION bump_conversation_epoch() RETURNS trigger LANGUAGE plpgsql AS $$"
-    " BEGIN UPDATE conversation_epoch SET value = value + 1 WHERE id = 1; RETURN NULL; END $$",
-    "CREATE TRIGGER conversations_epoch AFTER DELETE ON conversations"
-    " FOR EACH STATEMENT EXECUTE FUNCTION bump_conversation_epoch()",
-)
-
 
 def usable(known: KnownContext | None, epoch: int, created_at: float) -> bool:
     """Whether `known` describes this very conversation row (see the module docstring)."""

@@ -69,12 +69,18 @@ def store_call(url: str, work: Callable[[Any, int], Any]) -> Any:
     return run_with_store(open_store(url), body)
 
 
+async def vector_rows(store: Any, agent_pk: int) -> dict[str, int]:
+    """The agent's stored vectors per kind, any model (`vector_state`'s row counts)."""
+    return {kind: (await store.vector_state(kind, agent_pk)).rows
+            for kind in ("passage", "message")}
+
+
 def wait_for_vectors(url: str, passages: int, messages: int, timeout_s: float = 60.0) -> None:
     """Wait until the background task has embedded what the test expects (no timing asserted:
     the deadline only bounds a broken run)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        counts = store_call(url, lambda store, pk: store.vector_counts(pk))
+        counts = store_call(url, vector_rows)
         if counts == {"passage": passages, "message": messages}:
             return
         assert time.monotonic() < deadline, f"still not embedded: {counts}"
@@ -165,7 +171,7 @@ def test_with_embeddings_off_results_are_exactly_full_text(make_proxy, fake_upst
     assert contents(tool_result(fake_upstream)) == full_text(database_url, QUERY)
     assert ANSWER not in contents(tool_result(fake_upstream))
     assert not [r for r in fake_upstream.all_requests if r.path.endswith("/embeddings")]
-    assert store_call(database_url, lambda store, pk: store.vector_counts(pk)) == {
+    assert store_call(database_url, vector_rows) == {
         "passage": 0, "message": 0}
 
 
@@ -180,7 +186,7 @@ def test_embedding_endpoint_down_search_still_works(make_proxy, fake_upstream, d
         while metric(proxy, "memproxy_embeddings_failures_total", stage="background") == 0:
             assert time.monotonic() < deadline, "no background failure was counted"
             time.sleep(0.05)
-    assert store_call(database_url, lambda store, pk: store.vector_counts(pk)) == {
+    assert store_call(database_url, vector_rows) == {
         "passage": 0, "message": 0}
     # the conversation itself went on normally
     assert say(client, "hello").startswith("Echo: hello (saw ")
@@ -230,7 +236,7 @@ def test_background_embedding_catches_up_after_a_restart(make_proxy, fake_upstre
     first = make_proxy()  # embeddings off: rows are written without vectors
     archive(first.client())
     first.stop()
-    assert store_call(database_url, lambda store, pk: store.vector_counts(pk)) == {
+    assert store_call(database_url, vector_rows) == {
         "passage": 0, "message": 0}
 
     second = make_proxy(enabled())  # the same database, embeddings on: the catch-up

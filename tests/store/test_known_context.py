@@ -156,8 +156,8 @@ def test_the_passage_counter_follows_every_way_passages_come_and_go(store_backen
 def test_migration_5_counts_the_passages_already_stored(tmp_path):
     import sqlite3
 
-    from proxy.store import SQLiteStore
     from proxy.store.migrations import MIGRATIONS, apply_sqlite
+    from proxy.store.sqlite.store import SQLiteStore
 
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)

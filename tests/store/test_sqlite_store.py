@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from proxy.store import SQLiteStore, open_store, sqlite_path
-from proxy.store.fts import match_expression, query_terms
+from proxy.store import open_store, sqlite_path
 from proxy.store.migrations import MIGRATIONS, Migration, apply_sqlite
-from proxy.store.sqlite import SQL_CONTEXT, SQL_VISIBLE
+from proxy.store.query_terms import query_terms
+from proxy.store.sqlite.fts import match_expression
+from proxy.store.sqlite.store import SQL_CONTEXT, SQL_VISIBLE, SQLiteStore
 from tests.store_backends import assistant, result, run_with_store, setup, user
 
 
@@ -149,7 +150,7 @@ def test_100k_message_conversation_uses_indexes(db: Path) -> None:
         await s.search_messages(agent.pk, "", roles=["user"], start=0)
         await s.search_passages(agent.pk, "x", tags=["a"])
         await s.search_passages(agent.pk, "", tags=["a"])
-        await s.list_passages(agent.pk)
+        await s.list_passages_page(agent.pk)
         await s.count_passages(agent.pk)
         await s._read(lambda c: c.set_trace_callback(None))
         s.lanes.fast_reader.set_trace_callback(None)

@@ -3,7 +3,7 @@ conversation stats and search within one conversation (the agents REST API).
 
 A mixin of `SQLiteStore`, using its `_read`/`_write` plumbing (one thread hop per call, writes
 as one IMMEDIATE transaction) and its row converters. Export and import are the other mixin,
-in `sqlite_admin_dump.py`.
+in `admin_dump.py`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core.types import Agent, Block, BlockRevision, Passage, StoredMessage
-from . import sqlite_rows as core
-from .admin_types import AgentStats, BlockTooLongError, ConversationStats
+from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
+from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
+from . import rows as core
 from .fts import match_expression, message_search_sql
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ INSERT_REVISION = (
     "INSERT INTO block_revisions (agent_pk, label, old_value, new_value, source, turn_id,"
     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-# The columns of sqlite.py's _MSG, qualified, in its order (for core._message).
+# The columns of rows.py's _MSG, qualified, in its order (for core._message).
 M_COLUMNS = ("m.pk, m.seq, m.data, m.turn_id, m.created_at, m.in_context, m.visible,"
              " m.superseded, m.tokens, m.visible_hash")
 _HAS_ALL_TAGS = (

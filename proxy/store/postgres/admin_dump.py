@@ -12,9 +12,9 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from ..core.messages import message_text
-from ..core.types import Agent, BlockRevision
-from .admin_types import (
+from ...core.messages import message_text
+from ...core.types import Agent, BlockRevision
+from ..admin_types import (
     AgentDump,
     AgentExistsError,
     ConversationDump,
@@ -22,8 +22,8 @@ from .admin_types import (
     import_revisions,
     turn_renames,
 )
-from .pg_admin import INSERT_REVISIONS, block_row, revision_arrays, snapshot
-from .pg_sql import (
+from .admin import INSERT_REVISIONS, block_row, revision_arrays, snapshot
+from .sql import (
     AGENT,
     MSG,
     agent_row,

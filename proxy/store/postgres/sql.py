@@ -1,4 +1,4 @@
-"""Statements and row/parameter conversions of the Postgres store (see postgres.py).
+"""Statements and row/parameter conversions of the Postgres store (see store.py).
 
 Every statement uses positional parameters; batches are passed as arrays and expanded with
 `unnest ... WITH ORDINALITY`, so a call costs one round trip per statement whatever its size.
@@ -10,10 +10,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ..core.messages import message_text
-from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
-from ..fastjson import dumps_text as dumps
-from ..fastjson import tolerant_loads as fast_loads
+from ...core.messages import message_text
+from ...core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
+from ...fastjson import dumps_text as dumps
+from ...fastjson import tolerant_loads as fast_loads
 
 AGENT = "SELECT pk, tenant, agent_id, created_at, settings FROM agents"
 CONV = (

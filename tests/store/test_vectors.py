@@ -31,6 +31,13 @@ from tests.fakes.embeddings import concept_embed
 from tests.store_backends import Backend, assistant, result, setup, user
 
 store_backend = store_backends.store_backend
+
+
+async def vector_rows(store: Any, agent_pk: int) -> dict[str, int]:
+    """The agent's stored vectors per kind, any model (`vector_state`'s row counts)."""
+    return {kind: (await store.vector_state(kind, agent_pk)).rows for kind in (PASSAGE, MESSAGE)}
+
+
 DIM = 32
 MODEL = "fake@32"
 
@@ -150,7 +157,7 @@ def test_pending_rows_and_storing_vectors(store_backend: Backend) -> None:
         again = await s.pending_texts(MESSAGE, "other", 0, 100)
         assert len(again.items) == 3
         await s.put_vectors(MESSAGE, "other", [(i.pk, vec(i.text)[:16]) for i in again.items])
-        assert (await s.vector_counts(agent.pk)) == {PASSAGE: 0, MESSAGE: 3}
+        assert await vector_rows(s, agent.pk) == {PASSAGE: 0, MESSAGE: 3}
         loaded = await s.load_vectors(MESSAGE, agent.pk, "other")
         assert loaded.scanned == 3 and [len(b) for b in loaded.blobs] == [64, 64, 64]
         assert loaded.roles == [ROLE_CODES["user"], ROLE_CODES["assistant"], ROLE_CODES["user"]]
@@ -184,7 +191,7 @@ def test_vector_state_follows_inserts_and_cascaded_deletes(store_backend: Backen
         assert [p.pk for p in found] == [ps[3].pk, ps[1].pk]
         await s.delete_agent(agent.pk)
         assert await s.vector_state(PASSAGE, agent.pk) == VectorState()
-        assert await s.vector_counts(other.pk) == {PASSAGE: 1, MESSAGE: 0}
+        assert await vector_rows(s, other.pk) == {PASSAGE: 1, MESSAGE: 0}
 
     store_backend.run(body)
 
@@ -267,7 +274,7 @@ def test_the_worker_embeds_every_pending_row(store_backend: Backend) -> None:
         worker = EmbeddingWorker(s, counted, MODEL, batch_size=3, max_queue=4)
         assert await worker.drain() == 9
         assert calls and max(calls) <= 3
-        assert await s.vector_counts(agent.pk) == {PASSAGE: 7, MESSAGE: 2}
+        assert await vector_rows(s, agent.pk) == {PASSAGE: 7, MESSAGE: 2}
         assert await worker.drain() == 0  # nothing left, nothing re-embedded
         await s.insert_passage(agent.pk, "one more", [])
         assert await worker.drain() == 1
@@ -294,7 +301,7 @@ def test_a_failed_batch_is_retried_and_a_refused_text_skipped(store_backend: Bac
             await worker.drain()
         worker._failed(EmbeddingError("down", status=503))  # what the loop does: rewind
         assert worker.failures == 1 and worker.queued == 0
-        assert await s.vector_counts(agent.pk) == {PASSAGE: 0, MESSAGE: 0}
+        assert await vector_rows(s, agent.pk) == {PASSAGE: 0, MESSAGE: 0}
         down = False
         assert await worker.drain() == 3  # the batch is split until the refused text is alone
         assert len(worker.skipped) == 1 and worker.failures == 2
@@ -327,7 +334,7 @@ def test_pgvector_is_not_used_when_the_extension_is_missing(postgres_url: str) -
 def test_pgvector_statements_number_their_parameters() -> None:
     import re
 
-    from proxy.store.pg_vectors import (
+    from proxy.store.postgres.vectors import (
         hnsw_index_sql,
         insert_sql,
         pgvector_top_sql,

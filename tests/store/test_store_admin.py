@@ -322,7 +322,8 @@ def test_export_import_round_trip_and_copies(store_backend: Backend) -> None:
         assert [(r.label, r.old_value, r.new_value, r.source) for r in again.revisions[3:]] == [
             ("human", "changed", "Name: Ada\nLikes tea", "import")]  # persona: unchanged
         assert _comparable(again)["conversations"] == expected["conversations"]
-        assert [a.agent_id for a in await s.list_agents(None)] == ["alice-copy", "alice"]
+        assert await store_backend.sql(s, "SELECT agent_id FROM agents ORDER BY pk") == [
+            ("alice-copy",), ("alice",)]
 
     store_backend.run(body)
 
@@ -339,6 +340,7 @@ def test_failed_import_leaves_nothing(store_backend: Backend) -> None:
         with pytest.raises(store_backend.integrity_error):
             await s.import_agent("t1", "other", dump)
         assert await s.get_agent("t1", "other") is None
-        assert [a.agent_id for a in await s.list_agents(None)] == ["alice"]
+        assert await store_backend.sql(s, "SELECT agent_id FROM agents ORDER BY pk") == [
+            ("alice",)]
 
     store_backend.run(body)

@@ -1,37 +1,16 @@
 """Turning free text into a safe SQLite FTS5 query, and the search statements built on it.
 
-User (and model) text never reaches FTS5 syntax: it is split into word tokens, each token is
-quoted as a phrase, and the phrases are OR-ed, so `"`, `*`, `NEAR(`, `-`, `AND` are just words
-or nothing. Common English function words are dropped (unless nothing else is left): with OR
-semantics they would match almost every row, costing time and drowning the ranking.
+User (and model) text never reaches FTS5 syntax: it is split into word tokens (query_terms.py,
+shared with Postgres), each token is quoted as a phrase, and the phrases are OR-ed, so `"`,
+`*`, `NEAR(`, `-`, `AND` are just words or nothing.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 
-_TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (FTS5 unicode61 separators)
-
-MAX_TERMS = 32
-
-STOPWORDS = frozenset(
-    """a about an and are as at be been but by can could did do does for from had has have he
-    her him his how i if in into is it its me my no not of on or our she so than that the their
-    them then there these they this those to us was we were what when where which who whom why
-    will with would you your""".split()
-)
-
-
-def query_terms(query: str) -> list[str]:
-    """Distinct lower-cased word tokens of `query`, stopwords removed when others remain."""
-    seen: dict[str, None] = {}
-    for token in _TOKEN.findall(query or ""):
-        seen.setdefault(token.lower(), None)
-    terms = list(seen)
-    content = [t for t in terms if t not in STOPWORDS]
-    return (content or terms)[:MAX_TERMS]
+from ..query_terms import query_terms
 
 
 def quote(term: str) -> str:
@@ -122,37 +101,13 @@ def passage_search_sql(
 # Indexing a turn's messages inside its commit made FTS5 write a segment per commit and merge
 # segments inside whichever commit crossed its threshold: on a 200k-message index every ~30th
 # turn's commit took ~15 ms. So a turn's messages are indexed later, in batches: every
-# background job of the store (sqlite_lanes.py, every 100 commits) and, before any search,
+# background job of the store (lanes.py, every 100 commits) and, before any search,
 # whatever is still pending — a search always sees every committed message.
 #
 # `fts_progress.upto`: every message with pk <= upto is in the index, none above it is. The
 # triggers keep that true: a delete or text update touches the index only for rows at or below
 # upto, and a row inserted at or below upto (SQLite reuses the largest pks after a delete) is
-# indexed at once.
-MIGRATION_SQLITE: tuple[str, ...] = (
-    "CREATE TABLE fts_progress (name TEXT PRIMARY KEY, upto INTEGER NOT NULL)",
-    "INSERT INTO fts_progress (name, upto) SELECT 'messages', coalesce(max(pk), 0)"
-    " FROM messages",
-    "DROP TRIGGER messages_fts_delete",
-    """CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
-        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
-        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
-    END""",
-    "DROP TRIGGER messages_fts_update",
-    """CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, agent_pk ON messages
-        WHEN old.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (messages_fts, rowid, text, fts_scope)
-        VALUES ('delete', old.pk, old.text, 'a' || old.agent_pk);
-        INSERT INTO messages_fts (rowid, text, fts_scope)
-        VALUES (new.pk, new.text, 'a' || new.agent_pk);
-    END""",
-    """CREATE TRIGGER messages_fts_reused AFTER INSERT ON messages
-        WHEN new.pk <= (SELECT upto FROM fts_progress WHERE name = 'messages') BEGIN
-        INSERT INTO messages_fts (rowid, text, fts_scope)
-        VALUES (new.pk, new.text, 'a' || new.agent_pk);
-    END""",
-)
+# indexed at once (migration 5 created them: store/migrations/v5_constant_time_turn_state.py).
 
 _PENDING = ("SELECT coalesce((SELECT max(pk) FROM messages), 0),"
             " (SELECT upto FROM fts_progress WHERE name = 'messages')")

@@ -13,9 +13,9 @@ import sqlite3
 
 import pytest
 
-from proxy.store import SQLiteStore
-from proxy.store.fts import index_pending, pending
 from proxy.store.migrations import MIGRATIONS, apply_sqlite
+from proxy.store.sqlite.fts import index_pending, pending
+from proxy.store.sqlite.store import SQLiteStore
 from tests.store_backends import assistant, result, user
 
 

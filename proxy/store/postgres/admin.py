@@ -2,7 +2,7 @@
 conversation stats and search within one conversation (the agents REST API).
 
 A mixin of `PostgresStore` (its pool and `_transaction`), with the same semantics as
-`sqlite_admin.py`; the contract tests run both. Agent pages are ordered with the "C"
+`sqlite/admin.py`; the contract tests run both. Agent pages are ordered with the "C"
 collation, so both backends list in the same (byte) order whatever the database's locale.
 """
 
@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..core.types import Agent, Block, BlockRevision, Passage, StoredMessage
-from .admin_types import AgentStats, BlockTooLongError, ConversationStats
-from .pg_search import message_search_sql, tsquery_text
-from .pg_sql import (
+from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
+from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
+from .search import message_search_sql, tsquery_text
+from .sql import (
     AGENT,
     UPSERT_BLOCKS,
     agent_row,
@@ -43,7 +43,7 @@ INSERT_REVISIONS = (
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[])"
     " WITH ORDINALITY AS u(label, old, new, source, turn_id, created_at, i) ORDER BY u.i"
 )
-# The columns of pg_sql.MSG, qualified, in its order (for message_row).
+# The columns of sql.MSG, qualified, in its order (for message_row).
 M_COLUMNS = ("m.pk, m.seq, m.data, m.turn_id, m.created_at, m.in_context, m.visible,"
              " m.superseded, m.tokens, m.visible_hash")
 
@@ -240,7 +240,7 @@ class PostgresAdminMixin:
     async def search_agent_messages(self, agent_pk: int, query: str, *,
                                     roles: list[str] | None = None, limit: int = 20
                                     ) -> list[tuple[str, StoredMessage, float]]:
-        """The recall search (pg_search.py, whose $1 is the agent) joined back to the rows."""
+        """The recall search (search.py, whose $1 is the agent) joined back to the rows."""
         inner, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
                                          None, None)
         rows = await self.pool.fetch(

@@ -7,9 +7,9 @@ import json
 import sqlite3
 from collections.abc import Iterable
 
-from ..core.messages import message_text
-from ..core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
-from ..fastjson import dumps_text, tolerant_loads
+from ...core.messages import message_text
+from ...core.types import Agent, Block, Conversation, NewMessage, Passage, StoredMessage, Turn
+from ...fastjson import dumps_text, tolerant_loads
 
 _AGENT = "SELECT pk, tenant, agent_id, created_at, settings FROM agents"
 _CONV = (

@@ -3,12 +3,12 @@
 For several memproxy processes (or machines) sharing one database. Every store call is one
 statement, or one transaction on one pooled connection (`async with conn.transaction()`);
 batches travel as arrays (`unnest`), so a call costs the same round trips whatever its size.
-A stateful turn's reads and writes (pg_turns.py) are one round trip each in the common case.
+A stateful turn's reads and writes (turns.py) are one round trip each in the common case.
 
 Sequence numbers are race-free across processes: a turn's writes lock the conversation row
 (`FOR NO KEY UPDATE`) and number their messages from `max(seq)`; one that numbered from a
 snapshot older than the lock fails on UNIQUE (conversation_pk, seq) and is redone in a
-transaction that locks first (see pg_turns.py).
+transaction that locks first (see turns.py).
 Migrations run at `open()` under a transaction-level advisory lock (see migrations.py).
 
 Text columns cannot hold NUL characters in Postgres: they are removed from searchable text,
@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..core.types import (
+from ...core.types import (
     Agent,
     Block,
     Conversation,
@@ -36,11 +36,11 @@ from ..core.types import (
     Passage,
     StoredMessage,
 )
-from .migrations import apply_postgres, check_fts_config
-from .pg_admin import PostgresAdminMixin
-from .pg_admin_dump import PostgresDumpMixin
-from .pg_search import message_search_sql, passage_search_sql
-from .pg_sql import (
+from ..migrations import apply_postgres, check_fts_config
+from .admin import PostgresAdminMixin
+from .admin_dump import PostgresDumpMixin
+from .search import message_search_sql, passage_search_sql
+from .sql import (
     ACQUIRE_LEASE,
     AGENT,
     CONV,
@@ -60,8 +60,8 @@ from .pg_sql import (
     rows_changed,
     strip_nul,
 )
-from .pg_turns import PostgresTurnsMixin
-from .pg_vectors import PostgresVectors
+from .turns import PostgresTurnsMixin
+from .vectors import PostgresVectors
 
 __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
 
@@ -91,7 +91,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
                     PostgresVectors):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
-    The turn calls (pg_turns.py) and the operator API (agents REST, block history,
+    The turn calls (turns.py) and the operator API (agents REST, block history,
     export/import) are in the mixins.
 
     `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the
@@ -202,14 +202,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
                 await conn.execute(UPSERT_BLOCKS, pk, now, *block_arrays(default_blocks))
         return Agent(pk=pk, tenant=tenant, agent_id=agent_id, created_at=now, settings={})
 
-    async def list_agents(self, tenant: str | None) -> list[Agent]:
-        if tenant is None:
-            return [agent_row(r) for r in await self._fetch(f"{AGENT} ORDER BY pk")]
-        return [agent_row(r) for r in await self._fetch(f"{AGENT} WHERE tenant = $1 ORDER BY pk",
-                                                     tenant)]
-
     async def update_agent_settings(self, agent_pk: int, settings: dict[str, Any]) -> None:
-        """Replace the agent's settings JSON (not in the protocol yet)."""
+        """Replace the agent's settings JSON."""
         await self._execute("UPDATE agents SET settings = $1::jsonb WHERE pk = $2",
                             jsonb(settings), agent_pk)
 
@@ -223,10 +217,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
             "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
             " WHERE agent_pk = $1 ORDER BY pos", agent_pk)
         return [Block(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
-
-    async def put_block(self, agent_pk: int, block: Block) -> None:
-        """Insert or update one block; `updated_at` is set to now (block.updated_at ignored)."""
-        await self._execute(UPSERT_BLOCKS, agent_pk, time.time(), *block_arrays([block]))
 
     # --- conversations and messages -------------------------------------------------------
     async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
@@ -247,10 +237,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
             row = await conn.fetchrow(f"{CONV} WHERE agent_pk = $1 AND conversation_id = $2",
                                       agent_pk, conversation_id)
         return conversation_row(row)
-
-    async def list_conversations(self, agent_pk: int) -> list[Conversation]:
-        rows = await self._fetch(f"{CONV} WHERE agent_pk = $1 ORDER BY pk", agent_pk)
-        return [conversation_row(r) for r in rows]
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
                                   resends_history: bool | None = None,
@@ -344,14 +330,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
         tags_json = jsonb(list(tags)) if tags else None
         sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json)
         return [passage_row(r) for r in await self._fetch(sql, *args)]
-
-    async def list_passages(self, agent_pk: int, *, limit: int = 100,
-                            offset: int = 0) -> list[Passage]:
-        """Oldest first (stable paging by offset); score is None."""
-        rows = await self._fetch(
-            "SELECT pk, text, tags, created_at, NULL FROM passages WHERE agent_pk = $1"
-            " ORDER BY pk LIMIT $2 OFFSET $3", agent_pk, limit, offset)
-        return [passage_row(r) for r in rows]
 
     async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool:
         """False when the passage does not exist or belongs to another agent."""

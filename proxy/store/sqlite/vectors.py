@@ -1,4 +1,4 @@
-"""Embedding vectors in SQLite: migration 4's statements and the `SQLiteVectors` store mixin.
+"""Embedding vectors in SQLite: the `SQLiteVectors` store mixin (the tables are migration 4's).
 
 Vectors are float32 blobs in `passage_vectors` / `message_vectors`, scored in-process with
 numpy (see proxy/embeddings/index.py); SQLite has no vector index to offer. Each vector row
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core.types import MessageHit, Passage
-from .vector_base import (
+from ...core.types import MessageHit, Passage
+from ..vector_base import (
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
@@ -33,53 +33,6 @@ from .vector_base import (
     VectorRows,
     VectorState,
     pack,
-)
-
-
-def _state_triggers(kind: str, table: str) -> list[str]:
-    return [
-        f"""CREATE TRIGGER {table}_state_insert AFTER INSERT ON {table} BEGIN
-            INSERT INTO vector_state (agent_pk, kind, rows, changes) VALUES (new.agent_pk, '{kind}', 1, 1)
-            ON CONFLICT (agent_pk, kind) DO UPDATE SET rows = rows + 1, changes = changes + 1;
-        END""",
-        f"""CREATE TRIGGER {table}_state_delete AFTER DELETE ON {table} BEGIN
-            UPDATE vector_state SET rows = rows - 1, changes = changes + 1, removals = removals + 1
-            WHERE agent_pk = old.agent_pk AND kind = '{kind}';
-        END""",
-    ]
-
-
-# Migration 4 (registered in migrations.py). Shipped: never edit; append a new version.
-MIGRATION_SQLITE: tuple[str, ...] = (
-    """CREATE TABLE passage_vectors (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        passage_pk INTEGER NOT NULL UNIQUE REFERENCES passages(pk) ON DELETE CASCADE,
-        agent_pk INTEGER NOT NULL,
-        model TEXT NOT NULL,
-        dim INTEGER NOT NULL,
-        vector BLOB NOT NULL,
-        created_at REAL NOT NULL)""",
-    "CREATE INDEX passage_vectors_agent ON passage_vectors (agent_pk, id)",
-    """CREATE TABLE message_vectors (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message_pk INTEGER NOT NULL UNIQUE REFERENCES messages(pk) ON DELETE CASCADE,
-        agent_pk INTEGER NOT NULL,
-        role INTEGER NOT NULL,
-        message_created_at REAL NOT NULL,
-        model TEXT NOT NULL,
-        dim INTEGER NOT NULL,
-        vector BLOB NOT NULL,
-        created_at REAL NOT NULL)""",
-    "CREATE INDEX message_vectors_agent ON message_vectors (agent_pk, id)",
-    """CREATE TABLE vector_state (
-        agent_pk INTEGER NOT NULL REFERENCES agents(pk) ON DELETE CASCADE,
-        kind TEXT NOT NULL,
-        rows INTEGER NOT NULL DEFAULT 0,
-        changes INTEGER NOT NULL DEFAULT 0,
-        removals INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (agent_pk, kind)) WITHOUT ROWID""",
-    *_state_triggers(PASSAGE, "passage_vectors"),
-    *_state_triggers(MESSAGE, "message_vectors"),
 )
 
 _ROLES_SQL = ", ".join(f"'{r}'" for r in EMBED_ROLES)
@@ -223,14 +176,6 @@ class SQLiteVectors:
                 " AND m.pk IN (SELECT value FROM json_each(?))",
                 (agent_pk, json.dumps(list(pks))))}
             return [(pk, found[pk]) for pk in pks if pk in found]
-
-        return await self._read(run)  # type: ignore[attr-defined]
-
-    async def vector_counts(self, agent_pk: int) -> dict[str, int]:
-        """Vectors stored per kind for the agent (any model)."""
-        def run(db: sqlite3.Connection) -> dict[str, int]:
-            return {PASSAGE: _state(db, PASSAGE, agent_pk).rows,
-                    MESSAGE: _state(db, MESSAGE, agent_pk).rows}
 
         return await self._read(run)  # type: ignore[attr-defined]
 

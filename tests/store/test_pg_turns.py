@@ -1,4 +1,4 @@
-"""Postgres turn calls (proxy/store/pg_turns.py): the one-query `load_turn_state` returns
+"""Postgres turn calls (proxy/store/postgres/turns.py): the one-query `load_turn_state` returns
 exactly what the separate reads return, and a one-statement write that numbered its messages
 from a snapshot older than its lock is redone under the lock (and numbered right)."""
 
@@ -20,7 +20,7 @@ postgres_url = store_backends.postgres_url  # fixture: a fresh Postgres database
 
 
 def _pg(url: str, body: Any) -> Any:
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     return store_backends.run_with_store(PostgresStore(url), body)
 

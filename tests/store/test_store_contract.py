@@ -38,16 +38,16 @@ def test_ensure_agent_and_conversation_races(store_backend: Backend) -> None:
                                         for _ in range(20)))
         assert len({a.pk for a in agents}) == 1
         assert [b.label for b in await s.get_blocks(agents[0].pk)] == ["persona", "human"]
-        assert len(await s.list_agents("t")) == 1
+        assert len(await s.list_agents_page("t")) == 1
         convs = await asyncio.gather(*(s.ensure_conversation(agents[0].pk, "c")
                                        for _ in range(20)))
         assert len({c.pk for c in convs}) == 1
-        assert len(await s.list_conversations(agents[0].pk)) == 1
+        assert len(await s.list_conversation_stats(agents[0].pk)) == 1
         # an existing agent is returned as is: no second set of blocks
         again = await s.ensure_agent("t", "a", [Block("other")])
         assert again.pk == agents[0].pk
         assert [b.label for b in await s.get_blocks(again.pk)] == ["persona", "human"]
-        assert again == (await s.list_agents(None))[0]
+        assert again == (await s.list_agents_page(None))[0]
 
     store_backend.run(body)
 
@@ -58,8 +58,8 @@ def test_tenant_separation_and_settings(store_backend: Backend) -> None:
         b = await s.ensure_agent("B", "alice", [Block("persona", "B's")])
         assert a.pk != b.pk and (a.tenant, b.tenant) == ("A", "B")
         assert a.settings == {} and a.created_at <= time.time()
-        assert [x.pk for x in await s.list_agents("A")] == [a.pk]
-        assert [x.pk for x in await s.list_agents(None)] == [a.pk, b.pk]
+        assert [x.pk for x in await s.list_agents_page("A")] == [a.pk]
+        assert [x.pk for x in await s.list_agents_page(None)] == [a.pk, b.pk]
         assert (await s.get_agent("B", "alice")).pk == b.pk
         assert await s.get_agent("C", "alice") is None
         assert (await s.get_blocks(b.pk))[0].value == "B's"
@@ -72,8 +72,8 @@ def test_tenant_separation_and_settings(store_backend: Backend) -> None:
 def test_blocks_order_and_upsert(store_backend: Backend) -> None:
     async def body(s: Any) -> None:
         agent, conv = await setup(s)
-        await s.put_block(agent.pk, Block("persona", "new", "desc", 100, True))
-        await s.put_block(agent.pk, Block("notes", "n"))
+        await s.write_block(agent.pk, Block("persona", "new", "desc", 100, True), source="api")
+        await s.write_block(agent.pk, Block("notes", "n"), source="api")
         blocks = await s.get_blocks(agent.pk)
         assert [b.label for b in blocks] == ["persona", "human", "notes"]
         assert (blocks[0].value, blocks[0].description, blocks[0].limit,
@@ -144,7 +144,7 @@ def test_turn_lifecycle(store_backend: Backend) -> None:
         assert [m.seq for m in await s.visible_transcript(conv.pk)] == [1, 2, 5]
         assert [m.seq for m in await s.context_messages(conv.pk)] == [1, 2, 3, 4, 5]
         assert (await s.get_blocks(agent.pk))[1].value == "likes tea"
-        assert [p.text for p in await s.list_passages(agent.pk)] == ["fact"]
+        assert [p.text for p in await s.list_passages_page(agent.pk)] == ["fact"]
         with pytest.raises(LookupError):  # finishing twice never stores output twice
             await s.finish_turn("t1", conv.pk, agent.pk, result(assistant("again")))
         with pytest.raises(LookupError):  # unknown turn
@@ -339,8 +339,9 @@ def test_passage_search_ranking_tags_and_crud(store_backend: Backend) -> None:
         blank = await s.search_passages(agent.pk, "  ", top_k=2)
         assert [h.pk for h in blank] == [p3.pk, p2.pk] and {h.score for h in blank} == {0.0}
         assert await s.count_passages(agent.pk) == 3
-        assert [p.pk for p in await s.list_passages(agent.pk, limit=2, offset=1)] == [p2.pk, p3.pk]
-        assert {p.score for p in await s.list_passages(agent.pk)} == {None}
+        assert [p.pk for p in await s.list_passages_page(agent.pk, limit=2, offset=1)] == [
+            p2.pk, p1.pk]  # newest first
+        assert {p.score for p in await s.list_passages_page(agent.pk)} == {None}
         assert await s.delete_passage(other.pk, p1.pk) is False  # not bob's
         assert await s.delete_passage(agent.pk, p1.pk) is True
         assert await s.delete_passage(agent.pk, p1.pk) is False
@@ -453,7 +454,7 @@ def test_delete_agent_cascades(store_backend: Backend) -> None:
         await s.delete_agent(agent.pk)
         assert await s.get_agent("t1", "alice") is None
         assert await s.get_blocks(agent.pk) == []
-        assert await s.list_conversations(agent.pk) == []
+        assert await s.list_conversation_stats(agent.pk) == []
         assert await s.count_messages(agent.pk) == 0
         for table, column, key in (
                 ("messages", "agent_pk", agent.pk), ("passages", "agent_pk", agent.pk),
@@ -545,13 +546,13 @@ def test_open_is_idempotent_and_close_is_final(store_backend: Backend) -> None:
 
 # --- Postgres only ------------------------------------------------------------------------
 def _pg(url: str, body: Any, **kw: Any) -> Any:
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     return store_backends.run_with_store(PostgresStore(url, **kw), body)
 
 
 def test_postgres_urls_and_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    from proxy.store.postgres import PostgresStore, split_url
+    from proxy.store.postgres.store import PostgresStore, split_url
 
     for url in ("postgresql://u:p@h/db", "postgres://h/db"):
         store = open_store(url)
@@ -568,7 +569,7 @@ def test_postgres_urls_and_missing_driver(monkeypatch: pytest.MonkeyPatch) -> No
 
     # without asyncpg, a Postgres URL says how to install it; SQLite is unaffected
     monkeypatch.setitem(sys.modules, "asyncpg", None)
-    monkeypatch.delitem(sys.modules, "proxy.store.postgres")
+    monkeypatch.delitem(sys.modules, "proxy.store.postgres.store")
     with pytest.raises(ValueError, match=r"pip install 'memproxy\[postgres\]'"):
         open_store("postgresql://h/db")
     assert open_store("sqlite:///x.db").dialect == "sqlite"
@@ -614,7 +615,7 @@ def test_postgres_migrations(postgres_url: str) -> None:
 def test_postgres_concurrent_first_open(postgres_url: str) -> None:
     """Processes starting together on an empty database: the advisory lock serialises the
     migrations, so every store opens and each version is recorded once."""
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     async def main() -> list[tuple]:
         stores = [PostgresStore(postgres_url, max_size=2) for _ in range(6)]
@@ -686,7 +687,7 @@ def test_postgres_nul_characters(postgres_url: str) -> None:
 def test_postgres_concurrent_turns_from_two_processes(postgres_url: str) -> None:
     """Two stores = two pools, as two memproxy processes would have: begin/finish turns on the
     same conversation concurrently; seqs stay consecutive and unique, turns contiguous."""
-    from proxy.store.postgres import PostgresStore
+    from proxy.store.postgres.store import PostgresStore
 
     async def main() -> None:
         a, b = PostgresStore(postgres_url), PostgresStore(postgres_url)
@@ -731,8 +732,8 @@ def test_postgres_concurrent_turns_from_two_processes(postgres_url: str) -> None
 def test_postgres_large_conversation_uses_indexes(postgres_url: str) -> None:
     """EXPLAIN: context/transcript reads use the partial (conversation_pk, seq) indexes and
     searches use the GIN indexes, on a 100k-message conversation."""
-    from proxy.store.pg_search import message_search_sql, passage_search_sql
-    from proxy.store.postgres import SQL_CONTEXT, SQL_VISIBLE
+    from proxy.store.postgres.search import message_search_sql, passage_search_sql
+    from proxy.store.postgres.store import SQL_CONTEXT, SQL_VISIBLE
 
     n = 100_000
 

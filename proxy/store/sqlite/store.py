@@ -1,5 +1,5 @@
 """The SQLite store: WAL, a fast lane on the event loop for a turn's own statements and a
-thread lane (aiosqlite) for everything that can take long (`sqlite_lanes.py`).
+thread lane (aiosqlite) for everything that can take long (`lanes.py`).
 
 Every store call is one whole function over a connection: a write is one transaction (BEGIN
 IMMEDIATE ... COMMIT, ROLLBACK on any error), so a coroutine cancelled while it waits (a
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..core.types import (
+from ...core.types import (
     Agent,
     Block,
     Conversation,
@@ -24,13 +24,13 @@ from ..core.types import (
     Passage,
     StoredMessage,
 )
+from ..leases import FileLeases, LeaseStore
+from ..migrations import apply_sqlite
+from .admin import SQLiteAdminMixin
+from .admin_dump import SQLiteDumpMixin
 from .fts import index_pending, message_search_sql, passage_search_sql, pending
-from .leases import FileLeases, LeaseStore
-from .migrations import apply_sqlite
-from .sqlite_admin import SQLiteAdminMixin
-from .sqlite_admin_dump import SQLiteDumpMixin
-from .sqlite_lanes import SQLiteLanes
-from .sqlite_rows import (
+from .lanes import SQLiteLanes
+from .rows import (
     _AGENT,
     _CONV,
     _INSERT_PASSAGE,
@@ -44,8 +44,8 @@ from .sqlite_rows import (
     _passage,
     _upsert_blocks,
 )
-from .sqlite_turns import SQLiteTurns
-from .sqlite_vectors import SQLiteVectors
+from .turns import SQLiteTurns
+from .vectors import SQLiteVectors
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "SQLiteStore"]
 class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
-    A turn's own reads and writes are in `sqlite_turns.py`; the operator API (agents REST,
+    A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
     block history, export/import) is in the admin mixins."""
 
     dialect = "sqlite"
@@ -148,13 +148,8 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
 
         return await self.lanes.write_fast(create)
 
-    async def list_agents(self, tenant: str | None) -> list[Agent]:
-        if tenant is None:
-            return await self._fetch(f"{_AGENT} ORDER BY pk", (), _agent)
-        return await self._fetch(f"{_AGENT} WHERE tenant = ? ORDER BY pk", (tenant,), _agent)
-
     async def update_agent_settings(self, agent_pk: int, settings: dict[str, Any]) -> None:
-        """Replace the agent's settings JSON (not in the protocol yet)."""
+        """Replace the agent's settings JSON."""
         await self._execute("UPDATE agents SET settings = ? WHERE pk = ?",
                             (_dumps(settings), agent_pk))
 
@@ -171,10 +166,6 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
             "SELECT label, value, description, lim, read_only, updated_at FROM blocks"
             " WHERE agent_pk = ? ORDER BY rowid", (agent_pk,),
             lambda r: Block(r[0], r[1], r[2], r[3], bool(r[4]), r[5]))
-
-    async def put_block(self, agent_pk: int, block: Block) -> None:
-        """Insert or update one block; `updated_at` is set to now (block.updated_at ignored)."""
-        await self.lanes.write_fast(_upsert_blocks, agent_pk, [block], time.time())
 
     # --- conversations and messages -------------------------------------------------------
     async def get_conversation(self, agent_pk: int, conversation_id: str) -> Conversation | None:
@@ -197,10 +188,6 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
             return _conversation(db.execute(sql, (agent_pk, conversation_id)).fetchone())
 
         return await self.lanes.write_fast(create)
-
-    async def list_conversations(self, agent_pk: int) -> list[Conversation]:
-        return await self._fetch(f"{_CONV} WHERE agent_pk = ? ORDER BY pk", (agent_pk,),
-                                 _conversation)
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
                                   resends_history: bool | None = None,
@@ -305,13 +292,6 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
         query returns the newest (tag-filtered) passages with score 0."""
         sql, params = passage_search_sql(agent_pk, query, tags, top_k)
         return await self._fetch(sql, params, _passage)
-
-    async def list_passages(self, agent_pk: int, *, limit: int = 100,
-                            offset: int = 0) -> list[Passage]:
-        """Oldest first (stable paging by offset); score is None."""
-        return await self._fetch(
-            "SELECT pk, text, tags, created_at, NULL FROM passages WHERE agent_pk = ?"
-            " ORDER BY pk LIMIT ? OFFSET ?", (agent_pk, limit, offset), _passage)
 
     async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool:
         """False when the passage does not exist or belongs to another agent."""

@@ -2,7 +2,7 @@
 result, mark it failed or discarded, and find earlier turns for replays.
 
 A mixin of `SQLiteStore`; these are the statements on every turn's path, so they run on the
-fast lane (`sqlite_lanes.py`) and decode no more than they must (`known_context.py`).
+fast lane (`lanes.py`) and decode no more than they must (`store/known_context.py`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from ..core.types import (
+from ...core.types import (
     Block,
     KnownContext,
     NewMessage,
@@ -20,9 +20,9 @@ from ..core.types import (
     TurnResult,
     TurnState,
 )
-from . import known_context
-from .sqlite_admin import insert_revisions
-from .sqlite_rows import (
+from .. import known_context
+from .admin import insert_revisions
+from .rows import (
     _CONV,
     _INSERT_PASSAGE,
     _MSG,
@@ -38,7 +38,7 @@ from .sqlite_rows import (
 )
 
 if TYPE_CHECKING:
-    from .sqlite_lanes import SQLiteLanes
+    from .lanes import SQLiteLanes
 
 _IN_CONTEXT = "FROM messages WHERE conversation_pk = ? AND in_context = 1 AND superseded = 0"
 

@@ -12,10 +12,9 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core.messages import message_text
-from ..core.types import Agent, Block, BlockRevision
-from . import sqlite_rows as core
-from .admin_types import (
+from ...core.messages import message_text
+from ...core.types import Agent, Block, BlockRevision
+from ..admin_types import (
     AgentDump,
     AgentExistsError,
     ConversationDump,
@@ -23,8 +22,9 @@ from .admin_types import (
     import_revisions,
     turn_renames,
 )
+from . import rows as core
+from .admin import insert_revisions
 from .fts import index_pending
-from .sqlite_admin import insert_revisions
 
 if TYPE_CHECKING:
     from collections.abc import Callable

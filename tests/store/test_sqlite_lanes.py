@@ -1,4 +1,4 @@
-"""The SQLite store's two lanes (proxy/store/sqlite_lanes.py).
+"""The SQLite store's two lanes (proxy/store/sqlite/lanes.py).
 
 A turn's statements run on the event loop's thread on connections that never wait; whatever
 would wait — another process holding the write lock — runs again on the thread lane, which
@@ -14,7 +14,7 @@ import sqlite3
 import pytest
 
 from proxy.core.types import NewMessage, TurnResult
-from proxy.store import SQLiteStore
+from proxy.store.sqlite.store import SQLiteStore
 
 
 def run(coro):

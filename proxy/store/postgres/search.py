@@ -1,4 +1,4 @@
-"""Full-text search statements for the Postgres store (the counterpart of fts.py).
+"""Full-text search statements for the Postgres store (the counterpart of sqlite/fts.py).
 
 Free text never reaches tsquery syntax directly: it is split into word tokens by the same
 `query_terms` as the SQLite store (stopwords dropped, at most 32 terms) and the tokens are
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from .fts import query_terms
+from ..query_terms import query_terms
 
 
 class _Args:

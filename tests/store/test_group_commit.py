@@ -1,5 +1,6 @@
-"""Group commit on the SQLite fast lane (proxy/store/group_commit.py): the writes of one pass of
-the event loop share one transaction, each under a savepoint, against a real database file."""
+"""Group commit on the SQLite fast lane (proxy/store/sqlite/group_commit.py): the writes of one
+pass of the event loop share one transaction, each under a savepoint, against a real database
+file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from proxy.store.sqlite_lanes import SQLiteLanes
+from proxy.store.sqlite.lanes import SQLiteLanes
 
 
 def run(coro):

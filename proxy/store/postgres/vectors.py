@@ -1,6 +1,6 @@
-"""Embedding vectors in Postgres: migration 4's statements and the `PostgresVectors` mixin.
+"""Embedding vectors in Postgres: the `PostgresVectors` store mixin (the tables are migration 4's).
 
-The same tables as SQLite (see sqlite_vectors.py): float32 vectors as `bytea`, scored
+The same tables as SQLite (see sqlite/vectors.py): float32 vectors as `bytea`, scored
 in-process with numpy, counters in `vector_state` kept by statement-level triggers (one
 UPDATE per statement, as for `agents.recall_count`).
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import MessageHit, Passage
-from .vector_base import (
+from ...core.types import MessageHit, Passage
+from ..vector_base import (
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
@@ -43,91 +43,6 @@ log = logging.getLogger(__name__)
 _TABLE = {PASSAGE: "passage_vectors", MESSAGE: "message_vectors"}
 _ITEM = {PASSAGE: "passage_pk", MESSAGE: "message_pk"}
 PGVECTOR_MIN = (0, 8)  # iterative index scans: filtered HNSW searches return enough rows
-
-_STATE_FUNCTION = """CREATE FUNCTION memproxy_vector_state() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE v_kind text := TG_ARGV[0];
-    BEGIN
-        IF TG_OP = 'INSERT' THEN
-            INSERT INTO vector_state AS s (agent_pk, kind, rows, changes)
-            SELECT agent_pk, v_kind, count(*), count(*) FROM new_rows GROUP BY agent_pk
-            ON CONFLICT (agent_pk, kind) DO UPDATE
-            SET rows = s.rows + excluded.rows, changes = s.changes + excluded.changes;
-        ELSE
-            UPDATE vector_state s SET rows = s.rows - d.n, changes = s.changes + d.n,
-                removals = s.removals + d.n
-            FROM (SELECT agent_pk, count(*) AS n FROM old_rows GROUP BY agent_pk) d
-            WHERE s.agent_pk = d.agent_pk AND s.kind = v_kind;
-        END IF;
-        RETURN NULL;
-    END $$"""
-
-
-def _state_triggers(kind: str) -> list[str]:
-    table = _TABLE[kind]
-    return [
-        f"""CREATE TRIGGER {table}_state_insert AFTER INSERT ON {table}
-            REFERENCING NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION memproxy_vector_state('{kind}')""",
-        f"""CREATE TRIGGER {table}_state_delete AFTER DELETE ON {table}
-            REFERENCING OLD TABLE AS old_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION memproxy_vector_state('{kind}')""",
-    ]
-
-
-# The PL/pgSQL block runs CREATE EXTENSION in a subtransaction: if it fails, the migration
-# goes on without pgvector. EXECUTE keeps the `vector` type out of the parsed statement.
-_PGVECTOR = """DO $$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') THEN
-            BEGIN
-                CREATE EXTENSION IF NOT EXISTS vector;
-            EXCEPTION WHEN OTHERS THEN
-                RAISE NOTICE 'pgvector is available but could not be enabled: %', SQLERRM;
-            END;
-        END IF;
-        IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
-            EXECUTE 'ALTER TABLE passage_vectors ADD COLUMN embedding vector';
-            EXECUTE 'ALTER TABLE message_vectors ADD COLUMN embedding vector';
-        END IF;
-    END $$"""
-
-# Migration 4 (registered in migrations.py). Shipped: never edit; append a new version.
-MIGRATION_POSTGRES: tuple[str, ...] = (
-    """CREATE TABLE passage_vectors (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        passage_pk bigint NOT NULL UNIQUE REFERENCES passages(pk) ON DELETE CASCADE,
-        agent_pk bigint NOT NULL,
-        model text NOT NULL,
-        dim integer NOT NULL,
-        vector bytea NOT NULL,
-        created_at double precision NOT NULL)""",
-    "CREATE INDEX passage_vectors_agent ON passage_vectors (agent_pk, id)",
-    """CREATE TABLE message_vectors (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        message_pk bigint NOT NULL UNIQUE REFERENCES messages(pk) ON DELETE CASCADE,
-        agent_pk bigint NOT NULL,
-        role smallint NOT NULL,
-        message_created_at double precision NOT NULL,
-        model text NOT NULL,
-        dim integer NOT NULL,
-        vector bytea NOT NULL,
-        created_at double precision NOT NULL)""",
-    "CREATE INDEX message_vectors_agent ON message_vectors (agent_pk, id)",
-    # Random floats do not compress: skip the attempt (EXTERNAL = out of line, uncompressed).
-    "ALTER TABLE passage_vectors ALTER COLUMN vector SET STORAGE EXTERNAL",
-    "ALTER TABLE message_vectors ALTER COLUMN vector SET STORAGE EXTERNAL",
-    """CREATE TABLE vector_state (
-        agent_pk bigint NOT NULL REFERENCES agents(pk) ON DELETE CASCADE,
-        kind text NOT NULL,
-        rows bigint NOT NULL DEFAULT 0,
-        changes bigint NOT NULL DEFAULT 0,
-        removals bigint NOT NULL DEFAULT 0,
-        PRIMARY KEY (agent_pk, kind))""",
-    _STATE_FUNCTION,
-    *_state_triggers(PASSAGE),
-    *_state_triggers(MESSAGE),
-    _PGVECTOR,
-)
 
 _ROLES = "ARRAY[" + ", ".join(f"'{r}'" for r in EMBED_ROLES) + "]::text[]"
 _ROLE_CASE = ("CASE m.role " + " ".join(f"WHEN '{r}' THEN {c}" for r, c in ROLE_CODES.items())
@@ -368,12 +283,3 @@ class PostgresVectors:
             agent_pk, list(pks))
         found = {r[0]: MessageHit(r[1], r[2], r[3], r[4], r[5], 0.0) for r in rows}
         return [(pk, found[pk]) for pk in pks if pk in found]
-
-    async def vector_counts(self, agent_pk: int) -> dict[str, int]:
-        """Vectors stored per kind for the agent (any model)."""
-        pool: Any = self.pool  # type: ignore[attr-defined]
-        rows = await pool.fetch("SELECT kind, rows FROM vector_state WHERE agent_pk = $1",
-                                agent_pk)
-        counts = {PASSAGE: 0, MESSAGE: 0}
-        counts.update({r[0]: int(r[1]) for r in rows})
-        return counts

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
-from ..core.types import (
+from ...core.types import (
     Block,
     KnownContext,
     NewMessage,
@@ -40,9 +40,9 @@ from ..core.types import (
     TurnResult,
     TurnState,
 )
-from . import known_context
-from .pg_admin import revision_arrays
-from .pg_sql import (
+from .. import known_context
+from .admin import revision_arrays
+from .sql import (
     CONV,
     DISCARD,
     TURN,

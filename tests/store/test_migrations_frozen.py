@@ -1,0 +1,70 @@
+"""Shipped migrations never change.
+
+A database that applied migration N once never applies it again, so editing N's SQL would give
+new databases a schema that old ones do not have, silently. These tests pin the statements of
+every shipped migration, per dialect, by their sha256. If one fails, do not update its hash:
+put the change back and add a new migration (proxy/store/migrations/__init__.py) instead. Only
+a new migration adds a line here.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from proxy.store import migrations
+from proxy.store.migrations import MIGRATIONS
+
+# version -> (name, sha256 of the SQLite statements, sha256 of the Postgres statements)
+SHIPPED: dict[int, tuple[str, str, str]] = {
+    1: ("initial schema",
+        "bea59e09e88e5a7139534457b9a6a129364f0e90d5821deabebcb727db4207c0",
+        "d420f924804873cca7c1055b1e3ddc82e4517b623c56f4ac5e2bf255cd47ef65"),
+    2: ("conversation heads",
+        "404d932fba36b94b8e86609a20ce3f8547e6a2bb77422a6a38071e24ebc4ae3a",
+        "07ff9281a9433949019809de2d806e333daa9b40d0bc94f432f00d91ddb77f90"),
+    3: ("block revisions",
+        "487824a84fa176c2195eae47cb47ffdfc85281a8f8817a4213a3888dd5365bf1",
+        "a4ec41631d985ffe5df9b2b109fd66c87b5daf33dabf45aae68038616ffb67b4"),
+    4: ("embedding vectors",
+        "66934aca0ebe1635b64697cb77d6fb6eacf278593572917adb38ed03b0b89cf1",
+        "acc65b6efea753591e309ce818bf61c57a2965a71b9bb0d68830508449536a6b"),
+    5: ("turn state in constant time",
+        "f4cdd0e3f31848f2229e4207ce6b01e89a18e1f3c73d1a9d30c25bd76bc53a01",
+        "9b5bc0ea195ab55ef178e915e73d013580f666057aea5f703144e655d25f8125"),
+}
+
+
+def statements_sha256(statements: list[str] | tuple[str, ...]) -> str:
+    """The hash of a migration's statements in order (JSON keeps their boundaries)."""
+    return hashlib.sha256(json.dumps(list(statements)).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("version", sorted(SHIPPED))
+def test_shipped_migration_is_unchanged(version: int) -> None:
+    name, sqlite_sha, postgres_sha = SHIPPED[version]
+    migration = next((m for m in MIGRATIONS if m.version == version), None)
+    assert migration is not None, f"shipped migration {version} ({name}) was removed"
+    message = (f"migration {version} ({name}) has shipped and must never change: "
+               "revert the edit and add a new migration instead")
+    assert migration.name == name, message
+    assert statements_sha256(migration.statements("sqlite")) == sqlite_sha, message
+    assert statements_sha256(migration.statements("postgres")) == postgres_sha, message
+
+
+def test_migration_modules_import_nothing() -> None:
+    """A migration's SQL cannot come from a module that goes on changing (a runtime module's
+    DDL, a shared constant): each `v<N>_*.py` imports nothing but `__future__`."""
+    folder = Path(migrations.__file__).parent
+    modules = sorted(folder.glob("v*_*.py"))
+    assert len(modules) == len(MIGRATIONS)
+    for module in modules:
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                pytest.fail(f"{module.name} imports {[a.name for a in node.names]}")
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                pytest.fail(f"{module.name} imports from {node.module or '.'}")
