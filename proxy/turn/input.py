@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from .. import tokens
 from ..core.messages import visible_hash
@@ -32,25 +31,7 @@ from ..core.types import (
     Turn,
     TurnState,
 )
-
-
-class InputStore(Protocol):
-    """What storing a turn's input needs of the store."""
-
-    async def visible_transcript(self, conversation_pk: int) -> list[StoredMessage]: ...
-
-    async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = ...,
-                            include_superseded: bool = False) -> list[StoredMessage]: ...
-
-    async def update_conversation(self, conversation_pk: int, **changes: object) -> None: ...
-
-    async def update_agent_settings(self, agent_pk: int, settings: dict) -> None: ...
-
-    async def reopen_turn(self, turn_id: str) -> None: ...
-
-    async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
-                         idempotency_key: str | None, inputs: list[NewMessage], *,
-                         supersede_from_seq: int | None = None) -> int: ...
+from ..store.base import TurnStore
 
 
 @dataclass(frozen=True)
@@ -104,7 +85,7 @@ def pending_input(last: Turn | None, transcript: Sequence[StoredMessage]) -> lis
     ] or None
 
 
-async def read_history(store: InputStore, state: TurnState, client_messages: list[Message],
+async def read_history(store: TurnStore, state: TurnState, client_messages: list[Message],
                        fingerprint: str, *, history_client: bool) -> History:
     conversation, last = state.conversation, state.last_turn
     read = needs_transcript(state, client_messages, fingerprint, history_client=history_client)
@@ -177,7 +158,7 @@ def plan_input(
 
 
 async def store_input(
-    store: InputStore,
+    store: TurnStore,
     plan: InputPlan,
     *,
     agent: Agent,

@@ -17,6 +17,7 @@ from ..core.loop import TurnDone
 from ..core.messages import head_hash, visible_hash
 from ..core.types import Agent, Conversation, Message
 from ..obs.metrics import Metrics
+from ..store.base import TurnStore
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,6 @@ class FinishedTurn:
 
 class TurnObserver(Protocol):
     async def turn_finished(self, turn: FinishedTurn) -> None: ...
-
-
-class HeadStore(Protocol):
-    async def update_conversation(self, conversation_pk: int, **changes: object) -> None: ...
 
 
 class Embedder(Protocol):
@@ -79,7 +76,7 @@ class RecordMetrics:
 class RecordHead:
     """After a conversation's first reply: remember its first exchange."""
 
-    store: HeadStore
+    store: TurnStore
 
     async def turn_finished(self, turn: FinishedTurn) -> None:
         if turn.first_user is None:

@@ -56,7 +56,11 @@ ID_CACHE_SIZE = 50_000  # agents whose ids are kept in memory (then the cache st
 
 
 class StatefulService:
-    """Everything a stateful turn needs, shared by all requests of one app."""
+    """Everything a stateful turn needs, shared by all requests of one app.
+
+    A turn itself uses the store's `TurnStore` role (input.py, window.py, session.py,
+    observers.py); the whole `Store` is taken because the embeddings (search, vectors) and the
+    model catalog (calibration) share it."""
 
     def __init__(
         self, settings: Settings, store: Store, upstream: UpstreamClient,

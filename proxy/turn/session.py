@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
@@ -26,6 +26,7 @@ from ..core.reconcile import Decision
 from ..core.tools import MemoryState
 from ..core.types import Agent, Conversation, Message, TurnResult
 from ..obs.metrics import Metrics
+from ..store.base import TurnStore
 from .observers import FinishedTurn, TurnObserver
 from .request import TurnRequest
 from .window import TurnWindow
@@ -33,22 +34,11 @@ from .window import TurnWindow
 log = logging.getLogger("memproxy.turns")
 
 
-class OutcomeStore(Protocol):
-    """How a turn's outcome is stored."""
-
-    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None: ...
-
-    async def fail_turn(self, turn_id: str, error: dict[str, Any]) -> None: ...
-
-    async def discard_turn(self, turn_id: str, error: dict[str, Any]) -> None: ...
-
-
 @dataclass(frozen=True)
 class TurnEffects:
     """What a running turn may do besides calling the model."""
 
-    store: OutcomeStore
+    store: TurnStore
     observers: Sequence[TurnObserver]
     metrics: Metrics  # for the HTTP layer's request and overhead figures
 

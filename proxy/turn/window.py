@@ -24,6 +24,7 @@ from ..core.loop import Upstream
 from ..core.paging import Budget, Item, Plan, fits_alone, plan, under_threshold
 from ..core.types import Conversation, Message, StoredMessage
 from ..errors import ProxyError
+from ..store.base import TurnStore
 from .ledger import PRESSURE_NOTE, TokenLedger
 from .summarizer import CHARS_PER_TOKEN, Summarizer
 
@@ -40,11 +41,6 @@ class Calibrations(Protocol):
     async def factor(self, model: str) -> float: ...
 
     def observe(self, model: str, local_tokens: int, usage: dict[str, Any] | None) -> None: ...
-
-
-class EvictionStore(Protocol):
-    async def evict_messages(self, conversation_pk: int, through_seq: int,
-                             summary: str | None) -> None: ...
 
 
 def context_length_error(needed: int, window: int) -> ProxyError:
@@ -79,7 +75,7 @@ class TurnWindow:
     reserve_output: int
     protect_from_seq: int | None  # this turn's own messages are never paged out
     settings: MemorySettings
-    store: EvictionStore
+    store: TurnStore
     catalog: Calibrations
     summarizer: Summarizer
     pressure: int | None = None  # percent of the window, when the pressure note is shown
@@ -97,7 +93,7 @@ class TurnWindow:
         api_key: str | None,
         protect_from_seq: int | None,
         settings: MemorySettings,
-        store: EvictionStore,
+        store: TurnStore,
         upstream: Upstream,
         catalog: Calibrations,
     ) -> TurnWindow:
