@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
-from typing import Any
+from dataclasses import dataclass
 
 from ..config import Settings
 from ..core.identity import DEFAULT_CONVERSATION
@@ -53,6 +53,26 @@ from .window import TurnWindow
 log = logging.getLogger("memproxy.turns")
 
 ID_CACHE_SIZE = 50_000  # agents whose ids are kept in memory (then the cache starts over)
+
+
+@dataclass(frozen=True)
+class StoredTurn:
+    """A turn whose input is stored: what preparing its prompt and loop starts from."""
+
+    agent: Agent
+    state: TurnState  # as read under the lock, before the input was stored
+    turn_id: str
+    context: list[StoredMessage]  # the conversation's context, the input in it
+    plan: InputPlan
+
+    def memory_stats(self) -> MemoryStats:
+        blocks = self.state.blocks
+        return MemoryStats(
+            # as read before this turn's input was stored (superseded messages aside)
+            recall_messages=self.state.recall_messages + len(self.plan.decision.new_input),
+            archival_passages=self.state.archival_passages,
+            last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
+        )
 
 
 class StatefulService:
@@ -126,8 +146,8 @@ class StatefulService:
             turn_id, context = await store_input(
                 self.store, plan, agent=agent, conversation=conversation,
                 fingerprint=fingerprint, idempotency_key=request.idempotency_key)
-            session = await self._prepare(request, api_key, agent, state, context, turn_id,
-                                          plan, system_messages, stack)
+            stored = StoredTurn(agent, state, turn_id, context, plan)
+            session = await self._prepare(request, api_key, stored, system_messages, stack)
         except BaseException:
             await stack.aclose()
             raise
@@ -233,33 +253,25 @@ class StatefulService:
         self,
         request: TurnRequest,
         api_key: str | None,
-        agent: Agent,
-        state: TurnState,
-        context: list[StoredMessage],
-        turn_id: str,
-        plan: InputPlan,
-        system_messages: list[dict[str, Any]],
+        stored: StoredTurn,
+        system_messages: list[Message],
         stack: AsyncExitStack,
     ) -> TurnSession:
-        conversation, blocks = state.conversation, state.blocks
-        stats = MemoryStats(
-            # as read before this turn's input was stored (superseded messages aside)
-            recall_messages=state.recall_messages + len(plan.decision.new_input),
-            archival_passages=state.archival_passages,
-            last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
-        )
+        """The running turn: its system prompt, its window (paged out to fit) and its loop."""
+        agent, conversation, blocks = stored.agent, stored.state.conversation, stored.state.blocks
+        turn_id, plan = stored.turn_id, stored.plan
         system_text = render_system(
             base_instructions=self.base_instructions,
             client_system=client_system_text(system_messages),
             blocks=blocks,
-            stats=stats,
+            stats=stored.memory_stats(),
             now=time.time(),
         )
         body = {k: v for k, v in request.body.items() if k != "messages"}
-        protect_from = _first_seq_of(turn_id, context)
+        protect_from = _first_seq_of(turn_id, stored.context)
         try:
             window = await TurnWindow.open(
-                conversation=conversation, context=context, system_text=system_text,
+                conversation=conversation, context=stored.context, system_text=system_text,
                 tools=memory_tools_for(body.get("tools") or []), body=request.body,
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
                 store=self.store, upstream=self.upstream, catalog=self.catalog,
