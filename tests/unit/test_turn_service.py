@@ -178,7 +178,8 @@ def test_a_retry_of_a_finished_turn_is_replayed_without_an_upstream_call(
     asyncio.run(scenario())
 
 
-def test_a_memory_tool_call_changes_the_block_stored_by_finish_turn() -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_memory_tool_call_changes_the_block_stored_by_finish_turn(stream: bool) -> None:
     async def scenario() -> None:
         h = TurnHarness.create()
         seen: list[str] = []
@@ -190,7 +191,7 @@ def test_a_memory_tool_call_changes_the_block_stored_by_finish_turn() -> None:
             return scripted_model(body)
 
         h.upstream.responder = responder
-        session = await h.turn([user("My name is Ada")])
+        session = await h.turn([user("My name is Ada")], stream=stream)
         assert seen == ["", ""]
         agent_pk = session.agent.pk
         human = next(b for b in h.store.blocks[agent_pk] if b.label == "human")
@@ -201,7 +202,7 @@ def test_a_memory_tool_call_changes_the_block_stored_by_finish_turn() -> None:
         assert stored == [("user", True), ("assistant", False), ("tool", False),
                           ("assistant", True)]
 
-        await h.turn([user("What is my name?")])
+        await h.turn([user("What is my name?")], stream=stream)
         assert "Name: Ada" in h.upstream.requests[-1]["messages"][0]["content"]
         assert h.visible()[-1] == assistant("Your name is Ada.")
 
