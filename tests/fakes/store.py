@@ -1,0 +1,335 @@
+"""An in-memory test double of the store's turn role: what `proxy.turn` asks of a database.
+
+`InMemoryTurnStore` implements only the methods a stateful turn calls (agents and
+conversations, the turn's state, its input, its outcome, page-outs, leases, model stats and the
+memory tools' searches), with the semantics of the real stores: seqs are consecutive per
+conversation and never reused, `begin_turn(supersede_from_seq=...)` and `discard_turn` mark
+messages superseded (and out of context), `evict_messages` takes messages out of context and
+stores the summary, `finish_turn` appends the turn's messages, applies its memory edits and
+stores its response exactly once. Everything handed in or out is a copy, as a database's rows
+are, so a test cannot pass because the service and the store share an object.
+
+It is a double, not a specification: the store contract tests (tests/store) pin the real
+stores' behaviour, and this file follows them. Searches are a naive case-insensitive substring
+match, enough for the memory tools' results to be checked.
+
+For assertions, `calls` lists every method called in order, and `messages`, `turns`,
+`passages`, `revisions` and `heads` are the stored rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from proxy.core.messages import message_text
+from proxy.core.types import (
+    Agent,
+    Block,
+    BlockRevision,
+    Conversation,
+    KnownContext,
+    MessageHit,
+    NewMessage,
+    Passage,
+    StoredMessage,
+    Turn,
+    TurnResult,
+    TurnState,
+)
+
+T = TypeVar("T")
+
+
+def _copy(value: T) -> T:
+    return copy.deepcopy(value)
+
+
+class InMemoryLeases:
+    """Conversation leases shared by every `ConversationLocks` of one store, as a lease table
+    is shared by processes: two services over one store exclude each other. Nothing expires,
+    so nothing is renewed (like `store.leases.FileLeases`)."""
+
+    expires = False
+
+    def __init__(self, holders: dict[int, str]) -> None:
+        self.holders = holders
+
+    async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool:
+        if self.holders.get(conversation_pk, owner) != owner:
+            return False
+        self.holders[conversation_pk] = owner
+        return True
+
+    async def release_lease(self, conversation_pk: int, owner: str) -> None:
+        if self.holders.get(conversation_pk) == owner:
+            del self.holders[conversation_pk]
+
+
+@dataclass
+class InMemoryTurnStore:
+    """The turn's role of the Store protocol (proxy/store/base.py), in memory."""
+
+    agents: dict[int, Agent] = field(default_factory=dict)
+    blocks: dict[int, list[Block]] = field(default_factory=dict)  # agent pk -> in order
+    conversations: dict[int, Conversation] = field(default_factory=dict)
+    heads: dict[int, str] = field(default_factory=dict)  # conversation pk -> head hash
+    messages: dict[int, list[StoredMessage]] = field(default_factory=dict)  # by seq, all rows
+    turns: dict[str, Turn] = field(default_factory=dict)  # in creation order
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)  # turn id -> error
+    passages: dict[int, list[Passage]] = field(default_factory=dict)
+    revisions: list[BlockRevision] = field(default_factory=list)
+    model_stats: dict[str, dict] = field(default_factory=dict)
+    lease_holders: dict[int, str] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    epoch: int = 0  # bumped when a conversation is deleted (see KnownContext)
+    _pks: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def _called(self, name: str) -> None:
+        self.calls.append(name)
+
+    def _conversation(self, conversation_pk: int) -> Conversation:
+        conversation = self.conversations.get(conversation_pk)
+        if conversation is None:
+            raise LookupError(f"no conversation with pk {conversation_pk}")
+        return conversation
+
+    # --- agents and conversations ---------------------------------------------------------
+    async def ensure_agent(self, tenant: str, agent_id: str,
+                           default_blocks: list[Block]) -> Agent:
+        self._called("ensure_agent")
+        for agent in self.agents.values():
+            if (agent.tenant, agent.agent_id) == (tenant, agent_id):
+                return _copy(agent)
+        now = time.time()
+        agent = Agent(next(self._pks), tenant, agent_id, now, {})
+        self.agents[agent.pk] = agent
+        self.blocks[agent.pk] = [Block(**{**vars(b), "updated_at": now})
+                                 for b in default_blocks]
+        self.passages[agent.pk] = []
+        return _copy(agent)
+
+    async def update_agent_settings(self, agent_pk: int, settings: dict) -> None:
+        self._called("update_agent_settings")
+        if agent_pk in self.agents:
+            self.agents[agent_pk].settings = _copy(settings)
+
+    async def delete_agent(self, agent_pk: int) -> None:
+        """What another process deleting the agent leaves: every row of it gone."""
+        self._called("delete_agent")
+        self.agents.pop(agent_pk, None)
+        for pk in [pk for pk, c in self.conversations.items() if c.agent_pk == agent_pk]:
+            del self.conversations[pk]
+            self.messages.pop(pk, None)
+            self.heads.pop(pk, None)
+        self.epoch += 1
+
+    async def ensure_conversation(self, agent_pk: int, conversation_id: str) -> Conversation:
+        self._called("ensure_conversation")
+        for conversation in self.conversations.values():
+            if (conversation.agent_pk, conversation.conversation_id) == (agent_pk,
+                                                                          conversation_id):
+                return _copy(conversation)
+        conversation = Conversation(next(self._pks), agent_pk, conversation_id, time.time())
+        self.conversations[conversation.pk] = conversation
+        self.messages[conversation.pk] = []
+        return _copy(conversation)
+
+    async def find_conversation_by_head(self, agent_pk: int,
+                                        head_hash: str) -> Conversation | None:
+        self._called("find_conversation_by_head")
+        found = [c for pk, c in self.conversations.items()
+                 if c.agent_pk == agent_pk and self.heads.get(pk) == head_hash]
+        return _copy(max(found, key=lambda c: c.pk)) if found else None
+
+    async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
+                                  resends_history: bool | None = None,
+                                  head_hash: str | None = None) -> None:
+        self._called("update_conversation")
+        conversation = self.conversations.get(conversation_pk)
+        if conversation is None:
+            return
+        if summary is not None:
+            conversation.summary = summary
+        if resends_history is not None:
+            conversation.resends_history = resends_history
+        if head_hash is not None:
+            self.heads[conversation_pk] = head_hash
+
+    # --- reading a turn's state -----------------------------------------------------------
+    async def load_turn_state(self, agent_pk: int, conversation_pk: int,
+                              known: KnownContext | None = None) -> TurnState:
+        """`known` changes only what a real store decodes, never the result: ignored."""
+        self._called("load_turn_state")
+        conversation = self._conversation(conversation_pk)
+        turns = [t for t in self.turns.values() if t.conversation_pk == conversation_pk]
+        recall = sum(1 for c in self.conversations.values() if c.agent_pk == agent_pk
+                     for m in self.messages[c.pk] if m.visible and not m.superseded)
+        return TurnState(
+            conversation=_copy(conversation),
+            last_turn=_copy(turns[-1]) if turns else None,
+            blocks=_copy(self.blocks.get(agent_pk, [])),
+            recall_messages=recall,
+            archival_passages=len(self.passages.get(agent_pk, [])),
+            context=self._rows(conversation_pk, lambda m: m.in_context and not m.superseded),
+            epoch=self.epoch,
+        )
+
+    def _rows(self, conversation_pk: int, keep: Any) -> list[StoredMessage]:
+        return [_copy(m) for m in self.messages.get(conversation_pk, []) if keep(m)]
+
+    async def visible_transcript(self, conversation_pk: int) -> list[StoredMessage]:
+        self._called("visible_transcript")
+        return self._rows(conversation_pk, lambda m: m.visible and not m.superseded)
+
+    async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = 100,
+                            include_superseded: bool = False) -> list[StoredMessage]:
+        self._called("list_messages")
+        rows = self._rows(conversation_pk, lambda m: m.seq > after_seq
+                          and (include_superseded or not m.superseded))
+        return rows[:limit]
+
+    async def find_turn(self, conversation_pk: int, *, idempotency_key: str | None = None,
+                        request_hash: str | None = None) -> Turn | None:
+        """The newest turn with that idempotency key if one is given, else that request hash."""
+        self._called("find_turn")
+        if idempotency_key is not None:
+            match = [t for t in self.turns.values() if t.idempotency_key == idempotency_key]
+        elif request_hash is not None:
+            match = [t for t in self.turns.values() if t.request_hash == request_hash]
+        else:
+            return None
+        match = [t for t in match if t.conversation_pk == conversation_pk]
+        return _copy(match[-1]) if match else None
+
+    # --- writing a turn -------------------------------------------------------------------
+    def _append(self, conversation_pk: int, turn_id: str,
+                inputs: list[NewMessage]) -> int:
+        """Append rows after the highest seq ever used; the first new seq."""
+        rows = self.messages[conversation_pk]
+        first_seq = (rows[-1].seq if rows else 0) + 1
+        now = time.time()
+        rows.extend(
+            StoredMessage(seq=first_seq + i, data=_copy(m.data), turn_id=turn_id, created_at=now,
+                          in_context=m.in_context, visible=m.visible, tokens=m.tokens,
+                          visible_hash=m.visible_hash, pk=next(self._pks))
+            for i, m in enumerate(inputs)
+        )
+        return first_seq
+
+    async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
+                         idempotency_key: str | None, inputs: list[NewMessage],
+                         supersede_from_seq: int | None = None) -> int:
+        self._called("begin_turn")
+        self._conversation(conversation_pk)
+        if supersede_from_seq is not None:
+            for m in self.messages[conversation_pk]:
+                if m.seq >= supersede_from_seq:
+                    m.superseded, m.in_context = True, False
+        first_seq = self._append(conversation_pk, turn_id, inputs)
+        self.turns[turn_id] = Turn(turn_id, conversation_pk, "open", request_hash,
+                                   idempotency_key, time.time(), first_seq=first_seq)
+        return first_seq
+
+    async def reopen_turn(self, turn_id: str) -> None:
+        self._called("reopen_turn")
+        turn = self.turns.get(turn_id)
+        if turn is not None and turn.status == "failed":
+            turn.status = "open"
+
+    async def fail_turn(self, turn_id: str, error: dict) -> None:
+        self._called("fail_turn")
+        turn = self.turns.get(turn_id)
+        if turn is not None and turn.status != "done":
+            turn.status, self.errors[turn_id] = "failed", _copy(error)
+
+    async def discard_turn(self, turn_id: str, error: dict) -> None:
+        """Fail the turn and supersede its own messages: the conversation is as before it."""
+        self._called("discard_turn")
+        turn = self.turns.get(turn_id)
+        if turn is None or turn.status == "done":
+            return
+        turn.status, self.errors[turn_id] = "failed", _copy(error)
+        for m in self.messages.get(turn.conversation_pk, []):
+            if m.turn_id == turn_id and m.seq >= (turn.first_seq or 0):
+                m.superseded, m.in_context = True, False
+
+    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
+                          result: TurnResult) -> None:
+        """All of the turn's outcome, once: LookupError (writing nothing) for an unknown or
+        already finished turn."""
+        self._called("finish_turn")
+        turn = self.turns.get(turn_id)
+        if turn is None or turn.conversation_pk != conversation_pk or turn.status == "done":
+            raise LookupError(f"turn {turn_id!r} is unknown or already finished")
+        now = time.time()
+        turn.status, turn.response = "done", _copy(result.response)
+        self._append(conversation_pk, turn_id, result.messages)
+        blocks = self.blocks.setdefault(agent_pk, [])
+        for block in result.blocks:
+            stored = Block(**{**vars(block), "updated_at": now})
+            index = next((i for i, b in enumerate(blocks) if b.label == block.label), None)
+            if index is None:
+                blocks.append(stored)
+            else:
+                blocks[index] = stored
+        self.revisions.extend(
+            BlockRevision(**{**vars(r), "turn_id": turn_id, "created_at": now})
+            for r in result.revisions)
+        self.passages.setdefault(agent_pk, []).extend(
+            Passage(next(self._pks), text, list(tags), now) for text, tags in result.passages)
+
+    async def evict_messages(self, conversation_pk: int, through_seq: int,
+                             summary: str | None) -> int:
+        """Page out: messages up to `through_seq` leave the context; the summary is replaced."""
+        self._called("evict_messages")
+        evicted = 0
+        for m in self.messages.get(conversation_pk, []):
+            if m.seq <= through_seq and m.in_context and not m.superseded:
+                m.in_context, evicted = False, evicted + 1
+        if summary is not None:
+            self._conversation(conversation_pk).summary = summary
+        return evicted
+
+    # --- leases and model statistics ------------------------------------------------------
+    def turn_leases(self) -> InMemoryLeases:
+        return InMemoryLeases(self.lease_holders)
+
+    async def get_model_stats(self, model: str) -> dict | None:
+        self._called("get_model_stats")
+        return _copy(self.model_stats.get(model))
+
+    async def put_model_stats(self, model: str, data: dict) -> None:
+        self._called("put_model_stats")
+        self.model_stats[model] = _copy(data)
+
+    # --- the memory tools' searches (naive: case-insensitive substring) -------------------
+    async def search_messages(self, agent_pk: int, query: str, *,
+                              roles: list[str] | None = None, limit: int = 10,
+                              start: float | None = None,
+                              end: float | None = None) -> list[MessageHit]:
+        self._called("search_messages")
+        needle = query.strip().lower()
+        hits = [
+            MessageHit(c.conversation_id, m.seq, m.role, message_text(m.data), m.created_at, 1.0)
+            for c in self.conversations.values() if c.agent_pk == agent_pk
+            for m in self.messages[c.pk]
+            if m.visible and not m.superseded and (roles is None or m.role in roles)
+            and needle in message_text(m.data).lower()
+            and (start is None or m.created_at >= start) and (end is None or m.created_at <= end)
+        ]
+        return sorted(hits, key=lambda h: h.created_at, reverse=True)[:limit]
+
+    async def search_passages(self, agent_pk: int, query: str, *,
+                              tags: list[str] | None = None, top_k: int = 5) -> list[Passage]:
+        self._called("search_passages")
+        needle = query.strip().lower()
+        found = [
+            Passage(p.pk, p.text, list(p.tags), p.created_at, 1.0)
+            for p in reversed(self.passages.get(agent_pk, []))
+            if needle in p.text.lower() and set(tags or []) <= set(p.tags)
+        ]
+        return found[:top_k]
