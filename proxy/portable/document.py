@@ -18,12 +18,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..api import views
-from ..api.rest import validation_error
 from ..api.schemas import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
 from ..core.identity import validate_id
 from ..core.messages import visible_hash
 from ..core.types import Agent, Block, BlockRevision, Conversation, Passage, StoredMessage
-from ..errors import bad_request
+from ..errors import bad_request, validation_error
 from ..store.admin_types import AgentDump, ConversationDump, TurnRecord
 
 FORMAT = "memproxy.agent"

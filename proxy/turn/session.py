@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import tokens
-from ..api.auth import Caller
+from ..core.caller import Caller
 from ..core.identity import Identity
 from ..core.loop import Event, TurnDone, TurnLoop, add_usage
 from ..core.messages import head_hash, visible_hash

@@ -25,7 +25,7 @@ __all__ = [
 def first_token_timeout(host: str, seconds: float) -> UpstreamError:
     """A stream that brought no token in time. Not retried on the same (stuck) upstream, but
     nothing has reached the client yet, so a fallback may still answer."""
-    return UpstreamError.make(
+    return UpstreamError(
         504,
         f"the upstream at {host} sent no token within {seconds:g} s",
         code="first_token_timeout",
@@ -37,7 +37,7 @@ def first_token_timeout(host: str, seconds: float) -> UpstreamError:
 def deadline_exceeded(seconds: float | None = None) -> UpstreamError:
     """The request's whole time budget (`request_deadline_s`) is spent."""
     within = f" of {seconds:g} s" if seconds is not None else ""
-    return UpstreamError.make(
+    return UpstreamError(
         504,
         f"the request did not finish within its deadline{within} (request_deadline_s)",
         type="timeout_error",
@@ -49,7 +49,7 @@ def deadline_exceeded(seconds: float | None = None) -> UpstreamError:
 
 def circuit_open(host: str, retry_after: float) -> UpstreamError:
     """Failing fast: the upstream failed repeatedly and its circuit breaker is open."""
-    return UpstreamError.make(
+    return UpstreamError(
         503,
         f"the upstream at {host} is failing; requests to it are paused (circuit open)",
         code="circuit_open",
@@ -60,7 +60,7 @@ def circuit_open(host: str, retry_after: float) -> UpstreamError:
 
 
 def empty_response() -> UpstreamError:
-    return UpstreamError.make(
+    return UpstreamError(
         502,
         "the upstream returned an empty answer (no content and no tool call) twice",
         code="empty_response",
