@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identity
+from ..core.identity import is_auxiliary, memory_model, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
 from ..errors import InternalError, MemproxyError, ProxyError, bad_request
 from ..obs.logs import annotate
@@ -147,17 +147,14 @@ async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
         body, raw = _memory_alias(raw, state.settings.ab.memory_suffix)
         if body is None:  # A/B mode, a raw model: no memory, even when an agent is named
             return await _passthrough(request, state, raw, api_key, how)
-    identity = _identity_without_body(request, state)
-    if identity is None and not state.settings.identity.agent_from_user:
-        if not state.settings.identity.require_agent:
-            return await _passthrough(request, state, raw, api_key, how)
-    body = parse_json(raw) if body is None else body
-    if identity is None:
-        identity = resolve_identity(
-            request.path_params, request.headers, body, state.settings.identity
-        )
+    if body is None and state.settings.identity.agent_from_user:
+        body = parse_json(raw)  # its `user` may name the agent
+    # else path and headers only, so that a pass-through never has to parse the body
+    identity = resolve_identity(request.path_params, request.headers, body or {},
+                                state.settings.identity)
     if identity is None:
         return await _passthrough(request, state, raw, api_key, how)
+    body = parse_json(raw) if body is None else body
     validate_chat_body(body)
     annotate(agent=identity.agent_id, conversation=identity.conversation_id)
     annotate_request(request, body, state.settings.logging.include_content)
@@ -202,11 +199,6 @@ def _memory_alias(raw: bytes, suffix: str) -> tuple[dict[str, Any] | None, bytes
         return None, raw
     body["model"] = model
     return body, sse.dumps(body)
-
-
-def _identity_without_body(request: Request, state: AppState) -> Identity | None:
-    """Resolve from path and headers only, so pass-through never has to parse the body."""
-    return resolve_identity(request.path_params, request.headers, {}, state.settings.identity)
 
 
 async def _passthrough(
