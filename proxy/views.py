@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.types import Agent, Block, BlockRevision, Passage, StoredMessage
-from ..store.admin_types import AgentStats, ConversationStats
+from .core.types import Agent, Block, BlockRevision, Passage, StoredMessage
+from .store.admin_types import AgentStats, ConversationStats
 
 
 def block_object(block: Block) -> dict[str, Any]:
