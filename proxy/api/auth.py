@@ -121,7 +121,7 @@ class AuthenticationMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = getattr(scope["app"].state, "memproxy", None) if "app" in scope else None
-        if scope["type"] == "http" and state is not None:
+        if scope["type"] == "http" and state is not None:  # (no state: a test's bare app)
             authorization = Headers(scope=scope).get("authorization")
             outcome: Caller | Exception
             try:

@@ -1,12 +1,15 @@
 """Errors as HTTP responses: the app's exception handlers.
 
-Handlers raise; nothing in between turns errors into responses. Starlette runs these handlers
-for exceptions raised by an endpoint (its `ExceptionMiddleware` sits inside every user
-middleware), so an error still passes through CORS and gets its request id on the way out.
-Middleware sits outside that handler and sends `error_response(exc)` itself (the rate limiter's
-429). Errors in a stream that has already started are no HTTP response any more: chat.py writes
-them as an SSE event with the same `.body`. Anything that is not a `MemproxyError` is a bug,
-answered by `RequestContextMiddleware` as a logged, bare 500.
+Endpoints raise a `MemproxyError` (proxy/errors.py) and `memproxy_error` answers it. Starlette
+runs these handlers around the endpoint, inside every user middleware, so the answer still
+passes through CORS and gets its request id on the way out. Middleware is outside them: what it
+refuses it answers itself with `error_response` (the rate limiter's 429). A stream that has
+started can no longer become an error response: chat.py ends it with an SSE event holding the
+same `.body`.
+
+Anything else is a bug: the chat endpoint and the agents API log it under their own logger and
+raise an `InternalError` (so the 500 still gets CORS headers); elsewhere it reaches
+`RequestContextMiddleware`, which logs it and answers the same bare 500.
 """
 
 from __future__ import annotations
