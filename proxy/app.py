@@ -8,19 +8,19 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import tokens
 from .api.auth import Authenticator
 from .api.chat import chat_completions
+from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
 from .api.openai_routes import embeddings, list_models
 from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
-from .errors import error_body
 from .obs.gc_tuning import tune_gc
 from .obs.metrics import Metrics
 from .store import open_store
@@ -38,21 +38,6 @@ CHAT_PATHS = [
     "/agents/{agent}/v1/chat/completions",
     "/agents/{agent}/conversations/{conversation}/v1/chat/completions",
 ]
-
-
-async def not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        error_body(f"no route for {request.method} {request.url.path}", code="not_found"),
-        status_code=404,
-    )
-
-
-async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        error_body(f"{request.method} is not allowed on {request.url.path}",
-                   code="method_not_allowed"),
-        status_code=405,
-    )
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -110,6 +95,6 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: not_found, 405: method_not_allowed},
+        exception_handlers=EXCEPTION_HANDLERS,  # MemproxyError → its OpenAI-shaped response
         middleware=build_middleware(settings, inflight),  # request ids, logs, CORS, limits
     )

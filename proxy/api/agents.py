@@ -12,12 +12,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import views
 from ..core.identity import validate_id
 from ..core.types import Agent, Block
 from ..errors import ProxyError, bad_request
-from ..portable.document import checked_blocks
+from ..portable.rows import checked_blocks
 from ..turn.report import context_report
-from . import views
 from .rest import (
     MAX_PAGE,
     Scope,

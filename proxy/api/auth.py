@@ -1,4 +1,4 @@
-"""API keys → tenants (DESIGN §3.1).
+"""API keys → tenants (DESIGN §3.1), checked once per request by `AuthenticationMiddleware`.
 
 Keys come from `[auth.keys]` (plain or `sha256:<hex>`), `[auth] admin_keys`, and keys stored
 hashed in the database by `memproxy keys add`. Only hashes are kept in memory; comparisons are
@@ -11,21 +11,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import AuthSettings
+from ..core.caller import Caller
 from ..errors import ProxyError
 from ..store.base import ApiKeyStore
 
 OPEN_TENANT = "default"
 DB_CACHE_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Caller:
-    tenant: str
-    admin: bool = False
-    key: str | None = None  # the raw bearer token, kept only to forward upstream when asked
+CALLER_SCOPE_KEY = "memproxy.caller"
 
 
 def hash_key(key: str) -> str:
@@ -105,3 +103,44 @@ class Authenticator:
             self._db_cache.clear()
         self._db_cache[digest] = (tenant, now)
         return tenant
+
+
+class AuthenticationMiddleware:
+    """Authenticates every HTTP request once, before the rate limiter and the handlers.
+
+    Like Starlette's `AuthenticationMiddleware` (which sets `scope["user"]`) it answers nothing
+    itself: it puts the outcome in the scope, the `Caller` or the exception authentication
+    raised (401 `missing_api_key` / `invalid_api_key`, or a failing key store), and
+    `request_caller()` raises that exception where a handler needs a caller. So routes without
+    authentication (health, metrics, the inspector's files, unknown paths) never fail on it, and
+    each handler's 401 comes exactly where it asks for the caller.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = getattr(scope["app"].state, "memproxy", None) if "app" in scope else None
+        if scope["type"] == "http" and state is not None:  # (no state: a test's bare app)
+            authorization = Headers(scope=scope).get("authorization")
+            outcome: Caller | Exception
+            try:
+                outcome = await state.auth.authenticate(authorization)
+            except Exception as exc:
+                outcome = exc
+            scope[CALLER_SCOPE_KEY] = outcome
+        await self.app(scope, receive, send)
+
+
+def scope_caller(scope: Scope) -> Caller | None:
+    """The authenticated caller of a request, or None when authentication failed."""
+    outcome = scope.get(CALLER_SCOPE_KEY)
+    return outcome if isinstance(outcome, Caller) else None
+
+
+def request_caller(request: Request) -> Caller:
+    """The caller `AuthenticationMiddleware` found, or the error it met (raised here)."""
+    outcome = request.scope[CALLER_SCOPE_KEY]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome

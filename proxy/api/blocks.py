@@ -10,9 +10,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core.types import Block
+from .. import views
+from ..core.types import DEFAULT_BLOCK_LIMIT, Block
 from ..store.admin_types import BlockTooLongError
-from . import views
 from .agents import block_too_long
 from .rest import (
     MAX_PAGE,
@@ -25,7 +25,7 @@ from .rest import (
     query_int,
     read_model,
 )
-from .schemas import DEFAULT_BLOCK_LIMIT, BlockPut, UndoRequest
+from .schemas import BlockPut, UndoRequest
 
 
 @endpoint

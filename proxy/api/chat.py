@@ -1,7 +1,8 @@
 """`POST /v1/chat/completions` and its aliases: pass-through or a stateful turn.
 
-Errors before the response starts are ordinary OpenAI error responses with their status; once a
-stream has started, an error becomes one `data: {"error": ...}` event followed by `[DONE]`.
+Errors before the response starts are raised, and answered by the app's exception handler
+(api/errors.py) as ordinary OpenAI error responses with their status; once a stream has
+started, an error becomes one `data: {"error": ...}` event (its `.body`) followed by `[DONE]`.
 """
 
 from __future__ import annotations
@@ -9,19 +10,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ..core.completions import full_usage
-from ..core.identity import Identity, is_auxiliary, memory_model, resolve_identity
+from ..core.identity import is_auxiliary, memory_model, resolve_identity
 from ..core.loop import StepStarted, TextDelta, ToolCallDelta, TurnDone
-from ..errors import ProxyError, bad_request, internal_error
+from ..errors import InternalError, MemproxyError, ProxyError, bad_request
 from ..obs.logs import annotate
 from ..turn import Replay, TurnRequest, TurnSession
-from ..upstream import Route, UpstreamError
+from ..upstream import Route
 from . import sse
+from .auth import request_caller
 from .body import check_limits, parse_json, read_body
 from .middleware import annotate_request, annotate_turn
 from .passthrough import forward
@@ -31,13 +34,6 @@ from .state import AppState
 log = logging.getLogger("memproxy.chat")
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-
-
-def error_response(exc: ProxyError | UpstreamError) -> JSONResponse:
-    if isinstance(exc, UpstreamError):
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "retry-after"}
-        return JSONResponse(exc.body, status_code=exc.status, headers=headers)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def validate_chat_body(body: dict[str, Any]) -> None:
@@ -112,71 +108,83 @@ def _retry_marker(request: Request) -> bool:
         return False
 
 
+@dataclass
+class ChatMode:
+    """How a request was handled, for its access-log line and the requests metric: known
+    step by step, so that a request that fails is counted with what was known by then."""
+
+    mode: str = "stateful"  # or passthrough, auxiliary, replay
+    stream: bool = False
+
+
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.memproxy
-    response, mode, stream = await _handle(request, state)
-    annotate(mode=mode, stream=stream)
-    state.service.metrics.requests.labels(mode, str(stream).lower(),
-                                          str(response.status_code)).inc()
+    how = ChatMode()
+    try:
+        response = await _handle(request, state, how)
+    except MemproxyError as exc:
+        _count(state, how, exc.status)
+        raise
+    except Exception as exc:
+        log.exception("chat completion failed")
+        _count(state, how, 500)
+        raise InternalError() from exc
+    _count(state, how, response.status_code)
     return response
 
 
-async def _handle(request: Request, state: AppState) -> tuple[Response, str, bool]:
+def _count(state: AppState, how: ChatMode, status: int) -> None:
+    annotate(mode=how.mode, stream=how.stream)
+    state.service.metrics.requests.labels(how.mode, str(how.stream).lower(), str(status)).inc()
+
+
+async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
     started = time.perf_counter()
-    mode, stream = "stateful", False
+    caller = request_caller(request)
+    raw = await read_body(request, state.settings.limits)
+    api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+    body: dict[str, Any] | None = None
+    if state.settings.ab.expose_raw_models:
+        body, raw = _memory_alias(raw, state.settings.ab.memory_suffix)
+        if body is None:  # A/B mode, a raw model: no memory, even when an agent is named
+            return await _passthrough(request, state, raw, api_key, how)
+    if body is None and state.settings.identity.agent_from_user:
+        body = parse_json(raw)  # its `user` may name the agent
+    # else path and headers only, so that a pass-through never has to parse the body
+    identity = resolve_identity(request.path_params, request.headers, body or {},
+                                state.settings.identity)
+    if identity is None:
+        return await _passthrough(request, state, raw, api_key, how)
+    body = parse_json(raw) if body is None else body
+    validate_chat_body(body)
+    annotate(agent=identity.agent_id, conversation=identity.conversation_id)
+    annotate_request(request, body, state.settings.logging.include_content)
+    check_limits(body["messages"], state.settings.limits)
+    how.stream = bool(body.get("stream"))
+    if is_auxiliary(body["messages"], state.auxiliary_patterns):
+        return await _passthrough(request, state, raw, api_key, how, mode="auxiliary")
+    turn_request = TurnRequest(
+        caller=caller,
+        identity=identity,
+        body=body,
+        started=started,
+        idempotency_key=request.headers.get("idempotency-key"),
+        retry=_retry_marker(request),
+        route=Route.within(state.settings.upstream.request_deadline_s),
+    )
+    begin_turn()  # [limits] concurrent_turns, before anything is stored
     try:
-        caller = await state.auth.authenticate(request.headers.get("authorization"))
-        raw = await read_body(request, state.settings.limits)
-        api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-        body: dict[str, Any] | None = None
-        if state.settings.ab.expose_raw_models:
-            body, raw = _memory_alias(raw, state.settings.ab.memory_suffix)
-            if body is None:  # A/B mode, a raw model: no memory, even when an agent is named
-                return await _passthrough(request, state, raw, api_key), "passthrough", False
-        identity = _identity_without_body(request, state)
-        if identity is None and not state.settings.identity.agent_from_user:
-            if not state.settings.identity.require_agent:
-                return await _passthrough(request, state, raw, api_key), "passthrough", False
-        body = parse_json(raw) if body is None else body
-        if identity is None:
-            identity = resolve_identity(
-                request.path_params, request.headers, body, state.settings.identity
-            )
-        if identity is None:
-            return await _passthrough(request, state, raw, api_key), "passthrough", False
-        validate_chat_body(body)
-        annotate(agent=identity.agent_id, conversation=identity.conversation_id)
-        annotate_request(request, body, state.settings.logging.include_content)
-        check_limits(body["messages"], state.settings.limits)
-        stream = bool(body.get("stream"))
-        if is_auxiliary(body["messages"], state.auxiliary_patterns):
-            return await _passthrough(request, state, raw, api_key), "auxiliary", stream
-        turn_request = TurnRequest(
-            caller=caller,
-            identity=identity,
-            body=body,
-            started=started,
-            idempotency_key=request.headers.get("idempotency-key"),
-            retry=_retry_marker(request),
-            route=Route.within(state.settings.upstream.request_deadline_s),
-        )
-        begin_turn()  # [limits] concurrent_turns, before anything is stored
-        try:
-            outcome = await state.service.start(turn_request, api_key)
-        except BaseException:
-            end_turn()
-            raise
-        if isinstance(outcome, Replay):
-            end_turn()
-            return _replay(outcome, turn_request, started), "replay", stream
-        if turn_request.stream:
-            return await _stream(outcome, turn_request), mode, stream
-        return await _complete(outcome), mode, stream
-    except (ProxyError, UpstreamError) as exc:
-        return error_response(exc), mode, stream
-    except Exception:
-        log.exception("chat completion failed")
-        return error_response(internal_error()), mode, stream
+        outcome = await state.service.start(turn_request, api_key)
+    except BaseException:
+        end_turn()
+        raise
+    if isinstance(outcome, Replay):
+        end_turn()
+        how.mode = "replay"
+        return _replay(outcome, turn_request, started)
+    if turn_request.stream:
+        return await _stream(outcome, turn_request)
+    return await _complete(outcome)
 
 
 def _memory_alias(raw: bytes, suffix: str) -> tuple[dict[str, Any] | None, bytes]:
@@ -194,16 +202,14 @@ def _memory_alias(raw: bytes, suffix: str) -> tuple[dict[str, Any] | None, bytes
     return body, sse.dumps(body)
 
 
-def _identity_without_body(request: Request, state: AppState) -> Identity | None:
-    """Resolve from path and headers only, so pass-through never has to parse the body."""
-    return resolve_identity(request.path_params, request.headers, {}, state.settings.identity)
-
-
 async def _passthrough(
-    request: Request, state: AppState, raw: bytes, api_key: str | None
+    request: Request, state: AppState, raw: bytes, api_key: str | None, how: ChatMode,
+    mode: str = "passthrough",
 ) -> Response:
     route = Route.within(state.settings.upstream.request_deadline_s)
-    return await forward(request, state.upstream, "/chat/completions", raw, api_key, route)
+    response = await forward(request, state.upstream, "/chat/completions", raw, api_key, route)
+    how.mode = mode  # once forwarded: a request failing before counts under the default mode
+    return response
 
 
 def _upstream_header(session: TurnSession) -> dict[str, str]:
@@ -301,12 +307,11 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
                     yield writer.usage(full_usage(event.usage))
                 break
             event = await anext(events)
-    except (ProxyError, UpstreamError) as exc:
-        body = exc.body() if isinstance(exc, ProxyError) else exc.body
-        yield sse.event(body)
+    except MemproxyError as exc:
+        yield sse.event(exc.body)
     except Exception:
         log.exception("stream failed")
-        yield sse.event(internal_error().body())
+        yield sse.event(InternalError().body)
     finally:
         await events.aclose()
         _turn_finished(session)

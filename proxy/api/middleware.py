@@ -1,4 +1,4 @@
-"""The middleware stack: request ids and the access log, CORS, per-key limits.
+"""The middleware stack: request ids and the access log, CORS, authentication, per-key limits.
 
 Order, outermost first (`build_middleware`):
 1. `RequestContextMiddleware` — gives every request an id (the client's `X-Request-Id` when
@@ -7,7 +7,11 @@ Order, outermost first (`build_middleware`):
    turns an exception that escaped a handler into an OpenAI-shaped 500 instead of plain text.
 2. `CORSMiddleware` — only when `[server] cors_origins` lists origins; otherwise browsers get
    no Access-Control headers at all.
-3. `RateLimitMiddleware` — only when a `[limits]` rate or concurrency limit is set.
+3. `AuthenticationMiddleware` (auth.py) — the caller, found once, for the limiter and handlers.
+4. `RateLimitMiddleware` — only when a `[limits]` rate or concurrency limit is set.
+
+`MemproxyError`s raised by handlers become responses in the app's exception handler
+(api/errors.py), inside all of these, so they get CORS headers and a request id too.
 
 `RequestContextMiddleware` also counts the requests in flight (`InFlight`), so that the app's
 shutdown can let cancelled turns finish their bookkeeping before the store closes.
@@ -31,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import error_body, internal_error
+from ..errors import InternalError, error_body
 from ..obs.logs import (
     REQUEST_FIELDS,
     REQUEST_ID,
@@ -41,6 +45,8 @@ from ..obs.logs import (
     new_request_id,
     sane_request_id,
 )
+from .auth import AuthenticationMiddleware
+from .errors import error_response
 from .ratelimit import RateLimitMiddleware
 
 if TYPE_CHECKING:
@@ -171,7 +177,9 @@ class RequestContextMiddleware:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status is None:
                 status = 500
-                await _internal_error(request_id)(scope, receive, send)
+                response = error_response(InternalError())
+                response.headers[REQUEST_ID_HEADER] = request_id
+                await response(scope, receive, send)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
             line = {
@@ -184,11 +192,6 @@ class RequestContextMiddleware:
             access_log.info("request", extra={"fields": line})
             REQUEST_FIELDS.reset(fields_token)
             REQUEST_ID.reset(rid_token)
-
-
-def _internal_error(request_id: str) -> Response:
-    return JSONResponse(internal_error().body(), status_code=500,
-                        headers={REQUEST_ID_HEADER: request_id})
 
 
 class OpenAICORSMiddleware(CORSMiddleware):
@@ -232,6 +235,7 @@ def build_middleware(settings: Settings, inflight: InFlight | None = None) -> li
                 allow_credentials=False,  # keys travel in Authorization, never in cookies
             )
         )
+    stack.append(Middleware(AuthenticationMiddleware))
     limits = settings.limits
     if limits.requests_per_minute or limits.concurrent_turns:
         stack.append(Middleware(RateLimitMiddleware, limits=limits))

@@ -11,10 +11,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..errors import ProxyError
-from ..upstream import UpstreamError
+from .auth import request_caller
 from .body import read_body
-from .chat import error_response
 from .passthrough import forward
 from .state import AppState
 
@@ -40,12 +38,9 @@ def with_memory_aliases(models: dict[str, Any], suffix: str) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     state: AppState = request.app.state.memproxy
-    try:
-        await state.auth.authenticate(request.headers.get("authorization"))
-        api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-        models = await state.upstream.list_models(api_key=api_key)
-    except (ProxyError, UpstreamError) as exc:
-        return error_response(exc)
+    request_caller(request)  # any valid key may list the models
+    api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+    models = await state.upstream.list_models(api_key=api_key)
     if state.settings.ab.expose_raw_models:
         models = with_memory_aliases(models, state.settings.ab.memory_suffix)
     return JSONResponse(models)
@@ -53,10 +48,7 @@ async def list_models(request: Request) -> Response:
 
 async def embeddings(request: Request) -> Response:
     state: AppState = request.app.state.memproxy
-    try:
-        await state.auth.authenticate(request.headers.get("authorization"))
-        api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-        raw = await read_body(request, state.settings.limits)
-        return await forward(request, state.upstream, "/embeddings", raw, api_key)
-    except (ProxyError, UpstreamError) as exc:
-        return error_response(exc)
+    request_caller(request)  # any valid key may embed
+    api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+    raw = await read_body(request, state.settings.limits)
+    return await forward(request, state.upstream, "/embeddings", raw, api_key)

@@ -1,15 +1,15 @@
 """`GET /openapi.json`: the agents REST API as an OpenAPI 3.1 document.
 
-Built once from the route table (routes.py) and the pydantic models' JSON schemas (request
-bodies in validation mode, responses in serialization mode), so the document describes what
-the code accepts and answers. OpenAPI 3.1 schemas are JSON Schema 2020-12, which is what
-pydantic emits; clients and tests can validate against it directly.
+Built once, on the first request, from the route table it is given (routes.py) and the pydantic
+models' JSON schemas (request bodies in validation mode, responses in serialization mode), so
+the document describes what the code accepts and answers. OpenAPI 3.1 schemas are JSON Schema
+2020-12, which is what pydantic emits; clients and tests can validate against it directly.
 """
 
 from __future__ import annotations
 
 import re
-from functools import cache
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
+from .endpoints import Endpoint, PathParams, Schema
 from .schemas import ErrorResponse
 
 REF = "#/components/schemas/{model}"
@@ -30,9 +31,10 @@ ERROR_STATUSES = {
     "409": "Conflict",
     "413": "Body too large",
 }
+OPENAPI_DOCUMENT: dict[str, Any] = {"type": "object", "description": "This document."}
 
 
-def _schemas(endpoints: tuple[Any, ...]) -> tuple[dict[tuple[type[BaseModel], JsonMode],
+def _schemas(endpoints: Sequence[Endpoint]) -> tuple[dict[tuple[type[BaseModel], JsonMode],
                                                          dict[str, Any]], dict[str, Any]]:
     wanted: dict[tuple[type[BaseModel], JsonMode], None] = {(ErrorResponse, "serialization"): None}
     for e in endpoints:
@@ -45,7 +47,7 @@ def _schemas(endpoints: tuple[Any, ...]) -> tuple[dict[tuple[type[BaseModel], Js
     return dict(refs), top.get("$defs", {})
 
 
-def _schema(refs: dict[Any, dict[str, Any]], schema: Any, mode: JsonMode) -> dict[str, Any]:
+def _schema(refs: dict[Any, dict[str, Any]], schema: Schema, mode: JsonMode) -> dict[str, Any]:
     return refs[(schema, mode)] if isinstance(schema, type) else schema
 
 
@@ -53,7 +55,7 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _operation(e: Any, refs: dict[Any, dict[str, Any]], path_params: dict[str, Any]
+def _operation(e: Endpoint, refs: dict[Any, dict[str, Any]], path_params: PathParams
                ) -> dict[str, Any]:
     params = []
     for name in _PATH_PARAM.findall(e.path):
@@ -78,14 +80,11 @@ def _operation(e: Any, refs: dict[Any, dict[str, Any]], path_params: dict[str, A
     return op
 
 
-@cache
-def openapi_document() -> dict[str, Any]:
-    from .routes import ENDPOINTS, OPENAPI_DOCUMENT, PATH_PARAMS
-
-    refs, components = _schemas(ENDPOINTS)
+def openapi_document(endpoints: Sequence[Endpoint], path_params: PathParams) -> dict[str, Any]:
+    refs, components = _schemas(endpoints)
     paths: dict[str, dict[str, Any]] = {}
-    for e in ENDPOINTS:
-        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs, PATH_PARAMS)
+    for e in endpoints:
+        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, refs, path_params)
     paths["/openapi.json"] = {"get": {
         "operationId": "openapi_json", "summary": "This document", "tags": ["meta"],
         "security": [],
@@ -110,5 +109,16 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-async def openapi_json(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+def openapi_endpoint(endpoints: Sequence[Endpoint], path_params: PathParams
+                     ) -> Callable[[Request], Awaitable[Response]]:
+    """The `GET /openapi.json` handler of a route table: the document is the same for every
+    caller, so it is built on the first request and kept."""
+    document: dict[str, Any] | None = None
+
+    async def openapi_json(request: Request) -> Response:
+        nonlocal document
+        if document is None:
+            document = openapi_document(endpoints, path_params)
+        return JSONResponse(document)
+
+    return openapi_json

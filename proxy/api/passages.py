@@ -9,8 +9,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import views
 from ..errors import bad_request
-from . import views
 from .rest import (
     MAX_PAGE,
     Scope,

@@ -25,14 +25,14 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import LimitsSettings
+from ..core.caller import Caller
 from ..errors import ProxyError
 from ..obs.logs import annotate
-from .auth import Caller, hash_key
+from .auth import hash_key, scope_caller
+from .errors import error_response
 
 MAX_BUCKETS = 10_000  # idle (full) buckets are forgotten beyond this many keys
 CONCURRENCY_RETRY_AFTER_S = 1
@@ -195,8 +195,9 @@ def limited_path(path: str) -> bool:
 class RateLimitMiddleware:
     """Applies `requests_per_minute` and holds `concurrent_turns` slots for the request's life.
 
-    Authentication happens again in the handler; here a failed one is left for the handler to
-    answer (401) and the request is not counted.
+    Runs inside `AuthenticationMiddleware` and reads its caller: a request whose authentication
+    failed is left for the handler to answer (401) and is not counted. Its own 429 it sends
+    itself (middleware is outside the app's exception handlers).
     """
 
     def __init__(self, app: ASGIApp, limits: LimitsSettings) -> None:
@@ -211,10 +212,8 @@ class RateLimitMiddleware:
         if state is None:
             await self.app(scope, receive, send)
             return
-        request = Request(scope)
-        try:
-            caller = await state.auth.authenticate(request.headers.get("authorization"))
-        except ProxyError:
+        caller = scope_caller(scope)
+        if caller is None:
             await self.app(scope, receive, send)
             return
         bucket = bucket_id(caller, state.auth.open)
@@ -222,8 +221,7 @@ class RateLimitMiddleware:
             self.limiter.check_rate(bucket)
         except ProxyError as exc:
             annotate(limited="requests_per_minute")
-            response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-            await response(scope, receive, send)
+            await error_response(exc)(scope, receive, send)
             return
         limits = RequestLimits(self.limiter, bucket)
         token = CURRENT.set(limits)

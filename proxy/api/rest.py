@@ -19,13 +19,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..core.caller import Caller
 from ..core.identity import validate_id
 from ..core.types import Agent, Conversation
-from ..errors import ProxyError, bad_request, internal_error
-from ..upstream import UpstreamError
-from .auth import OPEN_TENANT, Caller
+from ..errors import InternalError, MemproxyError, ProxyError, bad_request, validation_error
+from .auth import OPEN_TENANT, request_caller
 from .body import parse_json, read_body
-from .chat import error_response
 from .state import AppState
 
 log = logging.getLogger("memproxy.api")
@@ -62,7 +61,7 @@ def check_query(request: Request) -> None:
 
 async def scope(request: Request) -> Scope:
     state: AppState = request.app.state.memproxy
-    caller = await state.auth.authenticate(request.headers.get("authorization"))
+    caller = request_caller(request)
     check_query(request)
     if not caller.admin:
         return Scope(state, caller, caller.tenant, caller.tenant)
@@ -75,18 +74,18 @@ async def scope(request: Request) -> Scope:
 
 def endpoint(fn: Callable[[Request, Scope], Awaitable[Response]]
              ) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint from `fn(request, scope)`: authentication first, then every error
-    as an OpenAI-shaped response; unexpected ones are logged and answered with a bare 500."""
+    """A Starlette endpoint from `fn(request, scope)`: the caller's scope first; errors are
+    raised for the app's exception handler, unexpected ones logged and raised as a bare 500."""
 
     @functools.wraps(fn)
     async def handle(request: Request) -> Response:
         try:
             return await fn(request, await scope(request))
-        except (ProxyError, UpstreamError) as exc:
-            return error_response(exc)
-        except Exception:
+        except MemproxyError:
+            raise
+        except Exception as exc:
             log.exception("agents API: %s failed", fn.__name__)
-            return error_response(internal_error())
+            raise InternalError() from exc
 
     return handle
 
@@ -110,22 +109,6 @@ async def load_conversation(request: Request, scope: Scope, agent: Agent) -> Con
     if conversation is None:
         raise not_found("conversation", conversation_id)
     return conversation
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    """pydantic's ('blocks', 0, 'label') as blocks[0].label."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def validation_error(exc: ValidationError, prefix: str = "") -> ProxyError:
-    """The first problem of a body as a 400 naming its field (never echoing the value)."""
-    first = exc.errors()[0]
-    field = _field((*((prefix,) if prefix else ()), *first["loc"])) or None
-    reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    return bad_request(f"{field or 'body'}: {reason}", param=field, code="invalid_body")
 
 
 async def read_json(request: Request, scope: Scope) -> dict[str, Any]:

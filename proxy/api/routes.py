@@ -4,40 +4,14 @@ drift apart."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
 from ..portable.document import AgentDocument
 from . import agents, blocks, passages, portable_routes, schemas, transcripts
-
-Schema = type[BaseModel] | dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    schema: dict[str, Any]
-    description: str
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Callable[[Request], Awaitable[Response]]
-    summary: str
-    response: Schema
-    status: int = 200
-    body: tuple[Schema, ...] = ()  # several: any of them
-    body_required: bool = True
-    query: tuple[Param, ...] = ()
-    tag: str = "agents"
+from .endpoints import Endpoint, Param, PathParams
+from .openapi import openapi_endpoint
 
 
 def _limit(default: int) -> Param:
@@ -52,9 +26,8 @@ LIST_TENANT = Param("tenant", {"type": "string"}, "Admin keys only: list this te
 LETTA_FILE: dict[str, Any] = {
     "title": "LettaAgentFile", "type": "object",
     "description": "A Letta Agent File (.af): memory blocks, messages and passages are taken."}
-OPENAPI_DOCUMENT: dict[str, Any] = {"type": "object", "description": "This document."}
 
-PATH_PARAMS = {
+PATH_PARAMS: PathParams = {
     "agent": ("An agent id (1-200 letters, digits or . _ - @ : + = ~).", {"type": "string"}),
     "label": ("A block label (same rules as ids).", {"type": "string"}),
     "conversation": ("A conversation id.", {"type": "string"}),
@@ -137,8 +110,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 def agent_routes() -> list[Route]:
     """Every agents REST route and `GET /openapi.json`, for the app's route list."""
-    from .openapi import openapi_json
-
     routes = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
-    routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    routes.append(Route("/openapi.json", openapi_endpoint(ENDPOINTS, PATH_PARAMS),
+                        methods=["GET"]))
     return routes

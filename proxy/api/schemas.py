@@ -2,7 +2,7 @@
 
 Request bodies are validated strictly (no coercion) and reject unknown fields, so a typo is a
 400 naming the field rather than a silently ignored setting. Response models are not used to
-build responses (the handlers write plain dicts, see views.py); they describe them for
+build responses (the handlers write plain dicts, see proxy/views.py); they describe them for
 `GET /openapi.json`, and forbid extra fields so the tests, which validate every response
 against that document, notice any drift between the two.
 """
@@ -13,8 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_BLOCK_LIMIT = 1_000_000  # characters; a block is rendered into every prompt
-DEFAULT_BLOCK_LIMIT = 5000
+from ..core.types import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
 
 
 class _Body(BaseModel):

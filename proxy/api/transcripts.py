@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import views
+from .. import views
 from .rest import (
     MAX_PAGE,
     Scope,

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from ..upstream.faults import empty_response
+from ..errors import MemproxyError, UpstreamError
 from .answers import Answer, AnswerBuilder, TextPiece, answer_of
 from .messages import visible_hash
 from .tools import (
@@ -70,6 +70,16 @@ class NoDeadline:
 
     async def bound(self, work: Awaitable[T]) -> T:
         return await work
+
+
+def empty_response() -> UpstreamError:
+    """The upstream answered nothing usable twice in a row (a 502: the model's fault)."""
+    return UpstreamError(
+        502,
+        "the upstream returned an empty answer (no content and no tool call) twice",
+        code="empty_response",
+        retryable=False,
+    )
 
 
 class Upstream(Protocol):
@@ -331,7 +341,7 @@ class TurnLoop:
                     self._answer = await self._call(body)
                 return
             except Exception as exc:
-                if (getattr(exc, "code", None) != "context_length_exceeded"
+                if (not isinstance(exc, MemproxyError) or exc.code != "context_length_exceeded"
                         or self.guard is None or emitted):
                     raise
                 smaller = await self.deadline.bound(self.guard.shrink(self.extra, attempt))

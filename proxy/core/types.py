@@ -12,13 +12,16 @@ from typing import Any
 Message = dict[str, Any]
 """An OpenAI chat message exactly as sent to or received from the upstream."""
 
+DEFAULT_BLOCK_LIMIT = 5000  # characters
+MAX_BLOCK_LIMIT = 1_000_000  # characters; a block is rendered into every prompt
+
 
 @dataclass
 class Block:
     label: str
     value: str = ""
     description: str = ""
-    limit: int = 5000
+    limit: int = DEFAULT_BLOCK_LIMIT
     read_only: bool = False
     updated_at: float | None = None
 

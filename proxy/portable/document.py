@@ -1,7 +1,7 @@
 """The agent document (docs/api.md): a whole agent as one versioned JSON object, and back.
 
 `export_document` turns a store dump into the document; `parse_document` turns a document (or
-a Letta Agent File, see portable_letta.py) into a dump for `Store.import_agent`. The round trip
+a Letta Agent File, see letta.py) into a dump for `Store.import_agent`. The round trip
 is exact: every message row keeps its seq, raw OpenAI message, flags, token count and visible
 hash, conversations keep their summary and head, turns their status and response, blocks their
 `updated_at`, so the imported agent's next prompt is byte-identical to the original's.
@@ -17,14 +17,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ..api import views
-from ..api.rest import validation_error
-from ..api.schemas import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
+from .. import views
 from ..core.identity import validate_id
 from ..core.messages import visible_hash
-from ..core.types import Agent, Block, BlockRevision, Conversation, Passage, StoredMessage
-from ..errors import bad_request
+from ..core.types import (
+    DEFAULT_BLOCK_LIMIT,
+    MAX_BLOCK_LIMIT,
+    Agent,
+    Block,
+    BlockRevision,
+    Conversation,
+    Passage,
+    StoredMessage,
+)
+from ..errors import bad_request, validation_error
 from ..store.admin_types import AgentDump, ConversationDump, TurnRecord
+from .letta import is_letta, letta_dump
+from .rows import checked_blocks, synthesize_turns
 
 FORMAT = "memproxy.agent"
 VERSION = 1
@@ -160,8 +169,6 @@ def _conversation(c: ConversationDump) -> dict[str, Any]:
 # --- import --------------------------------------------------------------------------------
 def parse_document(body: dict[str, Any], now: float) -> tuple[str | None, AgentDump]:
     """(the document's agent id, the dump to import) of a memproxy document or a Letta file."""
-    from .letta import is_letta, letta_dump
-
     if body.get("format") == FORMAT:
         try:
             document = AgentDocument.model_validate(body)
@@ -172,36 +179,6 @@ def parse_document(body: dict[str, Any], now: float) -> tuple[str | None, AgentD
         return letta_dump(body, now)
     raise bad_request(f"not an agent document: expected \"format\": \"{FORMAT}\" or a Letta"
                       " Agent File (.af)", param="format", code="invalid_document")
-
-
-def checked_blocks(blocks: list[Block], field: str = "blocks") -> list[Block]:
-    """Blocks with valid, unique labels and values within their limits (400 otherwise)."""
-    seen: set[str] = set()
-    for i, b in enumerate(blocks):
-        validate_id(b.label, f"{field}[{i}].label")
-        if b.label in seen:
-            raise bad_request(f"{field}[{i}].label: block {b.label!r} is given twice",
-                              param=f"{field}[{i}].label", code="duplicate_label")
-        seen.add(b.label)
-        if len(b.value) > b.limit:
-            raise bad_request(f"{field}[{i}].value: {len(b.value)} characters, over the"
-                              f" block's limit of {b.limit}", param=f"{field}[{i}].value",
-                              code="block_too_long")
-    return blocks
-
-
-def synthesize_turns(messages: list[StoredMessage]) -> list[TurnRecord]:
-    """Finished turns for messages that came without turn rows, so that the conversation
-    continues as one with replies (a turn per distinct turn id, in order of first seq)."""
-    turns: dict[str, TurnRecord] = {}
-    for m in sorted(messages, key=lambda m: m.seq):
-        turn = turns.get(m.turn_id)
-        if turn is None:
-            turns[m.turn_id] = TurnRecord(m.turn_id, "done", "", None, m.created_at,
-                                          m.created_at, None, m.seq)
-        else:
-            turn.finished_at = m.created_at
-    return list(turns.values())
 
 
 def _messages(conv: DocConversation, field: str) -> list[StoredMessage]:

@@ -30,7 +30,7 @@ from ..core.tools import MEMORY_TOOL_NAMES
 from ..core.types import Agent, Block, Conversation, Message, Passage, StoredMessage
 from ..errors import bad_request
 from ..store.admin_types import AgentDump, ConversationDump
-from .document import checked_blocks, synthesize_turns
+from .rows import checked_blocks, synthesize_turns
 
 _SKIPPED_USER_TYPES = frozenset({"heartbeat", "system_alert", "login"})
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..api.auth import Caller
+from ..core.caller import Caller
 from ..core.identity import Identity
 from ..core.types import Turn
 from ..upstream import Route

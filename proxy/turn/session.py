@@ -25,6 +25,7 @@ from ..core.loop import Event, TurnDone, TurnLoop, add_usage
 from ..core.reconcile import Decision
 from ..core.tools import MemoryState
 from ..core.types import Agent, Conversation, Message, TurnResult
+from ..errors import MemproxyError
 from ..obs.metrics import Metrics
 from ..store.base import TurnStore
 from .observers import FinishedTurn, TurnObserver
@@ -46,8 +47,8 @@ class TurnEffects:
 def rejected_by_upstream(exc: BaseException) -> bool:
     """The upstream judged the request itself invalid (a 4xx other than timeout, conflict and
     rate limit): resending the same request cannot succeed."""
-    status = getattr(exc, "status", None)
-    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 409, 429)
+    return (isinstance(exc, MemproxyError) and 400 <= exc.status < 500
+            and exc.status not in (408, 409, 429))
 
 
 @dataclass
@@ -153,7 +154,8 @@ class TurnSession:
         unless the upstream rejected the request as invalid: then the conversation is left as
         it was before, because resending the same request cannot succeed."""
         self._finished = True
-        error = {"type": type(exc).__name__, "status": getattr(exc, "status", None)}
+        status = exc.status if isinstance(exc, MemproxyError) else None
+        error = {"type": type(exc).__name__, "status": status}
         try:
             if rejected_by_upstream(exc):
                 await self.effects.store.discard_turn(self.turn_id, error)

@@ -17,11 +17,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
-
-from ..errors import error_body
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 INDEX = "index.html"
@@ -73,13 +72,6 @@ def load_assets(directory: Path = STATIC_DIR) -> dict[str, Asset]:
     return assets
 
 
-def _not_found(request: Request) -> Response:
-    return JSONResponse(
-        error_body(f"no route for {request.method} {request.url.path}", code="not_found"),
-        status_code=404,
-    )
-
-
 def _serve(request: Request, asset: Asset) -> Response:
     headers = {**SECURITY_HEADERS, "cache-control": CACHE_CONTROL, "etag": asset.etag}
     match = request.headers.get("if-none-match", "")
@@ -106,7 +98,9 @@ def ui_routes(assets: dict[str, Asset] | None = None) -> list[BaseRoute]:
 
     async def static(request: Request) -> Response:
         asset = table.get(request.path_params["path"])
-        return _not_found(request) if asset is None else _serve(request, asset)
+        if asset is None:  # answered like any unknown path, by the app's 404 handler
+            raise HTTPException(404)
+        return _serve(request, asset)
 
     return [
         Route("/ui", redirect, methods=["GET"]),

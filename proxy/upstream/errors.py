@@ -1,10 +1,11 @@
 """Upstream failures as one exception type, in the OpenAI error shape, plus the retry policy.
 
 Whatever went wrong upstream (an HTTP error status, a refused connection, a timeout, a broken
-stream), the API layer gets an `UpstreamError` whose `.status` and `.body` it can return as they
-are: DESIGN §3.4 says upstream errors keep their status and message, and every error body must
-validate against the OpenAI `ErrorResponse` schema (message/type strings, param/code string or
-null). Keys are never put into messages; `redact` removes them from upstream text too.
+stream), the API layer gets an `UpstreamError` (defined with the rest of the tree in proxy/errors.py) whose
+`.status` and `.body` it can return as they are: DESIGN §3.4 says upstream errors keep their
+status and message, and every error body must validate against the OpenAI `ErrorResponse`
+schema (message/type strings, param/code string or null). Keys are never put into messages;
+`redact` removes them from upstream text too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ..errors import RETRYABLE_STATUSES, UpstreamError
 from ..fastjson import dumps, loads  # request bodies and answers are on the hot path
 
 __all__ = [
@@ -35,7 +37,6 @@ __all__ = [
     "stream_interrupted",
 ]
 
-RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 8.0
 RETRY_AFTER_CAP_S = 30.0
@@ -44,64 +45,6 @@ MAX_TEXT = 500
 # Headers worth handing back to the client with the error; everything else (cookies, ...) stays.
 _KEPT_HEADERS = ("retry-after", "retry-after-ms", "x-request-id")
 _KEPT_PREFIXES = ("x-ratelimit-",)
-
-
-class UpstreamError(Exception):
-    """An upstream failure, ready to be returned to the client.
-
-    `body` is always `{"error": {"message", "type", "param", "code"}}`; `headers` holds the
-    upstream headers worth relaying (lower-case names: retry-after, x-ratelimit-*, ...);
-    `retryable` says whether sending the same request again may succeed; `fallback` whether
-    the next fallback upstream should be tried (by default: when retryable).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        body: dict[str, Any],
-        *,
-        headers: Mapping[str, str] | None = None,
-        retryable: bool | None = None,
-        fallback: bool | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.headers: dict[str, str] = dict(headers or {})
-        self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
-        self._fallback = fallback
-        super().__init__(f"{status}: {self.message}")
-
-    @property
-    def fallback(self) -> bool:
-        return self.retryable if self._fallback is None else self._fallback
-
-    @classmethod
-    def make(
-        cls,
-        status: int,
-        message: str,
-        *,
-        type: str = "upstream_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        retryable: bool | None = None,
-        fallback: bool | None = None,
-    ) -> UpstreamError:
-        body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-        return cls(status, body, headers=headers, retryable=retryable, fallback=fallback)
-
-    @property
-    def message(self) -> str:
-        return str(self.body["error"]["message"])
-
-    @property
-    def type(self) -> str:
-        return str(self.body["error"]["type"])
-
-    @property
-    def code(self) -> str | None:
-        return self.body["error"]["code"]
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -165,15 +108,14 @@ def error_from_payload(
     if not message:
         message = f"upstream returned HTTP {status}"
     kind = error.get("type")
-    body = {
-        "error": {
-            "message": message,
-            "type": kind if isinstance(kind, str) and kind else "upstream_error",
-            "param": _str_or_none(error.get("param")),
-            "code": _str_or_none(error.get("code")),
-        }
-    }
-    return UpstreamError(status, body, headers=_kept_headers(headers))
+    return UpstreamError(
+        status,
+        message,
+        type=kind if isinstance(kind, str) and kind else "upstream_error",
+        param=_str_or_none(error.get("param")),
+        code=_str_or_none(error.get("code")),
+        headers=_kept_headers(headers),
+    )
 
 
 def error_from_response(
@@ -195,7 +137,7 @@ def error_from_response(
     text = content[: MAX_TEXT * 4].decode("utf-8", "replace").strip()
     text = redact(text, secrets)[:MAX_TEXT]
     message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
-    return UpstreamError.make(status, message, headers=_kept_headers(headers))
+    return UpstreamError(status, message, headers=_kept_headers(headers))
 
 
 def error_from_body(
@@ -217,13 +159,13 @@ def error_from_body(
 
 
 def stream_interrupted(message: str) -> UpstreamError:
-    return UpstreamError.make(502, message, code="stream_interrupted", retryable=False)
+    return UpstreamError(502, message, code="stream_interrupted", retryable=False)
 
 
 def bad_json_body(status: int, size: int) -> UpstreamError:
     """A 2xx answer whose body is not a JSON object. Its text is not quoted: it may be model
     output, which never goes into errors or logs."""
-    return UpstreamError.make(
+    return UpstreamError(
         502,
         f"the upstream answered HTTP {status} with a body that is not a JSON object ({size} bytes)",
         code="bad_upstream_response",
@@ -252,46 +194,46 @@ def error_from_transport(exc: httpx.HTTPError, *, host: str) -> UpstreamError:
     """
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout):
-        error = UpstreamError.make(
+        error = UpstreamError(
             504,
             f"timed out connecting to the upstream at {host}",
             code="upstream_timeout",
             retryable=True,
         )
     elif isinstance(exc, httpx.PoolTimeout):
-        error = UpstreamError.make(
+        error = UpstreamError(
             504,
             "timed out waiting for a free upstream connection",
             code="upstream_timeout",
             retryable=False,
         )
     elif isinstance(exc, httpx.TimeoutException):
-        error = UpstreamError.make(
+        error = UpstreamError(
             504, f"the upstream at {host} timed out", code="upstream_timeout", retryable=False
         )
     elif isinstance(exc, httpx.ConnectError):
-        error = UpstreamError.make(
+        error = UpstreamError(
             502,
             f"could not connect to the upstream at {host}: {reason}",
             code="upstream_unreachable",
             retryable=True,
         )
     elif isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
-        error = UpstreamError.make(
+        error = UpstreamError(
             502,
             f"the connection to the upstream at {host} broke: {reason}",
             code="upstream_disconnected",
             retryable=True,
         )
     elif isinstance(exc, httpx.DecodingError):
-        error = UpstreamError.make(
+        error = UpstreamError(
             502,
             f"could not decode the upstream response: {reason}",
             code="bad_upstream_response",
             retryable=False,
         )
     else:
-        error = UpstreamError.make(
+        error = UpstreamError(
             502,
             f"upstream request to {host} failed: {reason}",
             code="upstream_unreachable",

@@ -2,7 +2,7 @@
 
 `errors.py` maps what an upstream did wrong into the OpenAI shape; this module adds the errors
 memproxy raises itself while protecting a request (a stream that never brings a token, a spent
-deadline, an open circuit, an empty answer) and the two classifications the client needs: does
+deadline, an open circuit) and the two classifications the client needs: does
 a failure count against the upstream's circuit breaker, and which bounded metrics label it gets.
 """
 
@@ -16,7 +16,6 @@ __all__ = [
     "circuit_open",
     "counts_as_failure",
     "deadline_exceeded",
-    "empty_response",
     "failure_kind",
     "first_token_timeout",
 ]
@@ -25,7 +24,7 @@ __all__ = [
 def first_token_timeout(host: str, seconds: float) -> UpstreamError:
     """A stream that brought no token in time. Not retried on the same (stuck) upstream, but
     nothing has reached the client yet, so a fallback may still answer."""
-    return UpstreamError.make(
+    return UpstreamError(
         504,
         f"the upstream at {host} sent no token within {seconds:g} s",
         code="first_token_timeout",
@@ -37,7 +36,7 @@ def first_token_timeout(host: str, seconds: float) -> UpstreamError:
 def deadline_exceeded(seconds: float | None = None) -> UpstreamError:
     """The request's whole time budget (`request_deadline_s`) is spent."""
     within = f" of {seconds:g} s" if seconds is not None else ""
-    return UpstreamError.make(
+    return UpstreamError(
         504,
         f"the request did not finish within its deadline{within} (request_deadline_s)",
         type="timeout_error",
@@ -49,22 +48,13 @@ def deadline_exceeded(seconds: float | None = None) -> UpstreamError:
 
 def circuit_open(host: str, retry_after: float) -> UpstreamError:
     """Failing fast: the upstream failed repeatedly and its circuit breaker is open."""
-    return UpstreamError.make(
+    return UpstreamError(
         503,
         f"the upstream at {host} is failing; requests to it are paused (circuit open)",
         code="circuit_open",
         headers={"retry-after": str(max(1, math.ceil(retry_after)))},
         retryable=False,
         fallback=True,
-    )
-
-
-def empty_response() -> UpstreamError:
-    return UpstreamError.make(
-        502,
-        "the upstream returned an empty answer (no content and no tool call) twice",
-        code="empty_response",
-        retryable=False,
     )
 
 

@@ -83,9 +83,9 @@ class Forwarding(ResilientCalls):
             )
             if response.status_code in RETRYABLE_STATUSES and endpoint is not candidates[-1]:
                 await response.aclose()
-                raise UpstreamError.make(response.status_code,
-                                         f"upstream returned HTTP {response.status_code}",
-                                         retryable=False, fallback=True)
+                raise UpstreamError(response.status_code,
+                                    f"upstream returned HTTP {response.status_code}",
+                                    retryable=False, fallback=True)
             return response
 
         return await self._routed(model_of(parsed) if parsed is not None else None, route, call)
@@ -125,7 +125,7 @@ def _status_error(response: httpx.Response) -> UpstreamError | None:
     if response.status_code == 500 or (response.status_code != 429
                                         and response.status_code < 500):
         return None
-    return UpstreamError.make(response.status_code, f"HTTP {response.status_code}")
+    return UpstreamError(response.status_code, f"HTTP {response.status_code}")
 
 
 def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:

@@ -162,7 +162,7 @@ async def aiter_sse(chunks: AsyncIterable[bytes]) -> AsyncIterator[SSEEvent]:
 
 
 def _bad_chunk(message: str) -> UpstreamError:
-    return UpstreamError.make(502, message, code="bad_upstream_response", retryable=False)
+    return UpstreamError(502, message, code="bad_upstream_response", retryable=False)
 
 
 def decode_events(

@@ -113,7 +113,7 @@ def test_an_upstream_5xx_fails_the_turn_keeping_its_input_and_a_resend_continues
     async def scenario() -> None:
         h = TurnHarness.create()
         await h.turn([user("first")])
-        h.upstream.push(UpstreamError.make(503, "overloaded"))
+        h.upstream.push(UpstreamError(503, "overloaded"))
         session = await h.start([user("second")])
         assert isinstance(session, TurnSession)
         with pytest.raises(UpstreamError):
@@ -138,7 +138,7 @@ def test_an_upstream_400_discards_the_turns_input() -> None:
         h = TurnHarness.create()
         first = await h.turn([user("first")])
         before = [m.data for m in h.rows()]
-        h.upstream.push(UpstreamError.make(400, "bad request", type="invalid_request_error"))
+        h.upstream.push(UpstreamError(400, "bad request", type="invalid_request_error"))
         session = await h.start([user("rejected")])
         with pytest.raises(UpstreamError):
             await drain(session)

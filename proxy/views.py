@@ -1,4 +1,6 @@
-"""Stored rows as the JSON objects of the agents REST API (docs/api.md, schemas.py).
+"""Stored rows as the JSON objects memproxy shows: the agents REST API's (docs/api.md,
+api/schemas.py), whose blocks and block revisions the agent document (portable/document.py)
+embeds as they are. Here, outside both, so that neither imports the other.
 
 Plain dicts, built field by field: cheap, and the shapes are checked by the tests against the
 served OpenAPI document. Optional fields (`blocks`, `score`, `conversation_id`) are present
@@ -9,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.types import Agent, Block, BlockRevision, Passage, StoredMessage
-from ..store.admin_types import AgentStats, ConversationStats
+from .core.types import Agent, Block, BlockRevision, Passage, StoredMessage
+from .store.admin_types import AgentStats, ConversationStats
 
 
 def block_object(block: Block) -> dict[str, Any]:
