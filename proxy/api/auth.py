@@ -1,4 +1,4 @@
-"""API keys → tenants (DESIGN §3.1), checked once per request by `AuthenticationMiddleware`.
+"""API keys → tenants (docs/design.md §3.1), checked once per request by `AuthenticationMiddleware`.
 
 Keys come from `[auth.keys]` (plain or `sha256:<hex>`), `[auth] admin_keys`, and keys stored
 hashed in the database by `memproxy keys add`. Only hashes are kept in memory; comparisons are

@@ -1,4 +1,4 @@
-"""Transparent pass-through (DESIGN §3.2, invariant 5).
+"""Transparent pass-through (docs/design.md §3.2, invariant 5).
 
 The client's exact bytes go upstream; the upstream's status, headers and raw body bytes come
 back unchanged (compressed bodies stay compressed). Only the hop-by-hop headers and the

@@ -1,4 +1,5 @@
-"""`memproxy serve` and `memproxy keys add` (DESIGN §3.1: flags and behaviour are a contract)."""
+"""`memproxy serve` and `memproxy keys add`
+(docs/design.md §3.1: flags and behaviour are a contract)."""
 
 from __future__ import annotations
 

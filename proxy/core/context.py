@@ -1,4 +1,4 @@
-"""Assembling the prompt sent upstream from stored state (DESIGN §4.1).
+"""Assembling the prompt sent upstream from stored state (docs/design.md §4.1).
 
 The stored context can legitimately contain things the upstream would reject: a client tool
 call the client never answered (the user moved on), or a tool result whose call was superseded.

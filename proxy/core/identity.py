@@ -1,4 +1,4 @@
-"""Which agent and conversation a request belongs to (DESIGN §3.2), as a pure function.
+"""Which agent and conversation a request belongs to (docs/design.md §3.2), as a pure function.
 
 First match wins: the URL path, then `X-Agent-Id` / `X-Conversation-Id` and the configured
 client headers (Open WebUI's and others'), then the body's `user` when enabled. No agent means

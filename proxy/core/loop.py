@@ -1,4 +1,5 @@
-"""The agent loop: call the model, run memory tools, repeat until it answers (DESIGN §2, §3.5).
+"""The agent loop: call the model, run memory tools, repeat until it answers
+(docs/design.md §2, §3.5).
 
 One loop serves streaming and non-streaming clients. It is an async generator of events: text
 and client-tool-call deltas (forwarded live to streaming clients) and a final `TurnDone` with the

@@ -1,4 +1,4 @@
-"""Deciding which in-context messages leave the context window (DESIGN §4.1).
+"""Deciding which in-context messages leave the context window (docs/design.md §4.1).
 
 Pure arithmetic over token counts, so the policy can be tested exhaustively and the turn service
 only has to turn a `Plan` into store updates and a summarizer call.

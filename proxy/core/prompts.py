@@ -1,4 +1,4 @@
-"""The system prompt memproxy sends upstream (DESIGN §4.1), rendered from plain data.
+"""The system prompt memproxy sends upstream (docs/design.md §4.1), rendered from plain data.
 
 Order matters for provider prompt caching: the stable parts (base instructions, the client's own
 system text) come first, then the memory blocks, then metadata that changes every turn.

@@ -1,4 +1,4 @@
-"""Reconcile what a client sends with what is stored (DESIGN §4.2), as a pure function.
+"""Reconcile what a client sends with what is stored (docs/design.md §4.2), as a pure function.
 
 SDK clients send only the new message; chat UIs resend the whole visible history each turn,
 regenerate replies and edit earlier messages. The stored *visible* transcript (what the client

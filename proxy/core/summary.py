@@ -1,4 +1,5 @@
-"""The recursive conversation summary (DESIGN §4.1): prompts, transcripts, fallbacks, bounds.
+"""The recursive conversation summary
+(docs/design.md §4.1): prompts, transcripts, fallbacks, bounds.
 
 When messages are evicted, the previous summary and the evicted messages are folded into a new
 summary by an upstream call. The caller does the I/O; this module only builds text:

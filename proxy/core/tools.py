@@ -1,4 +1,4 @@
-"""The five memory tools (DESIGN §3.5): schemas offered to the model and their execution.
+"""The five memory tools (docs/design.md §3.5): schemas offered to the model and their execution.
 
 Names and parameters are MemGPT/Letta's, so models and prompts that know them work unchanged.
 Edits to core memory and new archival passages are applied to an in-memory `MemoryState` and

@@ -1,4 +1,4 @@
-"""Context window of a model (DESIGN §3.1, "Per-model context windows"). First match wins:
+"""Context window of a model (docs/design.md §3.1, "Per-model context windows"). First match wins:
 
 1. `[models."PATTERN"] context_window` from the settings. An exact key beats every glob; among
    globs (`fnmatch`, case-insensitive) the longest pattern wins, ties going to the one with

@@ -1,4 +1,5 @@
-"""Token counting for chat prompts, offline, plus a per-model calibration factor (DESIGN §4.1).
+"""Token counting for chat prompts, offline, plus a per-model calibration factor
+(docs/design.md §4.1).
 
 The package is split by concern; each module's docstring has the details:
 

@@ -1,4 +1,5 @@
-"""Per-model calibration of local token estimates against the upstream's counts (DESIGN §4.1)."""
+"""Per-model calibration of local token estimates against the upstream's counts
+(docs/design.md §4.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token counts of text and of chat messages, with an LRU of counts (DESIGN §4.1).
+"""Token counts of text and of chat messages, with an LRU of counts (docs/design.md §4.1).
 
 Messages (the OpenAI cookbook's `num_tokens_from_messages`, exact for plain messages on cl100k)
     3 tokens per message + the tokens of `role`, of the content and of `name` (+1 when a name is

@@ -1,4 +1,4 @@
-"""Offline loading of tiktoken encodings for token counting (DESIGN §4.1).
+"""Offline loading of tiktoken encodings for token counting (docs/design.md §4.1).
 
 Encodings
     `encoding_for(model)` returns the model's real tiktoken encoding only when its BPE file is

@@ -1,4 +1,4 @@
-"""Token counts of a request's tool schemas, and of a whole prompt with tools (DESIGN §4.1).
+"""Token counts of a request's tool schemas, and of a whole prompt with tools (docs/design.md §4.1).
 
 Tool schemas
     OpenAI renders `tools` into the system prompt as a TypeScript-like `namespace functions`.

@@ -1,4 +1,5 @@
-"""One turn at a time per conversation (DESIGN §5), within this process and across processes.
+"""One turn at a time per conversation
+(docs/design.md §5), within this process and across processes.
 
 Two layers: an in-process `asyncio.Lock` per conversation (cheap, FIFO, no polling), then a
 lease for other processes sharing the database — several `--workers`, the CLI beside a server,

@@ -2,7 +2,7 @@
 
 Whatever went wrong upstream (an HTTP error status, a refused connection, a timeout, a broken
 stream), the API layer gets an `UpstreamError` (defined with the rest of the tree in proxy/errors.py) whose
-`.status` and `.body` it can return as they are: DESIGN §3.4 says upstream errors keep their
+`.status` and `.body` it can return as they are: docs/design.md §3.4 says upstream errors keep their
 status and message, and every error body must validate against the OpenAI `ErrorResponse`
 schema (message/type strings, param/code string or null). Keys are never put into messages;
 `redact` removes them from upstream text too.

@@ -1,4 +1,5 @@
-"""Pass-through: a client's request relayed to the upstream unchanged (DESIGN invariant 5).
+"""Pass-through: a client's request relayed to the upstream unchanged
+(docs/design.md §6, invariant 5).
 
 `UpstreamClient` mixes this in. The bytes go as they came (only a fallback that renames the
 model gets a rewritten body) and the response comes back whatever its status; what memproxy

@@ -12,7 +12,7 @@ of the pass, each write under a savepoint of its own:
 - no caller hears of its write before the COMMIT that makes it durable;
 - a caller cancelled before the queue ran has its write skipped (nothing is written); one
   cancelled after it ran finds its write committed, as a cancel that lands just after any
-  commit would (the turn code already handles both: DESIGN §5);
+  commit would (the turn code already handles both: docs/design.md §5);
 - alone, a write still costs one commit, plus one pass of the loop to wait for it.
 """
 
