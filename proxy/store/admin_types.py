@@ -2,7 +2,7 @@
 
 Kept apart from `core/types.py` because the turn path never needs them. An `AgentDump` is the
 whole agent as rows (what `export_agent` reads in one snapshot and `import_agent` writes in one
-transaction); `proxy/portable.py` turns it into the versioned JSON document and back.
+transaction); `proxy/portable/document.py` turns it into the versioned JSON document and back.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class UpstreamClient(Forwarding):
         # forward() must not ask for an encoding the client did not ask for (the caller relays
         # raw bytes); chat() asks for compression explicitly.
         del self._http.headers["Accept-Encoding"]
-        # JSON calls skip httpx when its transport is the lean one (upstream/direct.py).
+        # JSON calls skip httpx when its transport is the lean one (upstream/http11/direct.py).
         self._direct = DirectJSON(
             transport.wire,
             Timeouts(settings.connect_timeout_s, settings.read_timeout_s,

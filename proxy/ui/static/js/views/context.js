@@ -5,13 +5,14 @@
 import { api } from "../api.js";
 import { append, explainError, field, formatNumber, h, replace, uid } from "../dom.js";
 
-// Report keys (proxy/inspect_context.py) in prompt order, with readable names.
+// Report keys (proxy/turn/report.py, from turn/ledger.py) in prompt order, with readable names.
 const PARTS = [
   ["system", "Base instructions"],
   ["client_system", "Client system text"],
   ["blocks", "Memory blocks"],
   ["metadata", "Memory metadata"],
   ["summary", "Summary"],
+  ["pressure", "Memory-pressure note"],
   ["messages", "Messages in context"],
   ["tools", "Tool schemas"],
   ["reserved_output", "Reserved for output"],
