@@ -87,6 +87,20 @@ def test_require_agent(make_proxy, fake_upstream):
     assert fake_upstream.requests == []
 
 
+def test_require_agent_accepts_the_agent_named_by_the_body_user(make_proxy, fake_upstream):
+    """With `agent_from_user`, the body's `user` names the agent: `require_agent` is met (the
+    identity is resolved once, from path, headers and body together)."""
+    proxy = make_proxy({"identity": {"require_agent": True, "agent_from_user": True}})
+    response = httpx.post(f"{proxy.base_url}/chat/completions",
+                          json={"model": MODEL, "messages": [user("hi")], "user": "uma"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-memproxy-agent-id"] == "uma"
+    anonymous = httpx.post(f"{proxy.base_url}/chat/completions",
+                           json={"model": MODEL, "messages": [user("hi")]})
+    assert anonymous.status_code == 400
+    assert anonymous.json()["error"]["code"] == "agent_required"
+
+
 def test_unknown_model_keeps_the_upstreams_status_and_message(make_proxy, fake_upstream):
     proxy = make_proxy(NO_RETRY)
     client = proxy.client()
