@@ -3,7 +3,8 @@
 The file is `tests/openai/openapi.json` (its origin and licence: `tests/openai/README.md`),
 or wherever the environment variable `MEMPROXY_OPENAI_SPEC` points. It is loaded once and
 registered in a `referencing.Registry`; one Draft 2020-12 validator per schema is built
-lazily and cached. Every `validate_*` function raises `AssertionError` naming the JSON path and the reason.
+lazily and cached. Every `validate_*` function raises `AssertionError` naming the JSON path
+and the reason.
 """
 
 from __future__ import annotations
