@@ -1,9 +1,10 @@
-"""Validate objects against the official OpenAI description in `shared/openai/openapi.json`.
+"""Validate objects against the official OpenAI description, vendored in `tests/openai/`.
 
-The file is found at `<repo>/../shared/openai/openapi.json`, or wherever the environment
-variable `MEMPROXY_OPENAI_SPEC` points. It is loaded once and registered in a
-`referencing.Registry`; one Draft 2020-12 validator per schema is built lazily and cached.
-Every `validate_*` function raises `AssertionError` naming the JSON path and the reason.
+The file is `tests/openai/openapi.json` (its origin and licence: `tests/openai/README.md`),
+or wherever the environment variable `MEMPROXY_OPENAI_SPEC` points. It is loaded once and
+registered in a `referencing.Registry`; one Draft 2020-12 validator per schema is built
+lazily and cached. Every `validate_*` function raises `AssertionError` naming the JSON path
+and the reason.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 SPEC_URI = "urn:openai:openapi"
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "shared" / "openai" / "openapi.json"
+DEFAULT_SPEC = Path(__file__).resolve().parent / "openai" / "openapi.json"
 
 
 def spec_path() -> Path:

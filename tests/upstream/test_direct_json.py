@@ -18,7 +18,7 @@ from proxy.upstream.http11.direct import DirectJSON, decode
 from proxy.upstream.http11.transport import LeanTransport
 from proxy.upstream.http11.wire import Timeouts, Wire
 from tests import secrets
-from tests.api.test_lean_transport import WireServer, read_request, sync
+from tests.upstream.test_lean_transport import WireServer, read_request, sync
 
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
