@@ -4,7 +4,8 @@ test_sqlite_store.py.
 
 No pytest-asyncio: each test runs its own event loop through `store_backend.run(body)`. The
 Postgres database is fresh for every test (see tests/store_backends.py); if Postgres cannot be
-reached these tests fail, unless MEMPROXY_TEST_POSTGRES=skip is set.
+reached the Postgres variants skip, saying how to run them, unless MEMPROXY_REQUIRE_POSTGRES=1
+(CI) makes them fail (docs/testing.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Choosing the agent and conversation (DESIGN §3.2)."""
+"""Choosing the agent and conversation (docs/design.md §3.2)."""
 
 from __future__ import annotations
 
