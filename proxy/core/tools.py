@@ -110,6 +110,8 @@ MAX_RESULT_CHARS = 1000
 
 
 class SearchBackend(Protocol):
+    """Where the memory tools search: the store's full-text search, or hybrid search."""
+
     async def search_passages(
         self, agent_pk: int, query: str, *, tags: list[str] | None = None, top_k: int = 5
     ) -> list[Passage]: ...
@@ -123,7 +125,8 @@ class SearchBackend(Protocol):
         limit: int = 10,
         start: float | None = None,
         end: float | None = None,
-    ) -> list[MessageHit]: ...
+    ) -> list[MessageHit]:
+        """Ranked hits among the agent's messages, evicted ones included."""
 
 
 @dataclass

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from ..core.tools import SearchBackend
 from ..core.types import (
     Agent,
     Block,
     BlockRevision,
     Conversation,
     KnownContext,
-    MessageHit,
     NewMessage,
     Passage,
     StoredMessage,
@@ -159,25 +159,10 @@ class LookupStore(Protocol):
     async def count_passages(self, agent_pk: int) -> int: ...
 
 
-class SearchStore(Protocol):
-    """Ranked full-text search of an agent's messages (recall) and passages (archival memory):
-    what the memory tools search, directly or through hybrid search."""
-
-    async def search_messages(
-        self,
-        agent_pk: int,
-        query: str,
-        *,
-        roles: list[str] | None = None,
-        limit: int = 10,
-        start: float | None = None,
-        end: float | None = None,
-    ) -> list[MessageHit]:
-        """Ranked full-text search over the agent's messages (evicted ones included)."""
-
-    async def search_passages(
-        self, agent_pk: int, query: str, *, tags: list[str] | None = None, top_k: int = 5
-    ) -> list[Passage]: ...
+class SearchStore(SearchBackend, Protocol):
+    """Ranked full-text search of an agent's messages (recall, evicted ones included) and
+    passages (archival memory): what the memory tools search (`core.tools.SearchBackend`,
+    declared by the core that uses it), directly or through hybrid search."""
 
 
 class AdminStore(Protocol):
