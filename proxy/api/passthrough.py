@@ -2,16 +2,23 @@
 
 The client's exact bytes go upstream; the upstream's status, headers and raw body bytes come
 back unchanged (compressed bodies stay compressed). Only the hop-by-hop headers and the
-Authorization header (memproxy's key → the upstream's key) are touched.
+Authorization header (memproxy's key → the upstream's key) are touched, and no key memproxy
+may send upstream ever comes back: it is masked, with a mask of its own length, wherever the
+response quotes it (`upstream/masking.py`). A compressed error body is decoded to be masked,
+and relayed decoded.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..upstream import Route, UpstreamClient
+from ..upstream.masking import Masker
 
 _DROP_RESPONSE_HEADERS = {
     "connection",
@@ -49,14 +56,42 @@ async def forward(
         stream=True,
         route=route,
     )
-    headers = {
+    masker = Masker(upstream.secrets(api_key))
+    headers = masker.mask_headers({
         k: v for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE_HEADERS
-    }
+    })
     if route.answered_by is not None:
         headers["x-memproxy-upstream"] = str(route.answered_by)
+    if not masker:
+        body: AsyncIterator[bytes] = response.aiter_raw()
+    elif _encoded(headers) and response.status_code >= 400:
+        return await _decoded_error(response, headers, masker)
+    else:
+        body = masker.stream(response.aiter_raw())
     return StreamingResponse(
-        response.aiter_raw(),
+        body,
         status_code=response.status_code,
         headers=headers,
         background=BackgroundTask(response.aclose),
     )
+
+
+def _encoded(headers: dict[str, str]) -> bool:
+    encoding = next((v for k, v in headers.items() if k.lower() == "content-encoding"), "")
+    return encoding.strip().lower() not in ("", "identity")
+
+
+async def _decoded_error(response: httpx.Response, headers: dict[str, str], masker: Masker
+                         ) -> Response:
+    """A compressed error body, decoded so that a key quoted in it can be masked (error bodies
+    are small: gateways quote the key they rejected in them)."""
+    try:
+        await response.aread()
+        content = response.content  # decoded by httpx
+    except httpx.HTTPError:
+        content = b""  # unreadable or undecodable: relaying its bytes could relay a key
+    finally:
+        await response.aclose()
+    kept = {k: v for k, v in headers.items()
+            if k.lower() not in ("content-encoding", "content-length")}
+    return Response(masker.mask(content), status_code=response.status_code, headers=kept)

@@ -141,6 +141,12 @@ class UpstreamClient(Forwarding):
                 return token
         return self.settings.api_key
 
+    def secrets(self, api_key: str | None) -> tuple[str | None, ...]:
+        """Every key a request may carry upstream: the one resolved for it (the client's own
+        with `forward_client_key`) and each configured upstream's and fallback's. None of
+        them may reach a client (`masking.py`)."""
+        return (api_key, *(endpoint.api_key for endpoint in self.endpoints))
+
     def url(self, path: str) -> str:
         """The primary's `{base_url}{path}` (`/v1/...` accepted when base_url ends in /v1)."""
         return self.endpoints[0].url(path)
