@@ -37,6 +37,13 @@ class MemoryStats:
     archival_passages: int
     last_modified: float | None
 
+    @classmethod
+    def of(cls, blocks: Sequence[Block], recall_messages: int, archival_passages: int
+           ) -> MemoryStats:
+        """The counts, and the blocks' newest change (None when no block was ever edited)."""
+        newest = max((b.updated_at or 0 for b in blocks), default=None) or None
+        return cls(recall_messages, archival_passages, newest)
+
 
 def render_block(block: Block) -> str:
     tag = block.label

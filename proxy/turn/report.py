@@ -41,11 +41,8 @@ async def context_report(
         model = str(((last.response if last else None) or {}).get("model") or "")
     blocks = await store.get_blocks(agent.pk)
     context = await store.context_messages(conversation.pk)
-    stats = MemoryStats(
-        recall_messages=await store.count_messages(agent.pk),
-        archival_passages=await store.count_passages(agent.pk),
-        last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
-    )
+    stats = MemoryStats.of(blocks, recall_messages=await store.count_messages(agent.pk),
+                           archival_passages=await store.count_passages(agent.pk))
     window = await service.catalog.window(model, api_key)
     # The same ledger a turn budgets with, over the prompt a turn would send without the
     # client's own system text: the parts add up to what the next turn would estimate.

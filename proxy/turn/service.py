@@ -66,12 +66,11 @@ class StoredTurn:
     plan: InputPlan
 
     def memory_stats(self) -> MemoryStats:
-        blocks = self.state.blocks
-        return MemoryStats(
-            # as read before this turn's input was stored (superseded messages aside)
+        # as read before this turn's input was stored (superseded messages aside)
+        return MemoryStats.of(
+            self.state.blocks,
             recall_messages=self.state.recall_messages + len(self.plan.decision.new_input),
             archival_passages=self.state.archival_passages,
-            last_modified=max((b.updated_at or 0 for b in blocks), default=None) or None,
         )
 
 
