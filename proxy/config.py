@@ -126,6 +126,7 @@ class AgentSettings(_Section):
     max_steps: int = 8
     lock_timeout_s: float = 30.0
     lease_ttl_s: float = 30.0
+    resend_window_s: float = Field(default=60.0, ge=0)
     context_cache_messages: int = Field(default=20_000, ge=0)
     base_instructions: str | None = None
     blocks: dict[str, BlockSettings] = Field(default_factory=_default_blocks)

@@ -1,159 +1,188 @@
-"""Reconcile what a client sends with what is stored (docs/design.md §4.2), as a pure function.
+"""Reconcile what a client sends with what is stored (docs/conversation-tree.md), as pure
+functions.
 
-SDK clients send only the new message; chat UIs resend the whole visible history each turn,
-regenerate replies and edit earlier messages. The stored *visible* transcript (what the client
-has seen) is compared with the client's non-system messages by `visible_hash`, and the result
-says which client messages are new input and whether stored messages are superseded.
+A request's messages (system messages aside) are a PATH in the conversation's tree
+(core/tree.py). SDK clients send only the new message: it continues the active path's tip.
+Chat UIs and agent frameworks resend a history: its longest prefix already stored locates the
+node it continues — on the active path or on an old branch — and what follows is new. So
+append, regenerate, an edit at any depth, switching back to an old branch and continuing a
+response are one operation: "hang the new messages under that node and make its path active".
+
+Locating is staged so that the common cases cost no query at all (`turn/input.py` does the
+I/O): the active tip (`tip_length`), then one indexed lookup of the request's path hashes, then
+an anchor for a client that dropped its oldest turns: its messages match a run of the active
+path's recent messages (`anchor_in_tail`), or, in the store, of any stored path.
 
 The one rule that protects SDK clients: a request without any assistant message is new input,
-because such a client never echoes history (a chat UI's very first turn is also this shape and
-is new input too).
+because such a client never echoes history — unless the conversation is known to resend its
+history (a chat UI), where a lone first message is message 1 again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .messages import visible_hash
+from .tree import ROOT_HASH, ROOT_SEQ, Node
 from .types import Message
 
 
 class Action(StrEnum):
-    APPEND = "append"  # new input after the stored tip
+    APPEND = "append"  # new input after the active path's tip
     CONTINUE = "continue"  # the client resent the input of an unanswered turn
-    REGENERATE = "regenerate"  # the client's history stops before the stored last reply
-    BRANCH = "branch"  # the client's history differs from the stored one at some message
-    ANCHOR = "anchor"  # the client dropped or summarised old turns; matched on recent ones
+    REGENERATE = "regenerate"  # the history ends at a stored message before the tip
+    BRANCH = "branch"  # the history leaves the active path (an edit): a new branch
+    SWITCH = "switch"  # the history continues an old branch: it becomes the active path
+    ANCHOR = "anchor"  # the client dropped its oldest turns; matched on a run of messages
+
+
+ROOT = Node(ROOT_SEQ, ROOT_HASH, "", active=True)  # the parent of every first message
 
 
 @dataclass(frozen=True)
-class StoredRef:
-    """What reconciliation needs of a stored visible message."""
+class Found:
+    """The longest known prefix of a request: its first `length` messages end at `node`."""
 
-    seq: int
-    hash: str
-    role: str
+    length: int
+    node: Node
+    anchored: bool = False  # matched on a run of messages, not on the whole path
 
 
 @dataclass
 class Decision:
     action: Action
     new_input: list[Message] = field(default_factory=list)
-    supersede_from_seq: int | None = None
+    parent: Node | None = None  # the node the input hangs under; None: the active tip
+
+    @property
+    def moves_path(self) -> bool:
+        """The active path changes: the tip is no longer where the input goes."""
+        return self.parent is not None
+
+    @property
+    def switches(self) -> bool:
+        """An old branch becomes the active path again (the store restores it)."""
+        return self.parent is not None and not self.parent.active
 
     @property
     def stores_nothing(self) -> bool:
-        return not self.new_input and self.supersede_from_seq is None
+        return not self.new_input and self.parent is None
 
 
-def _common_prefix(a: list[str], b: list[str]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _anchor(client: list[str], stored: list[str]) -> tuple[int, int] | None:
-    """Find where the client's recent history meets the stored transcript.
-
-    Returns (i, j): client[:i] ends with the same run of messages as stored[:j] (at least two
-    messages, or one when it is all the client sent before its new input). Prefers the latest
-    match in the client's list and then the latest stored position.
-    """
-    positions: dict[str, list[int]] = {}
-    for j, h in enumerate(stored):
-        positions.setdefault(h, []).append(j)
-    for i in range(len(client), 0, -1):
-        for j in reversed(positions.get(client[i - 1], [])):
-            run = 1
-            while run < i and run <= j and client[i - 1 - run] == stored[j - run]:
-                run += 1
-            if run >= 2 or run == i:
-                return i, j + 1
+def tip_length(chain: Sequence[str], tip: Node | None) -> int | None:
+    """How many of the request's messages are the active path up to its tip, when the request
+    reaches the tip at its last or second-to-last message (an append, a continue): no lookup."""
+    if tip is None or not chain:
+        return None
+    for length in (len(chain) - 1, len(chain)):
+        if length >= 1 and chain[length - 1] == tip.path_hash:
+            return length
     return None
 
 
-def _last_occurrence(haystack: list[str], needle: list[str]) -> int | None:
-    n = len(needle)
-    for start in range(len(haystack) - n, -1, -1):
-        if haystack[start : start + n] == needle:
-            return start
+def longest_known(chain: Sequence[str], nodes: Mapping[str, Node]) -> Found | None:
+    """The longest prefix of the request whose path hash is a stored node."""
+    for length in range(len(chain), 0, -1):
+        node = nodes.get(chain[length - 1])
+        if node is not None:
+            return Found(length, node)
+    return None
+
+
+def anchor_length(hashes: Sequence[str], roles: Sequence[str]) -> int:
+    """How much of a request an anchor must match: everything up to its last assistant message
+    (what follows it is the new input), 0 when it has none."""
+    for i in range(len(roles) - 1, -1, -1):
+        if roles[i] == "assistant":
+            return i + 1
+    return 0
+
+
+def anchor_in_tail(hashes: Sequence[str], roles: Sequence[str],
+                   tail: Sequence[tuple[str, Node]]) -> Found | None:
+    """Anchor a request whose history does not start at the root (a client that dropped its
+    oldest turns, a tool loop resending only its own turn) on the active path's recent visible
+    messages `tail` ((visible_hash, node), oldest first): its first `m` messages must be
+    exactly a run of the tail, `m` as long as possible, the run ending as late as possible.
+    A run of one message counts only when it is an assistant or tool message (a reply is
+    specific enough; a lone "hi" is not)."""
+    positions: dict[str, list[int]] = {}
+    for j, (h, _) in enumerate(tail):
+        positions.setdefault(h, []).append(j)
+    for m in range(len(hashes), 0, -1):
+        if m == 1 and roles[0] not in ("assistant", "tool"):
+            return None
+        for j in reversed(positions.get(hashes[m - 1], [])):
+            if j + 1 >= m and all(tail[j - k][0] == hashes[m - 1 - k] for k in range(m)):
+                return Found(m, tail[j][1], anchored=True)
     return None
 
 
 def reconcile(
-    stored: list[StoredRef],
-    client_messages: list[Message],
+    client_messages: Sequence[Message],
+    client_hashes: Sequence[str],
     *,
+    tip: Node | None,
+    found: Found | None,
+    active_tail: Sequence[str] = (),
     pending_input: list[str] | None = None,
     resends_history: bool | None = None,
     repeat_of_last: bool = False,
-    client_hashes: list[str] | None = None,
 ) -> Decision:
-    """Decide what of `client_messages` (system messages removed) is new.
+    """Decide what of `client_messages` (system messages removed) is new, and where it goes.
 
-    `stored` is the visible, non-superseded transcript, oldest first. `pending_input` holds the
-    hashes of the input of the last turn when that turn never finished (it failed or the process
-    died): a client resending exactly that input continues the turn instead of storing it twice.
-    `resends_history` is what the conversation has learned about its client: True for a chat UI
-    that resends the whole history, so that a lone first message sent again is a regenerate of
-    the first reply; False or None (unknown) treat a request without assistant messages as new
-    input, the SDK style. `repeat_of_last` says the request is byte-for-byte the last finished
-    turn's request, with no retry marker: unless the client is known to be SDK-style
-    (`resends_history is False`), that is a regenerate of that turn's reply.
-    `client_hashes`, when the caller has them, are `visible_hash` of each client message.
+    `tip` is the active path's last message (None: nothing stored yet). `found` is the longest
+    known prefix of the request (None when not looked up or nothing matched). `active_tail`
+    are the visible hashes of the active path's messages in context, oldest first.
+    `pending_input` holds the hashes of the last turn's input when that turn never finished: a
+    client resending exactly it continues the turn instead of storing it twice.
+    `resends_history` is what the conversation learned about its client (True: a chat UI that
+    resends the whole history). `repeat_of_last`: the request is byte-for-byte the last
+    finished turn's, with no retry marker: unless the client is known to be SDK-style
+    (`resends_history is False`), that regenerates that turn's reply.
     """
-    if client_hashes is None:
-        client_hashes = [visible_hash(m) for m in client_messages]
-    if pending_input and client_hashes[-len(pending_input):] == pending_input:
-        start = len(client_hashes) - len(pending_input)
-        prefix = client_hashes[:start]
-        tip = len(stored) - len(pending_input)
-        if not prefix or prefix == [s.hash for s in stored[:tip]][-len(prefix):]:
+    hashes = list(client_hashes)
+    if pending_input and hashes[-len(pending_input):] == pending_input:
+        prefix = hashes[:len(hashes) - len(pending_input)]
+        before = list(active_tail[:len(active_tail) - len(pending_input)])
+        if not prefix or prefix == before[-len(prefix):]:
             return Decision(Action.CONTINUE)
 
-    stored_hashes = [s.hash for s in stored]
     has_assistant = any(m.get("role") == "assistant" for m in client_messages)
     if not has_assistant and not resends_history:
-        if repeat_of_last and resends_history is not False:
-            start = _last_occurrence(stored_hashes, client_hashes)
-            end = None if start is None else start + len(client_hashes)
-            if end is not None and end < len(stored) and stored[end].role == "assistant":
-                return Decision(Action.REGENERATE, [], supersede_from_seq=stored[end].seq)
+        if repeat_of_last and resends_history is not False and found is not None:
+            # the last request again (a chat UI's first message, regenerated): answer it anew
+            return Decision(Action.REGENERATE, [], found.node)
         return Decision(Action.APPEND, list(client_messages))
 
-    k = _common_prefix(client_hashes, stored_hashes)
-    if k == len(stored):
-        return Decision(Action.APPEND, list(client_messages[k:]))
-    if k == len(client_hashes):
-        return Decision(Action.REGENERATE, [], supersede_from_seq=stored[k].seq)
-    if k > 0 or not has_assistant:
-        # A history-resending client whose list differs from the start (an edit of its first
-        # message) branches there too; with assistant messages we try anchoring first.
-        return Decision(Action.BRANCH, list(client_messages[k:]), supersede_from_seq=stored[k].seq)
+    if found is None:
+        if tip is None:
+            return Decision(Action.APPEND, list(client_messages))
+        # A history never seen: a new branch from the root, holding all of it. The stored
+        # path is kept as a branch and never mixed into this one.
+        return Decision(Action.BRANCH, list(client_messages), ROOT)
 
-    found = _anchor(client_hashes, stored_hashes)
-    if found is not None:
-        i, j = found
-        supersede = stored[j].seq if j < len(stored) else None
-        return Decision(Action.ANCHOR, list(client_messages[i:]), supersede_from_seq=supersede)
-
-    # Nothing matches: a history we never saw. Keep the stored transcript intact and take what
-    # follows the client's last assistant message as the new input.
-    last_assistant = max(i for i, m in enumerate(client_messages) if m.get("role") == "assistant")
-    return Decision(Action.APPEND, list(client_messages[last_assistant + 1 :]))
+    new_input = list(client_messages[found.length:])
+    node = found.node
+    if tip is not None and node.seq == tip.seq and node.active:
+        return Decision(Action.ANCHOR if found.anchored else Action.APPEND, new_input)
+    if not node.active:
+        return Decision(Action.SWITCH, new_input, node)
+    if found.anchored:
+        return Decision(Action.ANCHOR, new_input, node)
+    return Decision(Action.BRANCH if new_input else Action.REGENERATE, new_input, node)
 
 
 def learned_resends_history(
-    client_messages: list[Message], decision: Decision, previous: bool | None, had_replies: bool
+    client_messages: Sequence[Message], decision: Decision, previous: bool | None,
+    had_replies: bool,
 ) -> bool | None:
     """What a request teaches about its client: does it resend the conversation's history?
 
-    Echoing stored assistant messages back means yes. New input without any assistant message,
-    sent to a conversation that already has replies, means no: a history-resending client
-    would have included them.
+    Echoing stored assistant messages back from the start of the conversation means yes. New
+    input without any assistant message, sent to a conversation that already has replies,
+    means no: a history-resending client would have included them.
     """
     has_assistant = any(m.get("role") == "assistant" for m in client_messages)
     echoed = len(decision.new_input) < len(client_messages)

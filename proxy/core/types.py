@@ -59,6 +59,8 @@ class StoredMessage:
     tokens: int | None = None
     visible_hash: str | None = None
     pk: int | None = None
+    parent_seq: int | None = None  # the message it follows in the tree (0: the root)
+    path_hash: str | None = None  # names the path from the root to it (core/tree.py)
 
     @property
     def role(self) -> str:
@@ -74,6 +76,7 @@ class NewMessage:
     in_context: bool = True
     tokens: int | None = None
     visible_hash: str | None = None
+    path_hash: str | None = None  # its path in the conversation's tree (core/tree.py)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class Turn:
     created_at: float
     response: dict[str, Any] | None = None
     first_seq: int | None = None
+    finished_at: float | None = None
 
 
 @dataclass

@@ -92,6 +92,10 @@ class DocMessage(_Doc):
     superseded: bool = False
     tokens: int | None = None
     visible_hash: Key | None = Field(None, description="Computed from the message if absent.")
+    parent_seq: int | None = Field(
+        None, ge=0, description="The message it follows in the conversation's tree (0: the "
+        "root). Inferred from the order and the superseded flags when absent or not an "
+        "earlier message (docs/conversation-tree.md).")
 
 
 class DocTurn(_Doc):
@@ -158,7 +162,8 @@ def _conversation(c: ConversationDump) -> dict[str, Any]:
         "messages": [{"seq": m.seq, "message": m.data, "turn_id": m.turn_id,
                       "created_at": m.created_at, "in_context": m.in_context,
                       "visible": m.visible, "superseded": m.superseded, "tokens": m.tokens,
-                      "visible_hash": m.visible_hash} for m in c.messages],
+                      "visible_hash": m.visible_hash, "parent_seq": m.parent_seq}
+                     for m in c.messages],
         "turns": [{"turn_id": t.turn_id, "status": t.status, "request_hash": t.request_hash,
                    "idempotency_key": t.idempotency_key, "created_at": t.created_at,
                    "finished_at": t.finished_at, "response": t.response,
@@ -197,7 +202,8 @@ def _messages(conv: DocConversation, field: str) -> list[StoredMessage]:
         if hashed is None and m.visible:
             hashed = visible_hash(m.message)
         out.append(StoredMessage(m.seq, m.message, m.turn_id, m.created_at, m.in_context,
-                                 m.visible, m.superseded, m.tokens, hashed))
+                                 m.visible, m.superseded, m.tokens, hashed,
+                                 parent_seq=m.parent_seq))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ..core.tools import SearchBackend
+from ..core.tree import Node
 from ..core.types import (
     Agent,
     Block,
@@ -65,11 +66,20 @@ class TurnStore(Protocol):
 
     async def ensure_conversation(self, agent_pk: int, conversation_id: str) -> Conversation: ...
 
-    async def find_conversation_by_head(
-        self, agent_pk: int, head_hash: str
-    ) -> Conversation | None:
-        """The newest conversation whose first exchange hashes to `head_hash` (see
-        `core.messages.head_hash`)."""
+    async def find_nodes(self, agent_pk: int, path_hashes: list[str], *,
+                         conversation_pk: int | None = None) -> list[Node]:
+        """The stored visible messages whose path hash is one of `path_hashes` (core/tree.py),
+        in one conversation or, with `conversation_pk` None, in any of the agent's (then each
+        node names its conversation). Superseded ones included (`Node.active` False)."""
+
+    async def find_anchor(self, agent_pk: int, visible_hashes: list[str], *,
+                          conversation_pk: int | None = None) -> Node | None:
+        """The stored visible message whose visible ancestors, itself included, end with
+        exactly `visible_hashes` (oldest first), on any path: the active one first, then the
+        newest."""
+
+    async def path_tip(self, conversation_pk: int) -> Node | None:
+        """The active path's last message (None for an empty conversation)."""
 
     async def update_conversation(
         self, conversation_pk: int, *, summary: str | None = None,
@@ -105,12 +115,23 @@ class TurnStore(Protocol):
         idempotency_key: str | None,
         inputs: list[NewMessage],
         supersede_from_seq: int | None = None,
+        *,
+        parent_seq: int | None = None,
+        move: bool = False,
     ) -> int:
         """Store the turn's input before any upstream call, in one transaction.
 
-        With `supersede_from_seq`, stored messages from that seq on are marked superseded
-        (regenerate / edit) in the same transaction. Returns the seq of the first input (the
-        inputs have consecutive seqs), or the next free seq when there are none.
+        The inputs hang under `parent_seq` (0: the root) as a chain, each the parent of the
+        next, with the path hashes they carry; the turn records the message its reply will
+        follow (its last input, else `parent_seq`). The active path's messages after
+        `parent_seq` are superseded (a regenerate, an edit: kept as a branch). With `move`,
+        `parent_seq` may be on another branch: its path becomes the active one again, and
+        when the active path's summary is no longer on it, the newest summary of the new path
+        is the conversation's and exactly the rows after it are in context (core/tree.py).
+        Without `parent_seq` the inputs follow the conversation's newest message; with
+        `supersede_from_seq`, messages from that seq on are superseded first.
+        Returns the seq of the first input (the inputs have consecutive seqs), or the next
+        free seq when there are none.
         """
 
     async def reopen_turn(self, turn_id: str) -> None:
@@ -118,7 +139,8 @@ class TurnStore(Protocol):
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:
-        """Write the turn's steps, final message, memory edits and response atomically."""
+        """Write the turn's steps, final message, memory edits and response atomically; the
+        messages chain from the message `begin_turn` recorded for the turn's reply."""
 
     async def fail_turn(self, turn_id: str, error: dict) -> None: ...
 
@@ -135,7 +157,9 @@ class TurnStore(Protocol):
         """The newest turn with that idempotency key (or else request hash)."""
 
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
-        """Take messages up to `through_seq` out of context and store the new summary, atomically."""
+        """Take messages up to `through_seq` out of context and store the new summary,
+        atomically: as the conversation's and as the summary of the path through the row
+        `through_seq` (what a branch leaving the path later falls back to)."""
 
 
 class LookupStore(Protocol):

@@ -1,15 +1,16 @@
-"""A turn's input: what of the client's messages is new, and storing it before any upstream
-call (docs/design.md §4.2, §5).
+"""A turn's input: what of the client's messages is new, where in the conversation's tree it
+goes, and storing it before any upstream call (docs/conversation-tree.md, docs/design.md §5).
 
 Three steps, so that the decision itself is a plain function:
-1. `read_history` reads what the decision needs from the store — the visible transcript, only
-   when this request can be compared with it, and whether an unfinished turn of this very
-   request stored nothing yet;
-2. `plan_input` (pure) reconciles the client's messages with that history and says what to
-   store: the new messages with their hashes and token counts, what to supersede, what the
-   conversation learned about its client, the turn to continue;
+1. `read_history` locates the request in the tree: the active tip first (no query: the common
+   append), else one indexed lookup of the request's path hashes, else an anchor on the active
+   path's recent messages (in memory) or on any stored path; and whether an unfinished turn of
+   this very request stored nothing yet;
+2. `plan_input` (pure) says what to store: the new messages with their hashes and token counts,
+   the node they hang under, what the conversation learned about its client, the turn to
+   continue;
 3. `store_input` writes the plan in one transaction and returns the turn id and the context
-   with the input in it.
+   with the input in it (read again when an old branch became the active path).
 """
 
 from __future__ import annotations
@@ -21,7 +22,18 @@ from dataclasses import dataclass
 
 from .. import tokens
 from ..core.messages import visible_hash
-from ..core.reconcile import Action, Decision, StoredRef, learned_resends_history, reconcile
+from ..core.reconcile import (
+    Action,
+    Decision,
+    Found,
+    anchor_in_tail,
+    anchor_length,
+    learned_resends_history,
+    longest_known,
+    reconcile,
+    tip_length,
+)
+from ..core.tree import ROOT_HASH, ROOT_SEQ, Node, chain, hang, prefer
 from ..core.types import (
     Agent,
     Conversation,
@@ -36,10 +48,11 @@ from ..store.base import TurnStore
 
 @dataclass(frozen=True)
 class History:
-    """What the store says about the conversation, as far as this request needs it."""
+    """Where the request is in the conversation's tree, as far as this request needs it."""
 
-    transcript: list[StoredMessage]  # visible, not superseded; empty when not read
-    read_transcript: bool  # whether the request was compared with the transcript
+    tip: Node | None  # the active path's last message (None: nothing stored)
+    found: Found | None  # the request's longest known prefix (None: not looked up / unknown)
+    active_tail: list[str]  # visible hashes of the active path's messages in context
     pending: list[str] | None  # hashes of the unfinished last turn's input, if any
     unfinished_without_input: bool  # that turn is this very request and stored nothing
 
@@ -48,11 +61,13 @@ class History:
 class InputPlan:
     decision: Decision
     inputs: list[NewMessage]  # what to store as this turn's input (empty for CONTINUE)
-    context: list[StoredMessage]  # the context without what the decision supersedes
+    context: list[StoredMessage]  # the context after the move, before the input
     continue_turn: str | None  # the unfinished turn this request continues
-    first_user: Message | None  # set when this turn gives the conversation its first reply
     learned_resends: bool | None  # the conversation's new `resends_history`, when it changed
     agent_learns_resends: bool  # the agent's new chats are conversations of their own
+    parent_seq: int = ROOT_SEQ  # the message the input follows
+    reply_hash: str = ROOT_HASH  # the path hash the turn's steps and reply follow
+    reload: bool = False  # the move changes more than the tail: read the context again
 
 
 def client_hashes(client_messages: Sequence[Message]) -> dict[int, str]:
@@ -61,36 +76,85 @@ def client_hashes(client_messages: Sequence[Message]) -> dict[int, str]:
     return {id(m): visible_hash(m) for m in client_messages}
 
 
-def needs_transcript(state: TurnState, client_messages: Sequence[Message], fingerprint: str,
-                     *, history_client: bool) -> bool:
-    """Whether the request must be compared with the stored transcript: anything but the SDK
-    style (only new messages, to a conversation whose last turn finished differently)."""
-    last = state.last_turn
-    return (
-        (last is not None and (last.status != "done" or last.request_hash == fingerprint))
-        or bool(state.conversation.resends_history)
-        or history_client
-        or any(m.get("role") == "assistant" for m in client_messages)
-    )
+def node_of(message: StoredMessage) -> Node:
+    return Node(message.seq, message.path_hash or "", message.role, active=True,
+                turn_id=message.turn_id)
 
 
-def pending_input(last: Turn | None, transcript: Sequence[StoredMessage]) -> list[str] | None:
+def visible_tail(context: Sequence[StoredMessage]) -> list[tuple[str, Node]]:
+    """The active path's visible messages in context, as (visible hash, node), oldest first."""
+    return [(m.visible_hash or visible_hash(m.data), node_of(m)) for m in context if m.visible]
+
+
+def resends_history(conversation: Conversation, *, history_client: bool) -> bool | None:
+    resends = conversation.resends_history
+    if resends is None and history_client:
+        return True  # a chat UI's own header: it resends history until shown otherwise
+    return resends
+
+
+def pending_input(last: Turn | None, context: Sequence[StoredMessage]) -> list[str] | None:
     """Hashes of the unfinished last turn's input (its user and tool messages), or None."""
     if last is None or last.status == "done":
         return None
     return [
         m.visible_hash or visible_hash(m.data)
-        for m in transcript
-        if m.turn_id == last.turn_id and m.role in ("user", "tool")
+        for m in context
+        if m.turn_id == last.turn_id and m.role in ("user", "tool") and m.visible
     ] or None
 
 
+def is_repeat(last: Turn | None, fingerprint: str, *, retry: bool) -> bool:
+    """The request is byte-for-byte the last finished turn's, with no retry marker."""
+    return (last is not None and last.status == "done" and not retry
+            and last.request_hash == fingerprint)
+
+
+async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
+                 hashes: Sequence[str], roles: Sequence[str], *, tip: Node | None = None,
+                 tail: Sequence[tuple[str, Node]] = ()) -> Found | None:
+    """The request's longest known prefix in one conversation (or, with `conversation_pk`
+    None, in any of the agent's): the tip, then one lookup of its path hashes, then an anchor
+    in the tail kept in memory, then an anchor in the store."""
+    path = chain(hashes)
+    length = tip_length(path, tip)
+    if length is not None and tip is not None:
+        return Found(length, tip)
+    nodes: dict[str, list[Node]] = {}
+    for node in await store.find_nodes(agent_pk, path, conversation_pk=conversation_pk):
+        nodes.setdefault(node.path_hash, []).append(node)
+    found = longest_known(path, {h: best for h, group in nodes.items()
+                                 if (best := prefer(group)) is not None})
+    if found is not None:
+        return found
+    m = anchor_length(hashes, roles)
+    if m == 0:
+        return None
+    found = anchor_in_tail(hashes[:m], roles[:m], tail)
+    if found is not None:
+        return found
+    node = await store.find_anchor(agent_pk, list(hashes[:m]), conversation_pk=conversation_pk)
+    return None if node is None else Found(m, node, anchored=True)
+
+
 async def read_history(store: TurnStore, state: TurnState, client_messages: list[Message],
-                       fingerprint: str, *, history_client: bool) -> History:
-    conversation, last = state.conversation, state.last_turn
-    read = needs_transcript(state, client_messages, fingerprint, history_client=history_client)
-    transcript = await store.visible_transcript(conversation.pk) if read else []
-    pending = pending_input(last, transcript)
+                       hashes: dict[int, str], fingerprint: str, *, history_client: bool,
+                       retry: bool = False) -> History:
+    conversation, last, context = state.conversation, state.last_turn, state.context
+    tip = node_of(context[-1]) if context else None
+    if tip is None and last is not None:
+        tip = await store.path_tip(conversation.pk)  # everything evicted or discarded
+    tail = visible_tail(context)
+    ordered = [hashes[id(m)] for m in client_messages]
+    roles = [str(m.get("role", "")) for m in client_messages]
+    found: Found | None = None
+    if "assistant" in roles or resends_history(conversation, history_client=history_client):
+        found = await locate(store, conversation.agent_pk, conversation.pk, ordered, roles,
+                             tip=tip, tail=tail)
+    elif is_repeat(last, fingerprint, retry=retry) and last is not None:
+        # the last request again: its input is the last turn's, already on the active path
+        found = _last_input(last, context, len(ordered))
+    pending = pending_input(last, context)
     unfinished = False
     if (pending is None and last is not None and last.status != "done"
             and last.request_hash == fingerprint and last.first_seq is not None):
@@ -99,7 +163,13 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
         rows = await store.list_messages(conversation.pk, after_seq=last.first_seq - 1,
                                          limit=1, include_superseded=True)
         unfinished = not any(m.turn_id == last.turn_id for m in rows)
-    return History(transcript, read, pending, unfinished)
+    return History(tip, found, [h for h, _ in tail], pending, unfinished)
+
+
+def _last_input(last: Turn, context: Sequence[StoredMessage], length: int) -> Found | None:
+    inputs = [m for m in context
+              if m.turn_id == last.turn_id and m.visible and m.role in ("user", "tool")]
+    return Found(length, node_of(inputs[-1])) if inputs else None
 
 
 def plan_input(
@@ -114,47 +184,46 @@ def plan_input(
     history_client: bool,
     agent_resends: bool,
 ) -> InputPlan:
-    """Reconcile the client's messages with the stored history (pure)."""
+    """Decide what of the client's messages to store and where (pure)."""
     conversation, last = state.conversation, state.last_turn
-    transcript = history.transcript
     if history.unfinished_without_input:
         # The same request again after its turn stopped before storing anything of its own (a
         # regenerate cut off by a crash or an upstream failure): continue that turn.
         # Reconciling would take a resent lone first message for new input, stored twice.
         decision = Decision(Action.CONTINUE)
     else:
-        resends = conversation.resends_history
-        if resends is None and history_client:
-            resends = True  # a chat UI's own header: it resends history until shown otherwise
-        refs = [StoredRef(m.seq, m.visible_hash or visible_hash(m.data), m.role)
-                for m in transcript]
-        repeat = (last is not None and last.status == "done" and not retry
-                  and last.request_hash == fingerprint)
-        decision = reconcile(refs, client_messages, pending_input=history.pending,
-                             resends_history=resends, repeat_of_last=repeat,
-                             client_hashes=[hashes[id(m)] for m in client_messages])
+        decision = reconcile(
+            client_messages, [hashes[id(m)] for m in client_messages],
+            tip=history.tip, found=history.found, active_tail=history.active_tail,
+            pending_input=history.pending,
+            resends_history=resends_history(conversation, history_client=history_client),
+            repeat_of_last=is_repeat(last, fingerprint, retry=retry))
     learned = learned_resends_history(client_messages, decision, conversation.resends_history,
                                       had_replies=last is not None)
     if learned == conversation.resends_history:
         learned = None
-    cut = decision.supersede_from_seq
-    kept = transcript if cut is None else [m for m in transcript if m.seq < cut]
-    first_user: Message | None = None
-    if last is None or (history.read_transcript
-                        and not any(m.role == "assistant" for m in kept)):
-        first_user = next((m for m in [*(k.data for k in kept), *decision.new_input]
-                           if m.get("role") == "user"), None)
-    context = list(state.context) if cut is None else [m for m in state.context if m.seq < cut]
+    agent_learns = bool(learned) and not agent_resends
+    parent = decision.parent
+    context = list(state.context)
+    reload = False
+    if parent is not None:
+        context = [m for m in context if m.seq <= parent.seq]
+        # An old branch comes back, or the move reaches back before the summary's coverage:
+        # the context (and the summary) of the new path are read from the store.
+        reload = not parent.active or not state.context or parent.seq < state.context[0].seq
+    under = parent or history.tip
+    parent_seq, start = (ROOT_SEQ, ROOT_HASH) if under is None else (under.seq, under.path_hash)
     if decision.action is Action.CONTINUE and last is not None:
-        return InputPlan(decision, [], context, last.turn_id, first_user, learned,
-                         bool(learned) and not agent_resends)
+        return InputPlan(decision, [], context, last.turn_id, learned, agent_learns,
+                         parent_seq, start)
     inputs = [
         NewMessage(m, visible=True, visible_hash=hashes.get(id(m)) or visible_hash(m),
                    tokens=tokens.count_message(m, model))
         for m in decision.new_input
     ]
-    return InputPlan(decision, inputs, context, None, first_user, learned,
-                     bool(learned) and not agent_resends)
+    reply_hash = hang(inputs, start)
+    return InputPlan(decision, inputs, context, None, learned, agent_learns, parent_seq,
+                     reply_hash, reload)
 
 
 async def store_input(
@@ -181,11 +250,17 @@ async def store_input(
     now = time.time()
     first_seq = await store.begin_turn(
         conversation.pk, turn_id, fingerprint, idempotency_key, plan.inputs,
-        supersede_from_seq=plan.decision.supersede_from_seq,
+        parent_seq=plan.parent_seq, move=plan.reload,
     )
+    if plan.reload:
+        moved = await store.load_turn_state(agent.pk, conversation.pk)
+        conversation.summary = moved.conversation.summary
+        return turn_id, moved.context
     context = plan.context + [
         StoredMessage(seq=first_seq + i, data=m.data, turn_id=turn_id, created_at=now,
-                      tokens=m.tokens, visible_hash=m.visible_hash)
+                      tokens=m.tokens, visible_hash=m.visible_hash,
+                      parent_seq=plan.parent_seq if i == 0 else first_seq + i - 1,
+                      path_hash=m.path_hash)
         for i, m in enumerate(plan.inputs)
     ]
     return turn_id, context

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.loop import TurnDone
-from ..core.messages import head_hash, visible_hash
-from ..core.types import Agent, Conversation, Message
+from ..core.types import Agent, Conversation
 from ..obs.metrics import Metrics
-from ..store.base import TurnStore
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,6 @@ class FinishedTurn:
     done: TurnDone
     upstream_seconds: float  # model calls, the summarizer's included
     compactions: int  # page-outs during the turn
-    first_user: Message | None  # set when this turn gave the conversation its first reply
 
 
 class TurnObserver(Protocol):
@@ -70,23 +67,6 @@ class RecordMetrics:
             metrics.tokens.labels(kind.removesuffix("_tokens")).inc(done.usage.get(kind, 0))
         if turn.compactions:
             metrics.compactions.inc(turn.compactions)
-
-
-@dataclass
-class RecordHead:
-    """After a conversation's first reply: remember its first exchange."""
-
-    store: TurnStore
-
-    async def turn_finished(self, turn: FinishedTurn) -> None:
-        if turn.first_user is None:
-            return
-        reply = next((m for m in turn.done.messages
-                      if m.visible and m.data.get("role") == "assistant"), None)
-        if reply is None or reply.visible_hash is None:
-            return
-        head = head_hash(visible_hash(turn.first_user), reply.visible_hash)
-        await self.store.update_conversation(turn.conversation.pk, head_hash=head)
 
 
 @dataclass

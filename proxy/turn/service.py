@@ -23,13 +23,12 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..core.identity import DEFAULT_CONVERSATION
 from ..core.loop import TurnLoop
-from ..core.messages import head_hash, request_hash, split_system, visible_hash
+from ..core.messages import request_hash, split_system, visible_hash
 from ..core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
     Agent,
     Block,
-    Conversation,
     KnownContext,
     Message,
     StoredMessage,
@@ -43,9 +42,17 @@ from ..obs.metrics import Metrics
 from ..store.base import Store
 from ..upstream import UpstreamClient
 from .context_cache import ContextCache
-from .input import InputPlan, client_hashes, plan_input, read_history, store_input
+from .input import (
+    InputPlan,
+    client_hashes,
+    locate,
+    plan_input,
+    read_history,
+    resends_history,
+    store_input,
+)
 from .locks import ConversationLocks
-from .observers import EmbedNewRows, FlushCatalog, RecordHead, RecordMetrics, TurnObserver
+from .observers import EmbedNewRows, FlushCatalog, RecordMetrics, TurnObserver
 from .request import Replay, TurnRequest
 from .session import TurnEffects, TurnSession
 from .window import TurnWindow
@@ -94,7 +101,7 @@ class StatefulService:
         self.locks = ConversationLocks(store.turn_leases(), settings.agent.lease_ttl_s)
         self.embeddings = EmbeddingService(settings, store, self.metrics)  # app lifespan starts it
         self.observers: list[TurnObserver] = [
-            EmbedNewRows(self.embeddings), RecordMetrics(self.metrics), RecordHead(store),
+            EmbedNewRows(self.embeddings), RecordMetrics(self.metrics),
             FlushCatalog(self.catalog),
         ]
         self.effects = TurnEffects(store, self.observers, self.metrics)
@@ -136,7 +143,7 @@ class StatefulService:
             conversation = state.conversation
             self.running[conversation.pk] = fingerprint
             stack.callback(self.running.pop, conversation.pk, None)
-            replay = await self._find_replay(request, conversation, fingerprint, double_submit)
+            replay = await self._find_replay(request, state, fingerprint, double_submit)
             if replay is not None:
                 await stack.aclose()
                 return Replay(replay.response or {}, agent.agent_id,
@@ -145,6 +152,8 @@ class StatefulService:
             turn_id, context = await store_input(
                 self.store, plan, agent=agent, conversation=conversation,
                 fingerprint=fingerprint, idempotency_key=request.idempotency_key)
+            if plan.reload:  # the path moved: what this process keeps of the context is stale
+                self.contexts.forget(conversation.pk)
             stored = StoredTurn(agent, state, turn_id, context, plan)
             session = await self._prepare(request, api_key, stored, system_messages, stack)
         except BaseException:
@@ -174,19 +183,21 @@ class StatefulService:
         return conversation_pk
 
     async def _conversation_for(self, agent: Agent, client_messages: list[Message]) -> str:
-        """The conversation a request that names none belongs to (docs/design.md §3.2, §4.2).
+        """The conversation a request that names none belongs to (docs/conversation-tree.md).
 
-        A resent history is matched by its first exchange to the conversation it continues,
-        or starts a new one; a lone first message from a client known to resend histories
-        starts a new chat; anything else (the SDK style) is the `default` conversation.
+        A history that continues a stored path (from its first message, or a run of recent
+        messages such as a tool loop's own turn) belongs to that path's conversation; a lone
+        first message from a client known to resend histories starts a new chat; anything
+        else (the SDK style) is the `default` conversation.
         """
-        if (len(client_messages) >= 2 and client_messages[0].get("role") == "user"
-                and client_messages[1].get("role") == "assistant"):
-            head = head_hash(visible_hash(client_messages[0]), visible_hash(client_messages[1]))
-            found = await self.store.find_conversation_by_head(agent.pk, head)
-            return found.conversation_id if found is not None else f"chat-{head[:16]}"
-        if agent.settings.get("resends_history") and not any(
-                m.get("role") == "assistant" for m in client_messages):
+        roles = [str(m.get("role", "")) for m in client_messages]
+        if "assistant" in roles:
+            hashes = [visible_hash(m) for m in client_messages]
+            found = await locate(self.store, agent.pk, None, hashes, roles)
+            if found is not None and found.node.conversation_id:
+                return found.node.conversation_id
+            return f"chat-{uuid.uuid4().hex[:16]}"
+        if agent.settings.get("resends_history"):
             return f"chat-{uuid.uuid4().hex[:16]}"
         return DEFAULT_CONVERSATION
 
@@ -213,18 +224,33 @@ class StatefulService:
         return state
 
     async def _find_replay(
-        self, request: TurnRequest, conversation: Conversation, fingerprint: str,
+        self, request: TurnRequest, state: TurnState, fingerprint: str,
         double_submit: bool = False,
     ) -> Turn | None:
-        if not (request.retry or request.idempotency_key or double_submit):
+        """The finished turn this request repeats, to answer from the store, or None.
+
+        An `Idempotency-Key` names its turn. Otherwise only the conversation's LAST turn can
+        be repeated — the same input at the same position — never an older identical turn:
+        with a retry marker, as a double submit, or, from a client that does not resend its
+        history, as an unmarked identical resend within `[agent] resend_window_s` of that
+        turn's end (a client whose own timeout fired while the turn went on).
+        """
+        if request.idempotency_key:
+            turn = await self.store.find_turn(state.conversation.pk,
+                                              idempotency_key=request.idempotency_key)
+            return turn if turn is not None and turn.status == "done" and turn.response else None
+        last = state.last_turn
+        if (last is None or last.status != "done" or not last.response
+                or last.request_hash != fingerprint):
             return None
-        turn = await self.store.find_turn(
-            conversation.pk,
-            idempotency_key=request.idempotency_key,
-            request_hash=None if request.idempotency_key else fingerprint,
-        )
-        if turn is not None and turn.status == "done" and turn.response:
-            return turn
+        if request.retry or double_submit:
+            return last
+        window = self.settings.agent.resend_window_s
+        resends = resends_history(state.conversation,
+                                  history_client=request.identity.history_client)
+        if (window > 0 and not resends and last.finished_at is not None
+                and time.time() - last.finished_at <= window):
+            return last
         return None
 
     async def _plan_input(self, request: TurnRequest, agent: Agent, state: TurnState,
@@ -237,11 +263,12 @@ class StatefulService:
                         " unanswered and a resend of it continues the turn",
                         state.conversation.conversation_id, agent.agent_id, last.turn_id)
         history_client = request.identity.history_client
-        history = await read_history(self.store, state, client_messages, fingerprint,
-                                     history_client=history_client)
+        hashes = client_hashes(client_messages)
+        history = await read_history(self.store, state, client_messages, hashes, fingerprint,
+                                     history_client=history_client, retry=request.retry)
         plan = plan_input(
             state=state, history=history, client_messages=client_messages,
-            hashes=client_hashes(client_messages), fingerprint=fingerprint,
+            hashes=hashes, fingerprint=fingerprint,
             model=request.model, retry=request.retry, history_client=history_client,
             agent_resends=bool(agent.settings.get("resends_history")),
         )
@@ -301,7 +328,7 @@ class StatefulService:
         return TurnSession(
             effects=self.effects, request=request, agent=agent, conversation=conversation,
             turn_id=turn_id, loop=loop, memory=memory, window=window, decision=plan.decision,
-            exit_stack=stack, first_user=plan.first_user,
+            exit_stack=stack, reply_hash=plan.reply_hash,
         )
 
 

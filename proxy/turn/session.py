@@ -24,7 +24,8 @@ from ..core.completions import chat_completion
 from ..core.loop import Event, TurnDone, TurnLoop, add_usage
 from ..core.reconcile import Decision
 from ..core.tools import MemoryState
-from ..core.types import Agent, Conversation, Message, TurnResult
+from ..core.tree import hang
+from ..core.types import Agent, Conversation, TurnResult
 from ..errors import MemproxyError
 from ..obs.metrics import Metrics
 from ..store.base import TurnStore
@@ -66,7 +67,7 @@ class TurnSession:
     window: TurnWindow
     decision: Decision
     exit_stack: AsyncExitStack
-    first_user: Message | None = None  # set when this turn gives the conversation its head
+    reply_hash: str = ""  # the path hash the turn's messages follow (core/tree.py)
     done: TurnDone | None = None
     response: dict[str, Any] | None = None
     _finished: bool = field(default=False, repr=False)
@@ -130,6 +131,7 @@ class TurnSession:
         model = self.request.model
         for message in done.messages:
             message.tokens = tokens.count_message(message.data, model)
+        hang(done.messages, self.reply_hash)  # the steps and the reply follow the input
         result = TurnResult(
             messages=done.messages,
             blocks=self.memory.changed_blocks(),
@@ -144,7 +146,6 @@ class TurnSession:
         finished = FinishedTurn(
             agent=self.agent, conversation=self.conversation, turn_id=self.turn_id, done=done,
             upstream_seconds=self.upstream_seconds, compactions=self.window.compactions,
-            first_user=self.first_user,
         )
         for observer in self.effects.observers:
             await observer.turn_finished(finished)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from proxy.core.messages import message_text
+from proxy.core.tree import Node
 from proxy.core.types import (
     Agent,
     Block,
@@ -77,6 +78,8 @@ class InMemoryTurnStore:
     blocks: dict[int, list[Block]] = field(default_factory=dict)  # agent pk -> in order
     conversations: dict[int, Conversation] = field(default_factory=dict)
     heads: dict[int, str] = field(default_factory=dict)  # conversation pk -> head hash
+    summaries: dict[tuple[int, int], str] = field(default_factory=dict)  # (conv, seq) -> text
+    follows: dict[str, int] = field(default_factory=dict)  # turn id -> its reply's parent seq
     messages: dict[int, list[StoredMessage]] = field(default_factory=dict)  # by seq, all rows
     turns: dict[str, Turn] = field(default_factory=dict)  # in creation order
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)  # turn id -> error
@@ -138,12 +141,80 @@ class InMemoryTurnStore:
         self.messages[conversation.pk] = []
         return _copy(conversation)
 
-    async def find_conversation_by_head(self, agent_pk: int,
-                                        head_hash: str) -> Conversation | None:
-        self._called("find_conversation_by_head")
-        found = [c for pk, c in self.conversations.items()
-                 if c.agent_pk == agent_pk and self.heads.get(pk) == head_hash]
-        return _copy(max(found, key=lambda c: c.pk)) if found else None
+    # --- the tree (core/tree.py) -----------------------------------------------------------
+    def _node(self, m: StoredMessage, conversation_pk: int) -> Node:
+        return Node(m.seq, m.path_hash or "", m.role, active=not m.superseded,
+                    turn_id=m.turn_id, conversation_pk=conversation_pk,
+                    conversation_id=self.conversations[conversation_pk].conversation_id)
+
+    def _agent_rows(self, agent_pk: int, conversation_pk: int | None):
+        for pk, c in self.conversations.items():
+            if c.agent_pk == agent_pk and conversation_pk in (None, pk):
+                for m in self.messages[pk]:
+                    if m.visible:
+                        yield pk, m
+
+    async def find_nodes(self, agent_pk: int, path_hashes: list[str], *,
+                         conversation_pk: int | None = None) -> list[Node]:
+        self._called("find_nodes")
+        wanted = set(path_hashes)
+        return [self._node(m, pk) for pk, m in self._agent_rows(agent_pk, conversation_pk)
+                if m.path_hash in wanted]
+
+    async def find_anchor(self, agent_pk: int, visible_hashes: list[str], *,
+                          conversation_pk: int | None = None) -> Node | None:
+        self._called("find_anchor")
+        candidates = sorted(((pk, m) for pk, m in self._agent_rows(agent_pk, conversation_pk)
+                             if visible_hashes and m.visible_hash == visible_hashes[-1]),
+                            key=lambda c: (not c[1].superseded, c[1].seq), reverse=True)
+        for pk, m in candidates:
+            by_seq = {r.seq: r for r in self.messages[pk]}
+            seen: list[str] = []
+            row: StoredMessage | None = m
+            while row is not None and len(seen) < len(visible_hashes):
+                if row.visible:
+                    seen.append(row.visible_hash or "")
+                row = by_seq.get(row.parent_seq or 0)
+            if seen == list(reversed(visible_hashes)):
+                return self._node(m, pk)
+        return None
+
+    async def path_tip(self, conversation_pk: int) -> Node | None:
+        self._called("path_tip")
+        active = [m for m in self.messages.get(conversation_pk, []) if not m.superseded]
+        return self._node(active[-1], conversation_pk) if active else None
+
+    def _coverage(self, conversation_pk: int) -> tuple[int, str]:
+        for m in reversed(self.messages[conversation_pk]):
+            if not m.superseded and (conversation_pk, m.seq) in self.summaries:
+                return m.seq, self.summaries[(conversation_pk, m.seq)]
+        return 0, ""
+
+    def _move(self, conversation_pk: int, parent_seq: int, move: bool) -> None:
+        """What the real stores do (store/sqlite/tree.py): truncate the active path after the
+        parent; with `move`, restore the parent's path and the summary of the new path."""
+        rows = self.messages[conversation_pk]
+        by_seq = {m.seq: m for m in rows}
+        restore: list[StoredMessage] = []
+        meet = parent_seq
+        if move:
+            row = by_seq.get(parent_seq)
+            while row is not None and row.superseded:
+                restore.append(row)
+                row = by_seq.get(row.parent_seq or 0)
+            meet = 0 if row is None else row.seq
+        before = self._coverage(conversation_pk)
+        for m in rows:
+            if m.seq > meet and not m.superseded:
+                m.superseded, m.in_context = True, False
+        for m in restore:
+            m.superseded, m.in_context = False, True
+        after = self._coverage(conversation_pk)
+        if move and after != before:
+            self._conversation(conversation_pk).summary = after[1]
+            for m in rows:
+                if not m.superseded:
+                    m.in_context = m.seq > after[0]
 
     async def update_conversation(self, conversation_pk: int, *, summary: str | None = None,
                                   resends_history: bool | None = None,
@@ -207,31 +278,41 @@ class InMemoryTurnStore:
 
     # --- writing a turn -------------------------------------------------------------------
     def _append(self, conversation_pk: int, turn_id: str,
-                inputs: list[NewMessage]) -> int:
-        """Append rows after the highest seq ever used; the first new seq."""
+                inputs: list[NewMessage], parent_seq: int | None = None) -> int:
+        """Append rows after the highest seq ever used, chained under `parent_seq` (default:
+        the row before); the first new seq."""
         rows = self.messages[conversation_pk]
         first_seq = (rows[-1].seq if rows else 0) + 1
+        parent = first_seq - 1 if parent_seq is None else parent_seq
         now = time.time()
         rows.extend(
             StoredMessage(seq=first_seq + i, data=_copy(m.data), turn_id=turn_id, created_at=now,
                           in_context=m.in_context, visible=m.visible, tokens=m.tokens,
-                          visible_hash=m.visible_hash, pk=next(self._pks))
+                          visible_hash=m.visible_hash, pk=next(self._pks),
+                          parent_seq=parent if i == 0 else first_seq + i - 1,
+                          path_hash=m.path_hash)
             for i, m in enumerate(inputs)
         )
         return first_seq
 
     async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
                          idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> int:
+                         supersede_from_seq: int | None = None, *,
+                         parent_seq: int | None = None, move: bool = False) -> int:
         self._called("begin_turn")
         self._conversation(conversation_pk)
         if supersede_from_seq is not None:
             for m in self.messages[conversation_pk]:
                 if m.seq >= supersede_from_seq:
                     m.superseded, m.in_context = True, False
-        first_seq = self._append(conversation_pk, turn_id, inputs)
+        if parent_seq is not None:
+            self._move(conversation_pk, parent_seq, move)
+        first_seq = self._append(conversation_pk, turn_id, inputs, parent_seq)
+        follows = first_seq + len(inputs) - 1 if inputs else (
+            first_seq - 1 if parent_seq is None else parent_seq)
         self.turns[turn_id] = Turn(turn_id, conversation_pk, "open", request_hash,
                                    idempotency_key, time.time(), first_seq=first_seq)
+        self.follows[turn_id] = follows
         return first_seq
 
     async def reopen_turn(self, turn_id: str) -> None:
@@ -267,7 +348,8 @@ class InMemoryTurnStore:
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
         now = time.time()
         turn.status, turn.response = "done", _copy(result.response)
-        self._append(conversation_pk, turn_id, result.messages)
+        turn.finished_at = now
+        self._append(conversation_pk, turn_id, result.messages, self.follows.get(turn_id))
         blocks = self.blocks.setdefault(agent_pk, [])
         for block in result.blocks:
             stored = Block(**{**vars(block), "updated_at": now})
@@ -292,6 +374,7 @@ class InMemoryTurnStore:
                 m.in_context, evicted = False, evicted + 1
         if summary is not None:
             self._conversation(conversation_pk).summary = summary
+            self.summaries[(conversation_pk, through_seq)] = summary
         return evicted
 
     # --- leases and model statistics ------------------------------------------------------

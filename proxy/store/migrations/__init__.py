@@ -31,6 +31,7 @@ from . import (
     v3_block_revisions,
     v4_embedding_vectors,
     v5_constant_time_turn_state,
+    v6_conversation_trees,
 )
 
 
@@ -62,6 +63,8 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "turn state in constant time",
               {"sqlite": v5_constant_time_turn_state.SQLITE,
                "postgres": v5_constant_time_turn_state.POSTGRES}),
+    Migration(6, "conversation trees",
+              {"sqlite": v6_conversation_trees.SQLITE, "postgres": v6_conversation_trees.POSTGRES}),
 ]
 
 

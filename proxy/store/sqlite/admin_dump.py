@@ -25,6 +25,7 @@ from ..admin_types import (
 from . import rows as core
 from .admin import insert_revisions
 from .fts import index_pending
+from .tree import backfill_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,8 +34,8 @@ _TURNS = ("SELECT turn_id, status, request_hash, idempotency_key, created_at, fi
           " response, first_seq FROM turns WHERE conversation_pk = ? ORDER BY rowid")
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text, created_at,"
-    " in_context, visible, superseded, tokens, visible_hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " in_context, visible, superseded, tokens, visible_hash, parent_seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_TURN = (
     "INSERT INTO turns (turn_id, conversation_pk, status, request_hash, idempotency_key,"
@@ -121,11 +122,12 @@ def _import(db: sqlite3.Connection, tenant: str, agent_id: str, dump: AgentDump,
         db.executemany(_INSERT_MESSAGE, (
             (cpk, pk, m.seq, tid(m.turn_id), m.role, core._dumps(m.data), message_text(m.data),
              m.created_at, int(m.in_context), int(m.visible), int(m.superseded), m.tokens,
-             m.visible_hash) for m in conv.messages))
+             m.visible_hash, m.parent_seq) for m in conv.messages))
         db.executemany(_INSERT_TURN, (
             (tid(t.turn_id), cpk, t.status, t.request_hash, t.idempotency_key, t.created_at,
              t.finished_at, None if t.response is None else core._dumps(t.response),
              t.first_seq) for t in conv.turns))
+        backfill_trees(db, [cpk])  # path hashes (and parents an older export lacks)
     db.executemany("INSERT INTO passages (agent_pk, text, tags, created_at) VALUES (?, ?, ?, ?)",
                    ((pk, p.text, core._dumps(list(p.tags)), p.created_at)
                     for p in dump.passages))

@@ -17,11 +17,11 @@ _CONV = (
 )
 _MSG = (
     "SELECT pk, seq, data, turn_id, created_at, in_context, visible, superseded, tokens,"
-    " visible_hash FROM messages"
+    " visible_hash, parent_seq, path_hash FROM messages"
 )
 _TURN = (
     "SELECT turn_id, conversation_pk, status, request_hash, idempotency_key, created_at,"
-    " response, first_seq FROM turns"
+    " response, first_seq, finished_at FROM turns"
 )
 # The literal `in_context = 1 AND superseded = 0` / `visible = 1 AND superseded = 0` terms are
 # what lets the planner use the partial indexes messages_context / messages_visible.
@@ -33,7 +33,8 @@ _NEXT_SEQ = (
 )
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text, created_at,"
-    " in_context, visible, tokens, visible_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " in_context, visible, tokens, visible_hash, parent_seq, path_hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_BLOCK = (
     "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
@@ -58,9 +59,12 @@ def _conversation(r: tuple) -> Conversation:
 
 
 def _message(r: tuple) -> StoredMessage:
+    """A row of `_MSG` (its first ten columns are enough: the tree's come after them)."""
+    tree = len(r) > 10
     return StoredMessage(
         seq=r[1], data=_loads(r[2]), turn_id=r[3], created_at=r[4], in_context=bool(r[5]),
         visible=bool(r[6]), superseded=bool(r[7]), tokens=r[8], visible_hash=r[9], pk=r[0],
+        parent_seq=r[10] if tree else None, path_hash=r[11] if tree else None,
     )
 
 
@@ -68,7 +72,8 @@ def _turn(r: tuple | None) -> Turn | None:
     if r is None:
         return None
     response = None if r[6] is None else _loads(r[6])
-    return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7])
+    return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7],
+                finished_at=r[8])
 
 
 def _passage(r: tuple) -> Passage:
@@ -77,14 +82,18 @@ def _passage(r: tuple) -> Passage:
 
 def _insert_messages(
     db: sqlite3.Connection, conversation_pk: int, agent_pk: int, turn_id: str, first_seq: int,
-    messages: Iterable[NewMessage], now: float,
+    messages: Iterable[NewMessage], now: float, parent_seq: int | None = None,
 ) -> None:
+    """Append `messages` as a chain: the first follows `parent_seq` (default: the row before
+    it), each next one the one before. Their path hashes come with them (the turn computes
+    them: core/tree.py)."""
+    first_parent = first_seq - 1 if parent_seq is None else parent_seq
     # A generator: a message that fails to serialise aborts the batch (and the transaction).
     # The full-text index picks the rows up later, in batches (fts.index_pending).
     db.executemany(_INSERT_MESSAGE, (
         (conversation_pk, agent_pk, first_seq + i, turn_id, str(m.data.get("role", "")),
          _dumps(m.data), message_text(m.data), now, int(m.in_context), int(m.visible),
-         m.tokens, m.visible_hash)
+         m.tokens, m.visible_hash, first_parent if i == 0 else first_seq + i - 1, m.path_hash)
         for i, m in enumerate(messages)
     ))
 

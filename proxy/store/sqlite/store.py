@@ -44,6 +44,7 @@ from .rows import (
     _passage,
     _upsert_blocks,
 )
+from .tree import SQLiteTree, backfill_trees
 from .turns import SQLiteTurns
 from .vectors import SQLiteVectors
 
@@ -52,7 +53,13 @@ T = TypeVar("T")
 __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "SQLiteStore"]
 
 
-class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply pending migrations, then build the trees migration 6 left to build."""
+    apply_sqlite(db)
+    backfill_trees(db)
+
+
+class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
     A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
@@ -89,7 +96,7 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
         if self.lanes.is_open:
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        await self.lanes.open(apply_sqlite)
+        await self.lanes.open(_migrate)
 
     async def close(self) -> None:
         for leases in self._file_leases:
@@ -224,6 +231,10 @@ class SQLiteStore(SQLiteTurns, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors)
                            (conversation_pk, through_seq)).rowcount
             db.execute("UPDATE conversations SET summary = ? WHERE pk = ?",
                        (summary, conversation_pk))
+            # the summary of this path through that row (a branch that leaves the path
+            # before it gets an older one: tree.move_path)
+            db.execute("UPDATE messages SET summary = ? WHERE conversation_pk = ? AND seq = ?",
+                       (summary, conversation_pk, through_seq))
             return n
 
         return await self.lanes.write_fast(run)

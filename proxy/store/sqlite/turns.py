@@ -36,6 +36,7 @@ from .rows import (
     _turn,
     _upsert_blocks,
 )
+from .tree import move_path, truncate_after
 
 if TYPE_CHECKING:
     from .lanes import SQLiteLanes
@@ -64,8 +65,10 @@ class SQLiteTurns:
 
     async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
                          idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> int:
-        """One transaction: supersede (optional), open the turn, append the inputs.
+                         supersede_from_seq: int | None = None, *,
+                         parent_seq: int | None = None, move: bool = False) -> int:
+        """One transaction: move the active path (optional), open the turn, append the
+        inputs under `parent_seq`.
 
         Returns `first_seq`: the seq of the first input, or the next free seq when none.
         """
@@ -73,14 +76,22 @@ class SQLiteTurns:
 
         def run(db: sqlite3.Connection) -> int:
             if supersede_from_seq is not None:
-                db.execute("UPDATE messages SET superseded = 1, in_context = 0"
-                           " WHERE conversation_pk = ? AND seq >= ? AND superseded = 0",
-                           (conversation_pk, supersede_from_seq))
+                truncate_after(db, conversation_pk, supersede_from_seq - 1)
+            if parent_seq is not None:
+                if move:
+                    move_path(db, conversation_pk, parent_seq)
+                else:
+                    truncate_after(db, conversation_pk, parent_seq)
             agent_pk, first_seq = _next_seq(db, conversation_pk)
+            parent = first_seq - 1 if parent_seq is None else parent_seq
+            follows = first_seq + len(inputs) - 1 if inputs else parent
             db.execute("INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
-                       " idempotency_key, created_at, first_seq) VALUES (?, ?, 'open', ?, ?, ?, ?)",
-                       (turn_id, conversation_pk, request_hash, idempotency_key, now, first_seq))
-            _insert_messages(db, conversation_pk, agent_pk, turn_id, first_seq, inputs, now)
+                       " idempotency_key, created_at, first_seq, parent_seq)"
+                       " VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+                       (turn_id, conversation_pk, request_hash, idempotency_key, now, first_seq,
+                        follows))
+            _insert_messages(db, conversation_pk, agent_pk, turn_id, first_seq, inputs, now,
+                             parent)
             return first_seq
 
         return await self.lanes.write_fast(run)
@@ -119,15 +130,17 @@ class SQLiteTurns:
         now = time.time()
 
         def run(db: sqlite3.Connection) -> None:
-            cur = db.execute("UPDATE turns SET status = 'done', finished_at = ?, response = ?"
-                             " WHERE turn_id = ? AND conversation_pk = ? AND status != 'done'",
-                             (now, _dumps(result.response), turn_id, conversation_pk))
-            if cur.rowcount != 1:
+            follows = db.execute(
+                "UPDATE turns SET status = 'done', finished_at = ?, response = ?"
+                " WHERE turn_id = ? AND conversation_pk = ? AND status != 'done'"
+                " RETURNING parent_seq", (now, _dumps(result.response), turn_id, conversation_pk),
+            ).fetchall()
+            if len(follows) != 1:
                 raise LookupError(f"turn {turn_id!r} is unknown or already finished")
             if result.messages:
                 _, first_seq = _next_seq(db, conversation_pk)
                 _insert_messages(db, conversation_pk, agent_pk, turn_id, first_seq,
-                                 result.messages, now)
+                                 result.messages, now, follows[0][0])
             if result.blocks:
                 _upsert_blocks(db, agent_pk, result.blocks, now)
             if result.revisions:
