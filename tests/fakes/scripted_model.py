@@ -41,12 +41,15 @@ class Reply:
     """What the fake model answers: text, tool calls, or both.
 
     `tool_calls` holds `(name, arguments)` pairs; arguments is a dict (rendered as JSON) or a
-    raw string sent verbatim. `finish_reason` defaults to "tool_calls" when there are tool
-    calls, else "stop". `usage`, when given, replaces the computed token counts.
+    raw string sent verbatim. `call_ids`, when given, are the calls' ids in order (a replayed
+    client expects the ids it recorded); otherwise each call gets a fresh `call_N`.
+    `finish_reason` defaults to "tool_calls" when there are tool calls, else "stop". `usage`,
+    when given, replaces the computed token counts.
     """
 
     content: str | None = None
     tool_calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)
+    call_ids: list[str] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, int] | None = None
 

@@ -500,14 +500,14 @@ class FakeUpstream:
     def _tool_calls(self, reply: Reply) -> list[dict]:
         return [
             {
-                "id": f"call_{next(self._call_ids)}",
+                "id": reply.call_ids[i] if i < len(reply.call_ids) else f"call_{next(self._call_ids)}",
                 "type": "function",
                 "function": {
                     "name": name,
                     "arguments": args if isinstance(args, str) else json.dumps(args),
                 },
             }
-            for name, args in reply.tool_calls
+            for i, (name, args) in enumerate(reply.tool_calls)
         ]
 
     def _envelope(self, body: dict, obj: str) -> dict:
