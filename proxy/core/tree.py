@@ -87,23 +87,21 @@ def rebuild(rows: Sequence[TreeRow]) -> list[tuple[int, int, str]]:
     A recorded `parent_seq` is kept. Otherwise (a database made before conversations were
     trees, or an export without parents) the parent is inferred from the line the rows were
     stored in: the active path is exactly the rows not superseded, in seq order; a superseded
-    row continues the row before it, except that a superseded turn starting with the same role
-    as the superseded turn before it (a reply regenerated again, an edit edited again) is that
-    turn's sibling. Rows superseded together are thus kept as the branches they were.
+    row continues the row before it, except that a superseded turn starting with the role of the
+    superseded row before it (a reply regenerated again, an edit edited again) is that row's
+    sibling. Rows superseded together are thus kept as the branches they were.
     """
     ordered = sorted(rows, key=lambda r: r.seq)
     hashes: dict[int, str] = {ROOT_SEQ: ROOT_HASH}
     parents: dict[int, int] = {}
-    turn_start: dict[str, int] = {}
     out: list[tuple[int, int, str]] = []
     last_active = ROOT_SEQ
     previous: TreeRow | None = None
     for row in ordered:
         parent = row.parent_seq
         if parent is None or parent not in hashes:
-            parent = _inferred_parent(row, previous, last_active, parents, turn_start)
+            parent = _inferred_parent(row, previous, last_active, parents)
         parents[row.seq] = parent
-        turn_start.setdefault(row.turn_id, row.seq)
         own = path_hash(hashes[parent], row.visible_hash) if row.visible else hashes[parent]
         hashes[row.seq] = own
         out.append((row.seq, parent, own))
@@ -114,12 +112,10 @@ def rebuild(rows: Sequence[TreeRow]) -> list[tuple[int, int, str]]:
 
 
 def _inferred_parent(row: TreeRow, previous: TreeRow | None, last_active: int,
-                     parents: dict[int, int], turn_start: dict[str, int]) -> int:
+                     parents: dict[int, int]) -> int:
     if not row.superseded or previous is None:
         return last_active
-    starts_turn = row.turn_id != previous.turn_id
-    if (starts_turn and previous.superseded and turn_start.get(previous.turn_id) == previous.seq
-            and previous.role == row.role):
+    if row.turn_id != previous.turn_id and previous.superseded and previous.role == row.role:
         return parents[previous.seq]  # a sibling: the same message made again
     return previous.seq
 

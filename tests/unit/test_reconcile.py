@@ -1,4 +1,5 @@
-"""Reconciliation of client histories with the stored transcript (pure)."""
+"""Reconciliation of client histories with the conversation's tree (pure): where a request's
+history ends in what is stored, and what of it is new."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.core.messages import visible_hash
-from proxy.core.reconcile import Action, StoredRef, reconcile
+from proxy.core.reconcile import (
+    ROOT,
+    Action,
+    Found,
+    anchor_in_tail,
+    anchor_length,
+    learned_resends_history,
+    longest_known,
+    reconcile,
+    tip_length,
+)
+from proxy.core.tree import Node, chain
 
 
 def u(text: str) -> dict:
@@ -17,28 +29,64 @@ def a(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
-def stored(*messages: dict, start: int = 1) -> list[StoredRef]:
-    return [StoredRef(start + i, visible_hash(m), m["role"]) for i, m in enumerate(messages)]
+class Tree:
+    """Stored paths as the lookups see them: every prefix of every path is a node; the
+    active path's nodes are active, the others' are superseded."""
+
+    def __init__(self, active: list[dict], *others: list[dict]) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.messages = active
+        self.seq = 0
+        for path in others:
+            self._add(path, active=False)
+        self.active = self._add(active, active=True)
+
+    def _add(self, path: list[dict], *, active: bool) -> list[Node]:
+        out = []
+        for h, m in zip(chain(visible_hash(m) for m in path), path, strict=True):
+            node = self.nodes.get(h)
+            if node is None or (active and not node.active):
+                self.seq += 1
+                node = Node(self.seq, h, m["role"], active=active)
+                self.nodes[h] = node
+            out.append(node)
+        return out
+
+    @property
+    def tip(self) -> Node | None:
+        return self.active[-1] if self.active else None
+
+    def decide(self, client: list[dict], **kwargs):
+        hashes = [visible_hash(m) for m in client]
+        path = chain(hashes)
+        length = tip_length(path, self.tip)
+        found = Found(length, self.tip) if length and self.tip else longest_known(path, self.nodes)
+        if found is None and (m := anchor_length(hashes, [c["role"] for c in client])):
+            tail = [(visible_hash(msg), node)
+                    for msg, node in zip(self.messages, self.active, strict=True)]
+            found = anchor_in_tail(hashes[:m], [c["role"] for c in client[:m]], tail)
+        return reconcile(client, hashes, tip=self.tip, found=found, **kwargs)
 
 
-def test_sdk_style_single_message_is_new_input():
-    decision = reconcile(stored(u("hi"), a("hello")), [u("hi")])
+tree = Tree
+
+
+def test_sdk_style_single_message_is_new_input_at_the_tip():
+    decision = tree([u("hi"), a("hello")]).decide([u("hi")])
     assert decision.action is Action.APPEND
-    assert decision.new_input == [u("hi")]
-    assert decision.supersede_from_seq is None
+    assert decision.new_input == [u("hi")] and decision.parent is None
 
 
 def test_first_request_of_a_chat_ui_is_new_input():
-    decision = reconcile([], [u("hi")])
-    assert decision.action is Action.APPEND
-    assert decision.new_input == [u("hi")]
+    decision = tree([]).decide([u("hi")], resends_history=True)
+    assert decision.action is Action.APPEND and decision.new_input == [u("hi")]
 
 
 def test_resent_history_appends_only_the_new_tail():
     history = [u("one"), a("1"), u("two"), a("2")]
-    decision = reconcile(stored(*history), [*history, u("three")])
+    decision = tree(history).decide([*history, u("three")])
     assert decision.action is Action.APPEND
-    assert decision.new_input == [u("three")]
+    assert decision.new_input == [u("three")] and not decision.moves_path
 
 
 def test_cosmetic_differences_still_match():
@@ -48,9 +96,8 @@ def test_cosmetic_differences_still_match():
         {"role": "assistant", "content": "The answer is 1.", "name": "bot"},
         u("two"),
     ]
-    decision = reconcile(stored(*history), resent)
-    assert decision.action is Action.APPEND
-    assert decision.new_input == [u("two")]
+    decision = tree(history).decide(resent)
+    assert decision.action is Action.APPEND and decision.new_input == [u("two")]
 
 
 def test_tool_call_arguments_are_compared_as_json():
@@ -59,138 +106,153 @@ def test_tool_call_arguments_are_compared_as_json():
     history = [u("go"), {"role": "assistant", "content": None, "tool_calls": [call]}]
     resent = [u("go"), {"role": "assistant", "content": None, "tool_calls": [echoed]},
               {"role": "tool", "tool_call_id": "c1", "content": "42"}]
-    decision = reconcile(stored(*history), resent)
-    assert decision.action is Action.APPEND
-    assert decision.new_input == [resent[-1]]
+    decision = tree(history).decide(resent)
+    assert decision.action is Action.APPEND and decision.new_input == [resent[-1]]
 
 
-def test_regenerate_supersedes_the_last_reply():
+def test_regenerate_answers_the_last_user_message_again():
     history = [u("one"), a("1"), u("two"), a("2")]
-    decision = reconcile(stored(*history), [u("one"), a("1"), u("two")])
-    assert decision.action is Action.REGENERATE
-    assert decision.new_input == []
-    assert decision.supersede_from_seq == 4
+    t = tree(history)
+    decision = t.decide([u("one"), a("1"), u("two")])
+    assert decision.action is Action.REGENERATE and decision.new_input == []
+    assert decision.parent == t.active[2] and not decision.switches
 
 
-def test_edit_of_an_earlier_message_branches_there():
+def test_edit_of_an_earlier_message_branches_under_its_parent():
     history = [u("one"), a("1"), u("two"), a("2"), u("three"), a("3")]
-    decision = reconcile(stored(*history), [u("one"), a("1"), u("TWO!")])
+    t = tree(history)
+    decision = t.decide([u("one"), a("1"), u("TWO!")])
     assert decision.action is Action.BRANCH
-    assert decision.new_input == [u("TWO!")]
-    assert decision.supersede_from_seq == 3
+    assert decision.new_input == [u("TWO!")] and decision.parent == t.active[1]
 
 
-def test_client_side_compaction_anchors_on_recent_messages():
-    history = [u("one"), a("1"), u("two"), a("2"), u("three"), a("3")]
-    resent = [u("summary of one and two"), u("three"), a("3"), u("four")]
-    decision = reconcile(stored(*history), resent)
-    assert decision.action is Action.ANCHOR
-    assert decision.new_input == [u("four")]
-    assert decision.supersede_from_seq is None
+def test_switching_back_to_a_branch_that_splits_at_message_one():
+    alpha = [u("The code word is alpha"), a("Noted")]
+    beta = [u("The code word is beta"), a("Noted")]
+    t = tree(beta, alpha)
+    decision = t.decide([*alpha, u("What is the code word?")], resends_history=True)
+    assert decision.action is Action.SWITCH and decision.switches
+    assert decision.parent.path_hash == chain(visible_hash(m) for m in alpha)[-1]
+    assert decision.new_input == [u("What is the code word?")]
 
 
-def test_unknown_history_takes_only_what_follows_the_last_assistant():
-    history = [u("one"), a("1")]
+def test_an_identical_exchange_on_two_branches_is_told_apart_by_its_path():
+    one = [u("first"), a("1"), u("same"), a("same reply")]
+    two = [u("second"), a("2"), u("same"), a("same reply")]
+    t = tree(two, one)
+    decision = t.decide([*one, u("next")])
+    assert decision.action is Action.SWITCH
+    assert decision.parent.path_hash == chain(visible_hash(m) for m in one)[-1]
+    assert decision.new_input == [u("next")]
+
+
+def test_a_history_never_seen_is_a_new_branch_from_the_root_holding_all_of_it():
+    t = tree([u("one"), a("1")])
     resent = [u("x"), a("y"), u("z1"), u("z2")]
-    decision = reconcile(stored(*history), resent)
-    assert decision.action is Action.APPEND
-    assert decision.new_input == [u("z1"), u("z2")]
-    assert decision.supersede_from_seq is None
+    decision = t.decide(resent)
+    assert decision.action is Action.BRANCH
+    assert decision.parent == ROOT and decision.new_input == resent
+
+
+def test_a_client_that_dropped_its_oldest_turns_anchors_on_the_active_path():
+    history = [u("one"), a("1"), u("two"), a("2"), u("three"), a("3")]
+    t = tree(history)
+    decision = t.decide([u("three"), a("3"), u("four")])
+    assert decision.action is Action.ANCHOR
+    assert decision.new_input == [u("four")] and decision.parent is None  # at the tip
+
+
+def test_a_lone_user_message_never_anchors_but_a_reply_does():
+    history = [u("hi"), a("hello"), u("hi"), a("again")]
+    assert anchor_in_tail([visible_hash(u("hi"))], ["user"],
+                          [(visible_hash(m), Node(i, "", m["role"], True))
+                           for i, m in enumerate(history)]) is None
+    decision = tree(history).decide([a("again"), u("more")])
+    assert decision.action is Action.ANCHOR and decision.new_input == [u("more")]
 
 
 def test_retry_of_an_unanswered_turn_continues_it():
     history = [u("one"), a("1"), u("two")]
     pending = [visible_hash(u("two"))]
-    sdk = reconcile(stored(*history), [u("two")], pending_input=pending)
-    ui = reconcile(stored(*history), history, pending_input=pending)
+    tail = [visible_hash(m) for m in history]
+    t = tree(history)
+    sdk = t.decide([u("two")], pending_input=pending, active_tail=tail)
+    ui = t.decide(history, pending_input=pending, active_tail=tail)
     assert sdk.action is Action.CONTINUE and sdk.stores_nothing
     assert ui.action is Action.CONTINUE and ui.stores_nothing
 
 
 def test_different_input_after_a_failed_turn_is_new():
     history = [u("one"), a("1"), u("two")]
-    decision = reconcile(stored(*history), [u("three")], pending_input=[visible_hash(u("two"))])
-    assert decision.action is Action.APPEND
-    assert decision.new_input == [u("three")]
-
-
-# --- properties ---------------------------------------------------------------------------
-
-texts = st.text(alphabet="ab ", min_size=1, max_size=3)
-
-
-@st.composite
-def conversations(draw):
-    turns = draw(st.integers(min_value=0, max_value=6))
-    messages = []
-    for _ in range(turns):
-        messages.append(u(draw(texts)))
-        messages.append(a(draw(texts)))
-    return messages
-
-
-@settings(max_examples=300, deadline=None)
-@given(conversations(), st.lists(texts, min_size=1, max_size=3))
-def test_resending_the_stored_history_never_duplicates_it(history, new_texts):
-    new = [u(t) for t in new_texts]
-    decision = reconcile(stored(*history), [*history, *new])
-    if history:
-        assert decision.new_input == new
-        assert decision.supersede_from_seq is None
-    else:
-        assert decision.new_input == new
-
-
-@settings(max_examples=300, deadline=None)
-@given(conversations(), st.integers(min_value=0, max_value=12), texts)
-def test_after_any_decision_the_kept_transcript_plus_input_equals_the_client_view(
-    history, cut, text
-):
-    """The stored transcript (minus superseded) plus the new input is a suffix-consistent
-    version of what the client sent: its tail always equals the client's tail."""
-    client = [*history[: min(cut, len(history))], u(text)]
-    refs = stored(*history)
-    decision = reconcile(refs, client)
-    kept = [
-        m for m, r in zip(history, refs, strict=True)
-        if decision.supersede_from_seq is None or r.seq < decision.supersede_from_seq
-    ]
-    result = kept + decision.new_input
-    assert [visible_hash(m) for m in result[-1:]] == [visible_hash(client[-1])]
-    assert len(result) <= len(history) + len(client)
-
-
-# --- what the conversation has learned about its client -----------------------------------
-
-from proxy.core.reconcile import learned_resends_history  # noqa: E402
+    decision = tree(history).decide([u("three")], pending_input=[visible_hash(u("two"))],
+                                    active_tail=[visible_hash(m) for m in history])
+    assert decision.action is Action.APPEND and decision.new_input == [u("three")]
 
 
 def test_a_history_client_regenerates_its_first_reply_with_the_lone_first_message():
-    decision = reconcile(stored(u("hi"), a("hello"), u("more"), a("sure")), [u("hi")],
-                         resends_history=True)
-    assert decision.action is Action.REGENERATE and decision.supersede_from_seq == 2
+    t = tree([u("hi"), a("hello"), u("more"), a("sure")])
+    decision = t.decide([u("hi")], resends_history=True)
+    assert decision.action is Action.REGENERATE and decision.parent == t.active[0]
 
 
-def test_a_history_client_editing_its_first_message_branches_at_the_start():
-    decision = reconcile(stored(u("hi"), a("hello")), [u("hi there")], resends_history=True)
+def test_a_history_client_editing_its_first_message_branches_at_the_root():
+    decision = tree([u("hi"), a("hello")]).decide([u("hi there")], resends_history=True)
     assert decision.action is Action.BRANCH
-    assert decision.supersede_from_seq == 1 and decision.new_input == [u("hi there")]
+    assert decision.parent == ROOT and decision.new_input == [u("hi there")]
 
 
 def test_the_same_body_again_is_a_regenerate_unless_the_client_is_sdk_style():
-    history = stored(u("hello"), a("hi"), u("yes"), a("ok"))
-    repeat = reconcile(history, [u("yes")], repeat_of_last=True)
-    assert repeat.action is Action.REGENERATE and repeat.supersede_from_seq == 4
-    sdk = reconcile(history, [u("yes")], repeat_of_last=True, resends_history=False)
+    history = [u("hello"), a("hi"), u("yes"), a("ok")]
+    t = tree(history)
+    last_input = Found(1, t.active[2])
+    repeat = reconcile([u("yes")], [visible_hash(u("yes"))], tip=t.tip, found=last_input,
+                       repeat_of_last=True)
+    assert repeat.action is Action.REGENERATE and repeat.parent == t.active[2]
+    sdk = reconcile([u("yes")], [visible_hash(u("yes"))], tip=t.tip, found=last_input,
+                    repeat_of_last=True, resends_history=False)
     assert sdk.action is Action.APPEND and sdk.new_input == [u("yes")]
 
 
 def test_learning_the_client_style():
+    t = tree([u("hi"), a("hello")])
     echo = [u("hi"), a("hello"), u("more")]
-    appended = reconcile(stored(u("hi"), a("hello")), echo)
-    assert learned_resends_history(echo, appended, None, had_replies=True) is True
-    lone = reconcile(stored(u("hi"), a("hello")), [u("more")])
+    assert learned_resends_history(echo, t.decide(echo), None, had_replies=True) is True
+    lone = t.decide([u("more")])
     assert learned_resends_history([u("more")], lone, None, had_replies=True) is False
     assert learned_resends_history([u("first")], lone, None, had_replies=False) is None
-    regen = reconcile(stored(u("hi"), a("hello")), [u("hi")], resends_history=True)
-    assert learned_resends_history([u("hi")], regen, True, had_replies=True) is True
+
+
+# --- properties ---------------------------------------------------------------------------
+texts = st.text(alphabet="ab ", min_size=1, max_size=3)
+
+
+@st.composite
+def exchanges(draw, max_turns=5):
+    turns = draw(st.integers(min_value=0, max_value=max_turns))
+    out = []
+    for _ in range(turns):
+        out += [u(draw(texts)), a(draw(texts))]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(exchanges(), st.lists(exchanges(), max_size=3), st.data())
+def test_new_input_is_exactly_what_follows_the_longest_stored_prefix(active, others, data):
+    """Whatever branches are stored, a chat UI's history (any prefix of any stored branch,
+    plus new messages) is split at its longest stored prefix: the rest is new, nothing
+    stored is taken as new and nothing new is dropped."""
+    t = tree(active, *others)
+    base = data.draw(st.sampled_from([active, *others]))
+    cut = data.draw(st.integers(0, len(base)))
+    new = [u(x) for x in data.draw(st.lists(texts, min_size=1, max_size=2))]
+    client = [*base[:cut], *new]
+    decision = t.decide(client, resends_history=True)
+    path = chain(visible_hash(m) for m in client)
+    known = max(n for n in range(len(path) + 1) if n == 0 or path[n - 1] in t.nodes)
+    if decision.action is Action.CONTINUE:
+        return
+    assert decision.new_input == client[known:]
+    if known and decision.parent is not None:
+        assert decision.parent.path_hash == path[known - 1]
+    if decision.parent is not None and decision.parent != ROOT:
+        assert decision.switches == (not t.nodes[decision.parent.path_hash].active)

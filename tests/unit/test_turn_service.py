@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from proxy.core.messages import head_hash, visible_hash
 from proxy.core.reconcile import Action
 from proxy.turn import Replay, TurnSession
 from proxy.turn.observers import FinishedTurn
@@ -232,20 +231,40 @@ def test_observers_run_in_order_after_the_turn_is_stored() -> None:
     asyncio.run(scenario())
 
 
-def test_the_head_is_recorded_so_a_resent_history_finds_its_conversation() -> None:
+def test_a_resent_history_without_a_conversation_id_finds_its_conversation_by_its_path(
+) -> None:
     async def scenario() -> None:
         h = TurnHarness.create()
         first = await h.turn([user("hi")])  # no conversation named: "default"
         reply = assistant(reply_text(first))
-        conversation = h.conversation()
-        assert h.store.heads[conversation.pk] == head_hash(visible_hash(user("hi")),
-                                                           visible_hash(reply))
-
         second = await h.turn([user("hi"), reply, user("more")])  # still no conversation id
         assert second.conversation.conversation_id == "default"
         assert len(h.store.conversations) == 1
         assert roles_and_texts(h.visible()) == [
             ("user", "hi"), ("assistant", reply["content"]),
             ("user", "more"), ("assistant", reply_text(second))]
+
+    asyncio.run(scenario())
+
+
+def test_a_tool_loop_follow_up_without_a_conversation_id_continues_its_own_turn() -> None:
+    """An SDK-style agent with history; a framework's follow-up (user, assistant tool call,
+    tool result) continues the path it belongs to, on every run of the same program."""
+    async def scenario() -> None:
+        h = TurnHarness.create()
+        await h.turn([user("earlier")])
+        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+        for run in range(2):
+            h.upstream.push(Reply(tool_calls=[("lookup", {"q": "x"})]))
+            asked = await h.turn([user("look it up")], tools=tools)
+            call = asked.response["choices"][0]["message"]
+            result = {"role": "tool", "tool_call_id": call["tool_calls"][0]["id"],
+                      "content": f"RESULT-{run}"}
+            done = await h.turn([user("look it up"), call, result], tools=tools)
+            assert done.conversation.conversation_id == "default"
+            sent = [m for m in h.upstream.requests[-1]["messages"] if m["role"] != "system"]
+            assert sent[-1] == result  # the real result, not "(no result ...)"
+            assert sent[-2]["tool_calls"] == call["tool_calls"] and sent[-3] == user("look it up")
+        assert len(h.store.conversations) == 1
 
     asyncio.run(scenario())
