@@ -187,7 +187,8 @@ def _backfill_one(db: sqlite3.Connection, conversation_pk: int) -> None:
                 " CASE WHEN visible_hash IS NULL THEN data END, parent_seq FROM messages"
                 " WHERE conversation_pk = ? ORDER BY seq", (conversation_pk,))]
     update = tree_backfill.plan_tree(rows, summary[0])
-    db.executemany("UPDATE messages SET parent_seq = ?, path_hash = ?, visible_hash = ?"
+    db.executemany("UPDATE messages SET parent_seq = ?, path_hash = ?, visible_hash ="
+                   " CASE WHEN visible = 1 THEN coalesce(visible_hash, ?) ELSE visible_hash END"
                    " WHERE conversation_pk = ? AND seq = ?",
                    ((p, h, v, conversation_pk, s) for p, h, v, s in update.rows))
     if update.summary_seq is not None:
