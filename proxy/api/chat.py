@@ -161,7 +161,7 @@ async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
     annotate_request(request, body, state.settings.logging.include_content)
     check_limits(body["messages"], state.settings.limits)
     how.stream = bool(body.get("stream"))
-    if is_auxiliary(body["messages"], state.auxiliary_patterns):
+    if is_auxiliary(body["messages"], state.auxiliary_patterns, state.auxiliary_system_patterns):
         return await _passthrough(request, state, raw, api_key, how, mode="auxiliary")
     turn_request = TurnRequest(
         caller=caller,
