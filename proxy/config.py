@@ -119,6 +119,19 @@ class IdentitySettings(_Section):
     auxiliary_system_patterns: list[str] = Field(
         default_factory=lambda: list(AUXILIARY_SYSTEM_PATTERNS))
 
+    # Temporary chats (docs/temporary-chats.md): a conversation id starting with one of these
+    # (Open WebUI's "Temporary Chat", and its local form), like the header X-Memory: ephemeral,
+    # is answered with memory read-only and stores nothing. [] turns the prefixes off.
+    ephemeral_conversation_prefixes: list[str] = Field(
+        default_factory=lambda: ["temporary:", "local:"])
+
+    @field_validator("ephemeral_conversation_prefixes")
+    @classmethod
+    def _non_empty_prefixes(cls, value: list[str]) -> list[str]:
+        if any(not prefix for prefix in value):
+            raise ValueError("an empty prefix would make every conversation temporary")
+        return value
+
     @field_validator("auxiliary_patterns", "auxiliary_system_patterns")
     @classmethod
     def _valid_patterns(cls, value: list[str]) -> list[str]:

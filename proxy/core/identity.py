@@ -29,6 +29,7 @@ class Identity:
     conversation_id: str | None
     source: str  # "path", "header", "user"
     history_client: bool = False  # named by a chat UI's header: it resends whole histories
+    ephemeral: bool = False  # a temporary chat: memory read-only, nothing stored (turn/ephemeral)
 
 
 def validate_id(value: str, what: str) -> str:
@@ -52,6 +53,15 @@ def _first_header(headers: Mapping[str, str], names: list[str]) -> str | None:
 
 def memory_disabled(headers: Mapping[str, str]) -> bool:
     return headers.get("x-memory", "").strip().lower() in ("off", "false", "0", "no")
+
+
+def memory_ephemeral(headers: Mapping[str, str], conversation: str | None,
+                     prefixes: Sequence[str]) -> bool:
+    """A temporary chat: `X-Memory: ephemeral`, or a conversation id with one of the
+    configured prefixes (Open WebUI's `temporary:<id>`, `local:<id>`)."""
+    if headers.get("x-memory", "").strip().lower() == "ephemeral":
+        return True
+    return conversation is not None and conversation.startswith(tuple(prefixes))
 
 
 def resolve_identity(
@@ -97,7 +107,9 @@ def resolve_identity(
     if conversation is not None:
         validate_id(conversation, "conversation_id")
     return Identity(agent_id=agent, conversation_id=conversation, source=source,
-                    history_client=history_client)
+                    history_client=history_client,
+                    ephemeral=memory_ephemeral(headers, conversation,
+                                               settings.ephemeral_conversation_prefixes))
 
 
 def is_auxiliary(messages: list[Any], patterns: Sequence[re.Pattern[str]],
