@@ -14,6 +14,8 @@ import json
 import time
 from typing import Any
 
+import httpx
+
 from proxy.store import open_store
 from tests.store_backends import run_with_store
 
@@ -127,6 +129,18 @@ def test_a_temporary_chat_reads_memory_and_leaves_no_trace(make_proxy, fake_upst
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     sent = [m for m in fake_upstream.last.json["messages"] if m["role"] != "system"]
     assert sent == history
+
+    # the chat's side requests are passed through as in any chat
+    follow_ups = {"model": MODEL, "stream": False, "messages": [{"role": "user", "content":
+                  "### Task:\nPredict 3-5 useful messages this user might naturally send next."
+                  "\n### Chat History:\n<chat_history>\nUSER: The code word is gamma\n"
+                  "</chat_history>"}]}
+    raw_body = json.dumps(follow_ups).encode()
+    side = httpx.post(f"{proxy.base_url}/chat/completions", content=raw_body, timeout=30,
+                      headers={"content-type": "application/json", "X-OpenWebUI-User-Id": AGENT,
+                               "X-OpenWebUI-Chat-Id": "temporary:1fHZ_OBsNxD_Z-WiAAAH"})
+    assert side.status_code == 200 and "x-memproxy-ephemeral" not in side.headers
+    assert fake_upstream.last.body == raw_body
 
     # nothing stored: the REST API shows the agent exactly as before, the store has no row
     assert snapshot(proxy) == before

@@ -14,6 +14,7 @@ import pytest
 from proxy.config import ConfigError, IdentitySettings, load_settings
 from proxy.core.identity import resolve_identity
 from proxy.core.tools import MEMORY_SEARCH_TOOL_NAMES, MEMORY_TOOL_NAMES, memory_tools_for
+from proxy.errors import ProxyError
 from proxy.turn import TurnSession
 from proxy.turn.ephemeral import READ_ONLY_NOTE, client_context
 from tests.fakes.scripted_model import Reply
@@ -147,9 +148,10 @@ def test_a_client_tool_call_goes_back_to_the_client() -> None:
 def test_only_system_messages_are_rejected_as_in_a_stateful_turn() -> None:
     async def scenario() -> None:
         h = TurnHarness.create()
-        with pytest.raises(Exception) as err:
+        with pytest.raises(ProxyError) as err:
             await ephemeral_turn(h, [{"role": "system", "content": "hi"}])
-        assert getattr(err.value, "status", None) == 400
+        assert err.value.status == 400 and err.value.param == "messages"
+        assert h.store.calls == []
 
     asyncio.run(scenario())
 
