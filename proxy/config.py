@@ -75,6 +75,33 @@ class AuthSettings(_Section):
     admin_keys: list[str] = Field(default_factory=list)
 
 
+# The default side-request prompts of the chat UIs we know, as their sources write them (each
+# anchored at the start of the message, so a normal message quoting one is not matched).
+AUXILIARY_PATTERNS = (
+    # Open WebUI: titles, tags, follow-ups, search and retrieval queries, image prompts,
+    # autocompletion
+    r"^\s*### Task:",
+    # Open WebUI: the emoji of call mode (it carries the chat id)
+    r"^\s*Your task is to reflect the speaker.s likely facial expression through a fitting emoji",
+    # Open WebUI: "Merge Responses" of several models (it carries no chat id)
+    r"^\s*You have been provided with a set of responses from various models to the latest"
+    r" user query:",
+    # LibreChat: the conversation title (agents endpoints, "completion" and "structured")
+    r"^\s*Provide a concise, 5-word-or-less title for the conversation, using title case",
+    r"^\s*Analyze this conversation and provide:\s+1\. The detected language of the"
+    r" conversation\s+2\. A concise title",
+    # LibreChat: the title of its older clients (a user message for Ollama)
+    r"^\s*Please generate a concise, 5-word-or-less title for the conversation",
+)
+AUXILIARY_SYSTEM_PATTERNS = (
+    # Open WebUI: choosing tools for a model without native function calling
+    r"(?s)^\s*Available Tools: .*Your task is to choose and return the correct tool\(s\) from"
+    r" the list of available tools",
+    # LibreChat: the title of its older clients (a system message by default)
+    r"^\s*Please generate a concise, 5-word-or-less title for the conversation",
+)
+
+
 class IdentitySettings(_Section):
     agent_headers: list[str] = Field(
         default_factory=lambda: ["X-Agent-Id", "X-OpenWebUI-User-Id"]
@@ -85,9 +112,27 @@ class IdentitySettings(_Section):
     history_client_headers: list[str] = Field(default_factory=lambda: ["X-OpenWebUI-Chat-Id"])
     agent_from_user: bool = False
     require_agent: bool = False
-    auxiliary_patterns: list[str] = Field(default_factory=lambda: [r"^\s*### Task:"])
+    # Side requests (docs/clients.md): passed through, stored nowhere. Only a request without
+    # assistant or tool messages can be one; then its last user message is matched against
+    # `auxiliary_patterns` and its system messages against `auxiliary_system_patterns`.
+    auxiliary_patterns: list[str] = Field(default_factory=lambda: list(AUXILIARY_PATTERNS))
+    auxiliary_system_patterns: list[str] = Field(
+        default_factory=lambda: list(AUXILIARY_SYSTEM_PATTERNS))
 
-    @field_validator("auxiliary_patterns")
+    # Temporary chats (docs/temporary-chats.md): a conversation id starting with one of these
+    # (Open WebUI's "Temporary Chat", and its local form), like the header X-Memory: ephemeral,
+    # is answered with memory read-only and stores nothing. [] turns the prefixes off.
+    ephemeral_conversation_prefixes: list[str] = Field(
+        default_factory=lambda: ["temporary:", "local:"])
+
+    @field_validator("ephemeral_conversation_prefixes")
+    @classmethod
+    def _non_empty_prefixes(cls, value: list[str]) -> list[str]:
+        if any(not prefix for prefix in value):
+            raise ValueError("an empty prefix would make every conversation temporary")
+        return value
+
+    @field_validator("auxiliary_patterns", "auxiliary_system_patterns")
     @classmethod
     def _valid_patterns(cls, value: list[str]) -> list[str]:
         for pattern in value:

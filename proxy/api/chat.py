@@ -113,7 +113,7 @@ class ChatMode:
     """How a request was handled, for its access-log line and the requests metric: known
     step by step, so that a request that fails is counted with what was known by then."""
 
-    mode: str = "stateful"  # or passthrough, auxiliary, replay
+    mode: str = "stateful"  # or passthrough, auxiliary, replay, ephemeral
     stream: bool = False
 
 
@@ -161,8 +161,10 @@ async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
     annotate_request(request, body, state.settings.logging.include_content)
     check_limits(body["messages"], state.settings.limits)
     how.stream = bool(body.get("stream"))
-    if is_auxiliary(body["messages"], state.auxiliary_patterns):
+    if is_auxiliary(body["messages"], state.auxiliary_patterns, state.auxiliary_system_patterns):
         return await _passthrough(request, state, raw, api_key, how, mode="auxiliary")
+    if identity.ephemeral:
+        how.mode = "ephemeral"  # a temporary chat (turn/ephemeral.py)
     turn_request = TurnRequest(
         caller=caller,
         identity=identity,

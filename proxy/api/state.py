@@ -20,6 +20,9 @@ class AppState:
     auth: Authenticator
     service: StatefulService
     auxiliary_patterns: list[re.Pattern[str]] = field(default_factory=list)
+    auxiliary_system_patterns: list[re.Pattern[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.auxiliary_patterns = [re.compile(p) for p in self.settings.identity.auxiliary_patterns]
+        identity = self.settings.identity
+        self.auxiliary_patterns = [re.compile(p) for p in identity.auxiliary_patterns]
+        self.auxiliary_system_patterns = [re.compile(p) for p in identity.auxiliary_system_patterns]

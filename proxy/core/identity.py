@@ -8,7 +8,7 @@ pass-through, unless `require_agent` is set.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ class Identity:
     conversation_id: str | None
     source: str  # "path", "header", "user"
     history_client: bool = False  # named by a chat UI's header: it resends whole histories
+    ephemeral: bool = False  # a temporary chat: memory read-only, nothing stored (turn/ephemeral)
 
 
 def validate_id(value: str, what: str) -> str:
@@ -52,6 +53,15 @@ def _first_header(headers: Mapping[str, str], names: list[str]) -> str | None:
 
 def memory_disabled(headers: Mapping[str, str]) -> bool:
     return headers.get("x-memory", "").strip().lower() in ("off", "false", "0", "no")
+
+
+def memory_ephemeral(headers: Mapping[str, str], conversation: str | None,
+                     prefixes: Sequence[str]) -> bool:
+    """A temporary chat: `X-Memory: ephemeral`, or a conversation id with one of the
+    configured prefixes (Open WebUI's `temporary:<id>`, `local:<id>`)."""
+    if headers.get("x-memory", "").strip().lower() == "ephemeral":
+        return True
+    return conversation is not None and conversation.startswith(tuple(prefixes))
 
 
 def resolve_identity(
@@ -97,18 +107,36 @@ def resolve_identity(
     if conversation is not None:
         validate_id(conversation, "conversation_id")
     return Identity(agent_id=agent, conversation_id=conversation, source=source,
-                    history_client=history_client)
+                    history_client=history_client,
+                    ephemeral=memory_ephemeral(headers, conversation,
+                                               settings.ephemeral_conversation_prefixes))
 
 
-def is_auxiliary(messages: list[Any], patterns: list[re.Pattern[str]]) -> bool:
-    """A chat UI's side request (title, tags, follow-ups): matched on the last user message."""
+def is_auxiliary(messages: list[Any], patterns: Sequence[re.Pattern[str]],
+                 system_patterns: Sequence[re.Pattern[str]] = ()) -> bool:
+    """A chat UI's side request (title, tags, follow-ups, emoji, merge, tool choice...).
+
+    Side requests are one-shot: their prompt carries whatever history they need as text, so a
+    request with an assistant or tool message is a conversation and never one of them (a user
+    who types a task-like message in the middle of a chat keeps their memory). Otherwise the
+    last user message is matched against `patterns` and each system or developer message
+    against `system_patterns` (some UIs put the side prompt there, with no user message at
+    all)."""
     from .messages import content_text
 
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            text = content_text(message.get("content"))
-            return any(p.search(text) for p in patterns)
-    return False
+    last_user: str | None = None
+    systems: list[str] = []
+    for message in messages:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("assistant", "tool", "function"):
+            return False
+        if role == "user":
+            last_user = content_text(message.get("content"))
+        elif role in ("system", "developer") and system_patterns:
+            systems.append(content_text(message.get("content")))
+    if last_user is not None and any(p.search(last_user) for p in patterns):
+        return True
+    return any(p.search(text) for text in systems for p in system_patterns)
 
 
 def memory_model(model: Any, suffix: str) -> str | None:

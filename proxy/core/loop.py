@@ -187,6 +187,7 @@ class TurnLoop:
         stream: bool,
         guard: ContextGuard | None = None,
         route: Deadline | None = None,
+        read_only_memory: bool = False,  # offer only the memory searches (a temporary chat)
     ) -> None:
         self.upstream = upstream
         self.api_key = api_key
@@ -199,7 +200,7 @@ class TurnLoop:
         self.max_steps = max(1, max_steps)
         self.stream = stream
         # A client tool that happens to share a memory tool's name stays the client's.
-        self.tools = memory_tools_for(body.get("tools") or [])
+        self.tools = memory_tools_for(body.get("tools") or [], read_only=read_only_memory)
         names = [t["function"]["name"] for t in self.tools if t.get("function")]
         self.client_names = frozenset(
             name for t in body.get("tools") or [] if isinstance(t, dict)

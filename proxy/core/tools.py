@@ -86,13 +86,19 @@ MEMORY_TOOLS: list[dict[str, Any]] = [
 ]
 
 MEMORY_TOOL_NAMES = frozenset(t["function"]["name"] for t in MEMORY_TOOLS)
+# The tools that only read memory: all a temporary chat may use (turn/ephemeral.py).
+MEMORY_SEARCH_TOOL_NAMES = frozenset({"archival_memory_search", "conversation_search"})
 
 
-def memory_tools_for(client_tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The tools offered upstream: memory tools (unless the client has one of the same name)
-    followed by the client's own."""
+def memory_tools_for(client_tools: list[dict[str, Any]], *, read_only: bool = False
+                     ) -> list[dict[str, Any]]:
+    """The tools offered upstream: memory tools (unless the client has one of the same name;
+    with `read_only`, only the searches) followed by the client's own."""
     client_names = {(t.get("function") or {}).get("name") for t in client_tools}
-    return [t for t in MEMORY_TOOLS if t["function"]["name"] not in client_names] + client_tools
+    return [t for t in MEMORY_TOOLS
+            if t["function"]["name"] not in client_names
+            and (not read_only or t["function"]["name"] in MEMORY_SEARCH_TOOL_NAMES)
+            ] + client_tools
 
 
 def _fit_results(results: list[dict[str, Any]], max_chars: int) -> str:

@@ -42,6 +42,7 @@ from ..obs.metrics import Metrics
 from ..store.base import Store
 from ..upstream import UpstreamClient
 from .context_cache import ContextCache
+from .ephemeral import start_ephemeral
 from .input import (
     InputPlan,
     client_hashes,
@@ -117,6 +118,8 @@ class StatefulService:
         ]
 
     async def start(self, request: TurnRequest, api_key: str | None) -> TurnSession | Replay:
+        if request.identity.ephemeral:  # a temporary chat: memory read-only, nothing stored
+            return await start_ephemeral(self, request, api_key)
         system_messages, client_messages = split_system(request.body["messages"])
         if not client_messages:
             raise bad_request(

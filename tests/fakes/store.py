@@ -1,7 +1,7 @@
 """An in-memory test double of the store's turn role: what `proxy.turn` asks of a database.
 
 `InMemoryTurnStore` implements only the methods a stateful turn calls (agents and
-conversations, the turn's state, its input, its outcome, page-outs, leases, model stats and the
+conversations, the turn's state (and what a temporary chat reads instead), its input, its outcome, page-outs, leases, model stats and the
 memory tools' searches), with the semantics of the real stores: seqs are consecutive per
 conversation and never reused, `begin_turn(supersede_from_seq=...)` and `discard_turn` mark
 messages superseded (and out of context), `evict_messages` takes messages out of context and
@@ -380,6 +380,25 @@ class InMemoryTurnStore:
     # --- leases and model statistics ------------------------------------------------------
     def turn_leases(self) -> InMemoryLeases:
         return InMemoryLeases(self.lease_holders)
+
+    # --- reads without a turn (LookupStore): what a temporary chat reads -------------------
+    async def get_agent(self, tenant: str, agent_id: str) -> Agent | None:
+        self._called("get_agent")
+        return next((_copy(a) for a in self.agents.values()
+                     if (a.tenant, a.agent_id) == (tenant, agent_id)), None)
+
+    async def get_blocks(self, agent_pk: int) -> list[Block]:
+        self._called("get_blocks")
+        return _copy(self.blocks.get(agent_pk, []))
+
+    async def count_messages(self, agent_pk: int) -> int:
+        self._called("count_messages")
+        return sum(1 for c in self.conversations.values() if c.agent_pk == agent_pk
+                   for m in self.messages[c.pk] if m.visible and not m.superseded)
+
+    async def count_passages(self, agent_pk: int) -> int:
+        self._called("count_passages")
+        return len(self.passages.get(agent_pk, []))
 
     async def get_model_stats(self, model: str) -> dict | None:
         self._called("get_model_stats")
