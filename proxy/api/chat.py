@@ -186,7 +186,7 @@ async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
         return _replay(outcome, turn_request, started)
     if turn_request.stream:
         return await _stream(outcome, turn_request)
-    return await _complete(outcome)
+    return await _complete(outcome, request, state)
 
 
 def _memory_alias(raw: bytes, suffix: str) -> tuple[dict[str, Any] | None, bytes]:
@@ -243,13 +243,17 @@ async def _iterate(chunks: list[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _complete(session: TurnSession) -> Response:
+async def _complete(session: TurnSession, request: Request, state: AppState) -> Response:
     try:
         async for _event in session.events():
             pass
     finally:
         _turn_finished(session)
     assert session.response is not None
+    if await request.is_disconnected():
+        # The client gave up while the turn went on (its own timeout): the answer is stored
+        # but never reached it, so the same request sent again soon is that request retried.
+        state.service.undelivered.add(session)
     session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     return Response(
         sse.dumps(session.response), media_type="application/json",

@@ -128,7 +128,6 @@ def reconcile(
     active_tail: Sequence[str] = (),
     pending_input: list[str] | None = None,
     resends_history: bool | None = None,
-    repeat_of_last: bool = False,
 ) -> Decision:
     """Decide what of `client_messages` (system messages removed) is new, and where it goes.
 
@@ -138,9 +137,10 @@ def reconcile(
     `pending_input` holds the hashes of the last turn's input when that turn never finished: a
     client resending exactly it continues the turn instead of storing it twice.
     `resends_history` is what the conversation learned about its client (True: a chat UI that
-    resends the whole history). `repeat_of_last`: the request is byte-for-byte the last
-    finished turn's, with no retry marker: unless the client is known to be SDK-style
-    (`resends_history is False`), that regenerates that turn's reply.
+    resends the whole history; a lone first message sent again is then message 1 again).
+    Otherwise a request without assistant messages is new input at the tip, even the very
+    same body as the last turn's: an SDK asking again (a resend whose answer never arrived is
+    replayed before this is reached: turn/service.py).
     """
     hashes = list(client_hashes)
     if pending_input and hashes[-len(pending_input):] == pending_input:
@@ -151,9 +151,6 @@ def reconcile(
 
     has_assistant = any(m.get("role") == "assistant" for m in client_messages)
     if not has_assistant and not resends_history:
-        if repeat_of_last and resends_history is not False and found is not None:
-            # the last request again (a chat UI's first message, regenerated): answer it anew
-            return Decision(Action.REGENERATE, [], found.node)
         return Decision(Action.APPEND, list(client_messages))
 
     if found is None:

@@ -104,12 +104,6 @@ def pending_input(last: Turn | None, context: Sequence[StoredMessage]) -> list[s
     ] or None
 
 
-def is_repeat(last: Turn | None, fingerprint: str, *, retry: bool) -> bool:
-    """The request is byte-for-byte the last finished turn's, with no retry marker."""
-    return (last is not None and last.status == "done" and not retry
-            and last.request_hash == fingerprint)
-
-
 async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
                  hashes: Sequence[str], roles: Sequence[str], *, tip: Node | None = None,
                  tail: Sequence[tuple[str, Node]] = ()) -> Found | None:
@@ -138,8 +132,7 @@ async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
 
 
 async def read_history(store: TurnStore, state: TurnState, client_messages: list[Message],
-                       hashes: dict[int, str], fingerprint: str, *, history_client: bool,
-                       retry: bool = False) -> History:
+                       hashes: dict[int, str], fingerprint: str, *, history_client: bool) -> History:
     conversation, last, context = state.conversation, state.last_turn, state.context
     tip = node_of(context[-1]) if context else None
     if tip is None and last is not None:
@@ -151,9 +144,6 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
     if "assistant" in roles or resends_history(conversation, history_client=history_client):
         found = await locate(store, conversation.agent_pk, conversation.pk, ordered, roles,
                              tip=tip, tail=tail)
-    elif is_repeat(last, fingerprint, retry=retry) and last is not None:
-        # the last request again: its input is the last turn's, already on the active path
-        found = _last_input(last, context, len(ordered))
     pending = pending_input(last, context)
     unfinished = False
     if (pending is None and last is not None and last.status != "done"
@@ -166,12 +156,6 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
     return History(tip, found, [h for h, _ in tail], pending, unfinished)
 
 
-def _last_input(last: Turn, context: Sequence[StoredMessage], length: int) -> Found | None:
-    inputs = [m for m in context
-              if m.turn_id == last.turn_id and m.visible and m.role in ("user", "tool")]
-    return Found(length, node_of(inputs[-1])) if inputs else None
-
-
 def plan_input(
     *,
     state: TurnState,
@@ -180,7 +164,6 @@ def plan_input(
     hashes: dict[int, str],
     fingerprint: str,
     model: str,
-    retry: bool,
     history_client: bool,
     agent_resends: bool,
 ) -> InputPlan:
@@ -196,8 +179,7 @@ def plan_input(
             client_messages, [hashes[id(m)] for m in client_messages],
             tip=history.tip, found=history.found, active_tail=history.active_tail,
             pending_input=history.pending,
-            resends_history=resends_history(conversation, history_client=history_client),
-            repeat_of_last=is_repeat(last, fingerprint, retry=retry))
+            resends_history=resends_history(conversation, history_client=history_client))
     learned = learned_resends_history(client_messages, decision, conversation.resends_history,
                                       had_replies=last is not None)
     if learned == conversation.resends_history:

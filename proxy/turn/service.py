@@ -82,6 +82,25 @@ class StoredTurn:
         )
 
 
+class UndeliveredTurns:
+    """The last turn of each conversation whose answer the client never received (it had
+    disconnected when the turn finished), for recognising an unmarked resend of it. In this
+    process only, bounded: a resend that reaches another process is a new turn."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._turns: dict[int, str] = {}
+
+    def add(self, session: TurnSession) -> None:
+        if len(self._turns) >= self.LIMIT:
+            self._turns.pop(next(iter(self._turns)))
+        self._turns[session.conversation.pk] = session.turn_id
+
+    def pop(self, conversation_pk: int) -> str | None:
+        return self._turns.pop(conversation_pk, None)
+
+
 class StatefulService:
     """Everything a stateful turn needs, shared by all requests of one app.
 
@@ -107,6 +126,7 @@ class StatefulService:
         ]
         self.effects = TurnEffects(store, self.observers, self.metrics)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
+        self.undelivered = UndeliveredTurns()  # answers whose client had gone
         self._agents: dict[tuple[str, str], Agent] = {}
         self._conversations: dict[tuple[int, str], int] = {}
         self.contexts = ContextCache(settings.agent.context_cache_messages)
@@ -236,7 +256,9 @@ class StatefulService:
         be repeated — the same input at the same position — never an older identical turn:
         with a retry marker, as a double submit, or, from a client that does not resend its
         history, as an unmarked identical resend within `[agent] resend_window_s` of that
-        turn's end (a client whose own timeout fired while the turn went on).
+        turn's end when its answer never reached the client (the client's own timeout fired
+        while the turn went on: `UndeliveredTurns`). An identical question asked again after
+        its answer arrived is a new turn.
         """
         if request.idempotency_key:
             turn = await self.store.find_turn(state.conversation.pk,
@@ -252,7 +274,8 @@ class StatefulService:
         resends = resends_history(state.conversation,
                                   history_client=request.identity.history_client)
         if (window > 0 and not resends and last.finished_at is not None
-                and time.time() - last.finished_at <= window):
+                and time.time() - last.finished_at <= window
+                and self.undelivered.pop(state.conversation.pk) == last.turn_id):
             return last
         return None
 
@@ -268,11 +291,11 @@ class StatefulService:
         history_client = request.identity.history_client
         hashes = client_hashes(client_messages)
         history = await read_history(self.store, state, client_messages, hashes, fingerprint,
-                                     history_client=history_client, retry=request.retry)
+                                     history_client=history_client)
         plan = plan_input(
             state=state, history=history, client_messages=client_messages,
             hashes=hashes, fingerprint=fingerprint,
-            model=request.model, retry=request.retry, history_client=history_client,
+            model=request.model, history_client=history_client,
             agent_resends=bool(agent.settings.get("resends_history")),
         )
         self.metrics.reconcile.labels(plan.decision.action.value).inc()

@@ -104,9 +104,10 @@ def test_open_webui_session(make_proxy, fake_upstream):
     assert visible(proxy, "user-7", "chat-1") == [*oslo, ("assistant", a3)]
     everything = storage.transcript(proxy.settings.database.url, "user-7", "chat-1",
                                     include_superseded=True)
-    # superseded: the first Oslo reply (regenerate), the Oslo question and its second reply
-    # (edit), the Bergen question and reply (switch back); Oslo's are stored again as input
-    assert sum(m.superseded for m in everything) == 5
+    # superseded: the first Oslo reply (regenerate), the Bergen question and reply (switch
+    # back); the Oslo branch was restored, not stored again
+    assert sum(m.superseded for m in everything) == 3
+    assert sum(m.data.get("content") == "Plan a trip to Oslo" for m in everything) == 1
     assert all(not m.in_context for m in everything if m.superseded)
 
 

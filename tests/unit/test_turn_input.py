@@ -61,7 +61,7 @@ def state_of(transcript: list[StoredMessage], last: Turn | None = None, *,
 
 def plan(state: TurnState, client: list[Message], *, read: bool = True,
          transcript: list[StoredMessage] | None = None,
-         pending: list[str] | None = None, unfinished: bool = False, retry: bool = False,
+         pending: list[str] | None = None, unfinished: bool = False,
          history_client: bool = False, agent_resends: bool = False,
          fingerprint: str = "this request") -> InputPlan:
     """`plan_input` with the request located in `transcript` (default: the context) when
@@ -79,7 +79,7 @@ def plan(state: TurnState, client: list[Message], *, read: bool = True,
     return plan_input(
         state=state, history=history,
         client_messages=client, hashes=client_hashes(client), fingerprint=fingerprint,
-        model=MODEL, retry=retry, history_client=history_client, agent_resends=agent_resends)
+        model=MODEL, history_client=history_client, agent_resends=agent_resends)
 
 
 def test_a_first_message_is_new_input_with_its_hash_and_tokens() -> None:
