@@ -18,6 +18,7 @@ check frameworks whose request bodies they do not build themselves.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,8 @@ class Exchange:
     body: dict[str, Any]
     upstream: list[dict[str, Any]] = field(default_factory=list)
     status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # memproxy's response headers
+    sent_headers: dict[str, str] = field(default_factory=dict)  # the client's request headers
 
     @property
     def client_messages(self) -> list[tuple]:
@@ -101,13 +103,15 @@ class ClientLog:
     def __init__(self, fake: FakeUpstream) -> None:
         self.fake = fake
         self.exchanges: list[Exchange] = []
+        self.on_status: dict[int, Callable[[], None]] = {}  # called when a response has it
         self._start = 0
 
     def _on_request(self, request: httpx.Request) -> None:
         if request.url.path.endswith("/chat/completions"):
             request.read()
             self._start = len(self.fake.requests)
-            self.exchanges.append(Exchange(json.loads(request.content)))
+            self.exchanges.append(Exchange(json.loads(request.content),
+                                           sent_headers=dict(request.headers)))
 
     def _on_response(self, response: httpx.Response) -> None:
         if response.request.url.path.endswith("/chat/completions") and self.exchanges:
@@ -116,6 +120,8 @@ class ClientLog:
             last.upstream = [r.json for r in self.fake.requests[self._start:]]
             last.status = response.status_code
             last.headers = dict(response.headers)
+            if (action := self.on_status.get(response.status_code)) is not None:
+                action()
 
     def sync_client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(event_hooks={"request": [self._on_request],
