@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes import Fault, Reply
+from tests.fakes import Fault, Reply, message_text, scripted_model
 from tests.prompt_check import ClientLog, check_exchange, normal
 from tests.servers import UpstreamGate
 
@@ -155,29 +155,45 @@ FACT_REQUEST = "Please note DUPFACT42 for later"
 FACT_ANSWER = "Noted: DUPFACT42."
 
 
+GREETING = ("Hello there", "Echo: Hello there (saw 1 user messages)")
+
+
 def fact_model(body: dict) -> Reply:
-    """A model that stores the fact whenever it is asked to, then confirms it."""
+    """A model that stores the fact whenever it is asked to, then confirms it (and answers
+    anything else as the scripted model does)."""
     last = body["messages"][-1]
     if last.get("role") == "tool":
         return Reply(content=FACT_ANSWER)
+    if message_text(last) != FACT_REQUEST:
+        return scripted_model(body)
     return Reply(tool_calls=[("core_memory_append", {"label": "human", "content": "DUPFACT42"})])
 
 
-def time_out_while_the_turn_runs(proxy, fake_upstream, agent: str) -> list[dict]:
-    """Send the turn with an HTTP timeout shorter than the (delayed) upstream: the client gives
-    up, the turn goes on and stores a memory edit and its answer. Returns the messages."""
+def time_out_while_the_turn_runs(proxy, fake_upstream, agent: str, earlier_turns: int
+                                 ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """After `earlier_turns` plain turns (0: the fact is the conversation's first message),
+    send the turn with an HTTP timeout shorter than the (delayed) upstream: the client gives
+    up, the turn goes on and stores a memory edit and its answer. Returns the messages sent
+    and the transcript (role, text) the server then holds."""
     fake_upstream.responder = fact_model
+    client = proxy.client(max_retries=0, default_headers={"X-Agent-Id": agent})
+    stored: list[tuple[str, str]] = []
+    for _ in range(earlier_turns):
+        client.chat.completions.create(model=MODEL, messages=[u(GREETING[0])])
+        stored += [("user", GREETING[0]), ("assistant", GREETING[1])]
+    calls = len(fake_upstream.requests)
     fake_upstream.push(Fault.delay(1.5))  # then the responder's answer
     messages = [u(FACT_REQUEST)]
-    impatient = proxy.client(timeout=0.5, max_retries=0, default_headers={"X-Agent-Id": agent})
     with pytest.raises(openai.APITimeoutError):
-        impatient.chat.completions.create(model=MODEL, messages=messages)
+        client.with_options(timeout=0.5).chat.completions.create(model=MODEL, messages=messages)
+    stored += [("user", FACT_REQUEST), ("assistant", FACT_ANSWER)]
     deadline = time.monotonic() + 30
-    while ("assistant", FACT_ANSWER) not in rest_messages(proxy, agent):
-        assert time.monotonic() < deadline, "the turn never finished on the server"
+    while rest_messages(proxy, agent) != stored:
+        assert time.monotonic() < deadline, (
+            f"the turn never finished on the server: {rest_messages(proxy, agent)!r}")
         time.sleep(0.05)
-    assert len(fake_upstream.requests) == 2  # the memory edit, then the answer
-    return messages
+    assert len(fake_upstream.requests) == calls + 2  # the memory edit, then the answer
+    return messages, stored
 
 
 def resend(proxy, agent: str, messages: list[dict]) -> httpx.Response:
@@ -188,29 +204,40 @@ def resend(proxy, agent: str, messages: list[dict]) -> httpx.Response:
     return raw
 
 
-def test_an_unmarked_resend_within_the_window_is_a_replay_stored_once(make_proxy, fake_upstream):
+# 0: the resent message is also the conversation's first (its root); 1: it follows a turn
+EARLIER_TURNS = pytest.mark.parametrize("earlier_turns", [0, 1], ids=["first", "later"])
+
+
+@EARLIER_TURNS
+def test_an_unmarked_resend_within_the_window_is_a_replay_stored_once(
+        make_proxy, fake_upstream, earlier_turns):
     proxy = make_proxy()  # [agent] resend_window_s: the default (60 s)
-    messages = time_out_while_the_turn_runs(proxy, fake_upstream, "dup")
+    messages, stored = time_out_while_the_turn_runs(proxy, fake_upstream, "dup", earlier_turns)
+    calls = len(fake_upstream.requests)
     raw = resend(proxy, "dup", messages)
     value, revisions = rest_block(proxy, "dup")
     assert value.count("DUPFACT42") == 1, f"the memory edit was stored again: {value!r}"
     assert [r["source"] for r in revisions] == ["tool:core_memory_append"]
-    assert rest_messages(proxy, "dup") == [("user", FACT_REQUEST), ("assistant", FACT_ANSWER)]
-    assert len(fake_upstream.requests) == 2, "the resend reached the upstream"
+    assert rest_messages(proxy, "dup") == stored
+    assert len(fake_upstream.requests) == calls, "the resend reached the upstream"
     assert raw.headers.get("x-memproxy-replayed") == "true"
     assert raw.parse().choices[0].message.content == FACT_ANSWER
 
 
-def test_an_unmarked_resend_after_the_window_is_a_new_turn(make_proxy, fake_upstream):
+@EARLIER_TURNS
+def test_an_unmarked_resend_after_the_window_is_a_new_turn(
+        make_proxy, fake_upstream, earlier_turns):
     window = 0.3
     proxy = make_proxy({"agent": {"resend_window_s": window}})
-    messages = time_out_while_the_turn_runs(proxy, fake_upstream, "late")
+    messages, stored = time_out_while_the_turn_runs(proxy, fake_upstream, "late", earlier_turns)
+    calls = len(fake_upstream.requests)
     time.sleep(window * 3)
     raw = resend(proxy, "late", messages)
     assert raw.headers.get("x-memproxy-replayed") is None
     assert raw.parse().choices[0].message.content == FACT_ANSWER
-    assert len(fake_upstream.requests) == 4  # the model was asked again and stored it again
-    assert rest_messages(proxy, "late") == [("user", FACT_REQUEST), ("assistant", FACT_ANSWER)] * 2
+    assert len(fake_upstream.requests) == calls + 2  # asked again, it stores the fact again
+    assert rest_messages(proxy, "late") == stored + [("user", FACT_REQUEST),
+                                                     ("assistant", FACT_ANSWER)]
     value, revisions = rest_block(proxy, "late")
     assert value.count("DUPFACT42") == 2, value
     assert len(revisions) == 2
