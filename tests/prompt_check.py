@@ -148,4 +148,3 @@ def check_exchange(exchange: Exchange, path_before: list[tuple]) -> None:
         assert got == expected, (
             f"upstream call {i} for the client's request {exchange.client_messages!r}:\n"
             f"  shown   {got!r}\n  expected {expected!r}")
-
