@@ -49,18 +49,19 @@ def _tail(text: str, limit: int = 4000) -> str:
     return text if len(text) <= limit else "...\n" + text[-limit:]
 
 
-def _node_with_sdk() -> str:
-    """The `node` executable, once tests/node/node_modules holds the openai package."""
+def _node_with_sdk(package: Path = SDK_PACKAGE) -> str:
+    """The `node` executable, once tests/node/node_modules holds `package` (a package.json:
+    the openai package unless another is given)."""
     if os.environ.get(SKIP_ENV, "").strip().lower() == "skip":
         _unavailable(f"{SKIP_ENV}=skip skips it explicitly")
     node = shutil.which("node")
     if node is None:
         _unavailable("`node` is not on PATH (Node 20+ is needed for the Node SDK test)")
-    if SDK_PACKAGE.is_file():
+    if package.is_file():
         return node
     npm = shutil.which("npm")
     if npm is None:
-        _unavailable(f"{SDK_PACKAGE.parent} is missing and `npm` is not on PATH to install it")
+        _unavailable(f"{package.parent} is missing and `npm` is not on PATH to install it")
     command = [npm, "ci", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund"]
     try:
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
@@ -70,7 +71,7 @@ def _node_with_sdk() -> str:
                      f"output:\n{_tail(str(exc.stdout or '') + str(exc.stderr or ''))}")
     except OSError as exc:
         _unavailable(f"`{' '.join(command)}` could not run: {exc}")
-    if done.returncode != 0 or not SDK_PACKAGE.is_file():
+    if done.returncode != 0 or not package.is_file():
         _unavailable(f"`{' '.join(command)}` failed (exit {done.returncode}); "
                      f"output:\n{_tail(done.stdout + done.stderr)}")
     return node
