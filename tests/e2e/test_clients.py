@@ -138,7 +138,7 @@ def test_librechat_session(make_proxy, fake_upstream):
     assert "Summary: the user said one and two." in fake_upstream.last.json["messages"][0]["content"]
 
 
-def test_sdk_style_first_message_again_is_new_input_but_a_regenerate_for_a_chat_ui(
+def test_the_first_message_again_is_new_input_from_an_sdk_but_a_regenerate_for_a_chat_ui(
     make_proxy, fake_upstream
 ):
     proxy = make_proxy()
@@ -148,12 +148,12 @@ def test_sdk_style_first_message_again_is_new_input_but_a_regenerate_for_a_chat_
         client.chat.completions.create(model=MODEL, messages=[u(text)], extra_headers=sdk)
     assert [t for r, t in visible(proxy, "sdk") if r == "user"] == ["hello", "yes", "yes"]
 
-    # while the style is unknown, the very same body again after the turn finished (and no
-    # retry marker) is a regenerate, as a chat UI's "regenerate first reply" looks like that
+    # while the style is unknown, the very same body again after its answer arrived (and no
+    # retry marker) is the client asking again: a new turn (docs/conversation-tree.md)
     fresh = {"X-Agent-Id": "fresh"}
     client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=fresh)
     client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=fresh)
-    assert [r for r, _ in visible(proxy, "fresh")] == ["user", "assistant"]
+    assert [r for r, _ in visible(proxy, "fresh")] == ["user", "assistant"] * 2
 
     ui = {"X-Agent-Id": "ui", "X-Conversation-Id": "c"}
     r1 = client.chat.completions.create(model=MODEL, messages=[u("hi")], extra_headers=ui)

@@ -97,7 +97,7 @@ def test_a_regenerate_cut_by_a_crash_and_sent_again_is_answered_once(
         memproxy, database_url, fake_upstream):
     """A chat UI's first message is answered, but the answer never reaches it; it sends the
     message again (a regenerate), memproxy dies during that, and it sends it once more."""
-    headers = {"X-Agent-Id": "crashregen", "X-Conversation-Id": "c1"}
+    headers = {"X-Agent-Id": "crashregen", "X-OpenWebUI-Chat-Id": "c1"}  # a chat UI
     first = [{"role": "user", "content": "hello there"}]
     server = memproxy()
     assert post(server, first, headers).status_code == 200  # the client never saw this answer
@@ -117,7 +117,7 @@ def test_a_regenerate_whose_upstream_call_failed_is_continued_by_the_resend(
     the turn for a retry), and the resend continues that turn instead of storing the message
     a second time."""
     proxy = make_proxy({"upstream": {"max_retries": 0}})
-    headers = {"X-Agent-Id": "regenfail", "X-Conversation-Id": "c1"}
+    headers = {"X-Agent-Id": "regenfail", "X-OpenWebUI-Chat-Id": "c1"}  # a chat UI
     first = [{"role": "user", "content": "hello again"}]
     url = f"{proxy.base_url}/chat/completions"
     body = {"model": MODEL, "messages": first}

@@ -29,11 +29,11 @@ def test_a_known_sequence_is_counted_exactly(make_proxy, fake_upstream):
     agent = {"X-Agent-Id": "m"}
     user = [{"role": "user", "content": "My name is Ada"}]
     client.chat.completions.create(model=MODEL, messages=user, extra_headers=agent)  # 2 steps
+    client.chat.completions.create(model=MODEL, messages=user, extra_headers={
+        **agent, "x-stainless-retry-count": "1"})  # that request retried: a replay
     list(client.chat.completions.create(model=MODEL, stream=True, extra_headers=agent,
                                         messages=[{"role": "user", "content": "hi"}]))
     client.chat.completions.create(model=MODEL, messages=user)  # pass-through
-    client.chat.completions.create(model=MODEL, messages=user, extra_headers={
-        **agent, "x-stainless-retry-count": "1"})  # the first request retried: a replay
     bad = httpx.post(f"{proxy.base_url}/chat/completions", headers=agent, content=b"{")
     assert bad.status_code == 400
 
