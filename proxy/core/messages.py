@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from .types import Message
-
-_WS = re.compile(r"\s+")
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -54,7 +51,9 @@ def message_text(message: Message) -> str:
 
 
 def _normal_text(text: str) -> str:
-    return _WS.sub(" ", text).strip()
+    # runs of whitespace to one space, none at the ends: what `re.sub(r"\s+", " ", t).strip()`
+    # gives (str.split and the regex's \s agree on what whitespace is), three times faster
+    return " ".join(text.split())
 
 
 def _normal_arguments(arguments: Any) -> str:
@@ -101,9 +100,28 @@ _HASH_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
 _REQUEST_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 
 
+# Chat UIs resend the same messages every turn (a 200-message history hashed anew each time was
+# most of a turn's own cost). A message whose content is a string and that carries no tool
+# calls hashes by its role and text alone, so those hashes are kept, a bounded number.
+_HASHES: dict[tuple[str, str], str] = {}
+HASH_CACHE_SIZE = 16_384
+
+
 def visible_hash(message: Message) -> str:
+    content = message.get("content")
+    key = None
+    if isinstance(content, str) and not message.get("tool_calls"):
+        key = (str(message.get("role", "")), content)
+        cached = _HASHES.get(key)
+        if cached is not None:
+            return cached
     raw = _HASH_JSON.encode(normal_form(message))
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:32]
+    if key is not None:
+        if len(_HASHES) >= HASH_CACHE_SIZE:
+            _HASHES.clear()
+        _HASHES[key] = digest
+    return digest
 
 
 def split_system(messages: Iterable[Message]) -> tuple[list[Message], list[Message]]:

@@ -52,7 +52,7 @@ class History:
 
     tip: Node | None  # the active path's last message (None: nothing stored)
     found: Found | None  # the request's longest known prefix (None: not looked up / unknown)
-    active_tail: list[str]  # visible hashes of the active path's messages in context
+    active_tail: list[str]  # visible hashes of the active path in context (only with `pending`)
     pending: list[str] | None  # hashes of the unfinished last turn's input, if any
     unfinished_without_input: bool  # that turn is this very request and stored nothing
 
@@ -106,10 +106,10 @@ def pending_input(last: Turn | None, context: Sequence[StoredMessage]) -> list[s
 
 async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
                  hashes: Sequence[str], roles: Sequence[str], *, tip: Node | None = None,
-                 tail: Sequence[tuple[str, Node]] = ()) -> Found | None:
+                 context: Sequence[StoredMessage] = ()) -> Found | None:
     """The request's longest known prefix in one conversation (or, with `conversation_pk`
     None, in any of the agent's): the tip, then one lookup of its path hashes, then an anchor
-    in the tail kept in memory, then an anchor in the store."""
+    in the active path's context kept in memory, then an anchor in the store."""
     path = chain(hashes)
     length = tip_length(path, tip)
     if length is not None and tip is not None:
@@ -124,7 +124,7 @@ async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
     m = anchor_length(hashes, roles)
     if m == 0:
         return None
-    found = anchor_in_tail(hashes[:m], roles[:m], tail)
+    found = anchor_in_tail(hashes[:m], roles[:m], visible_tail(context))
     if found is not None:
         return found
     node = await store.find_anchor(agent_pk, list(hashes[:m]), conversation_pk=conversation_pk)
@@ -137,13 +137,12 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
     tip = node_of(context[-1]) if context else None
     if tip is None and last is not None:
         tip = await store.path_tip(conversation.pk)  # everything evicted or discarded
-    tail = visible_tail(context)
     ordered = [hashes[id(m)] for m in client_messages]
     roles = [str(m.get("role", "")) for m in client_messages]
     found: Found | None = None
     if "assistant" in roles or resends_history(conversation, history_client=history_client):
         found = await locate(store, conversation.agent_pk, conversation.pk, ordered, roles,
-                             tip=tip, tail=tail)
+                             tip=tip, context=context)
     pending = pending_input(last, context)
     unfinished = False
     if (pending is None and last is not None and last.status != "done"
@@ -153,7 +152,9 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
         rows = await store.list_messages(conversation.pk, after_seq=last.first_seq - 1,
                                          limit=1, include_superseded=True)
         unfinished = not any(m.turn_id == last.turn_id for m in rows)
-    return History(tip, found, [h for h, _ in tail], pending, unfinished)
+    # the active path's visible hashes matter only to continue an unfinished turn
+    tail = [] if pending is None else [h for h, _ in visible_tail(context)]
+    return History(tip, found, tail, pending, unfinished)
 
 
 def plan_input(
