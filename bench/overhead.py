@@ -37,17 +37,26 @@ from typing import Any
 import httpx
 import orjson
 
-from .common import eprint, exit_on_signals, machine_info, stop_all_children
+from .chat import Histories, add_decisions, reconcile_counts, reply_of
+from .common import (
+    eprint,
+    exit_on_signals,
+    machine_info,
+    stop_all_children,
+)
 from .fake_upstream import DEFAULT_CONTEXT_WINDOW
 from .overhead_report import plot, render, results
 from .populate import populate
 from .scenarios import (  # noqa: F401 - re-exported: bench.paging imports them from here
+    CHAT_HEADER,
+    CHAT_ID,
     MODEL,
     TARGET_P50_MS,
     TARGET_P99_MS,
     TENANT,
     UPSTREAM_KEY,
     Scenario,
+    chat_scenarios,
     default_scenarios,
     paragraph,
     user_text,
@@ -71,25 +80,33 @@ def _first_content(buffer: bytes) -> bool:
 
 
 class Runner:
-    def __init__(self, stack: Stack, client: httpx.Client, agents: int) -> None:
+    """Sends and times one scenario's requests over the measuring client; `side` (another
+    client) reads what is not timed: upstream stats, memproxy's metrics, stored transcripts."""
+
+    def __init__(self, stack: Stack, client: httpx.Client, agents: int,
+                 side: httpx.Client | None = None) -> None:
         self.stack = stack
         self.client = client
+        self.side = side or client
         self.agents = agents
         self.errors: list[str] = []
+        self.histories = Histories()
 
     def request(self, scenario: Scenario, index: int, record: bool) -> None:
-        body: dict[str, Any] = {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": user_text(index)}],
-        }
+        agent = index % (scenario.agents or self.agents)
+        new = {"role": "user", "content": user_text(index)}
+        messages = (self.histories.messages(scenario, agent, new) if scenario.chat
+                    else [new])
+        body: dict[str, Any] = {"model": MODEL, "messages": messages}
         if scenario.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         headers = {"authorization": f"Bearer {UPSTREAM_KEY}",
                    "content-type": "application/json"}
         if scenario.agent_prefix:
-            headers["x-agent-id"] = (
-                f"{scenario.agent_prefix}-{index % (scenario.agents or self.agents)}")
+            headers["x-agent-id"] = f"{scenario.agent_prefix}-{agent}"
+            if scenario.chat:
+                headers[CHAT_HEADER] = CHAT_ID
         url = f"{self.stack.base(scenario.target)}/v1/chat/completions"
         content = orjson.dumps(body)
         client = self.client
@@ -118,8 +135,11 @@ class Runner:
             if len(self.errors) >= 5:
                 raise RuntimeError("too many failed requests:\n" + "\n".join(self.errors))
             return
+        if scenario.chat:
+            self.histories.answered(scenario, agent, new, reply_of(text))
         if not record:
             return
+        scenario.sent_messages.append(len(messages))
         scenario.total_ms.append((end - start) * 1000)
         if first is not None:
             scenario.ttft_ms.append((first - start) * 1000)
@@ -132,6 +152,8 @@ class Runner:
 
     def run(self, scenario: Scenario, indexes: range, record: bool) -> None:
         before = self.stack.upstream_stats() if record else None
+        decisions = (reconcile_counts(self.side, self.stack.memproxy_url)
+                     if scenario.stateful else None)
         gc.collect()
         gc.disable()  # the load generator's own pauses are not memproxy's latency
         try:
@@ -143,6 +165,9 @@ class Runner:
             after = self.stack.upstream_stats()
             scenario.upstream_calls += after["chat_requests"] - before["chat_requests"]
             scenario.upstream_bytes += after["body_bytes"] - before["body_bytes"]
+        if decisions is not None:
+            add_decisions(scenario.actions if record else scenario.warmup_actions, decisions,
+                          reconcile_counts(self.side, self.stack.memproxy_url))
 
 
 def measure(stack: Stack, scenarios: list[Scenario], *, requests: int, warmup: int,
@@ -153,8 +178,10 @@ def measure(stack: Stack, scenarios: list[Scenario], *, requests: int, warmup: i
     """
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     complete = True
-    with httpx.Client(timeout=60.0, limits=limits) as client:
-        runner = Runner(stack, client, agents)
+    with httpx.Client(timeout=60.0, limits=limits) as client, \
+            httpx.Client(timeout=60.0) as side:
+        runner = Runner(stack, client, agents, side)
+        runner.histories.load(side, stack.memproxy_url, scenarios, agents)
         for scenario in scenarios:
             eprint(f"  warm-up {scenario.key} ({warmup} requests)")
             runner.run(scenario, range(0, warmup), record=False)
@@ -204,8 +231,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="context window the fake upstream advertises for the model "
                         f"(default {DEFAULT_CONTEXT_WINDOW:,}; c1k-in stays below memproxy's "
                         "paging thresholds with it)")
-    p.add_argument("--only", help="comma-separated scenario keys (a is always included), "
-                                  "e.g. a,b,c0,s-a,s-c0")
+    p.add_argument("--history", type=int, default=200, metavar="N",
+                   help="chat UI scenario hN: N stored messages, all resent with each new one "
+                        "(default 200; 0 skips it)")
+    p.add_argument("--window", type=int, default=20, metavar="W",
+                   help="chat UI scenarios wW-cN: the client resends its last W messages "
+                        "(default 20; 0 skips them)")
+    p.add_argument("--window-stored", default="10,1000,10000", metavar="LEVELS",
+                   help="stored path lengths of the wW-cN scenarios (default 10,1000,10000)")
+    p.add_argument("--window-in-context", type=int, default=40, metavar="N",
+                   help="wW-cN: the last N stored messages are in memproxy's context, the "
+                        "others paged out (default 40)")
+    p.add_argument("--only", help="comma-separated scenario keys (a and each one's baseline "
+                                  "are included), e.g. a,b,c0,s-c0 or h200,w20-c10,w20-c10k")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming scenarios")
     p.add_argument("--time-limit", type=float, default=300.0,
                    help="stop measuring after this many seconds (default 300)")
@@ -215,6 +253,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _levels(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip() and int(x) > 0]
+
+
+def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    """The default set, or `--only`'s keys plus (a) and each selected scenario's baseline."""
+    scenarios = default_scenarios(with_streaming=not args.no_stream, levels=_levels(args.stored),
+                                  stored_agents=args.stored_agents, in_context=args.in_context)
+    scenarios += chat_scenarios(history=args.history, window=args.window,
+                                window_levels=_levels(args.window_stored),
+                                window_in_context=args.window_in_context)
+    if not args.only:
+        return scenarios
+    keys = {k.strip() for k in args.only.split(",") if k.strip()} | {"a"}
+    unknown = keys - {s.key for s in scenarios}
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    keys |= {s.baseline for s in scenarios if s.key in keys}
+    return [s for s in scenarios if s.key in keys]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exit_on_signals()
@@ -222,17 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--requests, --rounds and --agents must be >= 1, --warmup >= 0")
     started = time.monotonic()
     info = machine_info()
-    levels = [int(x) for x in str(args.stored).split(",") if x.strip() and int(x) > 0]
-    scenarios = default_scenarios(with_streaming=not args.no_stream, levels=levels,
-                                  stored_agents=args.stored_agents, in_context=args.in_context)
-    if args.only:
-        keys = {k.strip() for k in args.only.split(",") if k.strip()} | {"a"}
-        if any(s.stream for s in scenarios if s.key in keys):
-            keys.add("s-a")
-        unknown = keys - {s.key for s in scenarios}
-        if unknown:
-            raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-        scenarios = [s for s in scenarios if s.key in keys]
+    scenarios = select_scenarios(args)
     agent_ids = {s.key: [f"{s.agent_prefix}-{k}" for k in range(s.agents or args.agents)]
                  for s in scenarios if s.stored_at_start}
 
@@ -241,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             if s.key in agent_ids:
                 seconds = asyncio.run(populate(
                     db_url, agent_ids[s.key], s.stored_at_start, in_context=s.in_context,
-                    text=paragraph))
+                    text=paragraph, in_context_last=s.in_context_last,
+                    conversation_id=CHAT_ID if s.chat else None))
                 eprint(f"  pre-populated {s.key}: {len(agent_ids[s.key])} agents × "
                        f"{s.stored_at_start:,} messages in {seconds:.1f} s")
 
@@ -256,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_all_children()
     config = {"requests": args.requests, "warmup": args.warmup, "rounds": args.rounds,
               "agents": args.agents, "stored": args.stored, "complete": complete,
+              "history": args.history, "window": args.window,
+              "window_stored": args.window_stored, "window_in_context": args.window_in_context,
               "context_window": args.context_window,
               "seconds": round(time.monotonic() - started, 1),
               "load_avg_after": os.getloadavg() if hasattr(os, "getloadavg") else None}
@@ -275,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         raw = {"machine": info, "config": config, "results": res,
                "samples": {s.key: {"total_ms": s.total_ms, "ttft_ms": s.ttft_ms,
                                    "memproxy_overhead_ms": s.memproxy_ms,
-                                   "context_tokens": s.context_tokens}
+                                   "context_tokens": s.context_tokens,
+                                   "sent_messages": s.sent_messages}
                            for s in scenarios}}
         Path(args.json).write_text(json.dumps(raw, indent=1))
         eprint(f"wrote {args.json}")

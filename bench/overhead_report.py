@@ -44,6 +44,13 @@ def results(scenarios: list[Scenario]) -> dict[str, dict[str, Any]]:
                                            if s.measured else None),
             "memproxy_rss_bytes": s.rss_after,
             "memproxy_peak_rss_bytes": s.peak_rss,
+            "client": s.client,
+            "window": s.window,
+            "stored_at_start": s.stored_at_start,
+            "sent_messages_mean": (sum(s.sent_messages) / len(s.sent_messages)
+                                   if s.sent_messages else None),
+            "reconcile": dict(s.actions) if s.stateful else None,
+            "reconcile_warmup": dict(s.warmup_actions) if s.stateful else None,
         }
     return out
 
@@ -58,8 +65,9 @@ def render(info: dict[str, Any], config: dict[str, Any], scenarios: list[Scenari
              f"{config['context_window']:,} tokens",
              f"- load average after the run: {_load(config.get('load_avg_after'))}; this is a "
              f"shared machine, so compare rows of one run rather than runs", ""]
-    e2e = [s for s in scenarios if not s.stream]
+    e2e = [s for s in scenarios if not s.stream and not s.chat]
     stream = [s for s in scenarios if s.stream]
+    chat = [s for s in scenarios if s.chat]
 
     def row(s: Scenario) -> list[str]:
         r = res[s.key]
@@ -81,6 +89,16 @@ def render(info: dict[str, Any], config: dict[str, Any], scenarios: list[Scenari
                        "Δp95 vs (s-a)", "Δp99 vs (s-a)", "memproxy hdr p50", "hdr p95",
                        "hdr p99"],
                       [row(s) for s in stream]), ""]
+    if chat:
+        lines += ["### Chat-UI clients: end-to-end latency (ms), non-streaming", "",
+                  "Each client keeps its conversation and resends it (or its last W messages) "
+                  "with every new message; Δ is against the same client talking to the fake "
+                  "upstream directly (the `-a` row of its group).", "",
+                  markdown_table(
+                      ["scenario", "N", "p50", "p95", "p99", "Δp50 vs direct", "Δp95",
+                       "Δp99", "memproxy hdr p50", "hdr p95", "hdr p99"],
+                      [row(s) for s in chat]), "",
+                  *chat_paths(chat, res, config), ""]
     detail_rows = []
     for s in scenarios:
         r = res[s.key]
@@ -102,6 +120,32 @@ def render(info: dict[str, Any], config: dict[str, Any], scenarios: list[Scenari
                               "memproxy RSS after (MiB)"], detail_rows), ""]
     lines += verdicts(res)
     return "\n".join(lines)
+
+
+def _decisions(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "–"
+    return ", ".join(f"{action} {n:,}" for action, n in sorted(counts.items(),
+                                                               key=lambda kv: -kv[1]))
+
+
+def chat_paths(chat: list[Scenario], res: dict[str, dict[str, Any]],
+               config: dict[str, Any]) -> list[str]:
+    """Whether the chat scenarios took the way they are meant to measure: memproxy's reconcile
+    decisions (its `memproxy_reconcile_decisions_total` counter) during each one's requests."""
+    rows = []
+    for s in chat:
+        r = res[s.key]
+        sent = r["sent_messages_mean"]
+        rows.append([s.label, f"{sent:,.1f}" if sent is not None else "–",
+                     _stored_range(s, config["warmup"], config["requests"], config["agents"]),
+                     _decisions(r["reconcile"]), _decisions(r["reconcile_warmup"])])
+    return ["How memproxy placed each chat request (append: the history reaches the active "
+            "path's tip or a stored node; anchor: a window matched a run of the path's "
+            "messages):", "",
+            markdown_table(["scenario", "messages per request (mean)",
+                            "stored path (start→end)", "decisions, measured",
+                            "decisions, warm-up"], rows)]
 
 
 def plot(path: Path, scenarios: list[Scenario], res: dict[str, dict[str, Any]]) -> None:
@@ -162,6 +206,7 @@ def verdicts(res: dict[str, dict[str, Any]]) -> list[str]:
                    f"{h.get('p50', float('nan')):.2f} / p99 {h.get('p99', float('nan')):.2f} ms "
                    f"({'met' if own else 'missed'}); {ratio:,.0f}× lighter than Letta's "
                    f"~{LETTA_P50_MS:g} ms median")
+    out += chat_verdicts(res)
     levels = sorted((k for k in res if k.startswith("c") and k != "c0" and not k.endswith("-in")),
                     key=lambda k: res[k]["n"] and float(k[1:].rstrip("k") or 0))
     if "c0" in res and levels and res["c0"]["memproxy_header_ms"]:
@@ -171,3 +216,36 @@ def verdicts(res: dict[str, dict[str, Any]]) -> list[str]:
                    f"{grow:+.2f} ms")
     return out
 
+
+
+def chat_verdicts(res: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 15: chat-UI histories resent in full, or as a window over a long path, must cost
+    about what an SDK turn costs, flat in the stored path's length (the 0.3 ms p50 bound is
+    against the code before the tree: compare two runs, see docs/benchmarks.md)."""
+    out = []
+    windows: dict[str, list[tuple[int, str]]] = {}
+    for key, r in res.items():
+        if r.get("client") != "history" or not r["overhead_ms"]:
+            continue
+        d, h = r["overhead_ms"], r["memproxy_header_ms"] or {}
+        decided = r["reconcile"] or {}
+        total = sum(decided.values())
+        expect = "anchor" if r["window"] else "append"
+        share = decided.get(expect, 0) / total if total else 0.0
+        out.append(f"- {key}: Δp50 {d['p50']:.2f} / Δp99 {d['p99']:.2f} ms vs its direct "
+                   f"client; memproxy's own p50 {h.get('p50', float('nan')):.2f} / p99 "
+                   f"{h.get('p99', float('nan')):.2f} ms; {share:.0%} of {total:,} measured "
+                   f"requests were {expect}s")
+        if r["window"]:
+            windows.setdefault(f"w{r['window']}", []).append((r["stored_at_start"], key))
+    for group in windows.values():
+        if len(group) < 2:
+            continue
+        (_, low), (_, high) = min(group), max(group)
+        own = [(res[k]["memproxy_header_ms"] or {}).get("p50") for k in (low, high)]
+        if None not in own:
+            out.append(f"- flat with the stored path: memproxy's own p50 at {high} minus "
+                       f"{low} = {own[1] - own[0]:+.2f} ms; Δp50 "
+                       f"{res[high]['overhead_ms']['p50'] - res[low]['overhead_ms']['p50']:+.2f}"
+                       f" ms")
+    return out

@@ -71,7 +71,18 @@ class Scenario:
     baseline: str = "a"
     agents: int | None = None  # agents to rotate over; None: the run's --agents
     in_context: bool = False  # stored messages are in the context window (else paged out)
+    in_context_last: int = 0  # paged out except the last N stored messages
+    # The client (bench/chat.py): "sdk" sends only the new user message; "history" keeps its
+    # conversation and resends it with each new message, as a chat UI does (only the last
+    # `window` messages when set), starting from `history_at_start` messages: the stored
+    # transcript read back from memproxy when stateful, else text made up locally.
+    client: str = "sdk"
+    window: int | None = None
+    history_at_start: int = 0
     # results
+    sent_messages: list[int] = field(default_factory=list)  # messages in each measured body
+    actions: dict[str, int] = field(default_factory=dict)  # memproxy's reconcile decisions
+    warmup_actions: dict[str, int] = field(default_factory=dict)
     total_ms: list[float] = field(default_factory=list)  # end-to-end, whole response read
     ttft_ms: list[float] = field(default_factory=list)  # streaming: first content token
     memproxy_ms: list[float] = field(default_factory=list)  # x-memproxy-overhead-ms
@@ -86,9 +97,17 @@ class Scenario:
         return self.agent_prefix is not None
 
     @property
+    def chat(self) -> bool:
+        return self.client == "history"
+
+    @property
     def measured(self) -> list[float]:
         """The latency this scenario is judged by: TTFT when streaming, else end-to-end."""
         return self.ttft_ms if self.stream else self.total_ms
+
+
+CHAT_ID = "bench-chat"  # the chat scenarios' conversation, named as Open WebUI names it
+CHAT_HEADER = "x-openwebui-chat-id"  # a conversation header that also marks a history client
 
 
 def level_key(stored: int) -> str:
@@ -127,3 +146,42 @@ def default_scenarios(with_streaming: bool = True, levels: Sequence[int] = (1000
         ]
     return scenarios
 
+
+
+def chat_scenarios(history: int = 200, window: int = 20,
+                   window_levels: Sequence[int] = (10, 1000, 10_000),
+                   window_in_context: int = 40) -> list[Scenario]:
+    """Chat-UI clients (issue 15's benchmark), each against its own direct baseline that sends
+    the same kind of body straight to the fake upstream:
+
+    - `hN`: the conversation holds N stored messages, all in context; every request resends
+      the whole history plus a new message (Open WebUI): memproxy must find that the history
+      reaches its active path's tip;
+    - `wW-cN`: N stored messages on the path (paged out but for the last `window_in_context`,
+      as paging leaves a long chat), and a client that resends only its last W messages plus a
+      new one: memproxy must anchor that window on its path, at a cost flat in N.
+    """
+    out: list[Scenario] = []
+    if history:
+        key = f"h{history}"
+        out += [
+            Scenario(f"{key}-a", f"({key}-a) direct, resends all {history:,}+ messages",
+                     "upstream", baseline=f"{key}-a", client="history",
+                     history_at_start=history),
+            Scenario(key, f"({key}) chat UI, resends all {history:,}+ messages", "memproxy",
+                     agent_prefix=f"bench-{key}", stored_at_start=history, in_context=True,
+                     baseline=f"{key}-a", client="history", history_at_start=history),
+        ]
+    if window and window_levels:
+        base = f"w{window}-a"
+        out.append(Scenario(base, f"({base}) direct, resends its last {window} messages",
+                            "upstream", baseline=base, client="history", window=window,
+                            history_at_start=window))
+        for stored in window_levels:
+            key = f"w{window}-{level_key(stored)}"
+            out.append(Scenario(
+                key, f"({key}) chat UI, resends its last {window}, {stored:,} stored",
+                "memproxy", agent_prefix=f"bench-{key}", stored_at_start=stored,
+                in_context_last=window_in_context, baseline=base, client="history",
+                window=window, history_at_start=min(stored, window)))
+    return out
