@@ -30,6 +30,7 @@ import asyncio
 import gc
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,10 @@ import orjson
 
 from .chat import Histories, add_decisions, reconcile_counts, reply_of
 from .common import (
+    REPO_ROOT,
     eprint,
     exit_on_signals,
+    git_commit,
     machine_info,
     stop_all_children,
 )
@@ -250,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the raw numbers to PATH")
     p.add_argument("--out", type=Path, help="directory for overhead.json/.md/.png")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, db)")
+    p.add_argument("--memproxy-src", type=Path, metavar="DIR",
+                   help="run memproxy (and pre-populate with its store) from this source tree, "
+                        "e.g. a worktree of another branch, for a before/after comparison; the "
+                        "clients and the fake upstream stay this checkout's")
     return p
 
 
@@ -274,6 +281,20 @@ def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [s for s in scenarios if s.key in keys]
 
 
+def use_memproxy_src(src: Path | None) -> None:
+    """Make this process's `import proxy` (pre-population) load `src`'s, as the server will."""
+    if src is None:
+        return
+    src = src.resolve()
+    if not (src / "proxy" / "__init__.py").is_file():
+        raise SystemExit(f"--memproxy-src {src}: no proxy/ package there")
+    loaded = sys.modules.get("proxy")
+    if loaded is not None and not str(loaded.__file__).startswith(str(src)):
+        raise SystemExit(f"proxy was already imported from {loaded.__file__}")
+    sys.path.insert(0, str(src))
+    eprint(f"memproxy runs (and pre-populates) from {src}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     exit_on_signals()
@@ -281,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--requests, --rounds and --agents must be >= 1, --warmup >= 0")
     started = time.monotonic()
     info = machine_info()
+    if args.memproxy_src:
+        info["bench_commit"], info["commit"] = info["commit"], git_commit(args.memproxy_src)
     scenarios = select_scenarios(args)
+    use_memproxy_src(args.memproxy_src)
     agent_ids = {s.key: [f"{s.agent_prefix}-{k}" for k in range(s.agents or args.agents)]
                  for s in scenarios if s.stored_at_start}
 
@@ -297,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
 
     eprint("starting the fake upstream and memproxy")
     try:
-        with Stack(prepare=prepare, keep_dir=args.keep,
-                   context_window=args.context_window) as stack:
+        with Stack(prepare=prepare, keep_dir=args.keep, context_window=args.context_window,
+                   memproxy_src=args.memproxy_src) as stack:
             complete = measure(stack, scenarios, requests=args.requests, warmup=args.warmup,
                                rounds=args.rounds, agents=args.agents,
                                deadline=started + args.time_limit)
@@ -308,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
               "agents": args.agents, "stored": args.stored, "complete": complete,
               "history": args.history, "window": args.window,
               "window_stored": args.window_stored, "window_in_context": args.window_in_context,
+              "memproxy_src": str(args.memproxy_src or REPO_ROOT),
               "context_window": args.context_window,
               "seconds": round(time.monotonic() - started, 1),
               "load_avg_after": os.getloadavg() if hasattr(os, "getloadavg") else None}

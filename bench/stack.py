@@ -42,7 +42,7 @@ class Stack:
                  memproxy_env: dict[str, str] | None = None, keep_dir: bool = False,
                  memproxy_cmd: Sequence[str] | None = None,
                  context_window: int = DEFAULT_CONTEXT_WINDOW,
-                 upstream_args: Sequence[str] = ()) -> None:
+                 upstream_args: Sequence[str] = (), memproxy_src: Path | None = None) -> None:
         self.prepare = prepare
         self.context_window = context_window
         self.upstream_args = list(upstream_args)  # extra options for bench.fake_upstream
@@ -51,6 +51,9 @@ class Stack:
         # ["py-spy", "record", "-o", "out.svg", "--", sys.executable, "-m", "proxy"].
         self.memproxy_cmd = list(memproxy_cmd or [sys.executable, "-m", "proxy"])
         self.keep_dir = keep_dir
+        # Another source tree to run memproxy from (a before/after comparison); its directory is
+        # both the child's working directory and its PYTHONPATH, so `-m proxy` finds its own.
+        self.memproxy_src = memproxy_src.resolve() if memproxy_src else None
         sweep_stale_dirs()
         self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
         (self.tmp / "owner.pid").write_text(str(os.getpid()))
@@ -86,12 +89,14 @@ class Stack:
         mp_port = free_port()
         env = child_env({"MEMPROXY_LOGGING_LEVEL": "WARNING",
                          "MEMPROXY_UPSTREAM_API_KEY": UPSTREAM_KEY, **self.memproxy_env})
+        if self.memproxy_src is not None:
+            env["PYTHONPATH"] = str(self.memproxy_src)
         self.memproxy = Child(
             "memproxy",
             [*self.memproxy_cmd, "serve", "--host", "127.0.0.1",
              "--port", str(mp_port), "--database-url", self.db_url,
              "--upstream-url", f"{self.upstream_url}/v1"],
-            env=env, log_path=self.tmp / "memproxy.log",
+            env=env, log_path=self.tmp / "memproxy.log", cwd=self.memproxy_src,
         )
         self.memproxy_url = f"http://127.0.0.1:{mp_port}"
         self.memproxy.wait_http(f"{self.memproxy_url}/health/liveliness", timeout_s=60)
