@@ -249,22 +249,23 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def git_commit() -> str | None:
-    """`git rev-parse --short HEAD` of the repo, with `+dirty` when the tree has changes.
+def git_commit(root: Path = REPO_ROOT) -> str | None:
+    """`git rev-parse --short HEAD` of the repo (or `root`), with `+dirty` when the tree has
+    changes.
 
     `BENCH_COMMIT` in the environment wins (for a run from an exported tree with no .git).
     """
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
                                 capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     out = commit.stdout.strip()
     try:
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+                                cwd=root, capture_output=True, text=True, timeout=5)
         if status.stdout.strip():
             out += "+dirty"
     except (OSError, subprocess.SubprocessError):

@@ -97,7 +97,7 @@ def user_message(turn: int, prefix: str = "paging") -> str:
 
 
 class PagingStack(Stack):
-    """`overhead.Stack` with options for the fake upstream and a memproxy config file."""
+    """`stack.Stack` with options for the fake upstream and a memproxy config file."""
 
     def __init__(self, *, upstream_args: Sequence[str], config_toml: str,
                  prepare: Callable[[str], None] | None = None, keep_dir: bool = False,

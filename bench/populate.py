@@ -17,7 +17,8 @@ TENANT = "default"
 
 
 def _conversation_rows(rng: random.Random, agent_id: str, messages: int, in_context: bool,
-                       text: Callable[[random.Random, int], str]):  # type: ignore[no-untyped-def]
+                       text: Callable[[random.Random, int], str],
+                       in_context_last: int = 0):  # type: ignore[no-untyped-def]
     from proxy import tokens
     from proxy.core.completions import chat_completion
     from proxy.core.messages import request_hash, visible_hash
@@ -35,7 +36,8 @@ def _conversation_rows(rng: random.Random, agent_id: str, messages: int, in_cont
         for offset, message in enumerate((user, reply)):
             rows.append(StoredMessage(
                 seq=2 * turn + offset + 1, data=message, turn_id=turn_id, created_at=at + offset,
-                in_context=in_context, visible=True, superseded=False,
+                in_context=in_context or 2 * turn + offset >= messages - in_context_last,
+                visible=True, superseded=False,
                 tokens=tokens.count_message(message, MODEL), visible_hash=visible_hash(message)))
         response = chat_completion(completion_id=f"chatcmpl-{turn_id}", created=int(at),
                                    model=MODEL, message=reply, finish_reason="stop",
@@ -48,10 +50,12 @@ def _conversation_rows(rng: random.Random, agent_id: str, messages: int, in_cont
 
 
 async def populate(db_url: str, agent_ids: Sequence[str], messages: int, *, in_context: bool,
-                   text: Callable[[random.Random, int], str], seed: int = 1) -> float:
-    """Give each agent a `default` conversation of `messages` stored messages (alternating user
-    and assistant, ~50 and ~70 words); `in_context=False` stores them as already paged out.
-    Returns the seconds it took."""
+                   text: Callable[[random.Random, int], str], seed: int = 1,
+                   in_context_last: int = 0, conversation_id: str | None = None) -> float:
+    """Give each agent a conversation (`default`, or `conversation_id`) of `messages` stored
+    messages (alternating user and assistant, ~50 and ~70 words); `in_context=False` stores
+    them as already paged out, except the last `in_context_last` (a long chat whose recent
+    messages are in memproxy's context, as paging leaves them). Returns the seconds it took."""
     from proxy.config import Settings
     from proxy.core.identity import DEFAULT_CONVERSATION
     from proxy.core.types import Agent, Block, Conversation
@@ -67,9 +71,11 @@ async def populate(db_url: str, agent_ids: Sequence[str], messages: int, *, in_c
     await store.open()
     try:
         for agent_id in agent_ids:
-            rows, turns = _conversation_rows(rng, agent_id, messages, in_context, text)
+            rows, turns = _conversation_rows(rng, agent_id, messages, in_context, text,
+                                             in_context_last)
             now = time.time()
-            conversation = Conversation(pk=0, agent_pk=0, conversation_id=DEFAULT_CONVERSATION,
+            conversation = Conversation(pk=0, agent_pk=0,
+                                        conversation_id=conversation_id or DEFAULT_CONVERSATION,
                                         created_at=now, summary="")
             dump = AgentDump(
                 agent=Agent(pk=0, tenant=TENANT, agent_id=agent_id, created_at=now),
