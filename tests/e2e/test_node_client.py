@@ -77,24 +77,31 @@ def _node_with_sdk(package: Path = SDK_PACKAGE) -> str:
     return node
 
 
+def run_node(node: str, script: Path, env: dict[str, str], what: str = "") -> str:
+    """Run `script` with `env` added to this environment; its stdout, or the test fails with
+    its output (`what` names the SDK in the message)."""
+    try:
+        done = subprocess.run([node, str(script)], cwd=NODE_DIR, env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"node {script.name} did not finish within {RUN_TIMEOUT_S} s; "
+                    f"stdout: {exc.stdout!r}; stderr: {exc.stderr!r}", pytrace=False)
+    assert done.returncode == 0, (
+        f"node {script.name}{what} exited {done.returncode}\n"
+        f"stderr:\n{_tail(done.stderr)}\nstdout:\n{_tail(done.stdout)}")
+    return done.stdout
+
+
 def test_official_node_sdk_drives_memproxy(make_proxy, fake_upstream):
     node = _node_with_sdk()
     sdk_version = json.loads(SDK_PACKAGE.read_text())["version"]
     proxy = make_proxy()
-    env = {**os.environ, "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT,
-           "MEMPROXY_API_KEY": secrets.CLIENT_KEY}
-    try:
-        done = subprocess.run([node, str(SCRIPT)], cwd=NODE_DIR, env=env, capture_output=True,
-                              text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"node {SCRIPT.name} did not finish within {RUN_TIMEOUT_S} s; "
-                    f"stdout: {exc.stdout!r}; stderr: {exc.stderr!r}", pytrace=False)
-    assert done.returncode == 0, (
-        f"node {SCRIPT.name} (openai {sdk_version}) exited {done.returncode}\n"
-        f"stderr:\n{_tail(done.stderr)}\nstdout:\n{_tail(done.stdout)}"
-    )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one JSON line, got: {done.stdout!r}"
+    stdout = run_node(node, SCRIPT, {
+        "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT,
+        "MEMPROXY_API_KEY": secrets.CLIENT_KEY}, f" (openai {sdk_version})")
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got: {stdout!r}"
     summary = json.loads(lines[0])
     assert summary["ok"] is True
     assert summary["sdk"] == sdk_version

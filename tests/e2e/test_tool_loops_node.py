@@ -12,13 +12,9 @@ tests/e2e/test_node_client.py (skipped without them unless MEMPROXY_REQUIRE_NODE
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-
-import pytest
 
 from tests import secrets
-from tests.e2e.test_node_client import NODE_DIR, RUN_TIMEOUT_S, _node_with_sdk, _tail
+from tests.e2e.test_node_client import NODE_DIR, _node_with_sdk, run_node
 from tests.e2e.test_tool_loops import run_twice, seed
 from tests.prompt_check import ClientLog, Exchange
 
@@ -31,20 +27,12 @@ def run_program(node: str, proxy, log: ClientLog, result: str) -> str:
     """One run of tool_loop.mjs; its chat requests are added to `log` with the upstream
     requests each caused (here exactly one each: the scripted model answers these prompts
     without memory tools, so the upstream calls of the run pair with its requests in order)."""
-    env = {**os.environ, "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT,
-           "MEMPROXY_API_KEY": secrets.CLIENT_KEY, "TOOL_RESULT": result}
     before = len(log.fake.requests)
-    try:
-        done = subprocess.run([node, str(SCRIPT)], cwd=NODE_DIR, env=env, capture_output=True,
-                              text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"node {SCRIPT.name} did not finish within {RUN_TIMEOUT_S} s; "
-                    f"stdout: {exc.stdout!r}; stderr: {exc.stderr!r}", pytrace=False)
-    assert done.returncode == 0, (
-        f"node {SCRIPT.name} exited {done.returncode}\nstderr:\n{_tail(done.stderr)}\n"
-        f"stdout:\n{_tail(done.stdout)}")
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one JSON line, got: {done.stdout!r}"
+    stdout = run_node(node, SCRIPT, {
+        "MEMPROXY_BASE_URL": proxy.base_url, "MEMPROXY_AGENT": AGENT,
+        "MEMPROXY_API_KEY": secrets.CLIENT_KEY, "TOOL_RESULT": result})
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got: {stdout!r}"
     summary = json.loads(lines[0])
     assert summary["ok"] is True and summary["calls"] == ["A17"], summary
     upstream = [r.json for r in log.fake.requests[before:]]
