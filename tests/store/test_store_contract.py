@@ -812,18 +812,3 @@ def test_begin_turn_returns_the_first_seq_and_load_turn_state_reads_it_all(
             await s.load_turn_state(other.pk, empty.pk)
 
     store_backend.run(body)
-
-
-def test_conversations_are_found_by_their_head(store_backend: Backend) -> None:
-    async def body(s: Any) -> None:
-        agent, first = await setup(s, conversation_id="one")
-        second = await s.ensure_conversation(agent.pk, "two")
-        other, _ = await setup(s, "bob")
-        assert await s.find_conversation_by_head(agent.pk, "h") is None
-        await s.update_conversation(first.pk, head_hash="h")
-        await s.update_conversation(second.pk, head_hash="h")
-        found = await s.find_conversation_by_head(agent.pk, "h")
-        assert found is not None and found.conversation_id == "two"  # the newest
-        assert await s.find_conversation_by_head(other.pk, "h") is None
-
-    store_backend.run(body)

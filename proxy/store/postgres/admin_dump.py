@@ -34,6 +34,7 @@ from .sql import (
     message_row,
     passage_row,
 )
+from .tree import backfill_trees
 
 if TYPE_CHECKING:
     import contextlib
@@ -56,13 +57,13 @@ _INSERT_CONVERSATIONS = (
 )
 _INSERT_MESSAGES = (
     "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text, created_at,"
-    " in_context, visible, superseded, tokens, visible_hash)"
+    " in_context, visible, superseded, tokens, visible_hash, parent_seq)"
     " SELECT u.cpk, $1, u.seq, u.turn_id, u.role, u.data, u.text, u.created_at, u.in_context,"
-    " u.visible, u.superseded, u.tokens, u.visible_hash FROM unnest($2::bigint[],"
+    " u.visible, u.superseded, u.tokens, u.visible_hash, u.parent_seq FROM unnest($2::bigint[],"
     " $3::integer[], $4::text[], $5::text[], $6::json[], $7::text[], $8::float8[],"
-    " $9::boolean[], $10::boolean[], $11::boolean[], $12::integer[], $13::text[])"
-    " AS u(cpk, seq, turn_id, role, data, text, created_at, in_context, visible, superseded,"
-    " tokens, visible_hash)"
+    " $9::boolean[], $10::boolean[], $11::boolean[], $12::integer[], $13::text[],"
+    " $14::integer[]) AS u(cpk, seq, turn_id, role, data, text, created_at, in_context,"
+    " visible, superseded, tokens, visible_hash, parent_seq)"
 )
 _INSERT_TURNS = (
     "INSERT INTO turns (turn_id, conversation_pk, status, request_hash, idempotency_key,"
@@ -162,13 +163,15 @@ async def _import(conn: asyncpg.Connection, tenant: str, agent_id: str, dump: Ag
     await conn.execute(_INSERT_MESSAGES, pk, *_columns(
         [(created[d.conversation.conversation_id], m.seq, tid(m.turn_id),
           clean(str(m.data.get("role", ""))), dumps(m.data), clean(message_text(m.data)),
-          m.created_at, m.in_context, m.visible, m.superseded, m.tokens, m.visible_hash)
-         for d in dump.conversations for m in d.messages], 12))
+          m.created_at, m.in_context, m.visible, m.superseded, m.tokens, m.visible_hash,
+          m.parent_seq) for d in dump.conversations for m in d.messages], 13))
     await conn.execute(_INSERT_TURNS, *_columns(
         [(tid(t.turn_id), created[d.conversation.conversation_id], t.status, t.request_hash,
           t.idempotency_key, t.created_at, t.finished_at,
           None if t.response is None else dumps(t.response), t.first_seq)
          for d in dump.conversations for t in d.turns], 9))
+    await backfill_trees(conn, list(created.values()))  # path hashes (and parents an older
+    # export lacks)
     await conn.execute(_INSERT_PASSAGES, pk, *_columns(
         [(clean(p.text), jsonb(list(p.tags)), p.created_at) for p in dump.passages], 3))
     return Agent(pk=pk, tenant=tenant, agent_id=agent_id, created_at=agent.created_at,

@@ -21,11 +21,11 @@ CONV = (
 )
 MSG = (
     "SELECT pk, seq, data, turn_id, created_at, in_context, visible, superseded, tokens,"
-    " visible_hash FROM messages"
+    " visible_hash, parent_seq, path_hash FROM messages"
 )
 TURN = (
     "SELECT turn_id, conversation_pk, status, request_hash, idempotency_key, created_at,"
-    " response, first_seq FROM turns"
+    " response, first_seq, finished_at FROM turns"
 )
 # The literal `in_context AND NOT superseded` / `visible AND NOT superseded` terms let the
 # planner use the partial indexes messages_context / messages_visible.
@@ -41,9 +41,15 @@ UPSERT_BLOCKS = (
     " description = excluded.description, lim = excluded.lim, read_only = excluded.read_only,"
     " updated_at = excluded.updated_at"
 )
+# The summary goes onto the conversation and onto the row `through_seq` (the summary of the
+# path through it: tree.move_path). A statement must not update a row twice, so the row
+# through_seq gets it from `e` when `e` evicts it, else from `s` (both see the same snapshot).
 EVICT = (
-    "WITH e AS (UPDATE messages SET in_context = false WHERE conversation_pk = $1"
+    "WITH e AS (UPDATE messages SET in_context = false,"
+    " summary = CASE WHEN seq = $2 THEN $3 ELSE summary END WHERE conversation_pk = $1"
     " AND seq <= $2 AND in_context AND NOT superseded RETURNING 1),"
+    " s AS (UPDATE messages SET summary = $3 WHERE conversation_pk = $1 AND seq = $2"
+    " AND NOT (in_context AND NOT superseded)),"
     " c AS (UPDATE conversations SET summary = $3 WHERE pk = $1)"
     " SELECT count(*) FROM e"
 )
@@ -100,9 +106,12 @@ def conversation_row(r: Any) -> Conversation:
 
 
 def message_row(r: Any) -> StoredMessage:
+    """A row of `MSG` (its first ten columns are enough: the tree's come after them)."""
+    tree = len(r) > 10
     return StoredMessage(
         seq=r[1], data=fast_loads(r[2]), turn_id=r[3], created_at=r[4], in_context=r[5],
         visible=r[6], superseded=r[7], tokens=r[8], visible_hash=r[9], pk=r[0],
+        parent_seq=r[10] if tree else None, path_hash=r[11] if tree else None,
     )
 
 
@@ -110,7 +119,8 @@ def turn_row(r: Any) -> Turn | None:
     if r is None:
         return None
     response = None if r[6] is None else fast_loads(r[6])
-    return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7])
+    return Turn(r[0], r[1], r[2], r[3], r[4], r[5], response=response, first_seq=r[7],
+                finished_at=r[8])
 
 
 def passage_row(r: Any) -> Passage:
@@ -118,11 +128,12 @@ def passage_row(r: Any) -> Passage:
 
 
 def message_arrays(messages: Iterable[NewMessage]) -> list[list[Any]]:
-    """Column arrays (role, data, text, in_context, visible, tokens, visible_hash) for unnest.
+    """Column arrays (role, data, text, in_context, visible, tokens, visible_hash, path_hash)
+    for unnest.
 
     Serialises everything first: a message that cannot be encoded fails the call before any
     statement runs."""
-    cols: list[list[Any]] = [[], [], [], [], [], [], []]
+    cols: list[list[Any]] = [[], [], [], [], [], [], [], []]
     for m in messages:
         cols[0].append(clean(str(m.data.get("role", ""))))
         cols[1].append(dumps(m.data))
@@ -131,6 +142,7 @@ def message_arrays(messages: Iterable[NewMessage]) -> list[list[Any]]:
         cols[4].append(bool(m.visible))
         cols[5].append(m.tokens)
         cols[6].append(m.visible_hash)
+        cols[7].append(m.path_hash)
     return cols
 
 

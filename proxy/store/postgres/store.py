@@ -9,7 +9,8 @@ Sequence numbers are race-free across processes: a turn's writes lock the conver
 (`FOR NO KEY UPDATE`) and number their messages from `max(seq)`; one that numbered from a
 snapshot older than the lock fails on UNIQUE (conversation_pk, seq) and is redone in a
 transaction that locks first (see turns.py).
-Migrations run at `open()` under a transaction-level advisory lock (see migrations.py).
+Migrations run at `open()` under a transaction-level advisory lock (see migrations.py); then
+the trees migration 6 left to build are built (tree.py), a batch per transaction.
 
 Text columns cannot hold NUL characters in Postgres: they are removed from searchable text,
 block values, summaries and passages. Message data, responses and errors are `json` and keep
@@ -60,6 +61,7 @@ from .sql import (
     rows_changed,
     strip_nul,
 )
+from .tree import PostgresTreeMixin, backfill_trees
 from .turns import PostgresTurnsMixin
 from .vectors import PostgresVectors
 
@@ -87,8 +89,8 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
-class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
-                    PostgresVectors):
+class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
+                    PostgresDumpMixin, PostgresVectors):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
     The turn calls (turns.py) and the operator API (agents REST, block history,
@@ -111,7 +113,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
 
     # --- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create the pool and apply pending migrations (under an advisory lock)."""
+        """Create the pool, apply pending migrations (under an advisory lock) and build the
+        trees of conversations stored before there were trees."""
         if self._pool is not None:
             return
         settings = {} if "application_name" in self.dsn else {"application_name": "memproxy"}
@@ -139,6 +142,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
                 await apply_postgres(conn, fts_config=self.requested_fts_config)
                 stored = await conn.fetchval(
                     "SELECT value FROM store_settings WHERE key = 'fts_config'")
+                await backfill_trees(conn)
         except BaseException:
             await pool.close()
             raise
@@ -257,16 +261,10 @@ class PostgresStore(PostgresTurnsMixin, PostgresAdminMixin, PostgresDumpMixin,
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = $1",
                                 *args)
 
-    async def find_conversation_by_head(self, agent_pk: int, head_hash: str) -> Conversation | None:
-        """The newest conversation of the agent whose first exchange hashes to `head_hash`."""
-        row = await self._fetch_one(
-            f"{CONV} WHERE agent_pk = $1 AND head_hash = $2 ORDER BY pk DESC LIMIT 1",
-            agent_pk, head_hash)
-        return None if row is None else conversation_row(row)
-
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Page out: take messages with seq <= through_seq out of the context window and store
-        the new summary, atomically (one statement). Returns rows evicted."""
+        the new summary, as the conversation's and on the row through_seq (the summary of the
+        path through it), atomically (one statement). Returns rows evicted."""
         return await self.pool.fetchval(EVICT, conversation_pk, through_seq, clean(summary))
 
     async def context_messages(self, conversation_pk: int) -> list[StoredMessage]:

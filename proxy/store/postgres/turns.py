@@ -18,6 +18,12 @@ lease, or a lease that expired under a stalled turn) ever take that path. A `beg
 without inputs writes no message that could collide: in such a race it takes effect as of
 its snapshot (it supersedes the messages committed before it started, and returns the next
 free seq as of then).
+
+The tree (core/tree.py). The inputs chain under `parent_seq` and the turn records the message
+its reply follows (`turns.parent_seq`), which `finish_turn` chains from: both inside the same
+one statement. Only moving the active path to another branch (`move`, a branch switch: rare)
+walks the tree; it runs in a transaction that locks the conversation first, so that the walk
+reads what is committed after the lock, then the same begin statement.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from .sql import (
     passage_arrays,
     turn_row,
 )
+from .tree import move_path, truncate_after
 
 T = TypeVar("T")
 
@@ -78,7 +85,7 @@ _LOCK_FINISH = (
 # their seqs.
 _BLOCK_COLUMNS = ("pos", "label", "value", "description", "lim", "read_only", "updated_at")
 _CONTEXT_COLUMNS = ("pk", "seq", "data", "turn_id", "created_at", "in_context", "visible",
-                    "superseded", "tokens", "visible_hash")
+                    "superseded", "tokens", "visible_hash", "parent_seq", "path_hash")
 _IN_CONTEXT = "FROM messages WHERE conversation_pk = $1 AND in_context AND NOT superseded"
 
 
@@ -111,7 +118,7 @@ def load_sql(known: bool) -> str:
     return sql
 
 
-_EPOCH_AT = 16  # the columns: 6 conversation, 8 turn, 2 counts, the epoch,
+_EPOCH_AT = 17  # the columns: 6 conversation, 9 turn, 2 counts, the epoch,
 _BLOCKS_AT = _EPOCH_AT + 1  # then the block arrays, the context arrays,
 _CONTEXT_AT = _BLOCKS_AT + len(_BLOCK_COLUMNS)
 _KNOWN_AT = _CONTEXT_AT + len(_CONTEXT_COLUMNS)  # and (with `known`) usable, count, seqs
@@ -134,14 +141,14 @@ def turn_state(r: Any, known: KnownContext | None = None) -> TurnState:
     context = [
         StoredMessage(seq=m[1], data=fast_loads(m[2]), turn_id=m[3], created_at=m[4],
                       in_context=m[5], visible=m[6], superseded=m[7], tokens=m[8],
-                      visible_hash=m[9], pk=m[0])
+                      visible_hash=m[9], pk=m[0], parent_seq=m[10], path_hash=m[11])
         for m in _ordered(r, _CONTEXT_AT, len(_CONTEXT_COLUMNS), 1)
     ]
     if known is not None and r[_KNOWN_AT]:  # usable: `context` holds the rows after it
         still = r[_KNOWN_AT + 1] if r[_KNOWN_AT + 2] is None else set(r[_KNOWN_AT + 2])
         context = known_context.merge(known, still, context)
-    last = None if r[6] is None else turn_row(r[6:14])
-    return TurnState(conversation_row(r), last, blocks, r[14] or 0, r[15] or 0, context,
+    last = None if r[6] is None else turn_row(r[6:15])
+    return TurnState(conversation_row(r), last, blocks, r[15] or 0, r[16] or 0, context,
                      r[_EPOCH_AT])
 
 
@@ -162,42 +169,61 @@ class _Params:
         return [f"${first + k}::{cast}" for k, cast in enumerate(casts)]
 
 
-def _unnest(p: _Params, columns: tuple[str, ...], casts: tuple[str, ...]) -> str:
-    return (f"unnest({', '.join(p(*casts))}) WITH ORDINALITY"
+def _unnest(p: _Params | list[str], columns: tuple[str, ...], casts: tuple[str, ...] = ()
+            ) -> str:
+    """unnest of the next parameters (`p(*casts)`), or of the placeholders `p`."""
+    arrays = p(*casts) if isinstance(p, _Params) else p
+    return (f"unnest({', '.join(arrays)}) WITH ORDINALITY"
             f" AS u({', '.join(columns)}, i)")
 
 
-def _insert_messages(p: _Params, agent_pk: str) -> str:
-    """$1 conversation_pk, $2 turn_id, $3 now; the next 7 parameters are message_arrays."""
-    source = _unnest(p, ("role", "data", "text", "in_context", "visible", "tokens",
-                         "visible_hash"),
-                     ("text[]", "json[]", "text[]", "boolean[]", "boolean[]", "integer[]",
-                      "text[]"))
+def _insert_messages(p: _Params, agent_pk: str, parent: str, sources: str) -> tuple[str, str]:
+    """$1 conversation_pk, $2 turn_id, $3 now; the next 8 parameters are message_arrays.
+
+    The messages are a chain: the first follows `parent` (an expression over `sources`), each
+    next one the one before. Returns the CTE and the placeholder of the first array."""
+    arrays = p("text[]", "json[]", "text[]", "boolean[]", "boolean[]", "integer[]", "text[]",
+               "text[]")
+    source = _unnest(arrays, ("role", "data", "text", "in_context", "visible", "tokens",
+                              "visible_hash", "path_hash"))
     return (
         "m AS (INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
-        " created_at, in_context, visible, tokens, visible_hash)"
+        " created_at, in_context, visible, tokens, visible_hash, parent_seq, path_hash)"
         f" SELECT $1, {agent_pk}, s.first + u.i - 1, $2, u.role, u.data, u.text, $3,"
-        f" u.in_context, u.visible, u.tokens, u.visible_hash FROM c, s, {source}"
-        " ORDER BY u.i)"
-    )
+        f" u.in_context, u.visible, u.tokens, u.visible_hash,"
+        f" CASE WHEN u.i = 1 THEN {parent} ELSE s.first + u.i - 2 END, u.path_hash"
+        f" FROM {sources}, {source} ORDER BY u.i)"
+    ), arrays[0]
 
 
 @functools.cache
-def begin_sql(supersede: bool, messages: bool) -> str:
+def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 request_hash, $5 idempotency_key, then
-    supersede_from_seq (if `supersede`) and the message arrays (if `messages`)."""
+    supersede_from_seq (if `supersede`), parent_seq (if `parent`) and the message arrays (if
+    `messages`). The inputs chain under parent_seq (default: the newest row); the active rows
+    after it (from supersede_from_seq on, with that) are superseded, unless `moved`: then the
+    caller moved the active path already (tree.move_path), in the same transaction."""
     p = _Params(5)
     ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
             _NEXT_SEQ]
-    if supersede:  # sees the statement's snapshot: never the inputs inserted below
+    supersede_from = p("integer")[0] if supersede else None
+    under = p("integer")[0] if parent else "s.first - 1"
+    cut = None
+    if parent and not moved:
+        cut = under if supersede_from is None else f"least({under}, {supersede_from} - 1)"
+    elif supersede_from is not None:
+        cut = f"{supersede_from} - 1"
+    if cut is not None:  # sees the statement's snapshot: never the inputs inserted below
         ctes.append("x AS (UPDATE messages SET superseded = true, in_context = false"
-                    f" WHERE conversation_pk = $1 AND seq >= {p('integer')[0]}"
-                    " AND NOT superseded)")
+                    f" WHERE conversation_pk = $1 AND seq > {cut} AND NOT superseded)")
+    follows = under  # the message the turn's reply will follow: its last input, else parent
     if messages:
-        ctes.append(_insert_messages(p, "c.agent_pk"))
+        insert, roles = _insert_messages(p, "c.agent_pk", under, "c, s")
+        ctes.append(insert)
+        follows = f"s.first + cardinality({roles}) - 1"
     ctes.append("t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
-                " idempotency_key, created_at, first_seq)"
-                " SELECT $2, $1, 'open', $4, $5, $3, s.first FROM c, s)")
+                " idempotency_key, created_at, first_seq, parent_seq)"
+                f" SELECT $2, $1, 'open', $4, $5, $3, s.first, {follows} FROM c, s)")
     return f"WITH {', '.join(ctes)} SELECT s.first FROM c, s"
 
 
@@ -209,11 +235,13 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) ->
     p = _Params(5)
     ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
             " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
-            " RETURNING conversation_pk)",
+            " RETURNING conversation_pk, parent_seq)",
             "c AS (SELECT v.agent_pk FROM conversations v JOIN t ON v.pk = t.conversation_pk"
             " FOR NO KEY UPDATE OF v)"]
     if messages:
-        ctes += [_NEXT_SEQ, _insert_messages(p, "$4")]
+        # they chain from the message begin_turn recorded (NULL: a turn of an older release)
+        ctes += [_NEXT_SEQ, _insert_messages(p, "$4", "coalesce(t.parent_seq, s.first - 1)",
+                                             "c, s, t")[0]]
     if blocks:
         source = _unnest(p, ("label", "value", "description", "lim", "read_only"),
                          ("text[]", "text[]", "text[]", "integer[]", "boolean[]"))
@@ -260,20 +288,46 @@ class PostgresTurnsMixin:
 
     async def begin_turn(self, conversation_pk: int, turn_id: str, request_hash: str,
                          idempotency_key: str | None, inputs: list[NewMessage],
-                         supersede_from_seq: int | None = None) -> int:
-        """One statement: lock the conversation, supersede (optional), open the turn, append
-        the inputs. Returns `first_seq`: the seq of the first input, or the next free seq."""
+                         supersede_from_seq: int | None = None, *,
+                         parent_seq: int | None = None, move: bool = False) -> int:
+        """One statement: lock the conversation, supersede the active path after `parent_seq`
+        (or from `supersede_from_seq`), open the turn, append the inputs under `parent_seq`.
+        With `move` (a rare branch switch), a transaction instead: lock the conversation,
+        supersede from `supersede_from_seq`, move the active path (tree.move_path), then the
+        same statement without its supersede. Returns `first_seq`: the seq of the first input,
+        or the next free seq."""
+        moved = move and parent_seq is not None
         args: list[Any] = [conversation_pk, turn_id, time.time(), request_hash, idempotency_key]
-        if supersede_from_seq is not None:
+        if supersede_from_seq is not None and not moved:
             args.append(supersede_from_seq)
+        if parent_seq is not None:
+            args.append(parent_seq)
         if inputs:
             args += message_arrays(inputs)  # may raise before anything is sent
-        sql = begin_sql(supersede_from_seq is not None, bool(inputs))
-        first = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_BEGIN,
-                                         conversation_pk)
+        sql = begin_sql(supersede_from_seq is not None and not moved, parent_seq is not None,
+                        moved, bool(inputs))
+        if moved:
+            first = await self._moved_begin(conversation_pk, parent_seq, supersede_from_seq,
+                                            sql, args)
+        else:
+            first = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_BEGIN,
+                                             conversation_pk)
         if first is None:
             raise LookupError(f"no conversation with pk {conversation_pk}")
         return first
+
+    async def _moved_begin(self, conversation_pk: int, parent_seq: int,
+                           supersede_from_seq: int | None, sql: str, args: list[Any]
+                           ) -> int | None:
+        """begin_turn with a move of the active path, in one transaction that locks the
+        conversation first: every statement after it reads what is committed then."""
+        async with self._transaction() as conn:
+            if await conn.fetchval(_LOCK_BEGIN, conversation_pk) is None:
+                return None
+            if supersede_from_seq is not None:
+                await truncate_after(conn, conversation_pk, supersede_from_seq - 1)
+            await move_path(conn, conversation_pk, parent_seq)
+            return await conn.fetchval(sql, *args)
 
     async def load_turn_state(self, agent_pk: int, conversation_pk: int,
                               known: KnownContext | None = None) -> TurnState:
