@@ -33,17 +33,19 @@ class StoredRow:
 
 @dataclass(frozen=True)
 class TreeUpdate:
-    rows: list[tuple[int, str, str, int]]  # (parent_seq, path_hash, visible_hash, seq)
+    rows: list[tuple[int, str, str | None, int]]  # (parent_seq, path_hash, visible_hash, seq)
     summary_seq: int | None  # the row the conversation's summary covers through
 
 
 def plan_tree(rows: Sequence[StoredRow], summary: str) -> TreeUpdate:
     """Parents and path hashes for every row (core.tree.rebuild), visible hashes where an old
     row has none, and the row the current summary belongs on: the last evicted row of the
-    active path (the summary covers exactly the evicted rows)."""
-    hashes = {r.seq: r.visible_hash or visible_hash(r.data) for r in rows}
-    built = rebuild([TreeRow(r.seq, r.turn_id, r.role, r.visible, r.superseded, hashes[r.seq],
-                             r.parent_seq) for r in rows])
+    active path (the summary covers exactly the evicted rows). An internal row (a memory step)
+    gets no visible hash, as when it is stored live (its path hash is its parent's)."""
+    hashes = {r.seq: r.visible_hash or (visible_hash(r.data) if r.visible else None)
+              for r in rows}
+    built = rebuild([TreeRow(r.seq, r.turn_id, r.role, r.visible, r.superseded,
+                             hashes[r.seq] or "", r.parent_seq) for r in rows])
     evicted = [r.seq for r in rows if not r.superseded and not r.in_context]
     summary_seq = max(evicted) if summary and evicted else None
     return TreeUpdate([(parent, path, hashes[seq], seq) for seq, parent, path in built],

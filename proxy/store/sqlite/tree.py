@@ -181,11 +181,11 @@ def _backfill_one(db: sqlite3.Connection, conversation_pk: int) -> None:
     if summary is None:
         return
     rows = [tree_backfill.StoredRow(r[0], r[1], r[2], bool(r[3]), bool(r[4]), bool(r[5]), r[6],
-                                    _loads(r[7]) if r[6] is None else {}, r[8])
+                                    {} if r[7] is None else _loads(r[7]), r[8])
             for r in db.execute(
                 "SELECT seq, turn_id, role, visible, superseded, in_context, visible_hash,"
-                " CASE WHEN visible_hash IS NULL THEN data END, parent_seq FROM messages"
-                " WHERE conversation_pk = ? ORDER BY seq", (conversation_pk,))]
+                " CASE WHEN visible_hash IS NULL AND visible = 1 THEN data END, parent_seq"
+                " FROM messages WHERE conversation_pk = ? ORDER BY seq", (conversation_pk,))]
     update = tree_backfill.plan_tree(rows, summary[0])
     db.executemany("UPDATE messages SET parent_seq = ?, path_hash = ?, visible_hash ="
                    " CASE WHEN visible = 1 THEN coalesce(visible_hash, ?) ELSE visible_hash END"
