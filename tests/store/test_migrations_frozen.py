@@ -36,6 +36,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     5: ("turn state in constant time",
         "f4cdd0e3f31848f2229e4207ce6b01e89a18e1f3c73d1a9d30c25bd76bc53a01",
         "9b5bc0ea195ab55ef178e915e73d013580f666057aea5f703144e655d25f8125"),
+    6: ("conversation trees",
+        "4b0805ec8ba5df6b5d9473b28e79405b9b338e05b67e3a6f1af2cfdb3e61a459",
+        "88736992c359045e553cb879e90f247007c1090d29dc813ff5233491085858c9"),
 }
 
 
