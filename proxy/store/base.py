@@ -129,7 +129,8 @@ class TurnStore(Protocol):
         when the active path's summary is no longer on it, the newest summary of the new path
         is the conversation's and exactly the rows after it are in context (core/tree.py).
         Without `parent_seq` the inputs follow the conversation's newest message; with
-        `supersede_from_seq`, messages from that seq on are superseded first.
+        `supersede_from_seq`, messages from that seq on are superseded first and the inputs
+        follow the message before it.
         Returns the seq of the first input (the inputs have consecutive seqs), or the next
         free seq when there are none.
         """

@@ -307,6 +307,8 @@ class InMemoryTurnStore:
                     m.superseded, m.in_context = True, False
         if parent_seq is not None:
             self._move(conversation_pk, parent_seq, move)
+        if parent_seq is None and supersede_from_seq is not None:
+            parent_seq = supersede_from_seq - 1  # the row before the superseded ones
         first_seq = self._append(conversation_pk, turn_id, inputs, parent_seq)
         follows = first_seq + len(inputs) - 1 if inputs else (
             first_seq - 1 if parent_seq is None else parent_seq)

@@ -207,7 +207,9 @@ def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str
     ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
             _NEXT_SEQ]
     supersede_from = p("integer")[0] if supersede else None
-    under = p("integer")[0] if parent else "s.first - 1"
+    # without parent_seq: under the row before supersede_from_seq, else the newest row
+    under = p("integer")[0] if parent else (
+        "s.first - 1" if supersede_from is None else f"{supersede_from} - 1")
     cut = None
     if parent and not moved:
         cut = under if supersede_from is None else f"least({under}, {supersede_from} - 1)"

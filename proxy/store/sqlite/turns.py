@@ -83,7 +83,10 @@ class SQLiteTurns:
                 else:
                     truncate_after(db, conversation_pk, parent_seq)
             agent_pk, first_seq = _next_seq(db, conversation_pk)
-            parent = first_seq - 1 if parent_seq is None else parent_seq
+            if parent_seq is not None:
+                parent = parent_seq
+            else:  # the row before the superseded ones, else the newest row
+                parent = first_seq - 1 if supersede_from_seq is None else supersede_from_seq - 1
             follows = first_seq + len(inputs) - 1 if inputs else parent
             db.execute("INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
                        " idempotency_key, created_at, first_seq, parent_seq)"
