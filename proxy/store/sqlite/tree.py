@@ -52,7 +52,11 @@ def move_path(db: sqlite3.Connection, conversation_pk: int, parent_seq: int) -> 
     Walks up from `parent_seq` through superseded rows to the first active one (where the two
     paths meet), supersedes the active rows after it, restores the walked rows, and, if the
     summary the active path had is no longer on it, takes the newest summary of the new path
-    and puts exactly the rows after it back in context."""
+    and puts exactly the rows after it back in context.
+
+    Rows coming back into context break what a KnownContext of another process relies on
+    (store/known_context.py: flags only go from in to out), so such a move bumps the
+    conversation epoch, as a delete does: every process reads its contexts in full once."""
     restore: list[int] = []
     meet = ROOT_SEQ
     if parent_seq != ROOT_SEQ:
@@ -76,6 +80,8 @@ def move_path(db: sqlite3.Connection, conversation_pk: int, parent_seq: int) -> 
         db.execute("UPDATE conversations SET summary = ? WHERE pk = ?", (summary, conversation_pk))
         db.execute("UPDATE messages SET in_context = (seq > ?1) WHERE conversation_pk = ?2"
                    " AND superseded = 0 AND in_context != (seq > ?1)", (covered, conversation_pk))
+    if restore or after != before:
+        db.execute("UPDATE conversation_epoch SET value = value + 1 WHERE id = 1")
 
 
 class SQLiteTree:
