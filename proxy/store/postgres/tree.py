@@ -61,10 +61,13 @@ MOVE = (
     " coalesce(a.summary, '') AS summary, (coalesce(a.seq, 0), coalesce(a.summary, ''))"
     " IS DISTINCT FROM (coalesce(b.seq, 0), coalesce(b.summary, '')) AS changed"
     " FROM w LEFT JOIN a ON true LEFT JOIN b ON true),"
+    # the rows that may change: after `meet` (restored ones too: seqs grow along a path), all
+    # of the conversation's when the summary changed
+    " r AS (SELECT k.*, CASE WHEN k.changed THEN 0 ELSE k.meet END AS low FROM k),"
     " u AS (UPDATE messages m SET superseded = (m.seq > k.meet AND m.seq <> ALL(k.restore)),"
     " in_context = CASE WHEN m.seq > k.meet AND m.seq <> ALL(k.restore) THEN false"
     " WHEN k.changed THEN m.seq > k.covered ELSE m.in_context OR m.seq = ANY(k.restore) END"
-    " FROM k WHERE m.conversation_pk = $1 AND (m.seq = ANY(k.restore)"
+    " FROM r k WHERE m.conversation_pk = $1 AND m.seq > k.low AND (m.seq = ANY(k.restore)"
     " OR (NOT m.superseded AND (m.seq > k.meet"
     " OR (k.changed AND m.in_context <> (m.seq > k.covered)))))),"
     " v AS (UPDATE conversations SET summary = k.summary FROM k WHERE pk = $1 AND k.changed),"
