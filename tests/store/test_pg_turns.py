@@ -163,3 +163,34 @@ def test_a_write_that_waited_for_another_writer_is_redone_under_the_lock(
         assert [m.seq for m in await s.context_messages(conv.pk)] == [1, 2, 3, 4, 5, 7, 8]
 
     _pg(postgres_url, body)
+
+
+def test_tree_writes_are_one_statement_except_a_move(postgres_url: str) -> None:
+    """begin_turn with parent_seq (truncating after it) and finish_turn stay one statement
+    each; a move is one transaction; a begin that waited for another writer is redone under
+    the lock, chaining its inputs under parent_seq and superseding what the other writer
+    appended after it."""
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        with _transactions(s) as opened:
+            await s.begin_turn(conv.pk, "t1", "h", None, [user("one")], parent_seq=0)
+            await s.finish_turn("t1", conv.pk, agent.pk, result(assistant("two")))
+            await s.begin_turn(conv.pk, "t2", "h", None, [user("three")], parent_seq=1)
+            await s.finish_turn("t2", conv.pk, agent.pk, result(assistant("four")))
+        assert opened == [0]
+        with _transactions(s) as opened:
+            await s.begin_turn(conv.pk, "t3", "h", None, [user("back")], parent_seq=2,
+                               move=True)
+        assert opened == [1]
+        with pytest.raises(LookupError):
+            await s.begin_turn(conv.pk + 1000, "t4", "h", None, [], parent_seq=1, move=True)
+        with _transactions(s) as opened:
+            first = await _another_writer(s, conv.pk, agent.pk, lambda: s.begin_turn(
+                conv.pk, "t5", "h", None, [user("five"), user("six")], parent_seq=5))
+        assert (first, opened) == (7, [1])
+        msgs = await s.list_messages(conv.pk, include_superseded=True)
+        assert [(m.seq, m.parent_seq, m.superseded) for m in msgs] == [
+            (1, 0, False), (2, 1, False), (3, 1, True), (4, 3, True), (5, 2, False),
+            (6, None, True), (7, 5, False), (8, 7, False)]
+
+    _pg(postgres_url, body)
