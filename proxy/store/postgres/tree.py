@@ -176,7 +176,8 @@ _ROWS = (
     " FROM messages WHERE conversation_pk = ANY($1::bigint[]) ORDER BY conversation_pk, seq"
 )
 _WRITE = (
-    "UPDATE messages m SET parent_seq = u.parent, path_hash = u.path, visible_hash = u.vh,"
+    "UPDATE messages m SET parent_seq = u.parent, path_hash = u.path, visible_hash ="
+    " CASE WHEN m.visible THEN coalesce(m.visible_hash, u.vh) ELSE m.visible_hash END,"
     " summary = coalesce(u.summary, m.summary) FROM unnest($1::bigint[], $2::integer[],"
     " $3::integer[], $4::text[], $5::text[], $6::text[])"
     " AS u(cpk, seq, parent, path, vh, summary)"
