@@ -17,7 +17,9 @@ ones, and equal counts mean equal sets. The one thing that could break it is a c
 pk coming back with different messages under it: that needs a delete (of the conversation or
 its agent, e.g. an import that replaces the agent), and every delete of a conversation row
 bumps the store's **conversation epoch** (a trigger, whoever deletes), which invalidates every
-known context in every process.
+known context in every process. The other is moving a conversation's active path to another
+branch (the stores' `tree.move_path`), which brings rows back into context: a move that does
+bumps the epoch too.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ INSERT_REVISIONS = (
     " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[])"
     " WITH ORDINALITY AS u(label, old, new, source, turn_id, created_at, i) ORDER BY u.i"
 )
-# The columns of sql.MSG, qualified, in its order (for message_row).
+# The first ten columns of sql.MSG, qualified, in its order (for message_row; the tree's
+# columns are not read here).
 M_COLUMNS = ("m.pk, m.seq, m.data, m.turn_id, m.created_at, m.in_context, m.visible,"
              " m.superseded, m.tokens, m.visible_hash")
 
