@@ -215,13 +215,6 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = ?",
                                 (*params, conversation_pk))
 
-    async def find_conversation_by_head(self, agent_pk: int, head_hash: str) -> Conversation | None:
-        """The newest conversation of the agent whose first exchange hashes to `head_hash`."""
-        row = await self._fetch_one(
-            f"{_CONV} WHERE agent_pk = ? AND head_hash = ? ORDER BY pk DESC LIMIT 1",
-            (agent_pk, head_hash))
-        return None if row is None else _conversation(row)
-
     async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
         """Page out: take messages with seq <= through_seq out of the context window and store
         the new summary, atomically (never one without the other). Returns rows evicted."""
