@@ -92,6 +92,7 @@ def rebuild(rows: Sequence[TreeRow]) -> list[tuple[int, int, str]]:
     sibling. Rows superseded together are thus kept as the branches they were.
     """
     ordered = sorted(rows, key=lambda r: r.seq)
+    ordered_by_seq = {r.seq: r for r in ordered}
     hashes: dict[int, str] = {ROOT_SEQ: ROOT_HASH}
     parents: dict[int, int] = {}
     out: list[tuple[int, int, str]] = []
@@ -100,7 +101,7 @@ def rebuild(rows: Sequence[TreeRow]) -> list[tuple[int, int, str]]:
     for row in ordered:
         parent = row.parent_seq
         if parent is None or parent not in hashes:
-            parent = _inferred_parent(row, previous, last_active, parents)
+            parent = _inferred_parent(row, previous, last_active, parents, ordered_by_seq)
         parents[row.seq] = parent
         own = path_hash(hashes[parent], row.visible_hash) if row.visible else hashes[parent]
         hashes[row.seq] = own
@@ -112,11 +113,17 @@ def rebuild(rows: Sequence[TreeRow]) -> list[tuple[int, int, str]]:
 
 
 def _inferred_parent(row: TreeRow, previous: TreeRow | None, last_active: int,
-                     parents: dict[int, int]) -> int:
+                     parents: dict[int, int], rows: dict[int, TreeRow]) -> int:
     if not row.superseded or previous is None:
         return last_active
     if row.turn_id != previous.turn_id and previous.superseded and previous.role == row.role:
-        return parents[previous.seq]  # a sibling: the same message made again
+        # a sibling: the same message made again, under what the previous one answered (past
+        # the memory steps of its own turn that came before it)
+        first = previous
+        while (above := rows.get(parents[first.seq])) is not None and (
+                above.turn_id == previous.turn_id and not above.visible):
+            first = above
+        return parents[first.seq]
     return previous.seq
 
 

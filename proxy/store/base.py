@@ -76,7 +76,7 @@ class TurnStore(Protocol):
                           conversation_pk: int | None = None) -> Node | None:
         """The stored visible message whose visible ancestors, itself included, end with
         exactly `visible_hashes` (oldest first), on any path: the active one first, then the
-        newest."""
+        newest stored."""
 
     async def path_tip(self, conversation_pk: int) -> Node | None:
         """The active path's last message (None for an empty conversation)."""

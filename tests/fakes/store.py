@@ -166,7 +166,7 @@ class InMemoryTurnStore:
         self._called("find_anchor")
         candidates = sorted(((pk, m) for pk, m in self._agent_rows(agent_pk, conversation_pk)
                              if visible_hashes and m.visible_hash == visible_hashes[-1]),
-                            key=lambda c: (not c[1].superseded, c[1].seq), reverse=True)
+                            key=lambda c: (not c[1].superseded, c[1].pk or 0), reverse=True)
         for pk, m in candidates:
             by_seq = {r.seq: r for r in self.messages[pk]}
             seen: list[str] = []

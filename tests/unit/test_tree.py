@@ -89,3 +89,12 @@ def test_the_active_path_is_always_the_rows_not_superseded(flags):
         assert built[after.seq][0] == (0 if before is None else before.seq)
     for r in rows:
         assert built[r.seq][0] < r.seq  # a parent always comes first
+
+
+def test_a_reply_regenerated_after_one_with_memory_steps_is_its_sibling():
+    rows = [row(1, "t1"), row(2, "t1", "assistant"), row(3, "t2"),
+            row(4, "t2", "assistant", superseded=True, visible=False),
+            row(5, "t2", "tool", superseded=True, visible=False),
+            row(6, "t2", "assistant", superseded=True),
+            row(7, "t3", "assistant", superseded=True), row(8, "t4", "assistant")]
+    assert parents(rows) == {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 3, 8: 3}

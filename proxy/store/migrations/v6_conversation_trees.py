@@ -7,8 +7,8 @@
   path before that row gets the summary of its own path (`messages_summaries`).
 - `turns.parent_seq`: the message a turn's steps and reply follow.
 - `tree_backfill`: the conversations stored before this migration. Their trees are built once
-  by the store when it opens (store/tree_backfill.py; hashing is not SQL), each conversation
-  in its own transaction, and removed from the table when done, so an interrupted backfill
+  by the store when it opens (store/tree_backfill.py; hashing is not SQL), a batch of
+  conversations per transaction, each removed from the table when done, so an interrupted backfill
   goes on at the next start.
 
 Shipped: never edit it (tests/store/test_migrations_frozen.py pins its SQL); add a migration.

@@ -102,7 +102,7 @@ def _anchor_sql(in_conversation: bool) -> str:
     return (
         "WITH RECURSIVE cand AS (SELECT m.seq, m.path_hash, m.role, m.superseded, m.turn_id,"
         " m.conversation_pk, m.parent_seq FROM messages m WHERE m.agent_pk = $1 AND m.visible"
-        f" AND m.visible_hash = $2{where} ORDER BY m.superseded, m.seq DESC"
+        f" AND m.visible_hash = $2{where} ORDER BY m.superseded, m.pk DESC"
         f" LIMIT {_ANCHOR_CANDIDATES}),"
         " up(conversation_pk, start, seq, parent_seq, visible, visible_hash, n) AS ("
         " SELECT conversation_pk, seq, seq, parent_seq, true, $2::text, 1 FROM cand"

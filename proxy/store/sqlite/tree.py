@@ -124,7 +124,7 @@ class SQLiteTree:
                 args.append(conversation_pk)
             candidates = db.execute(
                 f"{_NODE} WHERE m.agent_pk = ? AND m.visible = 1 AND m.visible_hash = ?{where}"
-                f" ORDER BY m.superseded, m.seq DESC LIMIT {_ANCHOR_CANDIDATES}", args).fetchall()
+                f" ORDER BY m.superseded, m.pk DESC LIMIT {_ANCHOR_CANDIDATES}", args).fetchall()
             for r in candidates:
                 seen = [h for (h,) in db.execute(
                     "WITH RECURSIVE up(seq, parent_seq, visible, visible_hash, n) AS ("
