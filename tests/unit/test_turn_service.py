@@ -177,6 +177,40 @@ def test_a_retry_of_a_finished_turn_is_replayed_without_an_upstream_call(
     asyncio.run(scenario())
 
 
+def test_a_retry_replays_only_the_last_turn_never_an_older_identical_one() -> None:
+    async def scenario() -> None:
+        h = TurnHarness.create()
+        await h.turn([user("What is my name?")])
+        await h.turn([user("My name is Kim")])
+        again = await h.start([user("What is my name?")], retry=True)
+        assert isinstance(again, TurnSession)  # turn 1 is not where this request stands
+        await drain(again)
+        assert [m["content"] for m in h.visible() if m["role"] == "user"] == [
+            "What is my name?", "My name is Kim", "What is my name?"]
+
+    asyncio.run(scenario())
+
+
+def test_an_unmarked_resend_is_replayed_only_when_the_answer_never_arrived() -> None:
+    async def scenario() -> None:
+        h = TurnHarness.create()
+        first = await h.turn([user("Remember DUPFACT42")])
+        asked_again = await h.start([user("Remember DUPFACT42")])
+        assert isinstance(asked_again, TurnSession)  # its answer arrived: asked again
+        await drain(asked_again)
+        h.service.undelivered.add(asked_again)  # this answer never reached the client
+        resent = await h.start([user("Remember DUPFACT42")])
+        assert isinstance(resent, Replay) and resent.turn.turn_id == asked_again.turn_id
+        assert first.turn_id != asked_again.turn_id
+        h.settings.agent.resend_window_s = 0  # turned off: a resend is a new turn
+        h.service.undelivered.add(asked_again)
+        new = await h.start([user("Remember DUPFACT42")])
+        assert isinstance(new, TurnSession)
+        await drain(new)
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_memory_tool_call_changes_the_block_stored_by_finish_turn(stream: bool) -> None:
     async def scenario() -> None:
