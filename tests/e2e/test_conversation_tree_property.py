@@ -176,12 +176,20 @@ class ChatUi(RuleBasedStateMachine):
         self.ask(others[pick % len(others)], say(spec))
 
     def window_starts(self) -> list[int]:
-        """Where a message window may begin: at a user message after the first whose text is
-        no first message of any branch (else the window is a known path from the root, which
-        rightly continues that path instead)."""
+        """Where a message window may begin: at a user message after the first, such that the
+        window is unambiguous. Its first text is no first message of any branch (else it is a
+        known path from the root, which rightly continues that path), and the window occurs
+        once in the branch, at its end (else, with identical exchanges repeated, it could as
+        well be a regenerate or an edit further up)."""
+        branch = [(n.role, n.content) for n in self.branch()]
         firsts = {n.content for n in self.tree.roots()}
-        return [i for i, n in enumerate(self.branch())
-                if i > 0 and n.role == "user" and n.content not in firsts]
+
+        def once(i: int) -> bool:
+            run = branch[i:]
+            return not any(branch[j:j + len(run)] == run for j in range(i))
+
+        return [i for i, (role, text) in enumerate(branch)
+                if i > 0 and role == "user" and text not in firsts and once(i)]
 
     @precondition(lambda self: self.current is not None and bool(self.window_starts()))
     @rule(keep=indexes, spec=says)
@@ -270,5 +278,5 @@ def test_chat_ui_histories_keep_the_tree_invariants(make_proxy, fake_upstream):
         machine = type("ChatUiRun", (ChatUi,), {"proxy": proxy, "fake": fake_upstream,
                                                 "http": http})
         run_state_machine_as_test(machine, settings=settings(
-            max_examples=25, stateful_step_count=12, deadline=None,
+            max_examples=40, stateful_step_count=15, deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
