@@ -2,7 +2,8 @@
 id in `X-OpenWebUI-Chat-Id`) through random histories against a real memproxy in front of the
 scripted upstream: append, regenerate, edit at any depth (message 1 and assistant messages
 included), switch to any earlier branch, drop the oldest turns, history searches, side requests,
-marked retries and unmarked resends (which, from a chat UI, are regenerates).
+marked retries and unmarked resends (which, from a chat UI, are regenerates); each example
+streams or not.
 
 The client side is a message tree (`tests/chat_tree.py`), as the UI keeps it, so after every
 step the test knows the branch shown and the texts that exist only on other branches. Why it
@@ -24,6 +25,7 @@ nothing is paged out:
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
 from typing import Any
 
@@ -32,6 +34,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -82,6 +85,7 @@ class ChatUi(RuleBasedStateMachine):
         n = next(_chats)
         self.agent, self.chat = f"tree-{n}", f"chat-{n}"
         self.tree = ClientTree()
+        self.stream = False
         self.current: int | None = None  # the reply shown last
         self.last: tuple[list[dict], int, str] | None = None  # last stateful request, reply
 
@@ -90,10 +94,25 @@ class ChatUi(RuleBasedStateMachine):
     def branch(self) -> list[Node]:
         return self.tree.path(self.current)
 
-    def post(self, messages: list[dict], extra: dict[str, str] | None = None) -> httpx.Response:
+    @initialize(stream=st.booleans())
+    def client_streams(self, stream: bool) -> None:
+        """Open WebUI streams its chat requests; some clients do not. Side requests too."""
+        self.stream = stream
+
+    def post(self, messages: list[dict], extra: dict[str, str] | None = None) -> str:
+        """Send a chat request as the client does; the answer's text (streamed or not)."""
         headers = {"X-Agent-Id": self.agent, "X-OpenWebUI-Chat-Id": self.chat, **(extra or {})}
-        return self.http.post("/v1/chat/completions", headers=headers,
-                              json={"model": MODEL, "messages": messages})
+        body = {"model": MODEL, "messages": messages, "stream": self.stream}
+        response = self.http.post("/v1/chat/completions", headers=headers, json=body)
+        assert response.status_code == 200, response.text
+        if not self.stream:
+            return response.json()["choices"][0]["message"]["content"]
+        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert events and events[-1] == "[DONE]", f"stream not finished: {response.text[-300:]}"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert not [c for c in chunks if "error" in c], f"stream error: {response.text[-300:]}"
+        return "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c.get("choices"))
 
     def turn(self, messages: list[dict], asked: int) -> None:
         """Send a stateful request ending with the tree's user message `asked`, check every
@@ -102,9 +121,7 @@ class ChatUi(RuleBasedStateMachine):
         expected = wire(path)
         assert expected[len(expected) - len(messages):] == messages, "test model inconsistent"
         before = len(self.fake.requests)
-        response = self.post(messages)
-        assert response.status_code == 200, response.text
-        reply = response.json()["choices"][0]["message"]["content"]
+        reply = self.post(messages)
         calls = self.fake.requests[before:]
         assert calls, "a new turn must reach the model"
         allowed = set().union(*(n.steps for n in path))
@@ -208,8 +225,7 @@ class ChatUi(RuleBasedStateMachine):
         changes nothing (the invariants check the store)."""
         messages = [{"role": "user", "content": side_prompt(kind, self.branch())}]
         before = len(self.fake.requests)
-        response = self.post(messages)
-        assert response.status_code == 200, response.text
+        self.post(messages)
         calls = self.fake.requests[before:]
         assert len(calls) == 1, f"a side request made {len(calls)} upstream calls"
         visible, steps = split_prompt(calls[0].json["messages"])
@@ -223,9 +239,7 @@ class ChatUi(RuleBasedStateMachine):
         """The SDK's retry of the last request: its stored answer, no upstream call."""
         messages, _, reply = self.last
         before = len(self.fake.requests)
-        response = self.post(messages, {"x-stainless-retry-count": "1"})
-        assert response.status_code == 200, response.text
-        assert response.json()["choices"][0]["message"]["content"] == reply, \
+        assert self.post(messages, {"x-stainless-retry-count": "1"}) == reply, \
             "a marked retry must replay the last turn's answer"
         assert len(self.fake.requests) == before, "a marked retry reached the model"
 
