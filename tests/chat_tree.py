@@ -51,16 +51,18 @@ class Node:
 
 
 class ClientTree:
-    """Messages with parent ids. A child with the same role and text as an existing sibling is
-    that sibling: memproxy's nodes are content-addressed, so this is what it may store once."""
+    """Messages with parent ids. A message the client writes with the same role and text as an
+    existing sibling is that sibling (memproxy locates messages by their path, so it may store
+    it once); a reply the model gives is a node of its own even when its text repeats a
+    sibling's (a regenerate that came out the same is a second reply, as in Open WebUI)."""
 
     def __init__(self) -> None:
         self.nodes: dict[int, Node] = {}
         self._ids = itertools.count(1)
 
-    def add(self, parent: int | None, role: str, content: str) -> int:
+    def add(self, parent: int | None, role: str, content: str, *, reply: bool = False) -> int:
         for node in self.nodes.values():
-            if (node.parent, node.role, node.content) == (parent, role, content):
+            if not reply and (node.parent, node.role, node.content) == (parent, role, content):
                 return node.id
         node = Node(next(self._ids), parent, role, content)
         self.nodes[node.id] = node

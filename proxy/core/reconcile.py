@@ -100,22 +100,31 @@ def anchor_length(hashes: Sequence[str], roles: Sequence[str]) -> int:
 
 
 def anchor_in_tail(hashes: Sequence[str], roles: Sequence[str],
-                   tail: Sequence[tuple[str, Node]]) -> Found | None:
+                   tail: Sequence[tuple[str, Node]], length: int | None = None) -> Found | None:
     """Anchor a request whose history does not start at the root (a client that dropped its
     oldest turns, a tool loop resending only its own turn) on the active path's recent visible
-    messages `tail` ((visible_hash, node), oldest first): its first `m` messages must be
-    exactly a run of the tail, `m` as long as possible, the run ending as late as possible.
-    A run of one message counts only when it is an assistant or tool message (a reply is
-    specific enough; a lone "hi" is not)."""
+    messages `tail` ((visible_hash, node), oldest first): its first `m` messages (`m` at most
+    `length`, as long as possible) must be exactly a run of the tail. Of the places that run
+    occurs, the one the rest of the request follows furthest along the tail wins (a repeated
+    exchange, then a regenerate), then the latest. A run of one message counts only when it is
+    an assistant or tool message (a reply is specific enough; a lone "hi" is not)."""
     positions: dict[str, list[int]] = {}
     for j, (h, _) in enumerate(tail):
         positions.setdefault(h, []).append(j)
-    for m in range(len(hashes), 0, -1):
+    for m in range(len(hashes) if length is None else length, 0, -1):
         if m == 1 and roles[0] not in ("assistant", "tool"):
             return None
+        best: Found | None = None
         for j in reversed(positions.get(hashes[m - 1], [])):
             if j + 1 >= m and all(tail[j - k][0] == hashes[m - 1 - k] for k in range(m)):
-                return Found(m, tail[j][1], anchored=True)
+                k = 0
+                while (m + k < len(hashes) and j + 1 + k < len(tail)
+                       and tail[j + 1 + k][0] == hashes[m + k]):
+                    k += 1
+                if best is None or m + k > best.length:
+                    best = Found(m + k, tail[j + k][1], anchored=True)
+        if best is not None:
+            return best
     return None
 
 

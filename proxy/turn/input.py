@@ -114,21 +114,36 @@ async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
     length = tip_length(path, tip)
     if length is not None and tip is not None:
         return Found(length, tip)
-    nodes: dict[str, list[Node]] = {}
-    for node in await store.find_nodes(agent_pk, path, conversation_pk=conversation_pk):
-        nodes.setdefault(node.path_hash, []).append(node)
-    found = longest_known(path, {h: best for h, group in nodes.items()
-                                 if (best := prefer(group)) is not None})
+    found = longest_known(path, await _nodes(store, agent_pk, path, conversation_pk))
     if found is not None:
         return found
     m = anchor_length(hashes, roles)
     if m == 0:
         return None
-    found = anchor_in_tail(hashes[:m], roles[:m], visible_tail(context))
-    if found is not None:
+    found = anchor_in_tail(hashes, roles, visible_tail(context), m)
+    if found is None:
+        node = await store.find_anchor(agent_pk, list(hashes[:m]),
+                                       conversation_pk=conversation_pk)
+        found = None if node is None else Found(m, node, anchored=True)
+    if found is None or found.length == len(hashes) or (tip and found.node.seq == tip.seq):
         return found
-    node = await store.find_anchor(agent_pk, list(hashes[:m]), conversation_pk=conversation_pk)
-    return None if node is None else Found(m, node, anchored=True)
+    # What follows the anchor may be stored under it too (a regenerate or an edit by a
+    # client that dropped its oldest turns): the longest stored continuation.
+    rest = chain(hashes[found.length:], start=found.node.path_hash)
+    below = longest_known(rest, await _nodes(store, agent_pk, rest, found.node.conversation_pk
+                                             or conversation_pk))
+    if below is None:
+        return found
+    return Found(found.length + below.length, below.node, anchored=True)
+
+
+async def _nodes(store: TurnStore, agent_pk: int, path: list[str],
+                 conversation_pk: int | None) -> dict[str, Node]:
+    """The stored nodes of these path hashes, the preferred one for each (tree.prefer)."""
+    nodes: dict[str, list[Node]] = {}
+    for node in await store.find_nodes(agent_pk, path, conversation_pk=conversation_pk):
+        nodes.setdefault(node.path_hash, []).append(node)
+    return {h: best for h, group in nodes.items() if (best := prefer(group)) is not None}
 
 
 async def read_history(store: TurnStore, state: TurnState, client_messages: list[Message],

@@ -138,7 +138,7 @@ class ChatUi(RuleBasedStateMachine):
                 assert not foreign, f"memory steps of another branch in the prompt: {foreign}"
             new_steps |= foreign
             self.assert_no_leak(call.json["messages"], elsewhere, f"prompt {i + 1}")
-        node = self.tree.add(asked, "assistant", reply)
+        node = self.tree.add(asked, "assistant", reply, reply=True)
         self.tree.nodes[node].steps |= new_steps
         self.current = node
         self.last = (messages, asked, reply)

@@ -64,7 +64,7 @@ class Tree:
         if found is None and (m := anchor_length(hashes, [c["role"] for c in client])):
             tail = [(visible_hash(msg), node)
                     for msg, node in zip(self.messages, self.active, strict=True)]
-            found = anchor_in_tail(hashes[:m], [c["role"] for c in client[:m]], tail)
+            found = anchor_in_tail(hashes, [c["role"] for c in client], tail, m)
         return reconcile(client, hashes, tip=self.tip, found=found, **kwargs)
 
 
@@ -252,3 +252,13 @@ def test_new_input_is_exactly_what_follows_the_longest_stored_prefix(active, oth
         assert decision.parent.path_hash == path[known - 1]
     if decision.parent is not None and decision.parent != ROOT:
         assert decision.switches == (not t.nodes[decision.parent.path_hash].active)
+
+
+def test_an_anchor_on_a_repeated_exchange_follows_the_request_furthest():
+    """The same exchange twice on the path; a windowed client resends its last request (a
+    regenerate): it anchors where its whole request is, not at the later copy."""
+    history = [u("x"), a("1"), u("same"), a("same reply"), u("same"), a("same reply")]
+    t = tree(history)
+    decision = t.decide([u("same"), a("same reply"), u("same")])
+    assert decision.action is Action.ANCHOR and decision.new_input == []
+    assert decision.parent == t.active[4]  # the second "same": its reply is regenerated
