@@ -178,7 +178,7 @@ class Options:
         return cls.count_tokens or cls.summarize or cls.reply_words is not None
 
 
-_REPLY_WORDS = """
+REPLY_WORDS = """
 the a to of and in that is for it you with on as be this was are have not at but we they can
 your from by or an will all about one would there their what so up out if when which time like
 just some more into them could then other than now only its also back after use two how our work
@@ -196,7 +196,7 @@ def reply_text(seed_text: str, min_words: int, max_words: int) -> str:
     sentences: list[str] = []
     while words > 0:
         n = min(words, rng.randint(8, 16))
-        chosen = [rng.choice(_REPLY_WORDS) for _ in range(n)]
+        chosen = [rng.choice(REPLY_WORDS) for _ in range(n)]
         sentences.append(" ".join(chosen).capitalize() + ".")
         words -= n
     return " ".join(sentences)

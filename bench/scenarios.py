@@ -10,6 +10,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .fake_upstream import REPLY_WORDS
+
 MODEL = "bench-model"
 UPSTREAM_KEY = "sk-bench"
 TARGET_P50_MS = 2.0  # issue #5: stateful overhead p50 <= 2 ms, p99 <= 10 ms, flat to 100k stored
@@ -23,13 +25,8 @@ TENANT = "default"  # the implicit tenant of a server with no API keys
 # --------------------------------------------------------------------------- text
 
 
-_WORDS = """
-the a to of and in that is for it you with on as be this was are have not at but we they can
-your from by or an will all about one would there their what so up out if when which time like
-just some more into them could then other than now only its also back after use two how our work
-first well way even new want because any these give day most us memory plan trip garden recipe
-weather project meeting budget python server database question answer reason idea paper review
-sister brother friend city train morning evening weekend coffee music book chapter note list
+# the fake model's words, and some more for users
+_WORDS = REPLY_WORDS + """
 remember forget prefer usually often never always maybe probably certainly quickly slowly early
 late small large quiet busy simple careful honest useful green blue warm cold fresh old young
 """.split()
