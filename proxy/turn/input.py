@@ -86,6 +86,19 @@ def visible_tail(context: Sequence[StoredMessage]) -> list[tuple[str, Node]]:
     return [(m.visible_hash or visible_hash(m.data), node_of(m)) for m in context if m.visible]
 
 
+def call_key(message: Message, hashed: str) -> str:
+    """A message's visible hash plus the tool-call ids it carries. The hash leaves ids out (a
+    client may re-encode a call), but an agent framework running the same tool loop twice
+    sends the same calls and results with new ids: anchoring on the ids first keeps run 2 from
+    continuing run 1."""
+    if message.get("role") == "tool":
+        return f"{hashed}|{message.get('tool_call_id')}"
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        return hashed + "|" + ",".join(str(c.get("id")) for c in calls if isinstance(c, dict))
+    return hashed
+
+
 def resends_history(conversation: Conversation, *, history_client: bool) -> bool | None:
     resends = conversation.resends_history
     if resends is None and history_client:
@@ -106,7 +119,8 @@ def pending_input(last: Turn | None, context: Sequence[StoredMessage]) -> list[s
 
 async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
                  hashes: Sequence[str], roles: Sequence[str], *, tip: Node | None = None,
-                 context: Sequence[StoredMessage] = ()) -> Found | None:
+                 context: Sequence[StoredMessage] = (),
+                 messages: Sequence[Message] = ()) -> Found | None:
     """The request's longest known prefix in one conversation (or, with `conversation_pk`
     None, in any of the agent's): the tip, then one lookup of its path hashes, then an anchor
     in the active path's context kept in memory, then an anchor in the store."""
@@ -120,7 +134,13 @@ async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
     m = anchor_length(hashes, roles)
     if m == 0:
         return None
-    found = anchor_in_tail(hashes, roles, visible_tail(context), m)
+    tail = visible_tail(context)
+    found = anchor_in_tail(
+        [call_key(msg, h) for msg, h in zip(messages, hashes, strict=True)], roles,
+        [(call_key(row.data, h), node) for row, (h, node) in
+         zip([r for r in context if r.visible], tail, strict=True)], m,
+    ) if messages else None
+    found = found or anchor_in_tail(hashes, roles, tail, m)
     if found is None:
         node = await store.find_anchor(agent_pk, list(hashes[:m]),
                                        conversation_pk=conversation_pk)
@@ -157,7 +177,7 @@ async def read_history(store: TurnStore, state: TurnState, client_messages: list
     found: Found | None = None
     if "assistant" in roles or resends_history(conversation, history_client=history_client):
         found = await locate(store, conversation.agent_pk, conversation.pk, ordered, roles,
-                             tip=tip, context=context)
+                             tip=tip, context=context, messages=client_messages)
     pending = pending_input(last, context)
     unfinished = False
     if (pending is None and last is not None and last.status != "done"

@@ -177,6 +177,35 @@ def test_a_retry_of_a_finished_turn_is_replayed_without_an_upstream_call(
     asyncio.run(scenario())
 
 
+def test_a_tool_loop_run_twice_with_identical_calls_continues_its_own_run() -> None:
+    """Run 2 makes the same call with the same rejected arguments and gets the same error as
+    run 1: only the call ids differ. Its follow-ups continue run 2, never run 1's past."""
+    async def scenario() -> None:
+        h = TurnHarness.create()
+        await h.turn([user("earlier")])
+        tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+        for run in range(2):
+            h.upstream.push(Reply(tool_calls=[("lookup", {"order": "A17"})]))
+            asked = await h.turn([user("look it up")], tools=tools)
+            bad = asked.response["choices"][0]["message"]
+            error = {"role": "tool", "tool_call_id": bad["tool_calls"][0]["id"],
+                     "content": "error: field order_id required"}
+            h.upstream.push(Reply(tool_calls=[("lookup", {"order_id": "A17"})]))
+            again = await h.turn([user("look it up"), bad, error], tools=tools)
+            good = again.response["choices"][0]["message"]
+            result = {"role": "tool", "tool_call_id": good["tool_calls"][0]["id"],
+                      "content": f"RESULT-{run}"}
+            await h.turn([user("look it up"), bad, error, good, result], tools=tools)
+            sent = [m for m in h.upstream.requests[-1]["messages"] if m["role"] != "system"]
+            assert [m.get("tool_call_id") for m in sent[-4:] if m["role"] == "tool"] == [
+                bad["tool_calls"][0]["id"], good["tool_calls"][0]["id"]]
+            assert sent[-1] == result
+        texts = [m.get("content") for m in h.visible()]
+        assert texts.count("RESULT-0") == 1 and texts.count("RESULT-1") == 1  # both runs kept
+
+    asyncio.run(scenario())
+
+
 def test_a_retry_replays_only_the_last_turn_never_an_older_identical_one() -> None:
     async def scenario() -> None:
         h = TurnHarness.create()
