@@ -79,6 +79,15 @@ def split_url(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), (fts[-1] if fts else None)
 
 
+# Server settings of every pooled connection, sent in the startup packet (no round trip);
+# a key given in the URL's query (`?jit=on`) is the URL's. JIT off: memproxy's queries are
+# short index lookups that run in well under a millisecond, so compiling them never pays;
+# but when the planner over-estimates (tables without statistics, see statistics.py) a plan
+# passes `jit_above_cost` and Postgres compiled `load_turn_state` on every turn, 20-350 ms of
+# compiling for 0.2 ms of work (issue 19).
+SESSION_SETTINGS = {"application_name": "memproxy", "jit": "off"}
+
+
 class _Connection(asyncpg.Connection):
     """No reset query when a connection goes back to the pool (saves a round trip per call).
 
@@ -117,7 +126,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         trees of conversations stored before there were trees."""
         if self._pool is not None:
             return
-        settings = {} if "application_name" in self.dsn else {"application_name": "memproxy"}
+        given = {k for k, _ in parse_qsl(urlsplit(self.dsn).query, keep_blank_values=True)}
+        settings = {k: v for k, v in SESSION_SETTINGS.items() if k not in given}
         pool = await asyncpg.create_pool(
             self.dsn, min_size=self.min_size, max_size=self.max_size,
             connection_class=_Connection, server_settings=settings)
