@@ -61,6 +61,7 @@ from .sql import (
     rows_changed,
     strip_nul,
 )
+from .statistics import Statistics
 from .tree import PostgresTreeMixin, backfill_trees
 from .turns import PostgresTurnsMixin
 from .vectors import PostgresVectors
@@ -119,11 +120,13 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self.fts_config = self.requested_fts_config  # the database's, once open
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
 
     # --- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create the pool, apply pending migrations (under an advisory lock) and build the
-        trees of conversations stored before there were trees."""
+        """Create the pool, apply pending migrations (under an advisory lock), build the
+        trees of conversations stored before there were trees, and analyze the tables that
+        need it (statistics.py: before serving, so the first turns plan with statistics)."""
         if self._pool is not None:
             return
         given = {k for k, _ in parse_qsl(urlsplit(self.dsn).query, keep_blank_values=True)}
@@ -149,11 +152,14 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                     raise ValueError(
                         f"unknown text search configuration {self.requested_fts_config!r}"
                         " (see SELECT cfgname FROM pg_ts_config)") from None
-                await apply_postgres(conn, fts_config=self.requested_fts_config)
+                migrated = await apply_postgres(conn, fts_config=self.requested_fts_config)
                 stored = await conn.fetchval(
                     "SELECT value FROM store_settings WHERE key = 'fts_config'")
-                await backfill_trees(conn)
+                built = await backfill_trees(conn)
+                await self.statistics.open(conn, pool, migrated=bool(migrated),
+                                           rewritten=("messages",) if built else ())
         except BaseException:
+            await self.statistics.close()
             await pool.close()
             raise
         self.fts_config = check_fts_config(stored)
@@ -163,6 +169,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self._pool = pool
 
     async def close(self) -> None:
+        await self.statistics.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -329,6 +336,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         pk = await self.pool.fetchval(
             "INSERT INTO passages (agent_pk, text, tags, created_at)"
             " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk", agent_pk, text, dumps(tags), now)
+        self.statistics.wrote({"passages": 1})  # `memproxy load` stores files this way
         return Passage(pk=pk, text=text, tags=tags, created_at=now)
 
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
