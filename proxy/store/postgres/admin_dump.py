@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from .statistics import Statistics
+
 _INSERT_BLOCKS = (
     "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
     " SELECT $1, u.label, u.value, u.description, u.lim, u.read_only, u.updated_at"
@@ -182,6 +184,8 @@ class PostgresDumpMixin:
     """`export_agent` / `import_agent` of `PostgresStore`."""
 
     if TYPE_CHECKING:  # provided by PostgresStore
+        statistics: Statistics
+
         @property
         def pool(self) -> asyncpg.Pool: ...
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
@@ -192,5 +196,14 @@ class PostgresDumpMixin:
 
     async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
                            replace: bool = False) -> Agent:
+        """One transaction; a large import then has its tables analyzed in the background
+        (statistics.py): until then a turn would plan with no or stale statistics."""
         async with self._transaction() as conn:
-            return await _import(conn, tenant, agent_id, dump, replace, time.time())
+            agent = await _import(conn, tenant, agent_id, dump, replace, time.time())
+        conversations = dump.conversations
+        self.statistics.wrote({
+            "agents": 1, "blocks": len(dump.blocks), "block_revisions": len(dump.revisions),
+            "conversations": len(conversations), "passages": len(dump.passages),
+            "messages": sum(len(c.messages) for c in conversations),
+            "turns": sum(len(c.turns) for c in conversations)})
+        return agent

@@ -61,6 +61,7 @@ from .sql import (
     rows_changed,
     strip_nul,
 )
+from .statistics import Statistics
 from .tree import PostgresTreeMixin, backfill_trees
 from .turns import PostgresTurnsMixin
 from .vectors import PostgresVectors
@@ -77,6 +78,15 @@ def split_url(url: str) -> tuple[str, str | None]:
     fts = [v for k, v in query if k == "fts"]
     rest = urlencode([(k, v) for k, v in query if k != "fts"])
     return urlunsplit(parts._replace(query=rest)), (fts[-1] if fts else None)
+
+
+# Server settings of every pooled connection, sent in the startup packet (no round trip);
+# a key given in the URL's query (`?jit=on`) is the URL's. JIT off: memproxy's queries are
+# short index lookups that run in well under a millisecond, so compiling them never pays;
+# but when the planner over-estimates (tables without statistics, see statistics.py) a plan
+# passes `jit_above_cost` and Postgres compiled `load_turn_state` on every turn, 20-350 ms of
+# compiling for 0.2 ms of work (issue 19).
+SESSION_SETTINGS = {"application_name": "memproxy", "jit": "off"}
 
 
 class _Connection(asyncpg.Connection):
@@ -110,14 +120,17 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self.fts_config = self.requested_fts_config  # the database's, once open
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
 
     # --- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
-        """Create the pool, apply pending migrations (under an advisory lock) and build the
-        trees of conversations stored before there were trees."""
+        """Create the pool, apply pending migrations (under an advisory lock), build the
+        trees of conversations stored before there were trees, and analyze the tables that
+        need it (statistics.py: before serving, so the first turns plan with statistics)."""
         if self._pool is not None:
             return
-        settings = {} if "application_name" in self.dsn else {"application_name": "memproxy"}
+        given = {k for k, _ in parse_qsl(urlsplit(self.dsn).query, keep_blank_values=True)}
+        settings = {k: v for k, v in SESSION_SETTINGS.items() if k not in given}
         pool = await asyncpg.create_pool(
             self.dsn, min_size=self.min_size, max_size=self.max_size,
             connection_class=_Connection, server_settings=settings)
@@ -139,11 +152,14 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                     raise ValueError(
                         f"unknown text search configuration {self.requested_fts_config!r}"
                         " (see SELECT cfgname FROM pg_ts_config)") from None
-                await apply_postgres(conn, fts_config=self.requested_fts_config)
+                migrated = await apply_postgres(conn, fts_config=self.requested_fts_config)
                 stored = await conn.fetchval(
                     "SELECT value FROM store_settings WHERE key = 'fts_config'")
-                await backfill_trees(conn)
+                built = await backfill_trees(conn)
+                await self.statistics.open(conn, pool, migrated=bool(migrated),
+                                           rewritten=("messages",) if built else ())
         except BaseException:
+            await self.statistics.close()
             await pool.close()
             raise
         self.fts_config = check_fts_config(stored)
@@ -153,6 +169,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self._pool = pool
 
     async def close(self) -> None:
+        await self.statistics.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -319,6 +336,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         pk = await self.pool.fetchval(
             "INSERT INTO passages (agent_pk, text, tags, created_at)"
             " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk", agent_pk, text, dumps(tags), now)
+        self.statistics.wrote({"passages": 1})  # `memproxy load` stores files this way
         return Passage(pk=pk, text=text, tags=tags, created_at=now)
 
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
