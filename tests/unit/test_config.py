@@ -99,7 +99,8 @@ def test_missing_file_is_an_error(tmp_path):
     ("upstream", {"fallbacks": [{"base_url": "localhost:11434"}]},
      "upstream.fallbacks.0.base_url: must be an http://"),
     ("embeddings", {"base_url": "ftp://h/v1"}, "embeddings.base_url: must be an http://"),
-    ("database", {"url": "mysql://u@h/db"}, "database.url: unsupported database URL scheme 'mysql'"),
+    ("database", {"url": "mysql://u@h/db"},
+     "database.url: unsupported database URL scheme 'mysql'"),
     ("database", {"url": ""}, "database.url: is empty"),
 ])
 def test_urls_are_checked_when_settings_load(key, value, fragment):
@@ -130,7 +131,8 @@ def test_unknown_memproxy_variables_are_named_with_the_closest_known_one():
     assert unknown_variables(env, also_known=["MEMPROXY_URL"]) == [
         "unknown environment variable MEMPROXY_DATABSE_URL is ignored "
         "(did you mean MEMPROXY_DATABASE_URL?)",
-        "unknown environment variable MEMPROXY_PORT is ignored (did you mean MEMPROXY_SERVER_PORT?)",
+        "unknown environment variable MEMPROXY_PORT is ignored "
+        "(did you mean MEMPROXY_SERVER_PORT?)",
         "unknown environment variable MEMPROXY_SOMETHING_ELSE is ignored",
         "unknown environment variable MEMPROXY_UPSTREAM_KEY is ignored "
         "(did you mean MEMPROXY_UPSTREAM_API_KEY?)",
