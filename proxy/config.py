@@ -7,18 +7,43 @@ Secret values may be written as `env:VAR` in the file and are resolved at load t
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _shown(value: str) -> str:
+    """`value` for an error message: without user info or query, where credentials hide."""
+    return repr(re.sub(r"//[^/@]*@", "//", value.split("?", 1)[0])[:100])
+
+
+def http_url(value: str) -> str:
+    """Accept an http(s) URL with a host; anything else fails at start-up, not at the first
+    request (`notaurl` would otherwise be joined with a path and fail with an empty host)."""
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError(f"invalid port in {_shown(value)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, such as "
+                         f"http://localhost:11434/v1 (got {_shown(value)})")
+    return value
+
+
+DATABASE_SCHEMES = ("sqlite:", "postgresql://", "postgres://")
 
 
 class ServerSettings(_Section):
@@ -37,6 +62,18 @@ class DatabaseSettings(_Section):
     # also the last commits across a power loss, at an fsync per commit. Postgres ignores it.
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        """An unknown scheme (mysql://) is a configuration error, not a store traceback."""
+        if not value.strip():
+            raise ValueError("is empty: use sqlite:///path.db or postgresql://host/db")
+        if "://" in value and not value.startswith(DATABASE_SCHEMES):
+            scheme = value.split("://", 1)[0]
+            raise ValueError(f"unsupported database URL scheme {scheme!r}: use "
+                             "sqlite:///path.db or postgresql://host/db")
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper_synchronous(cls, value: Any) -> Any:
@@ -50,6 +87,11 @@ class FallbackSettings(_Section):
     api_key: str | None = None  # only this key is sent here, never the primary's or a client's
     models: list[str] = Field(default_factory=list)  # globs of the models it serves; [] = all
     model: str | None = None  # send this model name instead of the requested one
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return http_url(value)
 
 
 class UpstreamSettings(_Section):
@@ -68,6 +110,11 @@ class UpstreamSettings(_Section):
     circuit_failures: int = Field(default=5, ge=0)
     circuit_reset_s: float = Field(default=30.0, gt=0)
     fallbacks: list[FallbackSettings] = Field(default_factory=list)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return http_url(value)
 
 
 class AuthSettings(_Section):
@@ -220,6 +267,11 @@ class EmbeddingsSettings(_Section):
     timeout_s: float = Field(default=30.0, gt=0)
     cache_mb: int = Field(default=1024, ge=1)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return value if value is None else http_url(value)
+
 
 class ABSettings(_Section):
     """A/B mode (docs/ab.md): list every upstream model twice, raw and with memory."""
@@ -311,6 +363,32 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
+def setting_variables() -> list[str]:
+    """Every `MEMPROXY_<SECTION>_<KEY>` name that `load_settings` reads."""
+    return [f"{ENV_PREFIX}{section}_{key}".upper()
+            for section, field in Settings.model_fields.items() if section != "models"
+            for key in field.annotation.model_fields]  # type: ignore[union-attr]
+
+
+def unknown_variables(environ: dict[str, str], also_known: Iterable[str] = ()) -> list[str]:
+    """A warning for each `MEMPROXY_*` variable that nothing reads: `_env_overrides` skips
+    them, so a typo would otherwise be silently ignored. Names the closest known variable
+    when one is close. `also_known`: the variables the caller reads itself (the CLI's)."""
+    known = [name.upper() for name in [*also_known, *setting_variables()]]
+    stems = [name[len(ENV_PREFIX):] for name in known]
+    warnings = []
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var.upper() in known:
+            continue
+        stem = var[len(ENV_PREFIX):].upper()
+        # MEMPROXY_PORT: a key without its section; else the nearest spelling
+        close = [s for s in stems if s.endswith("_" + stem)] or difflib.get_close_matches(
+            stem, stems, n=1, cutoff=0.75)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        warnings.append(f"unknown environment variable {var} is ignored{hint}")
+    return warnings
+
+
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `extra` into a copy of `base` (tables merge, other values replace)."""
     out = dict(base)
@@ -357,6 +435,7 @@ def load_settings(
         return Settings.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -33,6 +33,7 @@ USER_OWN_KEY = "sk-test-users-own-FAKE-c3f05a9e"  # a user's provider key (forwa
 UPSTREAM_KEY = "sk-test-upstream-FAKE-a8e1d4c7b2"
 FAKE_UPSTREAM_KEY = "sk-test-fake-upstream-FAKE-4d7b"
 SECRET_FROM_ENV = "sk-test-from-env-FAKE-6a2c9e0f"  # secrets given as env:VAR or variables
+DATABASE_PASSWORD = "pg-test-password-FAKE-5b3e8d1a"  # in a Postgres URL's user info
 
 # A phrase users type into chats: message text is never logged unless include_content is on.
 MESSAGE_SECRET = "my vault passphrase is FAKE-SECRET-PHRASE-8c1f5d2a"
@@ -47,6 +48,7 @@ ALL: tuple[str, ...] = (
     UPSTREAM_KEY,
     FAKE_UPSTREAM_KEY,
     SECRET_FROM_ENV,
+    DATABASE_PASSWORD,
     MESSAGE_SECRET,
     "FAKE-SECRET-PHRASE-8c1f5d2a",  # the distinctive part alone, however the text is cut
 )

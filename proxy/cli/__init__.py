@@ -14,10 +14,10 @@ import os
 import sys
 
 from .. import __version__
-from ..config import ConfigError, load_settings
+from ..config import ConfigError, load_settings, unknown_variables
 from . import ab, agents, chat, load, memory, messages, migrate, serve, transfer
 from .client import connect
-from .common import CONFIG_ENV, CliError, connection_parent, json_parent
+from .common import CLI_VARIABLES, CONFIG_ENV, CliError, connection_parent, json_parent
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "build_parser", "main"]
 
@@ -63,6 +63,9 @@ async def _run_api(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "serve":  # serve logs them (in the log's format)
+        for warning in unknown_variables(dict(os.environ), CLI_VARIABLES):
+            print(f"memproxy: warning: {warning}", file=sys.stderr)
     try:
         if hasattr(args, "api_func"):
             return asyncio.run(_run_api(args))

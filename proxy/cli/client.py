@@ -22,6 +22,7 @@ import httpx
 
 from ..config import ConfigError
 from .common import CliError, settings_from_args
+from .startup import database_error, require_database
 from .transport import streaming_transport
 
 LOCAL_BASE_URL = "http://memproxy.local"
@@ -195,6 +196,7 @@ async def connect(args: argparse.Namespace, *, upstream: bool = False,
         settings = settings_from_args(args)
     except ConfigError as exc:
         raise CliError(str(exc), code=2) from exc
+    require_database(args, settings)  # never a new empty SQLite file (startup.py)
     token = "mp-local-" + secrets.token_urlsafe(24)
     settings.auth.admin_keys = [*settings.auth.admin_keys, token]
     # The local admin key is this process's own; it must never be forwarded upstream.
@@ -211,7 +213,7 @@ async def connect(args: argparse.Namespace, *, upstream: bool = False,
             try:
                 await stack.enter_async_context(app.router.lifespan_context(app))
             except Exception as exc:
-                raise CliError(f"cannot open the database: {exc}") from exc
+                raise CliError(database_error(settings.database.url, exc), code=2) from exc
             http = await stack.enter_async_context(httpx.AsyncClient(
                 transport=transport, base_url=LOCAL_BASE_URL,
                 headers={"authorization": f"Bearer {token}"}, timeout=TIMEOUT,

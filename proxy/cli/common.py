@@ -17,6 +17,8 @@ from ..config import Settings, load_settings
 CONFIG_ENV = "MEMPROXY_CONFIG"
 URL_ENV = "MEMPROXY_URL"
 KEY_ENV = "MEMPROXY_API_KEY"
+# The variables the CLI reads itself (MEMPROXY_MODEL: `chat`'s model), besides the settings'.
+CLI_VARIABLES = (CONFIG_ENV, URL_ENV, KEY_ENV, "MEMPROXY_MODEL")
 
 
 class CliError(Exception):

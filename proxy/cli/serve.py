@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
 
-from .common import CONFIG_ENV, add_database_options, settings_from_args
+from ..config import unknown_variables
+from .common import CLI_VARIABLES, CONFIG_ENV, add_database_options, settings_from_args
+from .startup import banner, check_database
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -19,6 +22,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging(settings)
+    log = logging.getLogger("memproxy")
+    for warning in unknown_variables(dict(os.environ), CLI_VARIABLES):
+        log.warning(warning)
+    # before uvicorn: a database that cannot be opened is one line (startup.py), not a traceback
+    stored_keys = asyncio.run(check_database(settings))
+    log.info(banner(settings, stored_keys))
     loop = "auto"
     http = "auto"
     if settings.server.workers > 1:

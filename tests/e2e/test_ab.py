@@ -183,6 +183,7 @@ def check_report(out: str) -> None:
 
 
 def test_ab_command_local_mode(database_url, fake_upstream, capsys):
+    assert main(["migrate", "--database-url", database_url]) == 0  # local mode creates none
     code = main(["ab", str(EXAMPLE), "--database-url", database_url,
                  "--upstream-url", fake_upstream.url, "--model", "gpt-4o-mini", "--width", "120"])
     out = capsys.readouterr().out
@@ -222,6 +223,7 @@ def test_ab_command_local_mode_names_the_memory_model_itself(database_url, fake_
                                                             capsys, tmp_path):
     config = tmp_path / "memproxy.toml"
     config.write_text('[ab]\nexpose_raw_models = true\nmemory_suffix = ":mem"\n')
+    assert main(["migrate", "--database-url", database_url]) == 0
     code = main(["ab", str(EXAMPLE), "--config", str(config), "--database-url", database_url,
                  "--upstream-url", fake_upstream.url, "--width", "120"])
     assert code == 0
@@ -236,6 +238,7 @@ def test_ab_command_rejects_bad_scripts(tmp_path, capsys):
         "blank.json": ('{"sessions": [{"messages": [""]}]}', "session 1 needs `messages`"),
         "missing.toml": (None, "cannot read"),
     }
+    assert main(["migrate", "--database-url", f"sqlite:///{tmp_path}/x.db"]) == 0
     for name, (text, message) in cases.items():
         path = tmp_path / name
         if text is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.config import ConfigError, load_settings
+from proxy.config import ConfigError, load_settings, setting_variables, unknown_variables
 from tests import secrets
 
 
@@ -90,3 +90,53 @@ def test_mistakes_are_reported_with_the_key(tmp_path, text, fragment):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("upstream", {"base_url": "notaurl"}, "upstream.base_url: must be an http:// or https://"),
+    ("upstream", {"base_url": "http://:8080/v1"}, "upstream.base_url: must be an http://"),
+    ("upstream", {"base_url": "http://h:port/v1"}, "upstream.base_url: invalid port"),
+    ("upstream", {"fallbacks": [{"base_url": "localhost:11434"}]},
+     "upstream.fallbacks.0.base_url: must be an http://"),
+    ("embeddings", {"base_url": "ftp://h/v1"}, "embeddings.base_url: must be an http://"),
+    ("database", {"url": "mysql://u@h/db"},
+     "database.url: unsupported database URL scheme 'mysql'"),
+    ("database", {"url": ""}, "database.url: is empty"),
+])
+def test_urls_are_checked_when_settings_load(key, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, overrides={key: value})
+    assert fragment in str(info.value)
+
+
+def test_a_bad_url_in_an_error_is_shown_without_credentials():
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, overrides={"upstream": {
+            "base_url": f"htp://user:{secrets.UPSTREAM_KEY}@host/v1?key={secrets.UPSTREAM_KEY}"}})
+    assert "'htp://host/v1'" in str(info.value) and secrets.UPSTREAM_KEY not in str(info.value)
+
+
+def test_good_urls_load():
+    s = load_settings(environ={"OPENAI_BASE_URL": "http://localhost:11434/v1"}, overrides={
+        "database": {"url": "postgresql://memproxy@db:5432/memproxy"},
+        "embeddings": {"base_url": "https://[::1]:8443/v1"}})
+    assert s.upstream.base_url == "http://localhost:11434/v1"
+    assert load_settings(environ={}, overrides={"database": {"url": "data/m.db"}}).database.url
+
+
+def test_unknown_memproxy_variables_are_named_with_the_closest_known_one():
+    env = {"MEMPROXY_DATABSE_URL": "x", "MEMPROXY_PORT": "1", "MEMPROXY_UPSTREAM_KEY": "k",
+           "MEMPROXY_SOMETHING_ELSE": "x", "MEMPROXY_DATABASE_URL": "sqlite:///m.db",
+           "MEMPROXY_logging_level": "DEBUG", "MEMPROXY_URL": "http://h", "OTHER_VAR": "x"}
+    assert unknown_variables(env, also_known=["MEMPROXY_URL"]) == [
+        "unknown environment variable MEMPROXY_DATABSE_URL is ignored "
+        "(did you mean MEMPROXY_DATABASE_URL?)",
+        "unknown environment variable MEMPROXY_PORT is ignored "
+        "(did you mean MEMPROXY_SERVER_PORT?)",
+        "unknown environment variable MEMPROXY_SOMETHING_ELSE is ignored",
+        "unknown environment variable MEMPROXY_UPSTREAM_KEY is ignored "
+        "(did you mean MEMPROXY_UPSTREAM_API_KEY?)",
+    ]
+    # every variable the settings read is known
+    assert unknown_variables({name: "x" for name in setting_variables()}) == []
+    assert "MEMPROXY_UPSTREAM_FALLBACKS" in setting_variables()
