@@ -54,6 +54,9 @@ class ServerSettings(_Section):
     shutdown_timeout_s: float = Field(default=30.0, ge=0)
     # Browser origins allowed to call the API (CORS); empty = no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
+    # Serve with no API key on an address other than loopback (`memproxy serve` refuses
+    # otherwise: an open server makes every caller an admin).
+    allow_open: bool = False
 
 
 class DatabaseSettings(_Section):

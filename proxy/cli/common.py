@@ -39,6 +39,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["server"]["port"] = args.port
     if getattr(args, "workers", None):
         overrides["server"]["workers"] = args.workers
+    if getattr(args, "allow_open", False):
+        overrides["server"]["allow_open"] = True
     if getattr(args, "database_url", None):
         overrides["database"]["url"] = args.database_url
     if getattr(args, "upstream_url", None):

@@ -12,7 +12,7 @@ import sys
 
 from ..config import unknown_variables
 from .common import CLI_VARIABLES, CONFIG_ENV, add_database_options, settings_from_args
-from .startup import banner, check_database
+from .startup import banner, check_database, check_exposure, exposed_and_open
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,7 +27,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.warning(warning)
     # before uvicorn: a database that cannot be opened is one line (startup.py), not a traceback
     stored_keys = asyncio.run(check_database(settings))
+    check_exposure(settings, stored_keys)  # no key and not loopback: only with --allow-open
     log.info(banner(settings, stored_keys))
+    if exposed_and_open(settings, stored_keys):
+        log.warning("this server is open to anyone who can reach %s:%s: there is no API key, "
+                    "so every caller is an admin (--allow-open); create one with "
+                    "`memproxy keys add TENANT`", settings.server.host or "*",
+                    settings.server.port)
     loop = "auto"
     http = "auto"
     if settings.server.workers > 1:
@@ -91,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--upstream-url", help="OpenAI-compatible base URL, e.g. .../v1")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument(
+        "--allow-open", action="store_true",
+        help="serve with no API key on a non-loopback host (every caller is an admin); "
+        "without it such a start is refused ([server] allow_open)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys", description="Manage API keys.")

@@ -12,12 +12,17 @@ Why this module exists:
   answer "no agent 'ada'": local mode requires the file to exist (`require_database`).
 - A newcomer needs to see which database, upstream and auth mode a server uses, and where
   the inspector is: `banner`. It never shows a password, a key or a URL's query string.
+- With no API key anywhere every caller is an admin. That is fine on 127.0.0.1 (the default)
+  but a `docker run -p` or `--host 0.0.0.0` would silently serve every agent to the network:
+  `check_exposure` refuses that unless it was asked for (`--allow-open`), and the banner then
+  says the server is open to anyone who can reach it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import os
 import sqlite3
 from importlib import metadata
@@ -201,11 +206,47 @@ def _upstream_label(settings: Settings) -> str:
     return f"{shown.geturl()} ({key}{more})"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host`: localhost, 127.0.0.0/8 or ::1. A wildcard
+    ("", 0.0.0.0, ::), a LAN address or any other name is reachable from elsewhere."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _key_count(settings: Settings, stored_keys: int) -> int:
+    return len(settings.auth.keys) + len(settings.auth.admin_keys) + stored_keys
+
+
+def exposed_and_open(settings: Settings, stored_keys: int) -> bool:
+    """No API key anywhere (as `Authenticator.open` decides) and a non-loopback bind."""
+    return _key_count(settings, stored_keys) == 0 and not is_loopback(settings.server.host)
+
+
+def check_exposure(settings: Settings, stored_keys: int) -> None:
+    """Refuse (one line, exit 2) to serve an open server beyond loopback unless allowed."""
+    if not exposed_and_open(settings, stored_keys) or settings.server.allow_open:
+        return
+    host = settings.server.host or "all interfaces"
+    raise CliError(
+        f"refusing to listen on {host} with no API keys: anyone who can reach it would be an "
+        "admin of every agent. Create a key with `memproxy keys add TENANT` (same --config / "
+        "--database-url), or serve it open on purpose with --allow-open "
+        "([server] allow_open = true, MEMPROXY_SERVER_ALLOW_OPEN=true)", code=2)
+
+
 def _auth_label(settings: Settings, stored_keys: int) -> str:
     counts = [(len(settings.auth.keys), "in [auth.keys]"),
               (len(settings.auth.admin_keys), "admin"),
               (stored_keys, "from `memproxy keys add`")]
     total = sum(n for n, _ in counts)
+    if total == 0 and exposed_and_open(settings, stored_keys):
+        return ("OPEN to anyone who can reach it (no API keys, --allow-open): every caller is "
+                "an admin of the tenant 'default'")
     if total == 0:
         return "open (no API keys: every caller is the tenant 'default')"
     detail = ", ".join(f"{n} {what}" for n, what in counts if n)
