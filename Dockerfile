@@ -1,6 +1,10 @@
 # memproxy — an OpenAI-compatible stateful proxy.
 #   docker build -t memproxy .
+#   docker run --rm -v memproxy-data:/data memproxy memproxy keys add me   # prints a key, once
 #   docker run -p 8080:8080 -e OPENAI_API_KEY=sk-... -v memproxy-data:/data memproxy
+# The container listens on 0.0.0.0, so `serve` refuses to start while no API key exists (every
+# caller would be an admin). To run it open on purpose, on a network you trust, add
+# -e MEMPROXY_SERVER_ALLOW_OPEN=true. See docs/security.md.
 # CI has no Docker engine; .ci/docker-steps runs these install steps in a fresh virtualenv.
 FROM python:3.11-slim
 
