@@ -55,7 +55,8 @@ def create_app(settings: Settings) -> Starlette:
         await store.open()
         upstream = UpstreamClient(
             settings.upstream,
-            transport=lean_transport() if settings.upstream.lean_transport else None)
+            transport=lean_transport() if settings.upstream.lean_transport else None,
+            max_response_bytes=settings.limits.max_upstream_response_bytes)
         tag_upstream_requests(upstream)  # X-Request-Id on every upstream call
         auth = Authenticator(settings.auth, store)
         await auth.refresh()

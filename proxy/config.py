@@ -245,6 +245,9 @@ class LimitsSettings(_Section):
     max_body_bytes: int = 32 * 1024 * 1024
     max_messages: int = 50_000
     max_message_chars: int = 4_000_000
+    # The most memproxy reads of one upstream answer (docs/resilience.md): a JSON body, the
+    # text of a streamed answer (content, reasoning, tool-call arguments) or an error body.
+    max_upstream_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Per API key (per tenant on an open server), per process; 0 = no limit.
     requests_per_minute: int = Field(default=0, ge=0)
     concurrent_turns: int = Field(default=0, ge=0)

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..upstream import Route, UpstreamClient
+from ..upstream.bounded import BodyTooLarge, read_bounded
 from ..upstream.masking import Masker
 
 _DROP_RESPONSE_HEADERS = {
@@ -65,7 +66,7 @@ async def forward(
     if not masker:
         body: AsyncIterator[bytes] = response.aiter_raw()
     elif _encoded(headers) and response.status_code >= 400:
-        return await _decoded_error(response, headers, masker)
+        return await _decoded_error(response, headers, masker, upstream.max_response_bytes)
     else:
         body = masker.stream(response.aiter_raw())
     return StreamingResponse(
@@ -81,15 +82,15 @@ def _encoded(headers: dict[str, str]) -> bool:
     return encoding.strip().lower() not in ("", "identity")
 
 
-async def _decoded_error(response: httpx.Response, headers: dict[str, str], masker: Masker
-                         ) -> Response:
+async def _decoded_error(response: httpx.Response, headers: dict[str, str], masker: Masker,
+                         upstream_limit: int) -> Response:
     """A compressed error body, decoded so that a key quoted in it can be masked (error bodies
-    are small: gateways quote the key they rejected in them)."""
+    are small: gateways quote the key they rejected in them). The only body pass-through
+    holds whole, so it is bounded by `[limits] max_upstream_response_bytes`."""
     try:
-        await response.aread()
-        content = response.content  # decoded by httpx
-    except httpx.HTTPError:
-        content = b""  # unreadable or undecodable: relaying its bytes could relay a key
+        content = await read_bounded(response, upstream_limit)  # decoded by httpx
+    except (httpx.HTTPError, BodyTooLarge):
+        content = b""  # unreadable, undecodable or too large: relaying its bytes could relay a key
     finally:
         await response.aclose()
     kept = {k: v for k, v in headers.items()

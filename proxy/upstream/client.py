@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 
 from proxy import __version__
-from proxy.config import UpstreamSettings
+from proxy.config import LimitsSettings, UpstreamSettings
+from proxy.upstream.bounded import BodyTooLarge, read_bounded
 from proxy.upstream.errors import (
     UpstreamError,
     dumps,
@@ -40,7 +41,7 @@ from proxy.upstream.errors import (
 )
 from proxy.upstream.faults import first_token_timeout
 from proxy.upstream.forwarding import HOP_BY_HOP, Forwarding
-from proxy.upstream.http11.direct import DirectJSON, Prepared
+from proxy.upstream.http11.direct import DirectJSON, Prepared, headers_of
 from proxy.upstream.http11.transport import LeanTransport
 from proxy.upstream.http11.wire import Timeouts
 from proxy.upstream.routing import Endpoint, NullObserver, Route, build_endpoints, model_of
@@ -59,6 +60,15 @@ def _ok(status: int) -> bool:
     return 200 <= status < 300
 
 
+def _too_large(exc: BodyTooLarge, status: int, headers: Mapping[str, str],
+               secrets: tuple) -> UpstreamError:
+    """A body over the bound: a 2xx answer fails as `upstream_response_too_large`; an error
+    status keeps its status (and retry headers), without its unread message."""
+    if _ok(status):
+        return exc.error()
+    return error_from_response(status, b"", headers, secrets=secrets)
+
+
 class NoCookies(httpx.Cookies):
     """A cookie jar that keeps nothing: memproxy is not a browser session."""
 
@@ -74,9 +84,12 @@ class UpstreamClient(Forwarding):
     """
 
     def __init__(
-        self, settings: UpstreamSettings, *, transport: httpx.AsyncBaseTransport | None = None
+        self, settings: UpstreamSettings, *, transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = LimitsSettings().max_upstream_response_bytes,
     ) -> None:
         self.settings = settings
+        # [limits] max_upstream_response_bytes: the most of one answer kept (bounded.py).
+        self.max_response_bytes = max_response_bytes
         timeout = httpx.Timeout(
             connect=settings.connect_timeout_s,
             read=settings.read_timeout_s,
@@ -200,7 +213,9 @@ class UpstreamClient(Forwarding):
             log.debug('HTTP Request: %s %s "%s %d %s"', prepared.method, prepared.url,
                       head.version.decode("latin-1"), head.status, head.reason.decode("latin-1"))
         try:
-            reply = await self._direct.read(prepared, conn, head)
+            reply = await self._direct.read(prepared, conn, head, self.max_response_bytes)
+        except BodyTooLarge as exc:
+            raise _too_large(exc, head.status, headers_of(head), secrets) from None
         except httpx.HTTPError as exc:
             error = error_from_transport(exc, host=host)
             if _ok(head.status):
@@ -217,7 +232,9 @@ class UpstreamClient(Forwarding):
             raise error_from_transport(exc, host=host) from exc
         try:
             try:
-                content = await response.aread()
+                content = await read_bounded(response, self.max_response_bytes)
+            except BodyTooLarge as exc:
+                raise _too_large(exc, response.status_code, response.headers, secrets) from None
             except httpx.HTTPError as exc:
                 error = error_from_transport(exc, host=host)
                 if _ok(response.status_code):
@@ -315,7 +332,7 @@ class UpstreamClient(Forwarding):
                     response = await self._http.send(request, stream=True)
                 except httpx.TransportError as exc:
                     raise error_from_transport(exc, host=endpoint.host) from exc
-                opened = OpenStream(endpoint, response, secrets)
+                opened = OpenStream(endpoint, response, secrets, self.max_response_bytes)
                 try:
                     await self._first_token(opened)
                 except BaseException:
@@ -330,8 +347,8 @@ class UpstreamClient(Forwarding):
     async def _first_token(self, opened: OpenStream) -> None:
         response, host = opened.response, opened.endpoint.host
         if not _ok(response.status_code):
-            try:
-                content = await response.aread()
+            try:  # only the start of an error body matters
+                content = await read_bounded(response, self.max_response_bytes, truncate=True)
             except httpx.HTTPError:
                 content = b""
             raise error_from_response(
@@ -340,7 +357,10 @@ class UpstreamClient(Forwarding):
         try:
             if "application/json" in response.headers.get("content-type", ""):
                 # An error with a 2xx status (OpenRouter), or a server ignoring `stream`.
-                content = await response.aread()
+                try:
+                    content = await read_bounded(response, self.max_response_bytes)
+                except BodyTooLarge as exc:
+                    raise exc.error() from None
                 raise error_from_body(content, response.headers, secrets=opened.secrets)
             await opened.read_to_first_token(lambda: self._drain(opened.byte_iter))
         except httpx.TimeoutException as exc:

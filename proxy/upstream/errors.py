@@ -34,6 +34,7 @@ __all__ = [
     "loads",
     "parse_retry_after",
     "redact",
+    "response_too_large",
     "stream_interrupted",
 ]
 
@@ -160,6 +161,20 @@ def error_from_body(
 
 def stream_interrupted(message: str) -> UpstreamError:
     return UpstreamError(502, message, code="stream_interrupted", retryable=False)
+
+
+def response_too_large(limit: int) -> UpstreamError:
+    """An answer over `[limits] max_upstream_response_bytes`, cut off while reading. Not
+    retried and not sent to a fallback: the same request would most likely bring the same
+    answer, and reading it again costs the same memory."""
+    return UpstreamError(
+        502,
+        f"the upstream's answer is larger than this server accepts ({limit} bytes,"
+        " [limits] max_upstream_response_bytes)",
+        code="upstream_response_too_large",
+        retryable=False,
+        fallback=False,
+    )
 
 
 def bad_json_body(status: int, size: int) -> UpstreamError:

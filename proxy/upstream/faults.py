@@ -69,14 +69,17 @@ _KINDS = {
     "empty_response": "empty_response",
     "circuit_open": "circuit_open",
     "deadline_exceeded": "deadline",
+    "upstream_response_too_large": "too_large",
 }
+# The upstream answered, only at more length than memproxy accepts: not a sign of ill health.
+_ANSWERED = frozenset({"upstream_response_too_large"})
 
 
 def counts_as_failure(error: UpstreamError) -> bool:
     """Whether the error says the upstream is unhealthy (circuit breaker): connect errors, 5xx,
     timeouts, broken streams. 4xx and 429 mean it answered; memproxy's own limits are not its
     fault."""
-    return error.status >= 500 and error.code not in _OWN_CODES
+    return error.status >= 500 and error.code not in _OWN_CODES and error.code not in _ANSWERED
 
 
 def failure_kind(error: UpstreamError) -> str:

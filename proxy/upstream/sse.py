@@ -45,7 +45,7 @@ class SSEDecoder:
     when it has at least one `data:` line.
     """
 
-    __slots__ = ("_parts", "_skip_lf", "_data", "_event", "_last_id", "_started")
+    __slots__ = ("_parts", "_skip_lf", "_data", "_event", "_last_id", "_started", "buffered")
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []  # bytes of the current, unterminated line
@@ -54,6 +54,9 @@ class SSEDecoder:
         self._event: str | None = None
         self._last_id: str | None = None
         self._started = False  # the leading BOM, if any, has been handled
+        # Bytes of the unfinished line plus characters of the unfinished event's data: what
+        # the decoder holds, for callers that bound it (an event may never end).
+        self.buffered = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume the next piece of the stream; return the events it completed (often [])."""
@@ -67,6 +70,7 @@ class SSEDecoder:
         if end < 0:
             if chunk:
                 self._parts.append(chunk)
+                self.buffered += len(chunk)
             return []
         if self._parts:
             self._parts.append(chunk[: end + 1])
@@ -90,6 +94,7 @@ class SSEDecoder:
             event = self.feed_line(line)
             if event is not None:
                 events.append(event)
+        self.buffered = sum(map(len, self._parts)) + sum(map(len, self._data))
         return events
 
     def feed_line(self, line: str) -> SSEEvent | None:

@@ -14,13 +14,35 @@ from typing import Any
 
 import httpx
 
-from proxy.upstream.errors import UpstreamError, stream_interrupted
+from proxy.upstream.errors import UpstreamError, response_too_large, stream_interrupted
 from proxy.upstream.routing import Endpoint
 from proxy.upstream.sse import SSEDecoder, decode_events
 
-__all__ = ["OpenStream", "has_token"]
+__all__ = ["OpenStream", "has_token", "text_size"]
 
+LINE_SLACK = 64 * 1024  # one event's JSON around its text
 _EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+def text_size(chunk: dict[str, Any]) -> int:
+    """The characters of model output in a chunk: every string in its deltas (content,
+    refusal, reasoning) and its tool calls' names and arguments."""
+    size = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for key, value in delta.items():
+            if isinstance(value, str):
+                size += len(value)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        for part in function.values():
+                            if isinstance(part, str):
+                                size += len(part)
+    return size
 
 
 def has_token(chunk: dict[str, Any]) -> bool:
@@ -41,12 +63,16 @@ class OpenStream:
     endpoint: Endpoint
     response: httpx.Response
     secrets: tuple[str | None, ...]
+    # [limits] max_upstream_response_bytes: the most text of one answer (and the longest
+    # unfinished SSE event) kept; None = no bound.
+    limit: int | None = None
     byte_iter: AsyncIterator[bytes] = field(init=False)
     decoder: SSEDecoder = field(default_factory=SSEDecoder)
     chunks: list[dict[str, Any]] = field(default_factory=list)  # read in the first phase
     done: bool = False  # [DONE] already seen
     error: UpstreamError | None = None  # to raise once `chunks` have been delivered
     seen: int = 0
+    text: int = 0  # characters of model output so far (content, reasoning, tool arguments)
 
     def __post_init__(self) -> None:
         self.byte_iter = self.response.aiter_bytes()
@@ -62,6 +88,11 @@ class OpenStream:
         events = self.decoder.flush() if raw is None else self.decoder.feed(raw)
         chunks, done, error = decode_events(events, final=final, secrets=self.secrets)
         self.seen += len(chunks)
+        if self.limit is not None:
+            self.text += sum(map(text_size, chunks))
+            # The text is what the turn keeps; a line that never ends is held by the decoder.
+            if self.text > self.limit or self.decoder.buffered > self.limit + LINE_SLACK:
+                return chunks, done, response_too_large(self.limit)
         if final and not done and error is None:
             error = stream_interrupted(
                 f"the upstream stream ended without [DONE] after {self.seen} chunks"

@@ -184,6 +184,13 @@ class Fault:
         return cls("invalid_json", status=200)
 
     @classmethod
+    def huge(cls, size: int, *, tool_call: bool = False) -> Fault:
+        """A 200 answer of about `size` bytes of text (or of one tool call's arguments),
+        generated as it is sent so the fake itself holds little: a stream of 64 KiB deltas,
+        or a chunked JSON completion without Content-Length."""
+        return cls("huge", status=200, after_chunks=size, abort=tool_call)
+
+    @classmethod
     def no_choices(cls) -> Fault:
         """A well-formed completion (or stream) with `choices: []`: no answer at all."""
         return cls("no_choices", status=200)
@@ -418,6 +425,10 @@ class FakeUpstream:
             return await self._answer(request, body, item.then or self.responder(body))
         if item.kind in ("stall", "invalid_json", "no_choices"):
             return self._misbehave(body, item, stream)
+        if item.kind == "huge":
+            return StreamingResponse(self._huge(body, item.after_chunks, item.abort, stream),
+                                     media_type="text/event-stream" if stream
+                                     else "application/json")
         reply = self.responder(body)
         if isinstance(reply, Fault):
             reply = Reply(content="partial answer that will be cut off")
@@ -459,6 +470,42 @@ class FakeUpstream:
 
         media = "text/event-stream" if stream else "application/json"
         return StreamingResponse(stalled(), media_type=media)
+
+    def _huge(self, body: dict, size: int, tool_call: bool, stream: bool
+              ) -> AsyncIterator[bytes]:
+        """`Fault.huge`'s body, `size` bytes of "x" in 64 KiB pieces."""
+        piece = 64 * 1024
+        kind = "chat.completion.chunk" if stream else "chat.completion"
+        envelope = self._envelope(body, kind)
+
+        def delta(text: str) -> dict:
+            if not tool_call:
+                return {"content": text}
+            return {"tool_calls": [{"index": 0, "id": "call_huge", "type": "function",
+                                    "function": {"name": "save", "arguments": text}}]}
+
+        async def pieces() -> AsyncIterator[bytes]:
+            if not stream:
+                message = {"role": "assistant", **delta("\u0000")}
+                head, _, tail = json.dumps({**envelope, "choices": [
+                    {"index": 0, "message": message,
+                     "finish_reason": "tool_calls" if tool_call else "stop"}]}).partition(
+                        "\\u0000")
+                yield head.encode()
+                for _ in range(0, size, piece):
+                    yield b"x" * piece
+                    await asyncio.sleep(0)
+                yield tail.encode()
+                return
+            for _ in range(0, size, piece):
+                choice = {"index": 0, "delta": delta("x" * piece), "finish_reason": None}
+                yield _sse({**envelope, "choices": [choice]})
+                await asyncio.sleep(0)
+            yield _sse({**envelope, "choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]})
+            yield b"data: [DONE]\n\n"
+
+        return pieces()
 
     @staticmethod
     async def _sleep(request: Request, seconds: float) -> bool:

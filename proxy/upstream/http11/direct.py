@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from proxy.upstream.bounded import BodyTooLarge
 from proxy.upstream.http11.wire import Connection, Head, Origin, Timeouts, Wire
 
 TARGETS_CACHE_MAX = 256
@@ -118,35 +119,53 @@ class DirectJSON:
         return await self.wire.exchange(prepared.origin, prepared.payload,
                                         head_only=prepared.method == "HEAD", timeouts=self.timeouts)
 
-    async def read(self, prepared: Prepared, conn: Connection, head: Head) -> Reply:
+    async def read(self, prepared: Prepared, conn: Connection, head: Head,
+                   limit: int | None = None) -> Reply:
         """The whole response, its body decoded; failures are httpx `HTTPError`s, as from
-        `httpx.Response.aread`."""
-        content = await self.wire.read_body(prepared.origin, conn, head, self.timeouts.read)
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in head.headers:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        `httpx.Response.aread`. A body (read or decoded) over `limit` raises `BodyTooLarge`."""
+        content = await self.wire.read_body(prepared.origin, conn, head, self.timeouts.read,
+                                            limit)
+        headers = headers_of(head)
         encoding = headers.get("content-encoding")
         if encoding and content:
-            content = decode(content, encoding)
+            content = decode(content, encoding, limit)
         return Reply(head.status, headers, content)
 
 
-def decode(content: bytes, encoding: str) -> bytes:
+def headers_of(head: Head) -> dict[str, str]:
+    """Lower-case names; repeated headers joined with ", " (as httpx)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in head.headers:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _inflate(inflater, content: bytes, limit: int | None) -> bytes:  # type: ignore[no-untyped-def]
+    if limit is None:
+        return inflater.decompress(content) + inflater.flush()
+    out = inflater.decompress(content, limit + 1)  # never more than limit + 1 bytes at once
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge(limit)
+    out += inflater.flush()
+    if len(out) > limit:
+        raise BodyTooLarge(limit)
+    return out
+
+
+def decode(content: bytes, encoding: str, limit: int | None = None) -> bytes:
     """Undo `Content-Encoding` (gzip, deflate; identity and unknown codings are left as they
-    are, as httpx does without optional decoders). Bad data raises `httpx.DecodingError`."""
+    are, as httpx does without optional decoders). Bad data raises `httpx.DecodingError`;
+    output over `limit` bytes (a small body inflating to a huge one) `BodyTooLarge`."""
     for coding in reversed([c.strip().lower() for c in encoding.split(",")]):
         try:
             if coding in ("gzip", "x-gzip"):
-                inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                content = inflater.decompress(content) + inflater.flush()
+                content = _inflate(zlib.decompressobj(zlib.MAX_WBITS | 16), content, limit)
             elif coding == "deflate":
                 try:
-                    inflater = zlib.decompressobj()
-                    content = inflater.decompress(content) + inflater.flush()
+                    content = _inflate(zlib.decompressobj(), content, limit)
                 except zlib.error:  # raw deflate, without the zlib header (some servers)
-                    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-                    content = inflater.decompress(content) + inflater.flush()
+                    content = _inflate(zlib.decompressobj(-zlib.MAX_WBITS), content, limit)
         except zlib.error as exc:
             raise httpx.DecodingError(f"could not {coding}-decode the body: {exc}") from exc
     return content

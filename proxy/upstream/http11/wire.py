@@ -29,6 +29,8 @@ from typing import NamedTuple
 
 import httpx
 
+from proxy.upstream.bounded import BodyTooLarge
+
 MAX_HEAD_BYTES = 256 * 1024
 READ_SIZE = 64 * 1024
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -175,17 +177,27 @@ class Wire:
         return _framing(status, reason, headers, version, head_only)
 
     async def read_body(self, origin: Origin, conn: Connection, head: Head,
-                        read_timeout: float | None) -> bytes:
-        """The whole body; the connection goes back to the pool (or is closed on failure)."""
+                        read_timeout: float | None, limit: int | None = None) -> bytes:
+        """The whole body; the connection goes back to the pool (or is closed on failure).
+        A body over `limit` bytes raises `BodyTooLarge`: a `Content-Length` over it before
+        anything is read, a chunked or close-delimited one as soon as it has passed it."""
         reader = conn.reader
         try:
             if head.length is not None and not head.chunked:
+                if limit is not None and head.length > limit:
+                    raise BodyTooLarge(limit)
                 data = b""
                 if head.length:
                     data = await _read(reader.readexactly(head.length), read_timeout)
                 self.release(origin, conn, head.keep_alive)
                 return data
-            parts = [part async for part in self._frames(conn, head, read_timeout)]
+            parts = []
+            size = 0
+            async for part in self._frames(conn, head, read_timeout):
+                size += len(part)
+                if limit is not None and size > limit:
+                    raise BodyTooLarge(limit)
+                parts.append(part)
         except BaseException:
             conn.close()
             raise
@@ -214,8 +226,17 @@ class Wire:
                     while (await _read(reader.readuntil(b"\r\n"), read_timeout)) != b"\r\n":
                         pass  # trailers
                     return
-                data = await _read(reader.readexactly(size + 2), read_timeout)
-                yield data[:-2]
+                # In pieces: one chunk may declare any size, and must not be held whole.
+                left = size
+                while left > 0:
+                    data = await _read(reader.read(min(left, READ_SIZE)), read_timeout)
+                    if not data:
+                        raise httpx.RemoteProtocolError(
+                            "the upstream closed the connection mid-body")
+                    left -= len(data)
+                    yield data
+                if await _read(reader.readexactly(2), read_timeout) != b"\r\n":
+                    raise httpx.RemoteProtocolError("malformed chunk")
         elif head.length is not None:
             left = head.length
             while left > 0:
