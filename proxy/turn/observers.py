@@ -3,9 +3,9 @@ cases in the session.
 
 A finished turn is handed to each observer in order, after its result is committed; none of
 them is needed for the answer. The service's default list: embed the new rows (in the
-background), record metrics, remember the conversation's first exchange (so a client that
-resends its history without naming the conversation finds it again), and flush the model
-catalog's learned calibration.
+background), record metrics, and flush the model catalog's learned calibration. (A client
+that resends its history without naming the conversation finds it by the history's path:
+core/tree.py, nothing to record here.)
 """
 
 from __future__ import annotations
