@@ -17,6 +17,7 @@ from .api.chat import chat_completions
 from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
+from .obs.logs import cap_content_loggers
 from .api.openai_routes import embeddings, list_models
 from .api.routes import agent_routes
 from .api.state import AppState
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        cap_content_loggers(settings)  # no SQL arguments or headers at DEBUG (obs/logs.py)
         store = open_store(settings.database.url,
                            sqlite_synchronous=settings.database.sqlite_synchronous)
         await store.open()

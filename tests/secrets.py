@@ -38,6 +38,9 @@ DATABASE_PASSWORD = "pg-test-password-FAKE-5b3e8d1a"  # in a Postgres URL's user
 # A phrase users type into chats: message text is never logged unless include_content is on.
 MESSAGE_SECRET = "my vault passphrase is FAKE-SECRET-PHRASE-8c1f5d2a"
 
+# What a model or a user stores in memory (blocks, archival passages): never logged either.
+MEMORY_SECRET = "the safe behind the painting opens with FAKE-MEMORY-TEXT-3e7b0c94"
+
 ALL: tuple[str, ...] = (
     CLIENT_KEY,
     TENANT_A_KEY,
@@ -51,6 +54,8 @@ ALL: tuple[str, ...] = (
     DATABASE_PASSWORD,
     MESSAGE_SECRET,
     "FAKE-SECRET-PHRASE-8c1f5d2a",  # the distinctive part alone, however the text is cut
+    MEMORY_SECRET,
+    "FAKE-MEMORY-TEXT-3e7b0c94",
 )
 
 # The LogRecord attributes logging sets itself; anything else came from `extra=`.

@@ -44,6 +44,7 @@ from ..obs.logs import (
     install_record_factory,
     new_request_id,
     sane_request_id,
+    secrets_from_settings,
 )
 from .auth import AuthenticationMiddleware
 from .errors import error_response
@@ -134,9 +135,11 @@ class InFlight:
 class RequestContextMiddleware:
     """Request id, access log line, and a last-resort OpenAI-shaped 500 (see module doc)."""
 
-    def __init__(self, app: ASGIApp, inflight: InFlight | None = None) -> None:
+    def __init__(self, app: ASGIApp, inflight: InFlight | None = None,
+                 secrets: tuple[str, ...] = ()) -> None:
         self.app = app
         self.inflight = inflight or InFlight()
+        self.secrets = secrets  # configured keys: never accepted inside a request id
         install_record_factory()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,7 +153,10 @@ class RequestContextMiddleware:
             self.inflight.leave()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = sane_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
+        headers = Headers(scope=scope)
+        # an id holding the caller's own key or a configured one is replaced, never logged
+        refused = (*self.secrets, _credential(headers.get("authorization")))
+        request_id = sane_request_id(headers.get(REQUEST_ID_HEADER), refused)
         request_id = request_id or new_request_id()
         fields: dict[str, Any] = {}
         rid_token = REQUEST_ID.set(request_id)
@@ -168,7 +174,8 @@ class RequestContextMiddleware:
                     headers[REQUEST_ID_HEADER] = request_id
                 elif theirs != request_id:
                     # a pass-through answer keeps the upstream's own id (transparency)
-                    fields["upstream_request_id"] = sane_request_id(theirs)
+                    # (an upstream may echo the client's id, key included: same check)
+                    fields["upstream_request_id"] = sane_request_id(theirs, refused)
             await send(message)
 
         try:
@@ -192,6 +199,14 @@ class RequestContextMiddleware:
             access_log.info("request", extra={"fields": line})
             REQUEST_FIELDS.reset(fields_token)
             REQUEST_ID.reset(rid_token)
+
+
+def _credential(authorization: str | None) -> str | None:
+    """What a request id must not contain: the Authorization value without its scheme."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or scheme
 
 
 class OpenAICORSMiddleware(CORSMiddleware):
@@ -223,7 +238,8 @@ def cors_allow_headers(settings: Settings) -> list[str]:
 
 def build_middleware(settings: Settings, inflight: InFlight | None = None) -> list[Middleware]:
     """The user middleware list for `Starlette(middleware=...)`, outermost first."""
-    stack = [Middleware(RequestContextMiddleware, inflight=inflight)]
+    stack = [Middleware(RequestContextMiddleware, inflight=inflight,
+                        secrets=tuple(secrets_from_settings(settings)))]
     if settings.server.cors_origins:
         stack.append(
             Middleware(

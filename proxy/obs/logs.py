@@ -21,6 +21,7 @@ import logging
 import logging.config
 import re
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -37,7 +38,10 @@ REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar(
 )
 
 MAX_REQUEST_ID = 128
-_SANE_REQUEST_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}")
+# Letters, digits and `_.:/+=-`: UUIDs, ULIDs, base64 and `req_…`-style ids pass; quotes,
+# backslashes, `<>`, `%`, `;`, `@` and spaces (log and header injection) do not.
+REQUEST_ID_CHARS = "A-Za-z0-9_.:/+=-"
+_SANE_REQUEST_ID = re.compile(rf"[{REQUEST_ID_CHARS}]{{1,{MAX_REQUEST_ID}}}")
 REDACTED = "[REDACTED]"
 MIN_LITERAL_SECRET = 4  # shorter configured keys would mask ordinary words
 
@@ -65,10 +69,18 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def sane_request_id(value: str | None) -> str | None:
-    """The client's `X-Request-Id` if it is safe to log and echo (1–128 visible ASCII
-    characters, no spaces), else None so that a fresh id is generated."""
+def sane_request_id(value: str | None, secrets: Iterable[str | None] = ()) -> str | None:
+    """The client's `X-Request-Id` if it is safe to log and echo, else None so that a fresh
+    id is generated (and the client's is never logged).
+
+    Safe: 1–128 characters of `REQUEST_ID_CHARS`, and none of `secrets` inside it (compared
+    without case). The middleware passes the request's own Authorization token and every key
+    of the configuration: an id is written on every log record of its request, so a client
+    that puts its key there by mistake (or a gateway that copies one) must not log it."""
     if value is None or not _SANE_REQUEST_ID.fullmatch(value):
+        return None
+    folded = value.casefold()
+    if any(secret and secret.casefold() in folded for secret in secrets):
         return None
     return value
 
@@ -103,6 +115,37 @@ def install_record_factory() -> None:
 
     logging.setLogRecordFactory(factory)
     _factory_installed = True
+
+
+# -- third-party loggers that can write content ----------------------------------------------
+
+# Libraries whose DEBUG records can hold what users wrote or what was sent on the wire:
+# - aiosqlite logs every call it runs ("executing functools.partial(fn, ...)"), arguments
+#   included: the SQLite store's block, revision and passage writes pass the text as arguments;
+# - httpcore (and httpcore2, the openai SDK's copy) log each response's headers;
+# - hpack/h2 log header values (Authorization among them) when HTTP/2 is used;
+# - websockets logs frame data; asyncpg and python-multipart are capped as a precaution.
+# They are kept at INFO or above unless `[logging] include_content` is true.
+CONTENT_LOGGERS = ("aiosqlite", "asyncpg", "httpcore", "httpcore2", "hpack", "h2",
+                   "websockets", "multipart", "python_multipart")
+
+
+def content_logger_levels(settings: Settings) -> dict[str, str]:
+    """The level of each `CONTENT_LOGGERS` logger: inherited (NOTSET) with `include_content`,
+    else the stricter of INFO and what memproxy keeps for chatty libraries."""
+    if settings.logging.include_content:
+        return dict.fromkeys(CONTENT_LOGGERS, "NOTSET")
+    level = "INFO" if settings.logging.level.upper() == "DEBUG" else "WARNING"
+    return dict.fromkeys(CONTENT_LOGGERS, level)
+
+
+def cap_content_loggers(settings: Settings) -> None:
+    """Apply `content_logger_levels` to this process's loggers. `create_app` calls it, so an
+    app embedded in someone else's logging setup (or a test's root logger at DEBUG) gets the
+    same guarantee as `memproxy serve`. Logger levels are global: the last app created in a
+    process decides."""
+    for name, level in content_logger_levels(settings).items():
+        logging.getLogger(name).setLevel(level)
 
 
 # -- redaction ------------------------------------------------------------------------------
@@ -183,8 +226,12 @@ def _api_keys(value: Any) -> Iterator[str]:
 
 def secrets_from_settings(settings: Settings) -> list[str]:
     """Every key the configuration knows in clear: upstream keys (fallbacks and embeddings
-    included), tenant keys and admin keys."""
+    included), tenant keys, admin keys and the database URL's password."""
     found = [*_api_keys(settings), *settings.auth.admin_keys]
+    try:
+        found.append(urlsplit(settings.database.url).password or "")
+    except ValueError:  # an unparsable URL fails at start-up, not here
+        pass
     found += [k for k in settings.auth.keys if not k.startswith("sha256:")]
     return sorted({s for s in found if s})
 
@@ -292,7 +339,8 @@ def log_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
             # one line per upstream call would double the access log (kept at DEBUG)
             "httpx": {"level": quiet, "handlers": [], "propagate": True},
-            "httpcore": {"level": quiet, "handlers": [], "propagate": True},
+            **{name: {"level": lvl, "handlers": [], "propagate": True}
+               for name, lvl in content_logger_levels(settings).items()},
         },
     }
 

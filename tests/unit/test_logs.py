@@ -63,6 +63,14 @@ def raised(message: str) -> BaseException:
 @pytest.mark.parametrize("value, kept", [
     ("abc-123", True),
     ("req_01HZX:9f/2+=", True),
+    ("3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f", True),
+    ("a.b_c:d/e+f=g-h", True),
+    ("quote\"d", False),
+    ("back\\slash", False),
+    ("<script>", False),
+    ("50%25", False),
+    ("a;b", False),
+    ("a@b", False),
     ("x" * 128, True),
     ("x" * 129, False),
     ("", False),
@@ -74,6 +82,19 @@ def raised(message: str) -> BaseException:
 ])
 def test_only_sane_client_request_ids_are_kept(value, kept):
     assert sane_request_id(value) == (value if kept else None)
+
+
+@pytest.mark.parametrize("value", [
+    f"rid-{secrets.CLIENT_KEY}", secrets.CLIENT_KEY, f"{secrets.CLIENT_KEY.upper()}-1",
+    f"x{secrets.UPSTREAM_KEY}y",
+])
+def test_a_request_id_holding_a_secret_is_refused(value):
+    assert sane_request_id(value, [None, "", secrets.CLIENT_KEY, secrets.UPSTREAM_KEY]) is None
+    assert sane_request_id(value) == value  # the charset alone would accept it
+
+
+def test_a_request_id_without_the_secrets_is_kept():
+    assert sane_request_id("rid-42", [secrets.CLIENT_KEY, None]) == "rid-42"
 
 
 def test_records_made_during_a_request_carry_its_id():
@@ -123,9 +144,11 @@ def test_secrets_from_settings_lists_every_clear_key():
             {"base_url": "http://fallback/v1", "api_key": secrets.FAKE_UPSTREAM_KEY}]},
         "auth": {"keys": {secrets.TENANT_A_KEY: "a", "sha256:" + "0" * 64: "b"},
                  "admin_keys": [secrets.ADMIN_KEY]},
+        "database": {"url": f"postgresql://u:{secrets.DATABASE_PASSWORD}@db:5432/m"},
     })
     assert secrets_from_settings(settings) == sorted([
-        secrets.UPSTREAM_KEY, secrets.FAKE_UPSTREAM_KEY, secrets.TENANT_A_KEY, secrets.ADMIN_KEY])
+        secrets.UPSTREAM_KEY, secrets.FAKE_UPSTREAM_KEY, secrets.TENANT_A_KEY, secrets.ADMIN_KEY,
+        secrets.DATABASE_PASSWORD])
 
 
 @pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
