@@ -17,12 +17,12 @@ from .api.chat import chat_completions
 from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
-from .obs.logs import cap_content_loggers
 from .api.openai_routes import embeddings, list_models
 from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
 from .obs.gc_tuning import tune_gc
+from .obs.logs import cap_content_loggers
 from .obs.metrics import Metrics
 from .store import open_store
 from .turn import StatefulService

@@ -21,11 +21,11 @@ import logging
 import logging.config
 import re
 import uuid
-from urllib.parse import urlsplit
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
