@@ -1,0 +1,149 @@
+"""`memproxy keys add / ls / rm`: API keys stored hashed in the database (docs/security.md).
+
+These work on the configured database directly, not through the API, because they are how an
+operator gets the first key. A key is printed once, by `add`; afterwards it is named by its
+fingerprint, the first 12 hex digits of its SHA-256, which `ls` shows and `rm` takes: enough to
+tell keys apart, useless for guessing the key. Running servers pick up added and removed keys
+by themselves (api/auth.py, `KEY_RECHECK_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ..config import ConfigError
+from .common import CliError, add_database_options, json_parent, print_json, settings_from_args
+from .startup import database_error, require_database
+from .table import format_table, format_time
+
+FINGERPRINT_LENGTH = 12
+T = TypeVar("T")
+
+
+def fingerprint(key_hash: str) -> str:
+    return key_hash[:FINGERPRINT_LENGTH]
+
+
+def _with_store(args: argparse.Namespace, body: Callable[[Any], Awaitable[T]], *,
+                create: bool = False) -> T:
+    from ..store import open_store
+
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        raise CliError(str(exc), code=2) from exc
+    if not create:
+        require_database(args, settings)
+
+    async def run() -> T:
+        store = open_store(settings.database.url)
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except CliError:
+        raise
+    except Exception as exc:  # the database's failure (URL, server, driver): one line
+        raise CliError(database_error(settings.database.url, exc), code=2) from exc
+
+
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from ..api.auth import hash_key
+
+    key = "mp-" + secrets.token_urlsafe(32)
+    digest = hash_key(key)
+
+    async def add(store: Any) -> None:
+        await store.add_api_key(digest, args.tenant)
+
+    # `add` may create the database: it is how a new deployment gets its first key.
+    _with_store(args, add, create=True)
+    print(key)
+    print(f"stored a new key for tenant {args.tenant!r} (fingerprint {fingerprint(digest)}); "
+          "it is shown only once", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_ls(args: argparse.Namespace) -> int:
+    async def listing(store: Any) -> list[Any]:
+        return await store.list_api_keys()
+
+    keys = _with_store(args, listing)
+    if args.json:
+        print_json([{"fingerprint": fingerprint(k.key_hash), "tenant": k.tenant,
+                     "admin": k.admin, "created_at": k.created_at} for k in keys])
+        return 0
+    rows = [(fingerprint(k.key_hash), k.tenant, "yes" if k.admin else "",
+             format_time(k.created_at)) for k in keys]
+    print(format_table(("FINGERPRINT", "TENANT", "ADMIN", "CREATED"), rows,
+                       empty="(no keys stored; keys in the configuration file are not listed)"))
+    return 0
+
+
+def cmd_keys_rm(args: argparse.Namespace) -> int:
+    if (args.fingerprint is None) == (args.tenant is None):
+        raise CliError("give a FINGERPRINT (from `memproxy keys ls`) or --tenant TENANT", code=2)
+
+    async def remove(store: Any) -> list[Any]:
+        keys = await store.list_api_keys()
+        if args.tenant is not None:
+            chosen = [k for k in keys if k.tenant == args.tenant]
+            if not chosen:
+                raise CliError(f"no stored key for tenant {args.tenant!r}")
+        else:
+            wanted = args.fingerprint.lower()
+            chosen = [k for k in keys if k.key_hash.startswith(wanted)]
+            if not chosen:
+                raise CliError(f"no stored key with fingerprint {args.fingerprint!r}")
+            if len(chosen) > 1:
+                raise CliError(f"fingerprint {args.fingerprint!r} matches {len(chosen)} keys; "
+                               "give more of it")
+        for k in chosen:
+            await store.remove_api_key(k.key_hash)
+        return chosen
+
+    removed = _with_store(args, remove)
+    for k in removed:
+        print(f"removed key {fingerprint(k.key_hash)} (tenant {k.tenant!r})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    keys = sub.add_parser(
+        "keys", help="manage API keys (add / ls / rm)",
+        description="Manage the API keys stored (hashed) in the database. Running servers "
+        "pick up changes by themselves; no restart.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    add = keys_sub.add_parser(
+        "add", help="create a key for TENANT and print it",
+        description="Create an API key for TENANT, store its hash in the database and print "
+        "the key (shown only once).",
+    )
+    add_database_options(add)
+    add.add_argument("tenant")
+    add.set_defaults(func=cmd_keys_add)
+
+    ls = keys_sub.add_parser(
+        "ls", parents=[json_parent()], help="list stored keys (fingerprints, never keys)",
+        description="List the stored keys: fingerprint (the first 12 hex digits of the key's "
+        "SHA-256), tenant, admin flag, creation time. The keys themselves are not stored.")
+    add_database_options(ls)
+    ls.set_defaults(func=cmd_keys_ls)
+
+    rm = keys_sub.add_parser(
+        "rm", help="remove a key by fingerprint, or every key of a tenant",
+        description="Remove a stored key by its fingerprint (or a unique prefix of it), or "
+        "every key of --tenant. Running servers refuse it within seconds.")
+    add_database_options(rm)
+    rm.add_argument("fingerprint", nargs="?", metavar="FINGERPRINT")
+    rm.add_argument("--tenant", help="remove every stored key of this tenant")
+    rm.set_defaults(func=cmd_keys_rm)
