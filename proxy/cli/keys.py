@@ -4,7 +4,7 @@ These work on the configured database directly, not through the API, because the
 operator gets the first key. A key is printed once, by `add`; afterwards it is named by its
 fingerprint, the first 12 hex digits of its SHA-256, which `ls` shows and `rm` takes: enough to
 tell keys apart, useless for guessing the key. Running servers pick up added and removed keys
-by themselves (api/auth.py, `KEY_RECHECK_SECONDS`).
+by themselves (api/auth.py, `[auth] key_recheck_seconds`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .startup import database_error, require_database
 from .table import format_table, format_time
 
 FINGERPRINT_LENGTH = 12
+ADMIN_TENANT = "*"  # what `ls` shows for an admin key; an admin acts for every tenant
 T = TypeVar("T")
 
 
@@ -59,17 +60,22 @@ def _with_store(args: argparse.Namespace, body: Callable[[Any], Awaitable[T]], *
 def cmd_keys_add(args: argparse.Namespace) -> int:
     from ..api.auth import hash_key
 
+    if args.admin == (args.tenant is not None):
+        raise CliError("give a TENANT, or --admin for an admin key (not both)", code=2)
+    args.tenant = args.tenant or ADMIN_TENANT
+
     key = "mp-" + secrets.token_urlsafe(32)
     digest = hash_key(key)
 
     async def add(store: Any) -> None:
-        await store.add_api_key(digest, args.tenant)
+        await store.add_api_key(digest, args.tenant, admin=args.admin)
 
     # `add` may create the database: it is how a new deployment gets its first key.
     _with_store(args, add, create=True)
     print(key)
-    print(f"stored a new key for tenant {args.tenant!r} (fingerprint {fingerprint(digest)}); "
-          "it is shown only once", file=sys.stderr)
+    what = "an admin key" if args.admin else f"a new key for tenant {args.tenant!r}"
+    print(f"stored {what} (fingerprint {fingerprint(digest)}); it is shown only once",
+          file=sys.stderr)
     return 0
 
 
@@ -129,7 +135,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the key (shown only once).",
     )
     add_database_options(add)
-    add.add_argument("tenant")
+    add.add_argument("tenant", nargs="?", help="the tenant the key acts for (not with --admin)")
+    add.add_argument("--admin", action="store_true",
+                     help="an admin key: sees and manages every tenant's agents, as "
+                     "[auth] admin_keys do")
     add.set_defaults(func=cmd_keys_add)
 
     ls = keys_sub.add_parser(

@@ -63,3 +63,69 @@ def test_ls_never_creates_a_database(tmp_path, capsys):
     code, _, err = run(capsys, "keys", "ls", "--database-url", f"sqlite:///{tmp_path}/no.db")
     assert code == 2 and "no database at" in err
     assert not (tmp_path / "no.db").exists()
+
+
+def agent_ids(port: int, key: str | None) -> tuple[int, list[str]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = httpx.get(f"http://127.0.0.1:{port}/v1/agents", headers=headers, timeout=10)
+    if response.status_code != 200:
+        return response.status_code, []
+    return 200, sorted(f"{a['tenant']}/{a['id']}" for a in response.json()["data"])
+
+
+def wait_for(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+@pytest.mark.parametrize("second_process", [False, True])
+def test_running_servers_pick_up_added_and_removed_keys(database_url, fake_upstream, capsys,
+                                                        second_process):
+    """Two `memproxy serve` processes on one database: neither is restarted. Keys added while
+    they run work on their first request (and close an open server at once); a removed key
+    is refused by both within [auth] key_recheck_seconds (1 s here)."""
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    env = {"MEMPROXY_AUTH_KEY_RECHECK_SECONDS": "1"}
+    with run_memproxy_subprocess(args, env=env) as one, \
+            run_memproxy_subprocess(args, env=env) as two:
+        ports = [one.port, two.port] if second_process else [one.port]
+        created = httpx.post(f"http://127.0.0.1:{one.port}/v1/agents", json={"id": "ada"},
+                             timeout=10)
+        assert created.status_code in (200, 201), created.text
+        assert agent_ids(one.port, None) == (200, ["default/ada"])  # open: every caller admin
+
+        key = add_key(capsys, database_url, "team-a")
+        for port in ports:
+            # the new key is a tenant key at once (not an admin of 'default' meanwhile)
+            assert agent_ids(port, key) == (200, [])
+        assert agent_ids(one.port, None)[0] == 401  # closed now
+        assert wait_for(lambda: agent_ids(two.port, None)[0] == 401, 5)  # the other: counted
+
+        admin = add_key(capsys, database_url, "--admin")
+        for port in ports:
+            assert agent_ids(port, admin) == (200, ["default/ada"])
+        code, out, _ = run(capsys, "keys", "ls", "--json", "--database-url", database_url)
+        assert [(k["tenant"], k["admin"]) for k in json.loads(out)] == [("team-a", False),
+                                                                         ("*", True)]
+
+        assert run(capsys, "keys", "rm", "--tenant", "team-a", "--database-url",
+                   database_url)[0] == 0
+        for port in ports:
+            assert wait_for(lambda port=port: agent_ids(port, key)[0] == 401, 5)
+        # removing keys never re-opens a running server
+        assert run(capsys, "keys", "rm", "--tenant", "*", "--database-url", database_url)[0] == 0
+        for port in ports:
+            assert wait_for(lambda port=port: agent_ids(port, admin)[0] == 401, 5)
+            time.sleep(1.5)
+            assert agent_ids(port, None)[0] == 401
+
+
+def test_add_needs_a_tenant_or_admin(database_url, capsys):
+    code, _, err = run(capsys, "keys", "add", "--database-url", database_url)
+    assert code == 2 and "--admin" in err
+    code, _, err = run(capsys, "keys", "add", "t", "--admin", "--database-url", database_url)
+    assert code == 2
