@@ -58,7 +58,7 @@ def _with_store(args: argparse.Namespace, body: Callable[[Any], Awaitable[T]], *
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
-    from ..api.auth import hash_key
+    from ..api.auth import OPEN_TENANT, hash_key
 
     if args.admin == (args.tenant is not None):
         raise CliError("give a TENANT, or --admin for an admin key (not both)", code=2)
@@ -67,15 +67,26 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     key = "mp-" + secrets.token_urlsafe(32)
     digest = hash_key(key)
 
-    async def add(store: Any) -> None:
+    async def add(store: Any) -> int:
+        """Store the key; return how many agents of tenant 'default' no key owns now."""
         await store.add_api_key(digest, args.tenant, admin=args.admin)
+        if any(k.tenant == OPEN_TENANT for k in await store.list_api_keys()):
+            return 0
+        return len(await store.list_agents_page(OPEN_TENANT, limit=1000))
 
     # `add` may create the database: it is how a new deployment gets its first key.
-    _with_store(args, add, create=True)
+    orphans = _with_store(args, add, create=True)
     print(key)
     what = "an admin key" if args.admin else f"a new key for tenant {args.tenant!r}"
     print(f"stored {what} (fingerprint {fingerprint(digest)}); it is shown only once",
           file=sys.stderr)
+    if orphans and not args.admin:
+        more = "+" if orphans >= 1000 else ""
+        print(f"note: {orphans}{more} agent(s) belong to tenant {OPEN_TENANT!r} (where an open "
+              f"server puts every agent) and no stored key is for {OPEN_TENANT!r}: only admin "
+              f"keys see them now. To keep using them, run `memproxy keys add {OPEN_TENANT}` "
+              "and use that key "
+              "(docs/security.md, \"Adopting an open server's agents\")", file=sys.stderr)
     return 0
 
 

@@ -129,3 +129,22 @@ def test_add_needs_a_tenant_or_admin(database_url, capsys):
     assert code == 2 and "--admin" in err
     code, _, err = run(capsys, "keys", "add", "t", "--admin", "--database-url", database_url)
     assert code == 2
+
+
+def test_first_key_says_what_becomes_of_the_open_servers_agents(database_url, fake_upstream,
+                                                                capsys):
+    """Agents made while the server was open belong to tenant 'default': `keys add` says so
+    and names the adoption step, and a key for 'default' sees them (docs/security.md)."""
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    with run_memproxy_subprocess(args, env={}) as proc:
+        assert httpx.post(f"http://127.0.0.1:{proc.port}/v1/agents", json={"id": "ada"},
+                          timeout=10).status_code in (200, 201)
+        code, key, err = run(capsys, "keys", "add", "team-a", "--database-url", database_url)
+        assert code == 0
+        assert "note: 1 agent(s) belong to tenant 'default'" in err
+        assert "`memproxy keys add default`" in err
+        assert agent_ids(proc.port, key.strip()) == (200, [])
+        owner = add_key(capsys, database_url, "default")
+        assert agent_ids(proc.port, owner) == (200, ["default/ada"])
+        code, _, err = run(capsys, "keys", "add", "team-b", "--database-url", database_url)
+        assert code == 0 and "note:" not in err  # 'default' has an owner now
