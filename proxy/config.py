@@ -123,6 +123,9 @@ class UpstreamSettings(_Section):
 class AuthSettings(_Section):
     keys: dict[str, str] = Field(default_factory=dict)
     admin_keys: list[str] = Field(default_factory=list)
+    # stored keys (`memproxy keys`) are re-read at most this often: a removed key stops working
+    # within it, in every running process (api/auth.py)
+    key_recheck_seconds: float = Field(default=10.0, gt=0, le=3600)
 
 
 # The default side-request prompts of the chat UIs we know, as their sources write them (each

@@ -1,6 +1,6 @@
 """The `memproxy` command: one module per command group, argparse, no extra dependency.
 
-`serve`, `keys add` and `migrate` work on the configuration and database directly; every other
+`serve`, `keys` and `migrate` work on the configuration and database directly; every other
 command goes through the agents REST API (`client.connect`), either of a running server
 (`--url`) or of the app run in-process on the configured database. Expected failures print one
 line to stderr and exit non-zero (1; 2 for usage and configuration errors), never a traceback.
@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..config import ConfigError, load_settings, unknown_variables
-from . import ab, agents, chat, load, memory, messages, migrate, serve, transfer
+from . import ab, agents, chat, keys, load, memory, messages, migrate, serve, transfer
 from .client import connect
 from .common import CLI_VARIABLES, CONFIG_ENV, CliError, connection_parent, json_parent
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     connection = connection_parent()
     json_out = json_parent()
     serve.register(sub)
+    keys.register(sub)
     migrate.register(sub)
     agents.register(sub, connection, json_out)
     memory.register(sub, connection, json_out)

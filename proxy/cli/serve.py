@@ -1,4 +1,4 @@
-"""`memproxy serve` and `memproxy keys add`
+"""`memproxy serve`
 (docs/design.md §3.1: flags and behaviour are a contract)."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
-import sys
 
 from ..config import unknown_variables
 from .common import CLI_VARIABLES, CONFIG_ENV, add_database_options, settings_from_args
@@ -66,27 +64,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_add(args: argparse.Namespace) -> int:
-    from ..api.auth import hash_key
-    from ..store import open_store
-
-    settings = settings_from_args(args)
-    key = "mp-" + secrets.token_urlsafe(32)
-
-    async def run() -> None:
-        store = open_store(settings.database.url)
-        await store.open()
-        try:
-            await store.add_api_key(hash_key(key), args.tenant)
-        finally:
-            await store.close()
-
-    asyncio.run(run())
-    print(key)
-    print(f"stored a new key for tenant {args.tenant!r}; it is shown only once", file=sys.stderr)
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve", help="run the proxy server",
@@ -103,13 +80,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         "without it such a start is refused ([server] allow_open)")
     serve.set_defaults(func=cmd_serve)
 
-    keys = sub.add_parser("keys", help="manage API keys", description="Manage API keys.")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    add = keys_sub.add_parser(
-        "add", help="create a key for TENANT and print it",
-        description="Create an API key for TENANT, store its hash in the database and print "
-        "the key (shown only once).",
-    )
-    add_database_options(add)
-    add.add_argument("tenant")
-    add.set_defaults(func=cmd_keys_add)

@@ -11,6 +11,7 @@ protocols of their own, next to their data types.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..core.tools import SearchBackend
@@ -272,12 +273,32 @@ class AdminStore(Protocol):
         elsewhere in the database are renamed consistently."""
 
 
+@dataclass(frozen=True)
+class ApiKeyEntry:
+    """A stored API key as `memproxy keys ls` shows it: the hash, never the key."""
+
+    key_hash: str
+    tenant: str
+    created_at: float
+    admin: bool = False
+
+
 class ApiKeyStore(Protocol):
     """API keys, stored as hashes, each naming its tenant (api/auth.py, `memproxy serve`)."""
 
-    async def add_api_key(self, key_hash: str, tenant: str) -> None: ...
+    async def add_api_key(self, key_hash: str, tenant: str, admin: bool = False) -> None: ...
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None: ...
+
+    async def api_key_entry(self, key_hash: str) -> ApiKeyEntry | None: ...
+
+    async def list_api_keys(self) -> list[ApiKeyEntry]:
+        """Every stored key (its hash, never the key), oldest first."""
+        ...
+
+    async def remove_api_key(self, key_hash: str) -> bool:
+        """False when no key has this hash."""
+        ...
 
     async def count_api_keys(self) -> int: ...
 

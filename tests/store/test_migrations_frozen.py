@@ -39,6 +39,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     6: ("conversation trees",
         "4b0805ec8ba5df6b5d9473b28e79405b9b338e05b67e3a6f1af2cfdb3e61a459",
         "88736992c359045e553cb879e90f247007c1090d29dc813ff5233491085858c9"),
+    7: ("api key admin flag",
+        "f8aa768bfb1aac942f7790465c99311d5474afdd6cd083707b4d0abf19ae36c7",
+        "2fb15342dca81450c7c288ad07641de0960b147066e54664b9aab2e9a38346b7"),
 }
 
 

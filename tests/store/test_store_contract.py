@@ -485,6 +485,18 @@ def test_api_keys_model_stats_ping(store_backend: Backend) -> None:
         assert await s.tenant_for_key_hash("nope") is None
         await s.add_api_key("sha-a", "tenant-c")
         assert (await s.count_api_keys(), await s.tenant_for_key_hash("sha-a")) == (2, "tenant-c")
+        # keys ls / rm / --admin (migration 7): a listing without keys, only hashes
+        await s.add_api_key("sha-z", "root", admin=True)
+        listed = await s.list_api_keys()
+        assert [(k.key_hash, k.tenant, k.admin) for k in listed] == [
+            ("sha-a", "tenant-c", False), ("sha-b", "tenant-b", False), ("sha-z", "root", True)]
+        assert all(k.created_at > 0 for k in listed)
+        assert await s.api_key_entry("sha-z") == listed[2]
+        assert await s.api_key_entry("nope") is None
+        assert await s.remove_api_key("sha-b") and not await s.remove_api_key("sha-b")
+        assert await s.tenant_for_key_hash("sha-b") is None and await s.count_api_keys() == 2
+        await s.add_api_key("sha-z", "root", admin=False)  # re-adding changes the flag too
+        assert not (await s.api_key_entry("sha-z")).admin
         assert await s.get_model_stats("gpt") is None
         await s.put_model_stats("gpt", {"ratio": 1.07, "n": 3})
         await s.put_model_stats("gpt", {"ratio": 1.1, "n": 4})

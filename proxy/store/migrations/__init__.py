@@ -32,6 +32,7 @@ from . import (
     v4_embedding_vectors,
     v5_constant_time_turn_state,
     v6_conversation_trees,
+    v7_api_key_admin,
 )
 
 
@@ -65,6 +66,8 @@ MIGRATIONS: list[Migration] = [
                "postgres": v5_constant_time_turn_state.POSTGRES}),
     Migration(6, "conversation trees",
               {"sqlite": v6_conversation_trees.SQLITE, "postgres": v6_conversation_trees.POSTGRES}),
+    Migration(7, "api key admin flag",
+              {"sqlite": v7_api_key_admin.SQLITE, "postgres": v7_api_key_admin.POSTGRES}),
 ]
 
 

@@ -37,6 +37,7 @@ from ...core.types import (
     Passage,
     StoredMessage,
 )
+from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
@@ -359,16 +360,29 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         return count or 0
 
     # --- api keys and model stats ---------------------------------------------------------
-    async def add_api_key(self, key_hash: str, tenant: str) -> None:
-        """Store a hashed key; adding the same hash again re-assigns it to `tenant`."""
-        await self._execute("INSERT INTO api_keys (key_hash, tenant, created_at)"
-                            " VALUES ($1, $2, $3)"
-                            " ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
-                            key_hash, tenant, time.time())
+    async def add_api_key(self, key_hash: str, tenant: str, admin: bool = False) -> None:
+        """Store a hashed key; adding the same hash again re-assigns its tenant and admin flag."""
+        await self._execute("INSERT INTO api_keys (key_hash, tenant, created_at, admin)"
+                            " VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO UPDATE"
+                            " SET tenant = excluded.tenant, admin = excluded.admin",
+                            key_hash, tenant, time.time(), admin)
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None:
         return await self.pool.fetchval("SELECT tenant FROM api_keys WHERE key_hash = $1",
                                         key_hash)
+
+    async def api_key_entry(self, key_hash: str) -> ApiKeyEntry | None:
+        row = await self.pool.fetchrow("SELECT key_hash, tenant, created_at, admin FROM api_keys"
+                                       " WHERE key_hash = $1", key_hash)
+        return None if row is None else ApiKeyEntry(row[0], row[1], row[2], row[3])
+
+    async def list_api_keys(self) -> list[ApiKeyEntry]:
+        rows = await self.pool.fetch("SELECT key_hash, tenant, created_at, admin FROM api_keys"
+                                     " ORDER BY created_at, key_hash")
+        return [ApiKeyEntry(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def remove_api_key(self, key_hash: str) -> bool:
+        return await self._execute("DELETE FROM api_keys WHERE key_hash = $1", key_hash) == 1
 
     async def count_api_keys(self) -> int:
         return await self.pool.fetchval("SELECT count(*) FROM api_keys")

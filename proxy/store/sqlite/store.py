@@ -24,6 +24,7 @@ from ...core.types import (
     Passage,
     StoredMessage,
 )
+from ..base import ApiKeyEntry
 from ..leases import FileLeases, LeaseStore
 from ..migrations import apply_sqlite
 from .admin import SQLiteAdminMixin
@@ -308,15 +309,29 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         return 0 if row is None else row[0]
 
     # --- api keys and model stats ---------------------------------------------------------
-    async def add_api_key(self, key_hash: str, tenant: str) -> None:
-        """Store a hashed key; adding the same hash again re-assigns it to `tenant`."""
-        await self._execute("INSERT INTO api_keys (key_hash, tenant, created_at) VALUES (?, ?, ?)"
-                            " ON CONFLICT (key_hash) DO UPDATE SET tenant = excluded.tenant",
-                            (key_hash, tenant, time.time()))
+    async def add_api_key(self, key_hash: str, tenant: str, admin: bool = False) -> None:
+        """Store a hashed key; adding the same hash again re-assigns its tenant and admin flag."""
+        await self._execute("INSERT INTO api_keys (key_hash, tenant, created_at, admin)"
+                            " VALUES (?, ?, ?, ?) ON CONFLICT (key_hash) DO UPDATE"
+                            " SET tenant = excluded.tenant, admin = excluded.admin",
+                            (key_hash, tenant, time.time(), int(admin)))
 
     async def tenant_for_key_hash(self, key_hash: str) -> str | None:
         row = await self._fetch_one("SELECT tenant FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else row[0]
+
+    async def api_key_entry(self, key_hash: str) -> ApiKeyEntry | None:
+        row = await self._fetch_one("SELECT key_hash, tenant, created_at, admin FROM api_keys"
+                                    " WHERE key_hash = ?", (key_hash,))
+        return None if row is None else ApiKeyEntry(row[0], row[1], row[2], bool(row[3]))
+
+    async def list_api_keys(self) -> list[ApiKeyEntry]:
+        return await self._fetch("SELECT key_hash, tenant, created_at, admin FROM api_keys"
+                                 " ORDER BY created_at, key_hash", (),
+                                 lambda r: ApiKeyEntry(r[0], r[1], r[2], bool(r[3])))
+
+    async def remove_api_key(self, key_hash: str) -> bool:
+        return await self._execute("DELETE FROM api_keys WHERE key_hash = ?", (key_hash,)) == 1
 
     async def count_api_keys(self) -> int:
         row = await self._fetch_one("SELECT count(*) FROM api_keys", ())
