@@ -134,12 +134,14 @@ async def locate(store: TurnStore, agent_pk: int, conversation_pk: int | None,
     m = anchor_length(hashes, roles)
     if m == 0:
         return None
-    tail = visible_tail(context)
-    found = anchor_in_tail(
-        [call_key(msg, h) for msg, h in zip(messages, hashes, strict=True)], roles,
-        [(call_key(row.data, h), node) for row, (h, node) in
-         zip([r for r in context if r.visible], tail, strict=True)], m,
-    ) if messages else None
+    visible = [row for row in context if row.visible]
+    tail = visible_tail(visible)
+    found = None
+    if messages:  # tool-call ids first, then the hashes alone (call_key)
+        keyed = [(call_key(row.data, h), node)
+                 for row, (h, node) in zip(visible, tail, strict=True)]
+        found = anchor_in_tail([call_key(msg, h) for msg, h in zip(messages, hashes, strict=True)],
+                               roles, keyed, m)
     found = found or anchor_in_tail(hashes, roles, tail, m)
     if found is None:
         node = await store.find_anchor(agent_pk, list(hashes[:m]),
