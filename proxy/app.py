@@ -18,6 +18,8 @@ from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
 from .api.openai_routes import embeddings, list_models
+from .api.responses.expiry import expire_responses_every
+from .api.responses.routes import responses_routes
 from .api.routes import agent_routes
 from .api.state import AppState
 from .config import Settings
@@ -65,7 +67,8 @@ def create_app(settings: Settings) -> Starlette:
         tokens.warm_up()
         service = StatefulService(settings, store, upstream, Metrics())
         await service.embeddings.start()  # hybrid search + background embedding, if enabled
-        app.state.memproxy = AppState(settings, store, upstream, auth, service)
+        app.state.memproxy = state = AppState(settings, store, upstream, auth, service)
+        expiry = expire_responses_every(store, settings.responses.ttl_days)
         tune_gc()  # after start-up: see gc_tuning.py
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
@@ -78,6 +81,8 @@ def create_app(settings: Settings) -> Starlette:
             # requests cancelled past [server] shutdown_timeout_s still mark their turns and
             # release their leases: let them unwind before the store closes
             await inflight.wait_idle(SHUTDOWN_UNWIND_S)
+            await state.background_responses.aclose()
+            await expiry.aclose()
             await service.catalog.flush(force=True)
             await service.embeddings.aclose()
             await upstream.aclose()
@@ -93,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/health/liveliness", liveliness, methods=["GET"]),
         Route("/health/readiness", readiness, methods=["GET"]),
     ]
+    routes += responses_routes()  # the Responses and Conversations APIs (docs/responses.md)
     routes += agent_routes()  # the agents REST API and /openapi.json (docs/api.md)
     routes += ui_routes()  # the web inspector (/ui): static files, no data
     return Starlette(

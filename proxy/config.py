@@ -291,6 +291,19 @@ class ABSettings(_Section):
     memory_suffix: str = Field(default="+memory", min_length=1)
 
 
+class ResponsesSettings(_Section):
+    """The Responses and Conversations APIs (docs/responses.md)."""
+
+    # Stored responses older than this many days are deleted (0: kept, like conversations).
+    # Conversations API conversations have no expiry, as at OpenAI.
+    ttl_days: float = Field(default=0.0, ge=0)
+    # With no agent named, relay /v1/responses to an upstream that speaks the Responses API
+    # itself instead of translating to Chat Completions (no stored chains on memproxy's side).
+    passthrough: bool = False
+    # previous_response_id chains longer than this are refused (a chain is resent each turn).
+    max_chain: int = Field(default=10_000, ge=1)
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -304,6 +317,7 @@ class Settings(_Section):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
     ab: ABSettings = Field(default_factory=ABSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
 
     @field_validator("models")
     @classmethod

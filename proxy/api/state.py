@@ -10,6 +10,7 @@ from ..store.base import Store
 from ..turn import StatefulService
 from ..upstream import UpstreamClient
 from .auth import Authenticator
+from .responses.background import BackgroundResponses
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     service: StatefulService
     auxiliary_patterns: list[re.Pattern[str]] = field(default_factory=list)
     auxiliary_system_patterns: list[re.Pattern[str]] = field(default_factory=list)
+    background_responses: BackgroundResponses = field(default_factory=BackgroundResponses)
 
     def __post_init__(self) -> None:
         identity = self.settings.identity
