@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 RESPONSE_STATUSES = ("queued", "in_progress", "completed", "incomplete", "failed", "cancelled")
-CHAIN_LIMIT = 10_000  # the default depth limit of `response_chain`
 
 
 class IdConflictError(ValueError):
