@@ -21,10 +21,13 @@ from typing import Any
 from ..errors import bad_request
 from .ids import new_id
 
-MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
+MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 INPUT_PART_TYPES = ("input_text", "input_image", "input_file")
-_TEXT_PARTS = frozenset({"input_text", "output_text"})
-_DETAILS = frozenset({"low", "high", "auto"})
+# tuples, not sets: a client may send any JSON value where a name is expected, and a list
+# or an object must be a 400, not an unhashable-type 500
+_TEXT_PARTS = ("input_text", "output_text")
+_DETAILS = ("low", "high", "auto")
+_STATUSES = ("in_progress", "completed", "incomplete")
 
 IdMaker = Callable[[str], str]
 
@@ -96,8 +99,8 @@ def _message(item: dict, param: str, ids: IdMaker) -> dict:
             f"{param}.content must be a string or a list of content parts",
             param=f"{param}.content",
         )
-    status = item.get("status") or "completed"
-    return {"id": _id(item, "msg", ids), "type": "message", "role": role, "status": status,
+    return {"id": _id(item, "msg", ids), "type": "message", "role": role,
+            "status": _status(item, param),
             "content": parts}
 
 
@@ -175,7 +178,7 @@ def _function_call(item: dict, param: str, ids: IdMaker) -> dict:
         "call_id": _string(item, "call_id", param),
         "name": _string(item, "name", param),
         "arguments": _string(item, "arguments", param, empty=True),
-        "status": item.get("status") or "completed",
+        "status": _status(item, param),
     }
 
 
@@ -198,7 +201,7 @@ def _function_call_output(item: dict, param: str, ids: IdMaker) -> dict:
         "type": "function_call_output",
         "call_id": _string(item, "call_id", param),
         "output": output,
-        "status": item.get("status") or "completed",
+        "status": _status(item, param),
     }
 
 
@@ -208,6 +211,16 @@ def _reasoning(item: dict, param: str, ids: IdMaker) -> dict:
         raise bad_request(f"{param}.summary must be a list", param=f"{param}.summary")
     normal = {**item, "id": _id(item, "rs", ids), "type": "reasoning", "summary": summary}
     return normal
+
+
+def _status(item: dict, param: str) -> str:
+    status = item.get("status")
+    if status is None:
+        return "completed"
+    if status not in _STATUSES:
+        raise bad_request(f"{param}.status must be in_progress, completed or incomplete",
+                          param=f"{param}.status")
+    return status
 
 
 def _id(item: dict, prefix: str, ids: IdMaker) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import bad_request
 from .items import check_call_ids, items_to_messages, normalize_input
 
-_TOOL_CHOICES = frozenset({"auto", "none", "required"})
+_TOOL_CHOICES = ("auto", "none", "required")  # a tuple: `in` must not hash a client's dict
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "safety_identifier",
            "prompt_cache_key", "service_tier")
 
