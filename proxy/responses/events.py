@@ -48,7 +48,8 @@ class EventWriter:
         self._items: list[dict] = []
         self._message: int | None = None  # output index of the open message item
         self._calls: dict[int, int] = {}  # chat tool-call index -> output index, while open
-        self._late: list[str] = []  # text after tool calls: a message item of its own at the end
+        self._late: list[tuple[str, str]] = []  # (part type, delta) after tool calls: a
+        # message item of its own at the end
 
     # -- the events ---------------------------------------------------------------------------
 
@@ -67,16 +68,11 @@ class EventWriter:
         """A chat `delta.content`."""
         if not delta:
             return []
-        if self._calls:
-            self._late.append(delta)
-            return []
-        return self._part_delta("output_text", delta)
+        return self._message_delta("output_text", delta)
 
     def refusal(self, delta: str) -> list[dict]:
         """A chat `delta.refusal`."""
-        if not delta:
-            return []
-        return self._part_delta("refusal", delta)
+        return self._message_delta("refusal", delta)
 
     def tool_call(self, index: int, id: str | None = None, name: str | None = None,
                   arguments: str | None = None) -> list[dict]:
@@ -116,8 +112,9 @@ class EventWriter:
                                      item=copy.deepcopy(item)))
         self._calls.clear()
         if self._late:
-            late, self._late = "".join(self._late), []
-            events += self._part_delta("output_text", late)
+            late, self._late = self._late, []
+            for kind, delta in late:
+                events += self._part_delta(kind, delta)
             events += self._close_message(status)
         return events
 
@@ -145,6 +142,14 @@ class EventWriter:
         return copy.deepcopy(self._items)
 
     # -- the message item and its parts -------------------------------------------------------
+
+    def _message_delta(self, kind: str, delta: str) -> list[dict]:
+        if not delta:
+            return []
+        if self._calls:  # no item is reopened: after tool calls, text waits for the end
+            self._late.append((kind, delta))
+            return []
+        return self._part_delta(kind, delta)
 
     def _part_delta(self, kind: str, delta: str) -> list[dict]:
         events: list[dict] = []
