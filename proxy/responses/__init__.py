@@ -9,7 +9,14 @@ Response object; `events.py` writes the streaming events; `ids.py` makes the ids
 
 from .events import EventWriter, encode, replay
 from .ids import new_id
-from .items import chain_items, check_call_ids, items_to_messages, normalize_input, normalize_item
+from .items import (
+    chain_items,
+    check_call_ids,
+    drop_orphan_outputs,
+    items_to_messages,
+    normalize_input,
+    normalize_item,
+)
 from .output import finish_status, output_items, response_object, usage_from_chat
 from .request import (
     chat_body,
@@ -28,6 +35,7 @@ __all__ = [
     "chat_tools",
     "check_call_ids",
     "conversation_id",
+    "drop_orphan_outputs",
     "encode",
     "finish_status",
     "items_to_messages",

@@ -104,6 +104,7 @@ class EventWriter:
         events = self._close_message(status)
         for output_index in sorted(self._calls.values()):
             item = self._items[output_index]
+            item["call_id"] = item["call_id"] or self._ids("call")  # an upstream that sent none
             events.append(self._emit("response.function_call_arguments.done",
                                      item_id=item["id"], name=item["name"],
                                      output_index=output_index, arguments=item["arguments"]))

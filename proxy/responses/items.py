@@ -229,9 +229,10 @@ def _id(item: dict, prefix: str, ids: IdMaker) -> str:
 
 
 def check_call_ids(history: list[dict], items: list[dict], param: str = "input") -> None:
-    """Every `function_call_output` in `items` answers a `function_call` before it (in the
-    history or earlier in `items`): a chat upstream rejects a tool message without its call,
-    and the client is better served by a 400 naming the item."""
+    """Calls and outputs pair up as a chat upstream requires, or a 400 naming the item: every
+    `function_call_output` in `items` answers a `function_call` before it (in the history or
+    earlier in `items`), and every call (history or input) has its output. OpenAI's Responses
+    API refuses both too; the upstream's own error would not say which item is wrong."""
     calls = {i.get("call_id") for i in history if i.get("type") == "function_call"}
     for index, item in enumerate(items):
         kind = item.get("type")
@@ -243,6 +244,32 @@ def check_call_ids(history: list[dict], items: list[dict], param: str = "input")
                 f"{item['call_id']!r} comes before this output",
                 param=f"{param}[{index}].call_id",
             )
+    everything = [*history, *items]
+    answered = {i["call_id"] for i in everything if i.get("type") == "function_call_output"}
+    for item in everything:
+        if item.get("type") == "function_call" and item["call_id"] not in answered:
+            raise bad_request(
+                f"{param}: no function_call_output for the function_call with call_id "
+                f"{item['call_id']!r}; send its output as an input item",
+                param=param,
+            )
+
+
+def drop_orphan_outputs(history: list[dict]) -> list[dict]:
+    """The history without the outputs whose call is not in it. A stored chain stops at a
+    deleted or expired response; an output answering a call made there has nothing to answer
+    any more, and a chat upstream rejects a tool message without its call. The client cannot
+    fix a stored chain, so these are dropped rather than refused."""
+    calls: set[str] = set()
+    kept = []
+    for item in history:
+        kind = item.get("type")
+        if kind == "function_call":
+            calls.add(item.get("call_id", ""))
+        elif kind == "function_call_output" and item.get("call_id") not in calls:
+            continue
+        kept.append(item)
+    return kept
 
 
 def items_to_messages(items: Iterable[dict]) -> list[dict]:
@@ -276,7 +303,8 @@ def _chat_message(item: dict) -> dict:
     if role == "assistant":
         texts = [p.get("text", "") for p in parts if p.get("type") in _TEXT_PARTS]
         refusals = [p.get("refusal", "") for p in parts if p.get("type") == "refusal"]
-        message: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
+        text = "".join(texts) if texts or not refusals else None  # "" rather than null
+        message: dict[str, Any] = {"role": role, "content": text}
         if refusals:
             message["refusal"] = "".join(refusals)
         return message

@@ -146,8 +146,8 @@ def response_object(
         value = request.get(key)
         response[key] = default if value is None else value
     response["tools"] = echoed_tools(request.get("tools"))
-    text = request.get("text")
-    response["text"] = text if isinstance(text, dict) and text else {"format": {"type": "text"}}
+    text = request.get("text") if isinstance(request.get("text"), dict) else {}
+    response["text"] = {**text, "format": text.get("format") or {"type": "text"}}
     response["metadata"] = request.get("metadata") or {}
     for key in _ECHOED_IF_SET:
         if request.get(key) is not None:

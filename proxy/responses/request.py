@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import bad_request
-from .items import check_call_ids, items_to_messages, normalize_input
+from .items import check_call_ids, drop_orphan_outputs, items_to_messages, normalize_input
 
 _TOOL_CHOICES = ("auto", "none", "required")  # a tuple: `in` must not hash a client's dict
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls", "safety_identifier",
@@ -68,9 +68,12 @@ def chat_body(body: dict, history_items: list[dict],
 
     `history_items`: the stored chain's or the conversation's items, oldest first;
     `input_items`: this request's normalized input (validated from `body` when omitted). The
-    request must have passed `validate_request`."""
+    request must have passed `validate_request`. Outputs in the history whose call is gone
+    (the chain stopped at a deleted response) are left out; a call without its output, or an
+    input output without its call, is a 400."""
     if input_items is None:
         input_items = validate_request(body)
+    history_items = drop_orphan_outputs(history_items)
     check_call_ids(history_items, input_items)
     messages: list[dict] = []
     if body.get("instructions"):

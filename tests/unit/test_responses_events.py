@@ -231,3 +231,9 @@ def test_any_interleaving_streams_valid_events_and_keeps_every_delta(script, sta
     messages = items_to_messages(output)
     assert sum(len(m.get("tool_calls", [])) for m in messages) == len(calls)
     assert len([m for m in messages if m.get("tool_calls")]) == (1 if calls else 0)
+
+
+def test_a_call_the_upstream_sent_without_an_id_gets_one():
+    events, output = stream([("call", 0, None, "f", "{}")])
+    check(events)
+    assert output[0]["call_id"].startswith("call_")

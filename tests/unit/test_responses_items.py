@@ -14,6 +14,7 @@ from proxy.errors import ProxyError
 from proxy.responses import (
     chain_items,
     check_call_ids,
+    drop_orphan_outputs,
     items_to_messages,
     normalize_input,
     output_items,
@@ -269,3 +270,25 @@ def test_output_items_round_trip_to_the_reply(content, calls, refusal):
     assert message["content"] == content
     assert message.get("refusal") == refusal
     assert message.get("tool_calls", []) == reply["tool_calls"]
+
+
+def test_a_call_without_its_output_is_a_400():
+    items = normalize_input([{"type": "function_call", "call_id": "c1", "name": "f",
+                              "arguments": "{}"}, {"role": "user", "content": "never mind"}])
+    with pytest.raises(ProxyError) as caught:
+        check_call_ids([], items)
+    assert caught.value.param == "input" and "'c1'" in caught.value.message
+
+
+def test_outputs_whose_call_left_the_stored_chain_are_dropped():
+    history = normalize_input([
+        {"type": "function_call_output", "call_id": "gone", "output": "x"},
+        {"role": "user", "content": "q"},
+        {"type": "function_call", "call_id": "kept", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "kept", "output": "y"}])
+    assert [i.get("call_id") for i in drop_orphan_outputs(history)] == [None, "kept", "kept"]
+
+
+def test_an_assistant_message_without_text_has_empty_content_not_null():
+    [item] = normalize_input([{"role": "assistant", "content": []}])
+    assert items_to_messages([item]) == [{"role": "assistant", "content": ""}]

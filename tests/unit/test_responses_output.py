@@ -132,3 +132,9 @@ def test_the_validator_rejects_a_broken_response():
     del response["output"][0]["content"][0]["logprobs"]
     with pytest.raises(AssertionError):
         validate_response(response)
+
+
+def test_text_settings_without_a_format_echo_the_text_format():
+    response = build({"model": "m", "text": {"verbosity": "low"}})
+    validate_response(response)
+    assert response["text"] == {"verbosity": "low", "format": {"type": "text"}}

@@ -191,3 +191,16 @@ def test_json_of_any_shape_where_a_name_belongs_is_never_a_crash(body):
         chat_body(body, [])
     except ProxyError as error:
         assert error.status == 400 and error.param
+
+
+def test_history_outputs_whose_call_is_gone_are_left_out_and_calls_need_outputs():
+    history = normalize_input([{"type": "function_call_output", "call_id": "gone", "output": "x"},
+                               {"role": "assistant", "content": "a"},
+                               {"type": "function_call", "call_id": "c2", "name": "f",
+                                "arguments": "{}"}])
+    with pytest.raises(ProxyError) as caught:
+        chat_body({"model": "m", "input": "go on"}, history)
+    assert caught.value.param == "input" and "'c2'" in caught.value.message
+    body = chat_body({"model": "m", "input": [
+        {"type": "function_call_output", "call_id": "c2", "output": "done"}]}, history)
+    assert [m["role"] for m in body["messages"]] == ["assistant", "tool"]
