@@ -19,6 +19,7 @@ from proxy.responses import (
     normalize_input,
     output_items,
 )
+from tests.openapi_check import validate
 
 
 def error_of(value, param="input") -> ProxyError:
@@ -231,8 +232,11 @@ def _next_to_last(items: list[dict], run: int) -> bool:
 def test_messages_keep_order_and_every_tool_output_follows_its_call(case):
     raw, expected = case
     items = normalize_input(raw)
+    assert normalize_input(items) == items  # normalizing twice changes nothing (ids kept)
     check_call_ids([], items)
     messages = items_to_messages(items)
+    if messages:
+        validate("CreateChatCompletionRequest", {"model": "m", "messages": messages})
     seen: set[str] = set()
     got = []
     for message in messages:
@@ -261,7 +265,8 @@ def test_output_items_round_trip_to_the_reply(content, calls, refusal):
     if refusal:
         reply["refusal"] = refusal
     items = output_items(reply)
-    messages = items_to_messages(normalize_input(items))
+    assert normalize_input(items) == items  # output items are valid input as they are
+    messages = items_to_messages(items)
     if not content and not calls and not refusal:
         assert messages == []
         return

@@ -8,6 +8,7 @@ import pytest
 
 from proxy.errors import ProxyError
 from proxy.responses import chat_body, conversation_id, normalize_input, validate_request
+from tests.openapi_check import validate
 
 
 def error_of(body: dict) -> ProxyError:
@@ -204,3 +205,35 @@ def test_history_outputs_whose_call_is_gone_are_left_out_and_calls_need_outputs(
     body = chat_body({"model": "m", "input": [
         {"type": "function_call_output", "call_id": "c2", "output": "done"}]}, history)
     assert [m["role"] for m in body["messages"]] == ["assistant", "tool"]
+
+
+def test_a_body_using_every_translation_is_a_valid_chat_request():
+    history = normalize_input([
+        {"role": "developer", "content": "d"},
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "look"},
+            {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"},
+            {"type": "input_file", "filename": "a.pdf",
+             "file_data": "data:application/pdf;base64,AA"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "a"},
+                                          {"type": "refusal", "refusal": "r"}]},
+        {"type": "reasoning", "summary": []},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1",
+         "output": [{"type": "input_text", "text": "x"}, {"type": "input_text", "text": "y"}]},
+    ])
+    body = chat_body({
+        "model": "m", "input": "x", "instructions": "i", "max_output_tokens": 100,
+        "temperature": 0.5, "top_p": 0.9, "user": "u", "parallel_tool_calls": False,
+        "top_logprobs": 3, "stream": True, "reasoning": {"effort": "low"},
+        "text": {"verbosity": "low", "format": {"type": "json_schema", "name": "n",
+                                                "schema": {"type": "object"}, "strict": True,
+                                                "description": "d"}},
+        "safety_identifier": "s", "prompt_cache_key": "p", "service_tier": "auto",
+        "tools": [{"type": "function", "name": "f", "description": "d",
+                   "parameters": {"type": "object"}, "strict": True}],
+        "tool_choice": {"type": "function", "name": "f"},
+    }, history)
+    validate("CreateChatCompletionRequest", body)
+    assert [m["role"] for m in body["messages"]] == [
+        "system", "developer", "user", "assistant", "tool", "user"]
