@@ -237,3 +237,33 @@ def test_a_call_the_upstream_sent_without_an_id_gets_one():
     events, output = stream([("call", 0, None, "f", "{}")])
     check(events)
     assert output[0]["call_id"].startswith("call_")
+
+
+def sdk_replay(events: list[dict]):
+    """Feed the events to the official Python SDK's stream accumulator (which asserts that
+    every delta lands on an item of the right type) and return what it hands the caller."""
+    from openai import NOT_GIVEN
+    from openai._models import construct_type
+    from openai.lib.streaming.responses._responses import ResponseStreamState
+    from openai.types.responses import ResponseStreamEvent
+
+    state = ResponseStreamState(input_tools=NOT_GIVEN, text_format=NOT_GIVEN)
+    out = []
+    for event in events:
+        out += state.handle_event(construct_type(type_=ResponseStreamEvent, value=event))
+    return out
+
+
+def test_the_openai_sdk_accumulates_the_stream():
+    events, _ = stream([("text", "Hel"), ("text", "lo"), ("call", 0, "c0", "f", "{"),
+                        ("call", 1, "c1", "g", "["), ("call", 0, None, None, "}"),
+                        ("text", " again"), ("call", 1, None, None, "]")])
+    seen = sdk_replay(events)
+    snapshots = [e.snapshot for e in seen if e.type == "response.output_text.delta"]
+    assert snapshots == ["Hel", "Hello", " again"]
+    completed = seen[-1].response
+    assert completed.output_text == "Hello again"
+    assert [(o.type, getattr(o, "arguments", None)) for o in completed.output] == [
+        ("message", None), ("function_call", "{}"), ("function_call", "[]"), ("message", None)]
+    replayed = sdk_replay(replay(events[-1]["response"]))
+    assert replayed[-1].response.output_text == "Hello again"

@@ -138,3 +138,17 @@ def test_text_settings_without_a_format_echo_the_text_format():
     response = build({"model": "m", "text": {"verbosity": "low"}})
     validate_response(response)
     assert response["text"] == {"verbosity": "low", "format": {"type": "text"}}
+
+
+def test_the_openai_sdk_parses_the_response():
+    from openai.types.responses import Response
+
+    response = build({"model": "m", "tools": [{"type": "function", "name": "f"}],
+                      "text": {"format": {"type": "json_object"}}},
+                     output=output_items({"content": "Hi", "tool_calls": [
+                         {"id": "c1", "type": "function",
+                          "function": {"name": "f", "arguments": "{}"}}]}))
+    parsed = Response.model_validate(response)
+    assert parsed.output_text == "Hi"
+    assert parsed.output[1].call_id == "c1"
+    assert parsed.usage.input_tokens_details.cached_tokens == 6
