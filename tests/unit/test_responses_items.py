@@ -215,8 +215,16 @@ def conversations(draw):
             items += outputs
             expected += [("tool", o["output"], o["call_id"]) for o in outputs]
         else:
-            text = draw(texts)
-            items.append({"role": kind, "content": text})
+            chunks = draw(st.one_of(texts, st.lists(texts, min_size=1, max_size=3)))
+            if isinstance(chunks, str):
+                items.append({"role": kind, "content": chunks})
+                text = chunks
+            else:  # content parts: the assistant's joined, other roles' kept as text parts
+                kind_of = "output_text" if kind == "assistant" else "input_text"
+                items.append({"role": kind, "content": [{"type": kind_of, "text": c}
+                                                        for c in chunks]})
+                text = ("".join(chunks) if kind == "assistant" or len(chunks) == 1
+                        else [{"type": "text", "text": c} for c in chunks])
             expected.append((kind, text, []) if kind == "assistant" else (kind, text))
     return items, expected
 
