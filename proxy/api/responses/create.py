@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from ... import tokens
 from ...core.caller import Caller
 from ...core.identity import Identity, resolve_identity
 from ...core.loop import StepStarted, TextDelta, ToolCallDelta
@@ -33,14 +34,17 @@ from ...responses import (
     conversation_id,
     encode,
     finish_status,
+    items_to_messages,
     new_id,
     output_items,
     response_object,
     usage_from_chat,
     validate_request,
 )
+from ...responses.truncation import drop_oldest
 from ...store.response_types import IdConflictError, StoredResponse
 from ...turn import TurnRequest
+from ...turn.window import reserved_output
 from ...upstream import Route
 from ..auth import request_caller
 from ..body import parse_json, read_body
@@ -128,14 +132,31 @@ async def start_run(state: AppState, prepared: Prepared, api_key: str | None) ->
     """Begin the answer: a stateful turn with an agent, one upstream call without."""
     route = Route.within(state.settings.upstream.request_deadline_s)
     if prepared.identity is None:
+        if prepared.body.get("truncation") == "auto":
+            await _truncate(state, prepared, api_key)
         return PlainRun(state.upstream, prepared.chat, api_key, route)
     annotate(agent=prepared.identity.agent_id,
              conversation=prepared.identity.conversation_id)
     turn_request = TurnRequest(
         caller=prepared.caller, identity=prepared.identity, body=prepared.chat,
-        started=time.perf_counter(), idempotency_key=prepared.idempotency_key, route=route)
+        started=time.perf_counter(), idempotency_key=prepared.idempotency_key, route=route,
+        # an agent's context is paged (nothing is lost: it stays searchable) unless the
+        # client asked, explicitly, for OpenAI's refusal instead
+        may_page=prepared.body.get("truncation") != "disabled")
     outcome = await state.service.start(turn_request, api_key)
     return TurnRun(outcome)
+
+
+async def _truncate(state: AppState, prepared: Prepared, api_key: str | None) -> None:
+    """No agent to page to: the oldest history items left out until the prompt fits."""
+    chat = prepared.chat
+    model = str(chat["model"])
+    window = await state.service.catalog.window(model, api_key)
+    budget = window - reserved_output(chat, state.settings.memory, window) - tokens.count_tools(
+        chat.get("tools"), model)
+    chat["messages"] = drop_oldest(
+        chat["messages"], budget=budget, keep_last=len(items_to_messages(prepared.input_items)),
+        count=lambda message: tokens.count_message(message, model))
 
 
 def build_response(prepared: Prepared, *, status: str, output: list[dict[str, Any]],
