@@ -1,9 +1,10 @@
 """The Responses and Conversations APIs' state in SQLite (`ResponseStore`, proxy/store/base.py).
 
-A mixin of `SQLiteStore`. Every call runs on the thread lane (`_read` / `_write`, lanes.py),
-like the agents REST API's: a response body or a chain of them can be large, and decoding it
-must not hold the event loop; a write is one IMMEDIATE transaction, so the id checks and the
-inserts that follow them cannot interleave with another writer. The tables are migration 8's.
+A mixin of `SQLiteStore`. What every Responses request does (store its response, read one,
+read its chain) runs on the fast lane like a turn's own statements; the rest (conversation
+items, listings, deletes) on the thread lane (`_read` / `_write`, lanes.py), like the agents
+REST API's. A write is one IMMEDIATE transaction, so the id checks and the inserts that follow
+them cannot interleave with another writer. The tables are migration 8's.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class SQLiteResponsesMixin:
     if TYPE_CHECKING:  # provided by SQLiteStore
         async def _read(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         async def _write(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+        lanes: Any
 
     # --- responses ------------------------------------------------------------------------
     async def put_response(self, response: StoredResponse) -> None:
@@ -97,7 +99,9 @@ class SQLiteResponsesMixin:
         params = (r.response_id, r.tenant, r.status, r.previous_response_id, r.conversation_id,
                   r.agent_id, _dumps(r.input_items), _dumps(r.body), float(r.created_at),
                   None if r.expires_at is None else float(r.expires_at))
-        await self._write(lambda db: db.execute(_PUT, params))
+        # on the request path of every stored response: the fast lane (one indexed upsert,
+        # committed with the turn's own writes of the same loop pass)
+        await self.lanes.write_fast(lambda db: db.execute(_PUT, params))
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         def run(db: sqlite3.Connection) -> StoredResponse | None:
@@ -105,7 +109,7 @@ class SQLiteResponsesMixin:
                              (tenant, response_id)).fetchone()
             return None if row is None else response_row(row)
 
-        return await self._read(run)
+        return await self.lanes.read_fast(run)  # one indexed row
 
     async def delete_response(self, tenant: str, response_id: str) -> bool:
         return await self._write(lambda db: db.execute(
@@ -116,7 +120,9 @@ class SQLiteResponsesMixin:
                              ) -> list[StoredResponse]:
         if limit < 1:
             return []
-        return without_cycle(await self._read(lambda db: [
+        # every chained request reads its chain first: the fast lane, as a chat client's
+        # resent history is decoded on the loop too
+        return without_cycle(await self.lanes.read_fast(lambda db: [
             response_row(r) for r in db.execute(_CHAIN, (tenant, response_id, int(limit)))]))
 
     async def expire_responses(self, now: float) -> int:
