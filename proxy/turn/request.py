@@ -25,6 +25,7 @@ class TurnRequest:
     idempotency_key: str | None = None
     retry: bool = False
     route: Route | None = None  # the request's deadline in, the upstream that answered out
+    max_steps: int | None = None  # fewer steps than `[agent] max_steps` (never more)
 
     @property
     def stream(self) -> bool:
