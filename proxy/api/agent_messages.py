@@ -108,8 +108,8 @@ async def _run(request: Request, scope: Scope) -> TurnAnswer:
     if isinstance(outcome, Replay):
         end_turn()
         annotate(mode="replay")
-        return await _replayed(state.store, outcome, max_steps, include, started)
-    return await _finished(outcome, max_steps, include)
+        return await _replayed(state.store, outcome, include, started)
+    return await _finished(outcome, include)
 
 
 def _openai_message(message: LettaMessageCreate) -> Message:
@@ -139,8 +139,7 @@ async def _agent_model(store: Any, tenant: str, agent_id: str, conversation_id: 
                       param="model", code="model_required")
 
 
-async def _finished(session: TurnSession, max_steps: int, include: list[str] | None
-                    ) -> TurnAnswer:
+async def _finished(session: TurnSession, include: list[str] | None) -> TurnAnswer:
     try:
         async for _event in session.events():
             pass
@@ -151,18 +150,16 @@ async def _finished(session: TurnSession, max_steps: int, include: list[str] | N
     session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     facts = TurnFacts(session.turn_id, int(session.response["created"]))
     letta = letta_response([m.data for m in session.done.messages], facts,
-                           usage=session.response.get("usage") or {}, max_steps=max_steps,
-                           include=include)
+                           usage=session.response.get("usage") or {}, include=include)
     return TurnAnswer(letta, session.headers())
 
 
-async def _replayed(store: TurnStore, replay: Replay, max_steps: int,
-                    include: list[str] | None, started: float) -> TurnAnswer:
+async def _replayed(store: TurnStore, replay: Replay, include: list[str] | None,
+                    started: float) -> TurnAnswer:
     output = await turn_output(store, replay.turn)
     response = replay.response
     facts = TurnFacts(replay.turn.turn_id, int(response.get("created") or 0))
-    letta = letta_response(output, facts, usage=response.get("usage") or {},
-                           max_steps=max_steps, include=include)
+    letta = letta_response(output, facts, usage=response.get("usage") or {}, include=include)
     headers = {
         "x-memproxy-agent-id": replay.agent_id,
         "x-memproxy-conversation-id": replay.conversation_id,

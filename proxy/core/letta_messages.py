@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .loop import STEPS_EXHAUSTED
 from .messages import content_text
 from .types import Message
 
@@ -101,11 +102,14 @@ def step_count(messages: Iterable[Message]) -> int:
     return sum(1 for m in messages if m.get("role") == "assistant")
 
 
-def stop_reason(messages: Sequence[Message], max_steps: int) -> str:
-    """`end_turn`, or `max_steps` when the turn used every step it was allowed (its last step
-    was made to answer without tools). memproxy's agents API offers no client tools, so a turn
+def stop_reason(messages: Sequence[Message]) -> str:
+    """`max_steps` when the turn ran out of steps with no answer (the loop's last step was made
+    to answer without tools and the model still called one: its answer is `STEPS_EXHAUSTED`,
+    core/loop.py), else `end_turn`. memproxy's agents API offers no client tools, so a turn
     never stops for `requires_approval`; a failed turn is an HTTP error, not a reply."""
-    if max_steps > 1 and step_count(messages) >= max_steps:
+    last = next((m for m in reversed(messages) if m.get("role") == "assistant"), None)
+    if last is not None and not last.get("tool_calls") and (
+            content_text(last.get("content")) == STEPS_EXHAUSTED):
         return "max_steps"
     return "end_turn"
 
@@ -129,11 +133,11 @@ def usage_statistics(usage: dict[str, Any], steps: int) -> dict[str, Any]:
 
 
 def letta_response(messages: Sequence[Message], facts: TurnFacts, *, usage: dict[str, Any],
-                   max_steps: int, include: Sequence[str] | None = None) -> dict[str, Any]:
+                   include: Sequence[str] | None = None) -> dict[str, Any]:
     """The whole `LettaResponse`: messages, `stop_reason` and `usage`."""
     return {
         "messages": only_types(to_letta(messages, facts), include),
         "stop_reason": {"message_type": "stop_reason",
-                        "stop_reason": stop_reason(messages, max_steps)},
+                        "stop_reason": stop_reason(messages)},
         "usage": usage_statistics(usage, step_count(messages)),
     }

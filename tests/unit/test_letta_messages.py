@@ -15,6 +15,7 @@ from proxy.core.letta_messages import (
     to_letta,
     usage_statistics,
 )
+from proxy.core.loop import STEPS_EXHAUSTED
 
 FACTS = TurnFacts("turn-1", 1_700_000_000)
 DATE = "2023-11-14T22:13:20Z"
@@ -107,9 +108,11 @@ def test_input_rows_and_other_roles_are_skipped():
 
 def test_steps_and_stop_reasons():
     assert step_count(MEMORY_EDIT) == 2
-    assert stop_reason(MEMORY_EDIT, max_steps=10) == "end_turn"
-    assert stop_reason(MEMORY_EDIT, max_steps=2) == "max_steps"
-    assert stop_reason(MEMORY_EDIT[2:], max_steps=1) == "end_turn"  # one step allowed, used
+    assert stop_reason(MEMORY_EDIT) == "end_turn"
+    assert stop_reason([]) == "end_turn"
+    exhausted = [*MEMORY_EDIT[:2], {"role": "assistant", "content": STEPS_EXHAUSTED}]
+    assert stop_reason(exhausted) == "max_steps"
+    assert to_letta(exhausted, FACTS)[-1]["content"] == STEPS_EXHAUSTED
 
 
 @pytest.mark.parametrize(("usage", "expected"), [
@@ -135,7 +138,7 @@ def test_type_filter():
 def test_the_whole_response():
     response = letta_response(MEMORY_EDIT, FACTS, usage={"prompt_tokens": 7,
                                                          "completion_tokens": 3},
-                              max_steps=10, include=["tool_call_message"])
+                              include=["tool_call_message"])
     assert [m["message_type"] for m in response["messages"]] == ["tool_call_message"]
     assert response["stop_reason"] == {"message_type": "stop_reason", "stop_reason": "end_turn"}
     assert response["usage"]["step_count"] == 2 and response["usage"]["total_tokens"] == 10
