@@ -53,14 +53,22 @@ class TurnAnswer:
 
 @endpoint
 async def send_messages(request: Request, scope: Scope) -> Response:
-    answer = await _run(request, scope)
+    """JSON, or server-sent events with Letta's `"streaming": true`."""
+    body = await read_model(request, scope, LettaMessagesRequest)
+    answer = await _run(request, scope, body)
+    if body.streaming:
+        return _stream(answer)
     return Response(sse.dumps(answer.letta), media_type="application/json",
                     headers=answer.headers)
 
 
 @endpoint
 async def send_messages_stream(request: Request, scope: Scope) -> Response:
-    answer = await _run(request, scope)
+    body = await read_model(request, scope, LettaMessagesRequest)
+    return _stream(await _run(request, scope, body))
+
+
+def _stream(answer: TurnAnswer) -> Response:
     return StreamingResponse(_events(answer.letta), media_type="text/event-stream",
                              headers={**answer.headers, "cache-control": "no-cache"})
 
@@ -73,21 +81,23 @@ async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
     yield sse.DONE
 
 
-async def _run(request: Request, scope: Scope) -> TurnAnswer:
+async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> TurnAnswer:
     started = time.perf_counter()
     state = scope.state
     agent_id = path_id(request, "agent", "agent_id")
-    body = await read_model(request, scope, LettaMessagesRequest)
     conversation_id = validate_id(body.conversation_id or DEFAULT_CONVERSATION,
                                   "conversation_id")
     annotate(agent=agent_id, conversation=conversation_id)
-    messages = [_openai_message(m) for m in body.messages]
+    given = _given_messages(body)
+    messages = [_openai_message(m) for m in given]
+    if body.override_system:
+        messages.insert(0, {"role": "system", "content": body.override_system})
     check_limits(messages, state.settings.limits)
-    model = body.model or await _agent_model(state.store, scope.tenant, agent_id,
+    model = body.model or body.override_model or await _agent_model(state.store, scope.tenant, agent_id,
                                               conversation_id)
     configured = state.settings.agent.max_steps
     max_steps = min(body.max_steps or configured, configured)
-    otid = next((m.otid for m in body.messages if m.otid), None)
+    otid = next((m.otid for m in given if m.otid), None)
     turn_request = TurnRequest(
         caller=Caller(scope.tenant, scope.caller.admin, scope.caller.key),
         identity=Identity(agent_id=agent_id, conversation_id=conversation_id, source="path"),
@@ -110,6 +120,19 @@ async def _run(request: Request, scope: Scope) -> TurnAnswer:
         annotate(mode="replay")
         return await _replayed(state.store, outcome, include, started)
     return await _finished(outcome, include)
+
+
+def _given_messages(body: LettaMessagesRequest) -> list[LettaMessageCreate]:
+    """`messages`, or Letta's `input` shorthand as one user message: exactly one of them."""
+    if body.messages is not None and body.input is not None:
+        raise bad_request("give either 'messages' or 'input', not both", param="input",
+                          code="invalid_body")
+    if body.input is not None:
+        return [LettaMessageCreate(role="user", content=body.input)]
+    if body.messages is None:
+        raise bad_request("'messages' is required (or 'input')", param="messages",
+                          code="invalid_body")
+    return body.messages
 
 
 def _openai_message(message: LettaMessageCreate) -> Message:

@@ -10,7 +10,7 @@ field is a 400 naming it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -33,26 +33,43 @@ class LettaMessageCreate(_Body):
     name: str | None = None
     type: Literal["message"] | None = None
     sender_id: str | None = Field(None, description="Accepted and ignored.")
+    batch_item_id: str | None = Field(None, description="Accepted and ignored.")
+    group_id: str | None = Field(None, description="Accepted and ignored.")
 
 
 class LettaMessagesRequest(_Body):
-    messages: list[LettaMessageCreate] = Field(min_length=1)
+    messages: list[LettaMessageCreate] | None = Field(
+        None, min_length=1, description="The new messages; or `input`.")
+    input: str | list[LettaTextPart] | None = Field(
+        None, description="Letta's shorthand for one user message (with no `messages`).")
     model: str | None = Field(None, min_length=1,
                               description="Default: the agent's `settings.model`, else the "
                                           "model of the conversation's last turn.")
+    override_model: str | None = Field(None, min_length=1, description="Letta's name for "
+                                       "`model` (this request only, as `model` is).")
+    override_system: str | None = Field(None, description="System text for this turn only.")
     conversation_id: str | None = Field(None, description="Default `default`.")
     max_steps: int | None = Field(None, ge=1, description="At most `[agent] max_steps`.")
+    streaming: bool = Field(False, description="Answer as server-sent events (as "
+                                               "`/messages/stream` does).")
     use_assistant_message: bool = True
     include_return_message_types: list[Literal[
         "reasoning_message", "tool_call_message", "tool_return_message",
         "assistant_message"]] | None = None
-    # Letta's, accepted and ignored: whole messages are sent, no client tools, no background
+    client_tools: list[dict[str, Any]] | None = Field(
+        None, max_length=0, description="Client-side tools are not supported (empty or null).")
+    # Letta's, accepted and ignored: whole messages are sent, no background runs, no logprobs
     assistant_message_tool_name: str | None = None
     assistant_message_tool_kwarg: str | None = None
     enable_thinking: str | bool | None = None
     stream_tokens: bool | None = None
     include_pings: bool | None = None
     background: bool | None = None
+    client_skills: list[dict[str, Any]] | None = None
+    include_compaction_messages: bool | None = None
+    return_logprobs: bool | None = None
+    return_token_ids: bool | None = None
+    top_logprobs: int | None = None
 
 
 class _Message(_Out):

@@ -132,6 +132,27 @@ def test_options_model_settings_conversations_and_filters(api, fake_upstream):
     assert fake_upstream.last.json["tool_choice"] == "none"
 
 
+def test_letta_shorthands_input_override_model_override_system_and_streaming(server, api,
+                                                                             fake_upstream):
+    body = api.post("/v1/agents/ada/messages", json={
+        "input": "My name is Ada", "override_model": "gpt-4o",
+        "override_system": "Speak plainly."}).json()
+    assert types(body) == TYPES_OF_AN_EDIT
+    assert fake_upstream.last.json["model"] == "gpt-4o"
+    assert "Speak plainly." in fake_upstream.last.json["messages"][0]["content"]
+    parts = api.post("/v1/agents/ada/messages", json={
+        "input": [{"type": "text", "text": "What is my name?"}]}).json()
+    assert parts["messages"][0]["content"] == "Your name is Ada."
+    assert [r["role"] for r in rows(api)][-2:] == ["user", "assistant"]
+    # Letta's `streaming: true` on the plain endpoint: the stream's events
+    with httpx.stream("POST", f"{server.url}/v1/agents/ada/messages", timeout=30, json={
+            "input": "hello", "streaming": True, "client_tools": []}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and len(lines) == 4
+    assert json.loads(lines[0].removeprefix("data: "))["message_type"] == "assistant_message"
+
+
 def test_max_steps_stop_reason(api, fake_upstream):
     fake_upstream.push(*[Reply(tool_calls=[("core_memory_append",
                                             {"label": "human", "content": f"x{i}"})])
@@ -175,6 +196,11 @@ def test_stream(server, api, fake_upstream):
     ({"messages": [{"role": "user", "content": "x"}],
       "include_return_message_types": ["user_message"]}, "include_return_message_types[0]"),
     ({"messages": "hi"}, "messages"),
+    ({"input": "x", "messages": [{"role": "user", "content": "x"}]}, "input"),
+    ({"input": 5}, "input"),
+    ({"input": "x", "client_tools": [{"name": "f"}]}, "client_tools"),
+    ({"input": "x", "override_model": ""}, "override_model"),
+    ({"input": "x", "streaming": "yes"}, "streaming"),
 ])
 def test_bad_bodies_are_400_and_store_nothing(api, body, param):
     for path in ("/v1/agents/ada/messages", "/v1/agents/ada/messages/stream"):
