@@ -89,11 +89,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  _limit(20), TENANT)),
     Endpoint("POST", f"{A}/messages", agent_messages.send_messages,
              "Run one stateful turn (Letta's messages API): the turn's messages, stop_reason "
-             "and usage", LettaResponse, body=(LettaMessagesRequest,), tag="messages",
-             query=(TENANT,)),
+             "and usage (server-sent events with `streaming: true`)", LettaResponse,
+             body=(LettaMessagesRequest,), tag="messages", query=(TENANT,),
+             event_stream=LETTA_STREAM),
     Endpoint("POST", f"{A}/messages/stream", agent_messages.send_messages_stream,
              "The same turn as server-sent events", LETTA_STREAM,
-             body=(LettaMessagesRequest,), tag="messages", query=(TENANT,)),
+             body=(LettaMessagesRequest,), tag="messages", query=(TENANT,),
+             media_type="text/event-stream"),
     Endpoint("GET", f"{A}/passages", passages.list_passages,
              "Archival passages, newest first (ranked with ?query=)", schemas.PassageList,
              tag="memory", query=(

@@ -238,7 +238,10 @@ def test_openapi_documents_the_endpoints(api):
     paths = api.get("/openapi.json").json()["paths"]
     assert "post" in paths["/v1/agents/{agent}/messages"]
     assert "get" in paths["/v1/agents/{agent}/messages"]  # the search is still there
-    assert "post" in paths["/v1/agents/{agent}/messages/stream"]
+    answers = paths["/v1/agents/{agent}/messages"]["post"]["responses"]["200"]["content"]
+    assert set(answers) == {"application/json", "text/event-stream"}
+    streamed = paths["/v1/agents/{agent}/messages/stream"]["post"]["responses"]["200"]
+    assert set(streamed["content"]) == {"text/event-stream"}
 
 
 @pytest.mark.parametrize("base", ["/agents/ada/v1", "/agents/ada/conversations/c1/v1", "/v1",
