@@ -105,6 +105,9 @@ def test_an_otid_retry_of_a_failed_turn_continues_it(api, fake_upstream):
     retried = say(api, "My name is Ada", model=MODEL, otid="o-9")
     assert types(retried.json()) == TYPES_OF_AN_EDIT
     assert [r["role"] for r in rows(api)] == ["user", "assistant", "tool", "assistant"]
+    replayed = say(api, "My name is Ada", model=MODEL, otid="o-9")  # the continued turn
+    assert replayed.json() == retried.json() and replayed.headers["x-memproxy-replayed"]
+    assert len(rows(api)) == 4
 
 
 def test_options_model_settings_conversations_and_filters(api, fake_upstream):
