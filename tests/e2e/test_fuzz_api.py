@@ -107,9 +107,11 @@ CREATED_ON_FIRST_USE = {("POST", "/v1/agents/{agent}/messages"),
                         ("POST", "/v1/agents/{agent}/messages/stream")}
 
 
-def _stats(url: str, agent: str, key: str) -> Any:
-    return httpx.get(f"{url}/v1/agents/{agent}", timeout=30,
-                     headers={"Authorization": f"Bearer {key}"}).json()
+def _agent(url: str, agent: str, key: str) -> tuple[int, Any]:
+    """The agent as that key sees it (a fuzzed DELETE may have removed it: a 404)."""
+    response = httpx.get(f"{url}/v1/agents/{agent}", timeout=30,
+                         headers={"Authorization": f"Bearer {key}"})
+    return response.status_code, response.json().get("stats", response.json())
 
 
 def check_case(case: Any, seen: dict[str, int], url: str) -> None:
@@ -117,12 +119,11 @@ def check_case(case: Any, seen: dict[str, int], url: str) -> None:
     if agent in AGENTS_A:
         seen["cross_tenant"] += 1
         first_use = (case.method.upper(), case.operation.path) in CREATED_ON_FIRST_USE
-        before = _stats(url, agent, KEY_A)["stats"] if first_use else None
+        before = _agent(url, agent, KEY_A) if first_use else None
         other = case.call(headers={"Authorization": f"Bearer {KEY_B}"})
         if first_use and 200 <= other.status_code < 300:
-            assert _stats(url, agent, KEY_A)["stats"] == before, \
+            assert _agent(url, agent, KEY_A) == before, \
                 f"tenant B's turn reached tenant A's agent: {case.formatted_path}"
-            assert _stats(url, agent, KEY_B)["tenant"] == "tb"
             # B's own agent of that id goes again, so that B's other probes still find nothing
             assert httpx.delete(f"{url}/v1/agents/{agent}", timeout=30, headers={
                 "Authorization": f"Bearer {KEY_B}"}).status_code == 200
