@@ -17,7 +17,7 @@ from .api.chat import chat_completions
 from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
-from .api.openai_routes import embeddings, list_models
+from .api.openai_routes import completions, embeddings, list_models
 from .api.responses.expiry import expire_responses_every
 from .api.responses.routes import responses_routes
 from .api.routes import agent_routes
@@ -41,6 +41,10 @@ CHAT_PATHS = [
     "/agents/{agent}/v1/chat/completions",
     "/agents/{agent}/conversations/{conversation}/v1/chat/completions",
 ]
+# The other paths of one OpenAI base URL, at each base memproxy serves (`/v1`, the bare root,
+# an agent's, an agent conversation's): a client configured with an agent's base URL lists
+# models, embeds and completes there too. No memory on these (docs/api.md).
+BASES = ["/v1", "", "/agents/{agent}/v1", "/agents/{agent}/conversations/{conversation}/v1"]
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -90,10 +94,13 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [Route(path, chat_completions, methods=["POST"]) for path in CHAT_PATHS]
     routes += [
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/models", list_models, methods=["GET"]),
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/embeddings", embeddings, methods=["POST"]),
+        route
+        for base in BASES
+        for route in (Route(f"{base}/models", list_models, methods=["GET"]),
+                      Route(f"{base}/embeddings", embeddings, methods=["POST"]),
+                      Route(f"{base}/completions", completions, methods=["POST"]))
+    ]
+    routes += [
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/health/liveliness", liveliness, methods=["GET"]),
         Route("/health/readiness", readiness, methods=["GET"]),

@@ -36,6 +36,8 @@ class Endpoint:
     body_required: bool = True
     query: tuple[Param, ...] = ()
     tag: str = "agents"
+    media_type: str = "application/json"  # of the `status` answer
+    event_stream: dict[str, Any] | None = None  # also answers text/event-stream, so described
 
 
 PathParams = dict[str, tuple[str, dict[str, Any]]]  # name → (description, JSON schema)

@@ -1,4 +1,5 @@
-"""The OpenAI endpoints memproxy relays without memory: models and embeddings.
+"""The OpenAI endpoints memproxy relays without memory: models, embeddings and the legacy
+completions.
 
 In A/B mode (`[ab] expose_raw_models`) the model list also names each model with the memory
 suffix; `chat.py` routes a request by that suffix.
@@ -52,3 +53,13 @@ async def embeddings(request: Request) -> Response:
     api_key = state.upstream.resolve_key(request.headers.get("authorization"))
     raw = await read_body(request, state.settings.limits)
     return await forward(request, state.upstream, "/embeddings", raw, api_key)
+
+
+async def completions(request: Request) -> Response:
+    """`POST /completions` (legacy text completions): passed through, no memory; streamed
+    answers stream through."""
+    state: AppState = request.app.state.memproxy
+    request_caller(request)  # any valid key may complete
+    api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+    raw = await read_body(request, state.settings.limits)
+    return await forward(request, state.upstream, "/completions", raw, api_key)

@@ -55,6 +55,13 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _content(e: Endpoint, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    content = {e.media_type: {"schema": _schema(refs, e.response, "serialization")}}
+    if e.event_stream is not None:
+        content["text/event-stream"] = {"schema": e.event_stream}
+    return content
+
+
 def _operation(e: Endpoint, refs: dict[Any, dict[str, Any]], path_params: PathParams
                ) -> dict[str, Any]:
     params = []
@@ -68,9 +75,7 @@ def _operation(e: Endpoint, refs: dict[Any, dict[str, Any]], path_params: PathPa
     op: dict[str, Any] = {
         "operationId": e.handler.__name__, "summary": e.summary, "tags": [e.tag],
         "parameters": params,
-        "responses": {str(e.status): {"description": e.summary,
-                                      "content": _json(_schema(refs, e.response,
-                                                               "serialization"))},
+        "responses": {str(e.status): {"description": e.summary, "content": _content(e, refs)},
                       **{status: error for status in ERROR_STATUSES}, "default": error},
     }
     if e.body:

@@ -9,8 +9,9 @@ from typing import Any
 from starlette.routing import Route
 
 from ..portable.document import AgentDocument
-from . import agents, blocks, passages, portable_routes, schemas, transcripts
+from . import agent_messages, agents, blocks, passages, portable_routes, schemas, transcripts
 from .endpoints import Endpoint, Param, PathParams
+from .letta_schemas import LETTA_STREAM, LettaMessagesRequest, LettaResponse
 from .openapi import openapi_endpoint
 
 
@@ -86,6 +87,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  Param("query", {"type": "string"}, "What to look for (blank: newest)."),
                  Param("roles", {"type": "string"}, "Comma-separated: user, assistant, tool."),
                  _limit(20), TENANT)),
+    Endpoint("POST", f"{A}/messages", agent_messages.send_messages,
+             "Run one stateful turn (Letta's messages API): the turn's messages, stop_reason "
+             "and usage (server-sent events with `streaming: true`)", LettaResponse,
+             body=(LettaMessagesRequest,), tag="messages", query=(TENANT,),
+             event_stream=LETTA_STREAM),
+    Endpoint("POST", f"{A}/messages/stream", agent_messages.send_messages_stream,
+             "The same turn as server-sent events", LETTA_STREAM,
+             body=(LettaMessagesRequest,), tag="messages", query=(TENANT,),
+             media_type="text/event-stream"),
     Endpoint("GET", f"{A}/passages", passages.list_passages,
              "Archival passages, newest first (ranked with ?query=)", schemas.PassageList,
              tag="memory", query=(

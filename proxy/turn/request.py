@@ -26,6 +26,7 @@ class TurnRequest:
     retry: bool = False
     route: Route | None = None  # the request's deadline in, the upstream that answered out
     may_page: bool = True  # False (Responses `truncation: "disabled"`): overflow is a 400
+    max_steps: int | None = None  # fewer steps than `[agent] max_steps` (never more)
 
     @property
     def stream(self) -> bool:

@@ -101,15 +101,37 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, openai_error_shape]
 
 
-def check_case(case: Any, seen: dict[str, int]) -> None:
+# Endpoints that create the agent on first use, as the chat endpoint does: tenant B naming
+# one of A's ids gets an agent of its own by that id, and A's is untouched.
+CREATED_ON_FIRST_USE = {("POST", "/v1/agents/{agent}/messages"),
+                        ("POST", "/v1/agents/{agent}/messages/stream")}
+
+
+def _agent(url: str, agent: str, key: str) -> tuple[int, Any]:
+    """The agent as that key sees it (a fuzzed DELETE may have removed it: a 404)."""
+    response = httpx.get(f"{url}/v1/agents/{agent}", timeout=30,
+                         headers={"Authorization": f"Bearer {key}"})
+    return response.status_code, response.json().get("stats", response.json())
+
+
+def check_case(case: Any, seen: dict[str, int], url: str) -> None:
     agent = (case.path_parameters or {}).get("agent")
     if agent in AGENTS_A:
         seen["cross_tenant"] += 1
+        first_use = (case.method.upper(), case.operation.path) in CREATED_ON_FIRST_USE
+        before = _agent(url, agent, KEY_A) if first_use else None
         other = case.call(headers={"Authorization": f"Bearer {KEY_B}"})
-        assert not 200 <= other.status_code < 300, \
-            f"tenant B reached tenant A's agent: {case.method} {case.formatted_path}"
-        assert other.status_code < 500, other.text
-        validate_error(other.json())
+        if first_use and 200 <= other.status_code < 300:
+            assert _agent(url, agent, KEY_A) == before, \
+                f"tenant B's turn reached tenant A's agent: {case.formatted_path}"
+            # B's own agent of that id goes again, so that B's other probes still find nothing
+            assert httpx.delete(f"{url}/v1/agents/{agent}", timeout=30, headers={
+                "Authorization": f"Bearer {KEY_B}"}).status_code == 200
+        else:
+            assert not 200 <= other.status_code < 300, \
+                f"tenant B reached tenant A's agent: {case.method} {case.formatted_path}"
+            assert other.status_code < 500, other.text
+            validate_error(other.json())
     response = case.call_and_validate(headers={"Authorization": f"Bearer {KEY_A}"},
                                       checks=CHECKS)
     seen["ok" if 200 <= response.status_code < 300 else "error"] += 1
@@ -129,7 +151,7 @@ def test_agents_api_conforms_to_its_openapi_document(api_server):
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                check_case(case, seen)
+                check_case(case, seen, proxy.url)
 
             try:
                 run()

@@ -152,6 +152,7 @@ class FakeUpstream:
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/v1/models/{model:path}", self._model, methods=["GET"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
             ]
         )
 
@@ -578,6 +579,24 @@ class FakeUpstream:
                 "usage": {"prompt_tokens": used, "total_tokens": used},
             }
         )
+
+    async def _completions(self, request: Request) -> Response:
+        """Legacy text completions: "Echo: <prompt>", for pass-through tests."""
+        rec = await self._record(request, chat=False)
+        if (denied := self._auth_error(rec)) is not None:
+            return denied
+        body = rec.json if isinstance(rec.json, dict) else {}
+        prompt = body.get("prompt")
+        text = f"Echo: {prompt if isinstance(prompt, str) else json.dumps(prompt)}"
+        used = count_tokens(str(prompt))
+        return JSONResponse({
+            "id": f"cmpl-fake-{next(self._ids)}", "object": "text_completion",
+            "created": CREATED, "model": body.get("model", ""),
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": used, "completion_tokens": count_tokens(text),
+                      "total_tokens": used + count_tokens(text)},
+        })
+
 
 
 def embed(text: str, dim: int) -> list[float]:

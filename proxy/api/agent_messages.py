@@ -1,0 +1,205 @@
+"""`POST /v1/agents/{agent}/messages` (and `/messages/stream`): Letta's agents-as-a-service
+interface over one stateful turn (docs/agents-as-a-service.md).
+
+The client sends only its new messages; the turn runs exactly as a chat completion's does
+(`StatefulService.start`: lock, replay, input, loop, one transaction), on the agent's
+conversation `default` unless the body names another, and the answer is the turn's stored
+output in Letta's message shapes (core/letta_messages.py) with a `stop_reason` and `usage`.
+
+An `otid` makes a retry idempotent: the first message's `otid` is the turn's idempotency key,
+so a retry of a finished turn is answered from the store (the turn's rows read back, nothing
+stored twice, no upstream call) and a retry of a failed one continues it.
+
+The stream variant runs the same turn and sends the whole messages once it is done (Letta's
+`stream_tokens: false`): errors before that keep their HTTP status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..core.caller import Caller
+from ..core.identity import DEFAULT_CONVERSATION, Identity, validate_id
+from ..core.letta_messages import TurnFacts, letta_response
+from ..core.types import Message, Turn
+from ..errors import bad_request
+from ..obs.logs import annotate
+from ..store.base import TurnStore
+from ..turn import Replay, TurnRequest, TurnSession
+from ..upstream import Route
+from . import sse
+from .body import check_limits
+from .letta_schemas import LettaMessageCreate, LettaMessagesRequest
+from .middleware import annotate_turn
+from .ratelimit import begin_turn, end_turn
+from .rest import Scope, endpoint, path_id, read_model
+
+MAX_TURN_ROWS = 10_000  # a turn's rows read back for a replay: inputs plus two per step
+
+
+@dataclass(frozen=True)
+class TurnAnswer:
+    """What a finished turn (run now, or replayed) answers with."""
+
+    letta: dict[str, Any]
+    headers: dict[str, str]
+
+
+@endpoint
+async def send_messages(request: Request, scope: Scope) -> Response:
+    """JSON, or server-sent events with Letta's `"streaming": true`."""
+    body = await read_model(request, scope, LettaMessagesRequest)
+    answer = await _run(request, scope, body)
+    if body.streaming:
+        return _stream(answer)
+    return Response(sse.dumps(answer.letta), media_type="application/json",
+                    headers=answer.headers)
+
+
+@endpoint
+async def send_messages_stream(request: Request, scope: Scope) -> Response:
+    body = await read_model(request, scope, LettaMessagesRequest)
+    return _stream(await _run(request, scope, body))
+
+
+def _stream(answer: TurnAnswer) -> Response:
+    return StreamingResponse(_events(answer.letta), media_type="text/event-stream",
+                             headers={**answer.headers, "cache-control": "no-cache"})
+
+
+async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
+    for message in letta["messages"]:
+        yield sse.event(message)
+    yield sse.event(letta["stop_reason"])
+    yield sse.event(letta["usage"])
+    yield sse.DONE
+
+
+async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> TurnAnswer:
+    started = time.perf_counter()
+    state = scope.state
+    agent_id = path_id(request, "agent", "agent_id")
+    conversation_id = validate_id(body.conversation_id or DEFAULT_CONVERSATION,
+                                  "conversation_id")
+    annotate(agent=agent_id, conversation=conversation_id)
+    given = _given_messages(body)
+    messages = [_openai_message(m) for m in given]
+    if body.override_system:
+        messages.insert(0, {"role": "system", "content": body.override_system})
+    check_limits(messages, state.settings.limits)
+    model = body.model or body.override_model or await _agent_model(state.store, scope.tenant, agent_id,
+                                              conversation_id)
+    configured = state.settings.agent.max_steps
+    max_steps = min(body.max_steps or configured, configured)
+    otid = next((m.otid for m in given if m.otid), None)
+    turn_request = TurnRequest(
+        caller=Caller(scope.tenant, scope.caller.admin, scope.caller.key),
+        identity=Identity(agent_id=agent_id, conversation_id=conversation_id, source="path"),
+        body={"model": model, "messages": messages, "stream": False},
+        started=started,
+        idempotency_key=f"otid:{otid}" if otid else None,
+        route=Route.within(state.settings.upstream.request_deadline_s),
+        max_steps=max_steps,
+    )
+    api_key = state.upstream.resolve_key(request.headers.get("authorization"))
+    include = body.include_return_message_types
+    begin_turn()  # [limits] concurrent_turns, before anything is stored
+    try:
+        outcome = await state.service.start(turn_request, api_key)
+    except BaseException:
+        end_turn()
+        raise
+    if isinstance(outcome, Replay):
+        end_turn()
+        annotate(mode="replay")
+        return await _replayed(state.store, outcome, include, started)
+    return await _finished(outcome, include)
+
+
+def _given_messages(body: LettaMessagesRequest) -> list[LettaMessageCreate]:
+    """`messages`, or Letta's `input` shorthand as one user message: exactly one of them."""
+    if body.messages is not None and body.input is not None:
+        raise bad_request("give either 'messages' or 'input', not both", param="input",
+                          code="invalid_body")
+    if body.input is not None:
+        return [LettaMessageCreate(role="user", content=body.input)]
+    if body.messages is None:
+        raise bad_request("'messages' is required (or 'input')", param="messages",
+                          code="invalid_body")
+    return body.messages
+
+
+def _openai_message(message: LettaMessageCreate) -> Message:
+    content: Any = message.content
+    if isinstance(content, list):
+        content = [{"type": "text", "text": part.text} for part in content]
+    out: Message = {"role": message.role, "content": content}
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+async def _agent_model(store: Any, tenant: str, agent_id: str, conversation_id: str) -> str:
+    """The agent's `settings.model`, else the model its conversation's last turn used; a new
+    agent has neither, and the request must name one."""
+    agent = await store.get_agent(tenant, agent_id)
+    if agent is not None:
+        configured = agent.settings.get("model")
+        if isinstance(configured, str) and configured:
+            return configured
+        conversation = await store.get_conversation(agent.pk, conversation_id)
+        last = await store.last_turn(conversation.pk) if conversation is not None else None
+        used = ((last.response if last else None) or {}).get("model")
+        if isinstance(used, str) and used:
+            return used
+    raise bad_request("'model' is required: this agent has no settings.model and no turn yet",
+                      param="model", code="model_required")
+
+
+async def _finished(session: TurnSession, include: list[str] | None) -> TurnAnswer:
+    try:
+        async for _event in session.events():
+            pass
+    finally:
+        annotate_turn(session)
+        end_turn()
+    assert session.done is not None and session.response is not None
+    session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
+    facts = TurnFacts(session.turn_id, int(session.response["created"]))
+    letta = letta_response([m.data for m in session.done.messages], facts,
+                           usage=session.response.get("usage") or {}, include=include)
+    return TurnAnswer(letta, session.headers())
+
+
+async def _replayed(store: TurnStore, replay: Replay, include: list[str] | None,
+                    started: float) -> TurnAnswer:
+    output = await turn_output(store, replay.turn)
+    response = replay.response
+    facts = TurnFacts(replay.turn.turn_id, int(response.get("created") or 0))
+    letta = letta_response(output, facts, usage=response.get("usage") or {}, include=include)
+    headers = {
+        "x-memproxy-agent-id": replay.agent_id,
+        "x-memproxy-conversation-id": replay.conversation_id,
+        "x-memproxy-turn-id": replay.turn.turn_id,
+        "x-memproxy-steps": "0",
+        "x-memproxy-replayed": "true",
+        "x-memproxy-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
+    }
+    return TurnAnswer(letta, headers)
+
+
+async def turn_output(store: TurnStore, turn: Turn) -> list[Message]:
+    """A finished turn's output as stored: its rows after its last user message (its input),
+    in order. Read from the store, never recomputed, so a replay answers what the turn said."""
+    after = max((turn.first_seq or 1) - 1, 0)
+    rows = await store.list_messages(turn.conversation_pk, after_seq=after,
+                                     limit=MAX_TURN_ROWS, include_superseded=True)
+    mine = [row for row in rows if row.turn_id == turn.turn_id]
+    last_user = max((i for i, row in enumerate(mine) if row.role == "user"), default=-1)
+    return [row.data for row in mine[last_user + 1:]]
