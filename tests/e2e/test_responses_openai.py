@@ -281,3 +281,63 @@ def test_a_chain_on_an_agent_keeps_history_and_memory(make_proxy, fake_upstream,
         normal({"role": "assistant", "content": one.output_text}),
         normal({"role": "user", "content": "Hello again"})]
     assert "Name: Grace" in system_text(fake_upstream.last.json)
+
+
+def test_an_older_previous_response_id_branches_on_an_agent(make_proxy, fake_upstream, spec):
+    """Continuing from an earlier response of a chain (a regenerate, an edit) shows the upstream
+    only that branch's history, and the abandoned branch stays retrievable."""
+    proxy = make_proxy()
+    oa = client(proxy, spec, base_url=agent_url(proxy, "brancher"))
+    root = oa.responses.create(model=MODEL, input="Plan a trip")
+    oslo = oa.responses.create(model=MODEL, input="To Oslo", previous_response_id=root.id)
+    more = oa.responses.create(model=MODEL, input="In June", previous_response_id=oslo.id)
+    bergen = oa.responses.create(model=MODEL, input="To Bergen", previous_response_id=root.id)
+    assert visible(fake_upstream.last.json["messages"]) == [
+        normal({"role": "user", "content": "Plan a trip"}),
+        normal({"role": "assistant", "content": root.output_text}),
+        normal({"role": "user", "content": "To Bergen"})]
+    assert bergen.output_text == echo("To Bergen", 2)
+    back = oa.responses.create(model=MODEL, input="In July", previous_response_id=more.id)
+    assert [t for r, t in chat(fake_upstream.last.json) if r == "user"] == [
+        "Plan a trip", "To Oslo", "In June", "In July"]
+    assert back.output_text == echo("In July", 4)
+    assert oa.responses.retrieve(oslo.id).output_text == oslo.output_text
+
+
+def test_a_conversation_on_an_agent_keeps_items_and_memory(make_proxy, fake_upstream, spec):
+    """The Conversations API on an agent's base URL: the conversation's items are the history,
+    the agent's memory is in the system prompt, and memory-tool steps are not items."""
+    proxy = make_proxy()
+    oa = client(proxy, spec, base_url=agent_url(proxy, "conv-agent"))
+    conversation = oa.conversations.create()
+    saved = oa.responses.create(model=MODEL, input="My name is Lin", conversation=conversation.id)
+    assert saved.output_text == "Got it, I'll remember that."
+    items = list(oa.conversations.items.list(conversation.id, order="asc"))
+    assert [(i.type, i.role) for i in items] == [("message", "user"), ("message", "assistant")]
+    asked = oa.responses.create(model=MODEL, input="What is my name?",
+                                conversation=conversation.id)
+    assert asked.output_text == "Your name is Lin."
+    assert visible(fake_upstream.last.json["messages"]) == [
+        normal({"role": "user", "content": "My name is Lin"}),
+        normal({"role": "assistant", "content": saved.output_text}),
+        normal({"role": "user", "content": "What is my name?"})]
+    assert len(list(oa.conversations.items.list(conversation.id))) == 4
+    # the agent's memory outlives the conversation: a new one knows the name too
+    fresh = oa.responses.create(model=MODEL, input="What is my name?",
+                                conversation=oa.conversations.create().id)
+    assert fresh.output_text == "Your name is Lin."
+
+
+def test_a_conversation_base_url_serves_responses(make_proxy, fake_upstream, spec):
+    """`/agents/{a}/conversations/{c}/v1` names the memproxy conversation as well: responses
+    there run in it (its stored history precedes a plain input)."""
+    proxy = make_proxy()
+    base = f"{proxy.url}/agents/cb/conversations/trip/v1"
+    oa = client(proxy, spec, base_url=base)
+    one = oa.responses.create(model=MODEL, input="Hello")
+    two = oa.responses.create(model=MODEL, input="Hello again", previous_response_id=one.id)
+    assert two.output_text == echo("Hello again", 2)
+    assert oa.responses.retrieve(one.id).id == one.id
+    response = proxy.http().get("/v1/agents/cb/context", params={"conversation": "trip"},
+                                headers={"authorization": f"Bearer {rh.secrets.CLIENT_KEY}"})
+    assert response.status_code == 200 and response.json()["messages_in_context"] == 4
