@@ -171,6 +171,12 @@ def test_another_tenant_cannot_see_or_continue_a_response(make_proxy, fake_upstr
                  lambda: theirs.conversations.retrieve(conversation.id),
                  lambda: theirs.conversations.items.list(conversation.id),
                  lambda: theirs.conversations.delete(conversation.id),
+                 lambda: theirs.conversations.update(conversation.id, metadata={"x": "y"}),
+                 lambda: theirs.conversations.items.create(
+                     conversation.id, items=[{"role": "user", "content": "intrusion"}]),
+                 lambda: theirs.conversations.items.retrieve(
+                     mine.conversations.items.list(conversation.id).data[0].id,
+                     conversation_id=conversation.id),
                  lambda: theirs.responses.create(model=MODEL, input="continue",
                                                  conversation=conversation.id)):
         with pytest.raises(openai.NotFoundError) as denied:
@@ -178,7 +184,9 @@ def test_another_tenant_cannot_see_or_continue_a_response(make_proxy, fake_upstr
         assert secrets.MESSAGE_SECRET not in str(denied.value.body)
     assert all(secrets.MESSAGE_SECRET not in str(r.json) for r in fake_upstream.requests[1:])
     assert mine.responses.retrieve(response.id).output_text == response.output_text
-    assert mine.conversations.retrieve(conversation.id).id == conversation.id
+    assert mine.conversations.retrieve(conversation.id).metadata == {}
+    assert [i.content[0].text for i in mine.conversations.items.list(conversation.id)] == [
+        "private"]
     with pytest.raises(openai.AuthenticationError):
         client(proxy, spec, api_key=secrets.WRONG_KEY).responses.retrieve(response.id)
 
@@ -295,3 +303,36 @@ def test_upstream_failure_is_a_failed_response(make_proxy, fake_upstream, spec):
     stored = oa.responses.retrieve(failed_response.id)
     assert stored.model_dump() == failed_response.model_dump()
     assert all(item.status != "in_progress" for item in stored.output)
+
+
+def test_conversation_limits_are_400(make_proxy, fake_upstream, spec):
+    proxy = make_proxy()
+    oa = client(proxy, spec)
+    many = [{"role": "user", "content": f"item {i}"} for i in range(21)]
+    with pytest.raises(openai.BadRequestError) as too_many:
+        oa.conversations.create(items=many)
+    assert error_of(too_many.value)["param"] == "items"
+    conversation = oa.conversations.create(items=many[:20])
+    assert len(oa.conversations.items.create(conversation.id, items=many[20:]).data) == 1
+    assert len(list(oa.conversations.items.list(conversation.id, limit=100))) == 21
+    with pytest.raises(openai.BadRequestError) as metadata:
+        oa.conversations.update(conversation.id, metadata={f"k{i}": "v" for i in range(17)})
+    assert error_of(metadata.value)["param"] == "metadata"
+    with pytest.raises(openai.BadRequestError) as bad_item:
+        oa.conversations.items.create(conversation.id, items=[{"type": "nonsense"}])
+    assert error_of(bad_item.value)["param"].startswith("items[0]")
+    with pytest.raises(openai.BadRequestError):
+        oa.conversations.items.list(conversation.id, limit=1000)
+    with pytest.raises(openai.NotFoundError):
+        oa.conversations.items.delete("msg_nope", conversation_id=conversation.id)
+
+
+def test_a_background_response_on_an_agent_keeps_memory(make_proxy, fake_upstream, spec):
+    proxy = make_proxy()
+    oa = client(proxy, spec, base_url=rh.agent_url(proxy, "bg-agent"))
+    queued = oa.responses.create(model=MODEL, input="My name is Ada", background=True)
+    assert poll(oa, queued.id).output_text == "Got it, I'll remember that."
+    asked = oa.responses.create(model=MODEL, input="What is my name?", background=True)
+    done = poll(oa, asked.id)
+    assert done.output_text == "Your name is Ada."
+    assert [item.type for item in done.output] == ["message"]
