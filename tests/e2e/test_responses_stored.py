@@ -6,6 +6,8 @@ cancel) and the error answers. Every answer is validated against the OpenAI desc
 
 from __future__ import annotations
 
+import time
+
 import openai
 import pytest
 
@@ -336,3 +338,33 @@ def test_a_background_response_on_an_agent_keeps_memory(make_proxy, fake_upstrea
     done = poll(oa, asked.id)
     assert done.output_text == "Your name is Ada."
     assert [item.type for item in done.output] == ["message"]
+
+
+def test_chains_longer_than_max_chain_are_refused(make_proxy, fake_upstream, spec):
+    proxy = make_proxy({"responses": {"max_chain": 3}})
+    oa = client(proxy, spec)
+    previous = None
+    for i in range(4):  # the fourth follows a chain of three
+        previous = oa.responses.create(model=MODEL, input=f"Step {i}",
+                                       previous_response_id=previous).id
+    with pytest.raises(openai.BadRequestError) as too_long:
+        oa.responses.create(model=MODEL, input="Step 4", previous_response_id=previous)
+    assert error_of(too_long.value)["param"] == "previous_response_id"
+    assert len(fake_upstream.requests) == 4
+
+
+def test_responses_past_their_ttl_are_deleted(make_proxy, fake_upstream, spec):
+    """`[responses] ttl_days`: a server sweeps expired responses (at start, then hourly);
+    conversations do not expire."""
+    ttl = {"responses": {"ttl_days": 0.2 / 86400}}  # 0.2 s
+    proxy = make_proxy(ttl)
+    oa = client(proxy, spec)
+    response = oa.responses.create(model=MODEL, input="Short-lived")
+    conversation = oa.conversations.create(items=[{"role": "user", "content": "kept"}])
+    assert response.id
+    time.sleep(0.3)  # past the ttl (the sweep itself is not timed)
+    proxy.stop()
+    oa = client(make_proxy(ttl), spec)
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(response.id)
+    assert oa.conversations.retrieve(conversation.id).id == conversation.id
