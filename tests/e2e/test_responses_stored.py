@@ -368,3 +368,17 @@ def test_responses_past_their_ttl_are_deleted(make_proxy, fake_upstream, spec):
     with pytest.raises(openai.NotFoundError):
         oa.responses.retrieve(response.id)
     assert oa.conversations.retrieve(conversation.id).id == conversation.id
+
+
+def test_a_streamed_response_in_a_conversation_appends_finished_items(make_proxy, fake_upstream,
+                                                                      spec):
+    proxy = make_proxy()
+    oa = client(proxy, spec)
+    conversation = oa.conversations.create()
+    events = list(oa.responses.create(model=MODEL, input="Streamed into a conversation",
+                                      conversation=conversation.id, stream=True))
+    final = events[-1].response
+    items = list(oa.conversations.items.list(conversation.id, order="asc"))
+    assert [i.role for i in items] == ["user", "assistant"]
+    assert items[-1].model_dump() == final.output[0].model_dump()
+    assert items[-1].status == "completed"
