@@ -70,7 +70,10 @@ from .stack import Stack
 
 
 def _first_content(buffer: bytes) -> bool:
-    """Whether the SSE text so far holds a chunk with non-empty `delta.content`."""
+    """Whether the SSE text so far holds a chunk with non-empty `delta.content` (or, from the
+    Responses API, an `output_text.delta` event)."""
+    if b'"type":"response.output_text.delta"' in buffer:
+        return True
     for event in buffer.split(b"\n\n")[:-1]:  # complete events only
         for line in event.split(b"\n"):
             if not line.startswith(b"data: {"):
@@ -101,16 +104,20 @@ class Runner:
         messages = (self.histories.messages(scenario, agent, new) if scenario.chat
                     else [new])
         body: dict[str, Any] = {"model": MODEL, "messages": messages}
+        if scenario.api == "responses":
+            body = {"model": MODEL, "input": new["content"]}
         if scenario.stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if scenario.api == "chat":
+                body["stream_options"] = {"include_usage": True}
         headers = {"authorization": f"Bearer {UPSTREAM_KEY}",
                    "content-type": "application/json"}
         if scenario.agent_prefix:
             headers["x-agent-id"] = f"{scenario.agent_prefix}-{agent}"
             if scenario.chat:
                 headers[CHAT_HEADER] = CHAT_ID
-        url = f"{self.stack.base(scenario.target)}/v1/chat/completions"
+        path = "/v1/responses" if scenario.api == "responses" else "/v1/chat/completions"
+        url = f"{self.stack.base(scenario.target)}{path}"
         content = orjson.dumps(body)
         client = self.client
         if scenario.stream:

@@ -76,6 +76,7 @@ class Scenario:
     client: str = "sdk"
     window: int | None = None
     history_at_start: int = 0
+    api: str = "chat"  # or "responses": POST /v1/responses with the new message as `input`
     # results
     sent_messages: list[int] = field(default_factory=list)  # messages in each measured body
     actions: dict[str, int] = field(default_factory=dict)  # memproxy's reconcile decisions
@@ -121,6 +122,11 @@ def default_scenarios(with_streaming: bool = True, levels: Sequence[int] = (1000
         Scenario("a", "(a) direct to fake upstream", "upstream"),
         Scenario("b", "(b) memproxy pass-through", "memproxy"),
         Scenario("c0", "(c0) stateful, empty agent at start", "memproxy", agent_prefix="bench-0"),
+        # the Responses API (docs/responses.md): no agent (translated, one upstream call, the
+        # response stored), and stateful like c0; judged against b and c0
+        Scenario("r-b", "(r-b) Responses, no agent", "memproxy", api="responses"),
+        Scenario("r-c0", "(r-c0) Responses, stateful, empty agent at start", "memproxy",
+                 agent_prefix="bench-r0", api="responses"),
     ]
     for stored in levels:
         key = level_key(stored)
@@ -140,6 +146,10 @@ def default_scenarios(with_streaming: bool = True, levels: Sequence[int] = (1000
                      baseline="s-a"),
             Scenario("s-c0", "(s-c0) stream, stateful, empty agent at start", "memproxy",
                      stream=True, agent_prefix="bench-s0", baseline="s-a"),
+            Scenario("rs-b", "(rs-b) stream, Responses, no agent", "memproxy", stream=True,
+                     baseline="s-a", api="responses"),
+            Scenario("rs-c0", "(rs-c0) stream, Responses, stateful", "memproxy", stream=True,
+                     agent_prefix="bench-rs0", baseline="s-a", api="responses"),
         ]
     return scenarios
 

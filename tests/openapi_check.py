@@ -91,3 +91,13 @@ def validate_models(obj: Any) -> None:
 def validate_embeddings(obj: Any) -> None:
     """A `POST /v1/embeddings` response (float encoding; base64 strings violate the spec)."""
     validate("CreateEmbeddingResponse", obj)
+
+
+def validate_response(obj: Any) -> None:
+    """A Responses API `Response` object (`POST /v1/responses`, `GET /v1/responses/{id}`)."""
+    validate("Response", obj)
+
+
+def validate_response_event(event: Any) -> None:
+    """One Responses streaming event (the JSON of one SSE `data:` line)."""
+    validate("ResponseStreamEvent", event)

@@ -1,7 +1,7 @@
 """The store's protocols, one per role, and `Store`, all of them at once.
 
 Both backends (SQLite and Postgres) implement `Store` and pass the same contract tests. Code
-takes the role it uses (`TurnStore`, `SearchStore`, `ApiKeyStore`, ...), so that what it
+takes the role it uses (`TurnStore`, `SearchStore`, `ResponseStore`, ...), so that what it
 depends on is visible and a test fake implements a dozen methods, not sixty. Methods are
 coarse on purpose: a turn costs a handful of statements, not one per message.
 
@@ -30,6 +30,7 @@ from ..core.types import (
     TurnState,
 )
 from .admin_types import AgentDump, AgentStats, ConversationStats
+from .response_types import ApiConversation, StoredResponse
 
 if TYPE_CHECKING:
     from .leases import LeaseStore
@@ -311,8 +312,70 @@ class ModelStatsStore(Protocol):
     async def put_model_stats(self, model: str, data: dict) -> None: ...
 
 
+class ResponseStore(Protocol):
+    """The OpenAI Responses and Conversations APIs' state (store/response_types.py): stored
+    responses linked by `previous_response_id`, and Conversations-API conversations with their
+    ordered items. Everything is per tenant: another tenant's ids are not found, not changed.
+    Responses are not an agent's: deleting an agent leaves them, and export leaves them out."""
+
+    async def put_response(self, response: StoredResponse) -> None:
+        """Insert, or replace the response with the same (tenant, response_id)."""
+
+    async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None: ...
+
+    async def delete_response(self, tenant: str, response_id: str) -> bool:
+        """False when the tenant has no such response. Responses that continued it stay; their
+        chains now stop after it."""
+
+    async def response_chain(self, tenant: str, response_id: str, *, limit: int = 10_000
+                             ) -> list[StoredResponse]:
+        """The response and its stored ancestors via `previous_response_id`, OLDEST FIRST, in
+        one query (a recursive CTE, the tenant checked at every step); it stops at a missing
+        (deleted, expired, other tenant's) ancestor, and after `limit` responses (the newest
+        ones). Empty when the response itself is not stored."""
+
+    async def expire_responses(self, now: float) -> int:
+        """Delete every tenant's responses whose `expires_at` <= `now`; how many."""
+
+    async def create_api_conversation(self, conversation: ApiConversation,
+                                      items: list[dict]) -> None:
+        """Create the conversation with `items` (in order, each with an "id"), atomically.
+        IdConflictError if the tenant has that conversation id or an item id repeats."""
+
+    async def get_api_conversation(self, tenant: str, conversation_id: str
+                                   ) -> ApiConversation | None: ...
+
+    async def update_api_conversation(self, tenant: str, conversation_id: str, metadata: dict
+                                      ) -> ApiConversation | None:
+        """Replace the metadata; the updated conversation, or None if there is none."""
+
+    async def delete_api_conversation(self, tenant: str, conversation_id: str) -> bool:
+        """Delete the conversation and its items; False if there was none."""
+
+    async def add_conversation_items(self, tenant: str, conversation_id: str,
+                                     items: list[dict]) -> bool:
+        """Append `items` in order (each with an "id"), atomically; False if there is no such
+        conversation. IdConflictError if an item id is in the conversation or repeats."""
+
+    async def list_conversation_items(self, tenant: str, conversation_id: str, *,
+                                      after: str | None = None, limit: int = 20,
+                                      order: str = "desc") -> tuple[list[dict], bool]:
+        """A page of items and whether more follow: by position, `order` "asc" or "desc",
+        starting after the item with id `after` (an unknown id, like an unknown
+        conversation, gives an empty page)."""
+
+    async def conversation_items(self, tenant: str, conversation_id: str) -> list[dict]:
+        """All the conversation's items, oldest first (empty if there is no conversation)."""
+
+    async def get_conversation_item(self, tenant: str, conversation_id: str, item_id: str
+                                    ) -> dict | None: ...
+
+    async def delete_conversation_item(self, tenant: str, conversation_id: str, item_id: str
+                                       ) -> bool: ...
+
+
 class Store(StoreLifecycle, TurnStore, LookupStore, SearchStore, AdminStore, ApiKeyStore,
-            ModelStatsStore, Protocol):
+            ModelStatsStore, ResponseStore, Protocol):
     """Every role at once: what a backend implements (SQLiteStore, PostgresStore) and what the
     app holds. Code that needs one role takes that role, so that a test fake implements only
     that role's methods."""

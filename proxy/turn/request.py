@@ -25,6 +25,7 @@ class TurnRequest:
     idempotency_key: str | None = None
     retry: bool = False
     route: Route | None = None  # the request's deadline in, the upstream that answered out
+    may_page: bool = True  # False (Responses `truncation: "disabled"`): overflow is a 400
 
     @property
     def stream(self) -> bool:

@@ -327,6 +327,7 @@ class StatefulService:
                 tools=memory_tools_for(body.get("tools") or []), body=request.body,
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
                 store=self.store, upstream=self.upstream, catalog=self.catalog,
+                may_page=request.may_page,
             )
         except ProxyError as exc:
             if exc.code == "context_length_exceeded":  # leave the conversation as it was

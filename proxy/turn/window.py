@@ -54,6 +54,20 @@ def context_length_error(needed: int, window: int) -> ProxyError:
     )
 
 
+def overflow_error(needed: int, window: int) -> ProxyError:
+    """A request that asked not to be truncated (the Responses API's `truncation:
+    "disabled"`) and does not fit: refused, as OpenAI does, instead of paged out."""
+    return ProxyError(
+        400,
+        f"The conversation needs about {needed} tokens with memory and the reserved output,"
+        f" more than this model's context window of {window} tokens, and truncation is"
+        " disabled. Send truncation: \"auto\" to page the oldest messages out (they stay"
+        " searchable in memory), or start a shorter conversation.",
+        param="input",
+        code="context_length_exceeded",
+    )
+
+
 def reserved_output(body: dict[str, Any], settings: MemorySettings, window: int) -> int:
     """Tokens kept free for the answer: the client's max tokens, else the configured reserve,
     never more than half the window."""
@@ -80,6 +94,7 @@ class TurnWindow:
     summarizer: Summarizer
     pressure: int | None = None  # percent of the window, when the pressure note is shown
     compactions: int = 0
+    may_page: bool = True  # False: a prompt over the window is refused, not paged out
 
     @classmethod
     async def open(
@@ -96,6 +111,7 @@ class TurnWindow:
         store: TurnStore,
         upstream: Upstream,
         catalog: Calibrations,
+        may_page: bool = True,
     ) -> TurnWindow:
         """The turn's window, paged out to fit, with the pressure note when it is due."""
         model = str(body.get("model", ""))
@@ -108,7 +124,7 @@ class TurnWindow:
             ledger=ledger, window=window,
             reserve_output=reserved_output(body, settings, window),
             protect_from_seq=protect_from_seq, settings=settings, store=store, catalog=catalog,
-            summarizer=Summarizer(upstream, settings, api_key),
+            summarizer=Summarizer(upstream, settings, api_key), may_page=may_page,
         )
         before = turn.estimate()
         result = await turn.fit()
@@ -227,6 +243,10 @@ class TurnWindow:
                 budget, self._items(), protect_from_seq=self.protect_from_seq,
                 force_to=force_to)
             if not result.evicted:
+                break
+            if not self.may_page:  # compaction is paging too: only a real overflow is refused
+                if before > self.window:
+                    raise overflow_error(before, self.window)
                 break
             await self._evict(result.evicted)
             force_to = None

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ...errors import ProxyError, bad_request
 from ...fastjson import dumps
 from ...responses import new_id, normalize_input
-from ...store.response_types import ApiConversation
+from ...store.response_types import ApiConversation, IdConflictError
 from ..auth import request_caller
 from ..body import parse_json, read_body
 from ..state import AppState
@@ -73,7 +73,11 @@ async def create_conversation(request: Request) -> Response:
     body = await _body(request, state)
     conversation = ApiConversation(new_id("conv"), tenant, check_metadata(body.get("metadata")),
                                    time.time())
-    await state.store.create_api_conversation(conversation, _items(body, MAX_CREATE_ITEMS))
+    try:
+        await state.store.create_api_conversation(conversation,
+                                                  _items(body, MAX_CREATE_ITEMS))
+    except IdConflictError as exc:
+        raise _conflict(exc) from None
     return _json(conversation_object(conversation))
 
 
@@ -116,8 +120,12 @@ async def add_items(request: Request) -> Response:
     items = _items(await _body(request, state), None)
     if not items:
         raise bad_request("'items' must be a non-empty array", param="items")
-    if not await state.store.add_conversation_items(conversation.tenant,
-                                                   conversation.conversation_id, items):
+    try:
+        added = await state.store.add_conversation_items(conversation.tenant,
+                                                         conversation.conversation_id, items)
+    except IdConflictError as exc:
+        raise _conflict(exc) from None
+    if not added:
         raise not_found(conversation.conversation_id)
     return _json(item_list(items, False))
 
@@ -129,6 +137,12 @@ async def list_items(request: Request) -> Response:
         after=request.query_params.get("after"),
         limit=int_param(request, "limit", 20, 1, 100), order=order_param(request))
     return _json(item_list(data, more))
+
+
+def _conflict(exc: IdConflictError) -> ProxyError:
+    return bad_request(f"an item with id '{exc.id}' is already in this conversation (or twice"
+                       " in this request): leave 'id' out to have one assigned",
+                       param="items", code="duplicate_item_id")
 
 
 def _item_not_found(item_id: str) -> ProxyError:

@@ -20,26 +20,31 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from ... import tokens
 from ...core.caller import Caller
 from ...core.identity import Identity, resolve_identity
 from ...core.loop import StepStarted, TextDelta, ToolCallDelta
-from ...fastjson import dumps
 from ...errors import InternalError, MemproxyError, ProxyError, bad_request
+from ...fastjson import dumps
 from ...obs.logs import annotate
 from ...responses import (
     EventWriter,
     chain_items,
     chat_body,
+    conversation_id,
     encode,
+    finish_status,
+    items_to_messages,
     new_id,
-    normalize_input,
     output_items,
     response_object,
     usage_from_chat,
     validate_request,
 )
-from ...store.response_types import StoredResponse
+from ...responses.truncation import drop_oldest
+from ...store.response_types import IdConflictError, StoredResponse
 from ...turn import TurnRequest
+from ...turn.window import reserved_output
 from ...upstream import Route
 from ..auth import request_caller
 from ..body import parse_json, read_body
@@ -71,19 +76,6 @@ class Prepared:
     @property
     def store(self) -> bool:
         return self.body.get("store", True) is not False
-
-
-def conversation_ref(body: dict[str, Any]) -> str | None:
-    """The `conversation` parameter: an id, or an object with one."""
-    value = body.get("conversation")
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        value = value.get("id")
-    if not isinstance(value, str) or not value:
-        raise bad_request("'conversation' must be a conversation id or an object with an 'id'",
-                          param="conversation")
-    return value
 
 
 async def _history(state: AppState, tenant: str, body: dict[str, Any],
@@ -119,21 +111,20 @@ async def _history(state: AppState, tenant: str, body: dict[str, Any],
 
 async def prepare(request: Request, state: AppState, body: dict[str, Any]) -> Prepared:
     caller = request_caller(request)
-    validate_request(body)
-    conversation_id = conversation_ref(body)
+    input_items = validate_request(body)
+    conversation = conversation_id(body)
     identity = resolve_identity(request.path_params, request.headers, body,
                                 state.settings.identity)
-    if identity is not None and conversation_id and identity.conversation_id is None:
+    if identity is not None and conversation and identity.conversation_id is None:
         # the agent's memproxy conversation is the Conversations API conversation
-        identity = dataclasses.replace(identity, conversation_id=conversation_id)
-    input_items = normalize_input(body.get("input"))
-    history = await _history(state, caller.tenant, body, conversation_id)
+        identity = dataclasses.replace(identity, conversation_id=conversation)
+    history = await _history(state, caller.tenant, body, conversation)
     return Prepared(
         body=body, tenant=caller.tenant, response_id=new_id("resp"),
         created_at=int(time.time()), input_items=input_items,
         chat=chat_body(body, history, input_items),
         previous_response_id=body.get("previous_response_id"),
-        conversation_id=conversation_id, identity=identity, caller=caller,
+        conversation_id=conversation, identity=identity, caller=caller,
         idempotency_key=request.headers.get("idempotency-key"))
 
 
@@ -141,45 +132,49 @@ async def start_run(state: AppState, prepared: Prepared, api_key: str | None) ->
     """Begin the answer: a stateful turn with an agent, one upstream call without."""
     route = Route.within(state.settings.upstream.request_deadline_s)
     if prepared.identity is None:
+        if prepared.body.get("truncation") == "auto":
+            await _truncate(state, prepared, api_key)
         return PlainRun(state.upstream, prepared.chat, api_key, route)
     annotate(agent=prepared.identity.agent_id,
              conversation=prepared.identity.conversation_id)
     turn_request = TurnRequest(
         caller=prepared.caller, identity=prepared.identity, body=prepared.chat,
-        started=time.perf_counter(), idempotency_key=prepared.idempotency_key, route=route)
+        started=time.perf_counter(), idempotency_key=prepared.idempotency_key, route=route,
+        # an agent's context is paged (nothing is lost: it stays searchable) unless the
+        # client asked, explicitly, for OpenAI's refusal instead
+        may_page=prepared.body.get("truncation") != "disabled")
     outcome = await state.service.start(turn_request, api_key)
     return TurnRun(outcome)
 
 
-def status_of(finish_reason: str) -> tuple[str, dict[str, Any] | None]:
-    """The Response status for a Chat Completions finish reason."""
-    if finish_reason == "length":
-        return "incomplete", {"reason": "max_output_tokens"}
-    if finish_reason == "content_filter":
-        return "incomplete", {"reason": "content_filter"}
-    return "completed", None
+async def _truncate(state: AppState, prepared: Prepared, api_key: str | None) -> None:
+    """No agent to page to: the oldest history items left out until the prompt fits."""
+    chat = prepared.chat
+    model = str(chat["model"])
+    window = await state.service.catalog.window(model, api_key)
+    budget = window - reserved_output(chat, state.settings.memory, window) - tokens.count_tools(
+        chat.get("tools"), model)
+    chat["messages"] = drop_oldest(
+        chat["messages"], budget=budget, keep_last=len(items_to_messages(prepared.input_items)),
+        count=lambda message: tokens.count_message(message, model))
 
 
 def build_response(prepared: Prepared, *, status: str, output: list[dict[str, Any]],
-                   usage: dict[str, Any] | None, model: str | None = None,
-                   error: dict[str, Any] | None = None,
+                   usage: dict[str, Any] | None, error: dict[str, Any] | None = None,
                    incomplete: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = response_object(
+    return response_object(
         prepared.body, response_id=prepared.response_id, created_at=prepared.created_at,
         status=status, output=output, usage=usage, error=error,
         incomplete_details=incomplete, previous_response_id=prepared.previous_response_id,
-        conversation_id=prepared.conversation_id)
-    if model:
-        response["model"] = model
-    return response
+        conversation_id=prepared.conversation_id,
+        completed_at=time.time() if status == "completed" else None)
 
 
 def finished_response(prepared: Prepared, finished: Finished,
                       output: list[dict[str, Any]]) -> dict[str, Any]:
-    status, incomplete = status_of(finished.finish_reason)
+    status, incomplete = finish_status(finished.finish_reason)
     return build_response(prepared, status=status, output=output,
-                          usage=usage_from_chat(finished.usage), incomplete=incomplete,
-                          model=prepared.body.get("model"))
+                          usage=usage_from_chat(finished.usage), incomplete=incomplete)
 
 
 def failed_response(prepared: Prepared, exc: BaseException,
@@ -195,11 +190,24 @@ def failed_response(prepared: Prepared, exc: BaseException,
 async def save(state: AppState, prepared: Prepared, response: dict[str, Any]) -> None:
     """Store the response (unless `store: false`) and append its items to its conversation."""
     if prepared.conversation_id is not None and response["status"] != "failed":
-        await state.store.add_conversation_items(
-            prepared.tenant, prepared.conversation_id,
-            prepared.input_items + list(response["output"]))
+        items = prepared.input_items + list(response["output"])
+        try:
+            await state.store.add_conversation_items(prepared.tenant, prepared.conversation_id,
+                                                     items)
+        except IdConflictError:
+            # the client resent items the conversation holds, ids included: they are new
+            # items of this turn all the same, so they get ids of their own
+            prepared.input_items = [fresh_id(item) for item in prepared.input_items]
+            await state.store.add_conversation_items(
+                prepared.tenant, prepared.conversation_id,
+                prepared.input_items + list(response["output"]))
     if prepared.store:
         await state.store.put_response(stored_record(state, prepared, response))
+
+
+def fresh_id(item: dict[str, Any]) -> dict[str, Any]:
+    prefix = {"function_call": "fc", "function_call_output": "fco"}.get(item.get("type"), "msg")
+    return {**item, "id": new_id(prefix)}
 
 
 def stored_record(state: AppState, prepared: Prepared,
@@ -244,10 +252,16 @@ async def create_response(request: Request) -> Response:
         raise
     finally:
         end_turn()
-    response = finished_response(prepared, finished, output_items(finished.reply))
+    response = finished_response(prepared, finished, _output(finished))
     await save(state, prepared, response)
     return Response(dumps(response), media_type="application/json",
                     headers=run.headers_now())
+
+
+def _output(finished: Finished) -> list[dict[str, Any]]:
+    status = "incomplete" if finish_status(finished.finish_reason)[0] == "incomplete" else (
+        "completed")
+    return output_items(finished.reply, status=status)
 
 
 async def _finish(run: Run) -> Finished:
@@ -292,21 +306,22 @@ async def _stream_body(state: AppState, prepared: Prepared, run: Run, first: Any
             elif isinstance(event, StepStarted):
                 yield b": memproxy step %d\n\n" % (event.step + 1)
             elif isinstance(event, Finished):
-                response = finished_response(prepared, event, writer.output())
-                await save(state, prepared, response)
-                for out in writer.finish(response):
+                done = writer.finish(finished_response(prepared, event, []))
+                # stored as streamed: the terminal event's response, item ids included
+                await save(state, prepared, done[-1]["response"])
+                for out in done:
                     yield encode(out)
                 break
             event = await anext(events)
     except Exception as exc:
         if not isinstance(exc, MemproxyError):
             log.exception("responses stream failed")
-        response = failed_response(prepared, exc, writer.output())
+        failed = writer.fail(failed_response(prepared, exc, []))
         try:
-            await save(state, prepared, response)
+            await save(state, prepared, failed[-1]["response"])
         except Exception:
             log.exception("could not store failed response %s", prepared.response_id)
-        for out in writer.fail(response):
+        for out in failed:
             yield encode(out)
     finally:
         await events.aclose()
@@ -332,7 +347,7 @@ async def background(state: AppState, prepared: Prepared, api_key: str | None) -
             body={**queued, "status": "in_progress"}))
         run = await start_run(state, prepared, api_key)
         finished = await _finish(run)
-        return finished_response(prepared, finished, output_items(finished.reply))
+        return finished_response(prepared, finished, _output(finished))
 
     async def failed(exc: BaseException) -> dict[str, Any]:
         return failed_response(prepared, exc, [])

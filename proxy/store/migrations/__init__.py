@@ -33,6 +33,7 @@ from . import (
     v5_constant_time_turn_state,
     v6_conversation_trees,
     v7_api_key_admin,
+    v8_responses,
 )
 
 
@@ -68,6 +69,8 @@ MIGRATIONS: list[Migration] = [
               {"sqlite": v6_conversation_trees.SQLITE, "postgres": v6_conversation_trees.POSTGRES}),
     Migration(7, "api key admin flag",
               {"sqlite": v7_api_key_admin.SQLITE, "postgres": v7_api_key_admin.POSTGRES}),
+    Migration(8, "responses and api conversations",
+              {"sqlite": v8_responses.SQLITE, "postgres": v8_responses.POSTGRES}),
 ]
 
 

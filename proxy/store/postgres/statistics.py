@@ -40,11 +40,13 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 # The tables a turn reads or writes (api key, agent, conversation, tree lookups, lease, turn
-# state, the turn's writes, memory search); the others (settings, migrations, backfill list,
-# model stats) are read by primary key or not at all while serving.
+# state, the turn's writes, memory search, the Responses API's chains and conversation items);
+# the others (settings, migrations, backfill list, model stats) are read by primary key or not
+# at all while serving.
 TABLES = ("agents", "api_keys", "blocks", "block_revisions", "conversations",
           "conversation_epoch", "leases", "messages", "turns", "passages", "message_vectors",
-          "passage_vectors", "vector_state")
+          "passage_vectors", "vector_state", "responses", "api_conversations",
+          "api_conversation_items")
 # autovacuum's defaults (autovacuum_analyze_threshold, autovacuum_analyze_scale_factor)
 THRESHOLD_ROWS = 50
 SCALE_FACTOR = 0.1

@@ -41,6 +41,7 @@ from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
+from .responses import PostgresResponsesMixin
 from .search import message_search_sql, passage_search_sql
 from .sql import (
     ACQUIRE_LEASE,
@@ -101,11 +102,12 @@ class _Connection(asyncpg.Connection):
 
 
 class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
-                    PostgresDumpMixin, PostgresVectors):
+                    PostgresDumpMixin, PostgresVectors, PostgresResponsesMixin):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
-    The turn calls (turns.py) and the operator API (agents REST, block history,
-    export/import) are in the mixins.
+    The turn calls (turns.py), the operator API (agents REST, block history,
+    export/import) and the Responses and Conversations APIs' state (responses.py) are in the
+    mixins.
 
     `url` is a postgresql:// (or postgres://) URL; its `fts` query parameter, if any, is the
     text-search configuration used when `fts_config` is not given (default "english"). A

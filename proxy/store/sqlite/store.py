@@ -31,6 +31,7 @@ from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
 from .fts import index_pending, message_search_sql, passage_search_sql, pending
 from .lanes import SQLiteLanes
+from .responses import SQLiteResponsesMixin
 from .rows import (
     _AGENT,
     _CONV,
@@ -60,11 +61,13 @@ def _migrate(db: sqlite3.Connection) -> None:
     backfill_trees(db)
 
 
-class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors):
+class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors,
+                  SQLiteResponsesMixin):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
     A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
-    block history, export/import) is in the admin mixins."""
+    block history, export/import) is in the admin mixins; the Responses and Conversations
+    APIs' state in `responses.py`."""
 
     dialect = "sqlite"
 
