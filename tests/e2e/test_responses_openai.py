@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pydantic import BaseModel
 
 from tests.e2e import responses_helpers as rh
@@ -22,12 +23,14 @@ from tests.e2e.responses_helpers import (
     agent_url,
     chat,
     client,
+    dialogue,
     echo,
     system_text,
 )
 from tests.fakes import Reply, scripted_model
 from tests.fakes.upstream import prompt_tokens
 from tests.prompt_check import normal, visible
+from tests.servers import run_concurrently
 
 spec = rh.spec
 
@@ -146,13 +149,19 @@ def test_parse_with_a_pydantic_schema(make_proxy, fake_upstream, spec):
     assert fake_upstream.last.json["response_format"] == {"type": "json_object"}
 
 
-def test_a_chain_of_ten_across_a_restart(make_proxy, fake_upstream, spec):
+@pytest.mark.parametrize("agent", [None, "chain-agent"])
+def test_a_chain_of_ten_across_a_restart(make_proxy, fake_upstream, spec, agent):
     """Ten responses, each continuing the last by `previous_response_id`, the server restarted
     on the same database after five, every other one streamed: each time the upstream is sent
     the whole history (earlier inputs and outputs, oldest first) and only the current
-    request's instructions."""
+    request's instructions. Without an agent that is the whole prompt; on an agent's base URL
+    it follows memproxy's system prompt (the memory blocks)."""
     proxy = make_proxy()
-    oa = client(proxy, spec)
+
+    def open_client(proxy):
+        return client(proxy, spec, base_url=agent_url(proxy, agent) if agent else None)
+
+    oa = open_client(proxy)
     history: list[tuple[str, str]] = []
     ids: list[str] = []
     previous = None
@@ -160,7 +169,7 @@ def test_a_chain_of_ten_across_a_restart(make_proxy, fake_upstream, spec):
         if i == 5:
             proxy.stop()
             proxy = make_proxy()  # the same database
-            oa = client(proxy, spec)
+            oa = open_client(proxy)
         text = f"Message {i}"
         kwargs = dict(model=MODEL, input=text, instructions=f"Instructions {i}",
                       previous_response_id=previous)
@@ -172,7 +181,12 @@ def test_a_chain_of_ten_across_a_restart(make_proxy, fake_upstream, spec):
         else:
             response = oa.responses.create(**kwargs)
         sent = fake_upstream.last.json
-        assert chat(sent) == [("system", f"Instructions {i}"), *history, ("user", text)], i
+        if agent is None:
+            assert chat(sent) == [("system", f"Instructions {i}"), *history, ("user", text)], i
+        else:
+            assert dialogue(sent) == [*history, ("user", text)], i
+            system = system_text(sent)
+            assert f"Instructions {i}" in system and f"Instructions {i - 1}" not in system
         assert response.output_text == echo(text, i + 1)
         assert response.previous_response_id == previous
         history += [("user", text), ("assistant", response.output_text)]
@@ -182,6 +196,25 @@ def test_a_chain_of_ten_across_a_restart(make_proxy, fake_upstream, spec):
     # the first response of the chain, stored before the restart, is still there
     first = oa.responses.retrieve(ids[0])
     assert first.output_text == echo("Message 0", 1) and first.instructions == "Instructions 0"
+
+
+def test_concurrent_continuations_of_one_response_on_an_agent(make_proxy, fake_upstream, spec):
+    """Four clients continue the same response at once (four branches): each upstream prompt
+    holds the shared history and its own input only."""
+    proxy = make_proxy()
+    oa = client(proxy, spec, base_url=agent_url(proxy, "fork"))
+    root = oa.responses.create(model=MODEL, input="Shared start")
+    answers: dict[int, str] = {}
+
+    def branch(i: int) -> None:
+        answers[i] = client(proxy, spec, base_url=agent_url(proxy, "fork")).responses.create(
+            model=MODEL, input=f"Branch {i}", previous_response_id=root.id).output_text
+
+    assert run_concurrently(4, branch) == []
+    assert answers == {i: echo(f"Branch {i}", 2) for i in range(4)}
+    prompts = sorted(dialogue(body) for body in fake_upstream.bodies()[1:])
+    assert prompts == sorted([("user", "Shared start"), ("assistant", root.output_text),
+                              ("user", f"Branch {i}")] for i in range(4))
 
 
 def test_a_function_call_round_trip(make_proxy, fake_upstream, spec):
