@@ -147,3 +147,34 @@ def test_memory_across_runs_for_an_agent(make_proxy, fake_upstream, spec, sdk):
 
     other = run(sdk, spec, agent_url(proxy, "someone-else"), elsewhere)
     assert other.final_output == "I don't know your name."
+
+
+def test_runs_in_a_server_side_conversation(make_proxy, fake_upstream, spec, sdk):
+    """Two ways the SDK keeps a conversation on the server: `OpenAIConversationsSession` (the
+    SDK reads and writes the Conversations API's items itself) and `conversation_id` (each
+    response names the conversation, which memproxy appends to)."""
+    proxy = make_proxy()
+    looked_up: list[str] = []
+    agent = orders_agent(sdk, looked_up, ["Order A17: shipped", "Order A17: delivered"])
+
+    async def program() -> tuple[Any, Any, list[Any], str]:
+        session = sdk.OpenAIConversationsSession()
+        first = await sdk.Runner.run(agent, TOOL_PROMPT, session=session)
+        second = await sdk.Runner.run(agent, "Hello again", session=session)
+        stored = await session.get_items()
+        client = sdk.models._openai_shared.get_default_openai_client()
+        conversation = await client.conversations.create()
+        await sdk.Runner.run(agent, TOOL_PROMPT, conversation_id=conversation.id)
+        return first, second, stored, conversation.id
+
+    first, second, stored, conversation_id = run(sdk, spec, proxy.base_url, program)
+    assert first.final_output == "Tool result: Order A17: shipped"
+    assert second.final_output.startswith("Echo: Hello again")
+    # the second run's prompt held the first run whole, tool steps included
+    roles = [m["role"] for m in fake_upstream.bodies()[2]["messages"] if m["role"] != "system"]
+    assert roles == ["user", "assistant", "tool", "assistant", "user"], roles
+    assert len(stored) >= 5
+    assert looked_up == ["A17", "A17"]
+    assert fake_upstream.last.json["messages"][-1]["role"] == "tool"
+    assert spec.checked("ConversationItemList") and spec.checked("ConversationResource")
+    assert conversation_id.startswith("conv_")

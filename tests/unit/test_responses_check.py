@@ -84,3 +84,16 @@ def test_problems_are_reported(case):
               "POST", "/v1/responses")
     with pytest.raises(AssertionError):
         log.assert_valid()
+
+
+def test_an_empty_list_may_have_null_ids_but_a_full_one_may_not():
+    log = SpecLog()
+    empty = {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+    fetch(log, serve(json.dumps(empty).encode()), "GET", "/v1/conversations/c/items")
+    log.assert_valid()
+    item = {"type": "message", "id": "msg_1", "status": "completed", "role": "user",
+            "content": [{"type": "input_text", "text": "hi"}]}
+    full = {**empty, "data": [item]}
+    fetch(log, serve(json.dumps(full).encode()), "GET", "/v1/conversations/c/items")
+    with pytest.raises(AssertionError):
+        log.assert_valid()
