@@ -21,7 +21,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "memproxy_requests", "Chat completion requests by mode, stream and status.",
+            "memproxy_requests",
+            "Chat completion and Responses requests by mode, stream and status.",
             ["mode", "stream", "status"], registry=r,
         )
         self.overhead = Histogram(

@@ -48,6 +48,7 @@ from ...turn.window import reserved_output
 from ...upstream import Route
 from ..auth import request_caller
 from ..body import parse_json, read_body
+from ..chat import ChatMode
 from ..passthrough import forward
 from ..ratelimit import begin_turn, end_turn
 from ..state import AppState
@@ -224,16 +225,38 @@ def stored_record(state: AppState, prepared: Prepared,
 
 async def create_response(request: Request) -> Response:
     state: AppState = request.app.state.memproxy
+    how = ChatMode(mode="responses")
+    try:
+        response = await _create(request, state, how)
+    except MemproxyError as exc:
+        _count(state, how, exc.status)
+        raise
+    except Exception as exc:
+        log.exception("response failed")
+        _count(state, how, 500)
+        raise InternalError() from exc
+    _count(state, how, response.status_code)
+    return response
+
+
+def _count(state: AppState, how: ChatMode, status: int) -> None:
+    """The requests metric, with the chat path's labels (mode: responses, responses_plain,
+    passthrough)."""
+    annotate(mode=how.mode, stream=how.stream)
+    state.service.metrics.requests.labels(how.mode, str(how.stream).lower(), str(status)).inc()
+
+
+async def _create(request: Request, state: AppState, how: ChatMode) -> Response:
     raw = await read_body(request, state.settings.limits)
     body = parse_json(raw)
     api_key = state.upstream.resolve_key(request.headers.get("authorization"))
     if state.settings.responses.passthrough and resolve_identity(
             request.path_params, request.headers, body, state.settings.identity) is None:
-        annotate(mode="passthrough")
+        how.mode = "passthrough"
         return await forward(request, state.upstream, "/responses", raw, api_key)
     prepared = await prepare(request, state, body)
-    annotate(mode="responses" if prepared.identity else "responses_plain",
-             stream=bool(body.get("stream")))
+    how.mode = "responses" if prepared.identity else "responses_plain"
+    how.stream = bool(body.get("stream"))
     if body.get("background"):
         return await background(state, prepared, api_key)
     begin_turn()  # [limits] concurrent_turns
