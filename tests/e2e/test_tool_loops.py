@@ -109,9 +109,8 @@ def async_openai(base_url: str, log: ClientLog, **headers: str) -> openai.AsyncO
 # --- the OpenAI Agents SDK, Chat Completions model, agent named by header ----------------------
 
 def agents_sdk_program(base_url: str, log: ClientLog, agent_id: str, result: str) -> str:
-    """A minimal Agents SDK app: one function tool, `Runner.run`, the final output. (The SDK's
-    default model speaks the Responses API, which memproxy does not serve: `POST
-    /agents/{id}/v1/responses` is a 404; so the app picks the Chat Completions model.)"""
+    """A minimal Agents SDK app: one function tool, `Runner.run`, the final output, through
+    the SDK's Chat Completions model (its default Responses model: test_responses_agents_sdk.py)."""
     from agents import (
         Agent,
         OpenAIChatCompletionsModel,
