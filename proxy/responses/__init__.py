@@ -16,6 +16,8 @@ from .items import (
     items_to_messages,
     normalize_input,
     normalize_item,
+    references,
+    resolve_references,
 )
 from .output import finish_status, output_items, response_object, usage_from_chat
 from .request import (
@@ -43,7 +45,9 @@ __all__ = [
     "normalize_input",
     "normalize_item",
     "output_items",
+    "references",
     "replay",
+    "resolve_references",
     "response_format",
     "response_object",
     "usage_from_chat",

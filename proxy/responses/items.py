@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import bad_request
+from ..errors import ProxyError, bad_request
 from .ids import new_id
 
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
@@ -61,12 +61,8 @@ def normalize_item(item: Any, param: str, *, ids: IdMaker = new_id) -> dict:
         return _function_call_output(item, param, ids)
     if kind == "reasoning":
         return _reasoning(item, param, ids)
-    if kind == "item_reference":
-        raise bad_request(
-            f"{param}: item_reference items are not supported; send the item itself, or "
-            "continue with previous_response_id or conversation",
-            param=param,
-        )
+    if kind == "item_reference":  # resolved against stored items by `resolve_references`
+        return {"type": "item_reference", "id": _string(item, "id", param)}
     raise bad_request(
         f"{param}.type: unsupported item type {kind!r}: memproxy supports message, "
         "function_call, function_call_output and reasoning items",
@@ -226,6 +222,28 @@ def _status(item: dict, param: str) -> str:
 def _id(item: dict, prefix: str, ids: IdMaker) -> str:
     value = item.get("id")
     return value if isinstance(value, str) and value else ids(prefix)
+
+
+def references(items: list[dict]) -> list[str]:
+    """The ids of the `item_reference` items among `items`."""
+    return [item["id"] for item in items if item.get("type") == "item_reference"]
+
+
+def resolve_references(items: list[dict], known: dict[str, dict],
+                       param: str = "input") -> list[dict]:
+    """`items` with each `item_reference` replaced by the item it names (`known`: by id, from
+    the history or the store); one that names no known item is a 404 naming it."""
+    resolved: list[dict] = []
+    for i, item in enumerate(items):
+        if item.get("type") != "item_reference":
+            resolved.append(item)
+            continue
+        found = known.get(item["id"])
+        if found is None or found.get("type") == "item_reference":
+            raise ProxyError(404, f"Item with id '{item['id']}' not found.",
+                             param=f"{param}[{i}]", code="item_not_found")
+        resolved.append(found)
+    return resolved
 
 
 def check_call_ids(history: list[dict], items: list[dict], param: str = "input") -> None:

@@ -334,6 +334,11 @@ class ResponseStore(Protocol):
         (deleted, expired, other tenant's) ancestor, and after `limit` responses (the newest
         ones). Empty when the response itself is not stored."""
 
+    async def find_items(self, tenant: str, item_ids: list[str]) -> dict[str, dict]:
+        """The stored responses' input or output items with these ids (an `item_reference`
+        resolved), by id; ids not found are left out. One indexed lookup (`response_items`);
+        an id in several responses (a client reusing its own item ids) is the newest's."""
+
     async def expire_responses(self, now: float) -> int:
         """Delete every tenant's responses whose `expires_at` <= `now`; how many."""
 

@@ -63,6 +63,26 @@ def item_ids(items: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
+def response_item_ids(response: StoredResponse) -> list[str]:
+    """The ids of a response's input and output items, each once, for `response_items`."""
+    ids: list[str] = []
+    output = response.body.get("output") if isinstance(response.body, dict) else None
+    for item in [*response.input_items, *(output if isinstance(output, list) else [])]:
+        item_id = item.get("id") if isinstance(item, dict) else None
+        if isinstance(item_id, str) and item_id and "\x00" not in item_id and item_id not in ids:
+            ids.append(item_id)
+    return ids
+
+
+def item_in(response: StoredResponse, item_id: str) -> dict[str, Any] | None:
+    """The input or output item of `response` with that id (an output wins a tie)."""
+    output = response.body.get("output") if isinstance(response.body, dict) else None
+    for item in [*(output if isinstance(output, list) else []), *response.input_items]:
+        if isinstance(item, dict) and item.get("id") == item_id:
+            return item
+    return None
+
+
 def without_cycle(chain: list[StoredResponse]) -> list[StoredResponse]:
     """An oldest-first chain cut where it would repeat a response (newest side kept): a
     rewritten `previous_response_id` can close a loop, which the depth limit alone would turn

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from tests import secrets
 from tests.e2e import responses_helpers as rh
 from tests.e2e.responses_helpers import TOOL_PROMPT, dialogue
@@ -66,10 +64,6 @@ def test_generate_text_and_stream_text_with_a_tool(make_proxy, fake_upstream, sp
         assert dialogue(body)[0] == ("user", TOOL_PROMPT)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "memproxy refuses `item_reference` input items (400 'item_reference items are not "
-    "supported'), which the AI SDK sends for earlier assistant text whenever store is true "
-    "(its default): a multi-turn AI SDK chat fails on its second turn"))
 def test_a_follow_up_turn_resending_the_first_turns_messages(make_proxy, fake_upstream, spec):
     """The AI SDK sends the earlier assistant text back as an `item_reference` to the stored
     output item (store defaults to true): memproxy must resolve it, not refuse it."""

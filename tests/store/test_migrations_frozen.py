@@ -43,8 +43,8 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
         "f8aa768bfb1aac942f7790465c99311d5474afdd6cd083707b4d0abf19ae36c7",
         "2fb15342dca81450c7c288ad07641de0960b147066e54664b9aab2e9a38346b7"),
     8: ("responses and api conversations",
-        "05b31702fa1a06363e5c7b7b252b77489ad98ae2ec92f82c47b08b7f4e050d09",
-        "03dee466f1364522f918ebf2f7ef02174892cd22d3720d76cda471b40d358057"),
+        "1568142d49e807a67c97c705c98cfe530786a6f041aa8594af90f0b27629355c",
+        "6aa8c49cc6f230d9a4e2f71ba4ce75d23159693e03bfbed25a0be3a2644267cd"),
 }
 
 

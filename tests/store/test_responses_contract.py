@@ -370,3 +370,40 @@ def test_response_tables_survive_reopen(store_backend: Backend) -> None:
 
     store_backend.run(write)
     store_backend.run(read)
+
+
+def test_find_items_by_id(store_backend: Backend) -> None:
+    """`item_reference` resolution: input and output items of stored responses by their ids,
+    per tenant, the newest response's when an id repeats, gone with the response."""
+    async def body(s: Any) -> None:
+        first = response("resp_1")
+        first.body["output"] = [{"id": "msg_out1", "type": "message", "role": "assistant",
+                                 "status": "completed", "content": [
+                                     {"type": "output_text", "text": "one", "annotations": []}]},
+                                {"id": "fc_1", "type": "function_call", "call_id": "c1",
+                                 "name": "f", "arguments": "{}", "status": "completed"}]
+        await s.put_response(first)
+        found = await s.find_items("t1", ["msg_out1", "fc_1", "msg_resp_1", "msg_nope"])
+        assert found == {"msg_out1": first.body["output"][0], "fc_1": first.body["output"][1],
+                         "msg_resp_1": first.input_items[0]}
+        assert await s.find_items("t2", ["msg_out1"]) == {}
+        assert await s.find_items("t1", []) == {}
+        assert await s.find_items("t1", ["bad\x00id"]) == {}
+        # upserting the same response replaces its item rows (a background response's
+        # queued → completed writes): the old output ids go, the new ones come
+        first.body["output"] = [{"id": "msg_out2", "type": "message", "role": "assistant",
+                                 "status": "completed", "content": []}]
+        await s.put_response(first)
+        assert set(await s.find_items("t1", ["msg_out1", "msg_out2"])) == {"msg_out2"}
+        await s.put_response(first)  # the same ids again: nothing doubles
+        # a reused id: the newest response's item
+        second = response("resp_2", "resp_1")
+        second.input_items = [item("msg_out2", "resent by the client")]
+        await s.put_response(second)
+        assert (await s.find_items("t1", ["msg_out2"]))["msg_out2"] == second.input_items[0]
+        await s.delete_response("t1", "resp_2")
+        assert (await s.find_items("t1", ["msg_out2"]))["msg_out2"]["role"] == "assistant"
+        await s.delete_response("t1", "resp_1")
+        assert await s.find_items("t1", ["msg_out2", "msg_resp_1"]) == {}
+
+    store_backend.run(body)

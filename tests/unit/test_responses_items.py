@@ -148,8 +148,8 @@ def test_function_calls_join_the_assistant_message_before_them_and_outputs_becom
     ([{"role": "user", "content": "x", "status": "done"}], "input[0].status", "completed"),
     ([{"type": "function_call", "call_id": "c", "name": "f", "arguments": "", "status": 1}],
      "input[0].status", "completed"),
-    ([{"type": "item_reference", "id": "msg_1"}], "input[0]", "item_reference"),
-    ([{"id": "msg_1"}], "input[0]", "item_reference"),
+    ([{"type": "item_reference"}], "input[0].id", "id"),
+    ([{"type": "item_reference", "id": 5}], "input[0].id", "id"),
     ([{"type": "web_search_call", "id": "ws"}], "input[0].type", "web_search_call"),
 ])
 def test_bad_items_are_400s_naming_the_field(value, param, words):
@@ -305,3 +305,23 @@ def test_outputs_whose_call_left_the_stored_chain_are_dropped():
 def test_an_assistant_message_without_text_has_empty_content_not_null():
     [item] = normalize_input([{"role": "assistant", "content": []}])
     assert items_to_messages([item]) == [{"role": "assistant", "content": ""}]
+
+
+def test_item_references_are_kept_then_resolved():
+    from proxy.errors import ProxyError
+    from proxy.responses import references, resolve_references
+
+    items = normalize_input([{"role": "user", "content": "hi"},
+                             {"type": "item_reference", "id": "msg_a"}, {"id": "fc_b"}])
+    assert items[1] == {"type": "item_reference", "id": "msg_a"}
+    assert items[2] == {"type": "item_reference", "id": "fc_b"}
+    assert references(items) == ["msg_a", "fc_b"]
+    a = {"id": "msg_a", "type": "message", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "x", "annotations": []}]}
+    b = {"id": "fc_b", "type": "function_call", "call_id": "c", "name": "f",
+         "arguments": "{}", "status": "completed"}
+    assert resolve_references(items, {"msg_a": a, "fc_b": b}) == [items[0], a, b]
+    with pytest.raises(ProxyError) as info:
+        resolve_references(items, {"msg_a": a})
+    assert (info.value.status, info.value.param, info.value.code) == (
+        404, "input[2]", "item_not_found")

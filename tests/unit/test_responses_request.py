@@ -162,8 +162,6 @@ def test_conversation_is_an_id_or_an_object():
      "text.format.schema", "schema"),
     ({"model": "m", "input": "x", "reasoning": "high"}, "reasoning", "object"),
     ({"model": "m", "input": "x", "reasoning": {"effort": 1}}, "reasoning.effort", "string"),
-    ({"model": "m", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]",
-     "not supported"),
 ])
 def test_bad_requests_are_400s_naming_the_field(body, param, words):
     error = error_of(body)

@@ -37,6 +37,8 @@ from ...responses import (
     items_to_messages,
     new_id,
     output_items,
+    references,
+    resolve_references,
     response_object,
     usage_from_chat,
     validate_request,
@@ -120,6 +122,13 @@ async def prepare(request: Request, state: AppState, body: dict[str, Any]) -> Pr
         # the agent's memproxy conversation is the Conversations API conversation
         identity = dataclasses.replace(identity, conversation_id=conversation)
     history = await _history(state, caller.tenant, body, conversation)
+    wanted = references(input_items)
+    if wanted:  # earlier items named by id (the Vercel AI SDK resends assistant turns so)
+        known = {item["id"]: item for item in history if isinstance(item.get("id"), str)}
+        missing = [item_id for item_id in wanted if item_id not in known]
+        if missing:
+            known.update(await state.store.find_items(caller.tenant, missing))
+        input_items = resolve_references(input_items, known)
     return Prepared(
         body=body, tenant=caller.tenant, response_id=new_id("resp"),
         created_at=int(time.time()), input_items=input_items,

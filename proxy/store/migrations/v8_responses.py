@@ -9,6 +9,10 @@
 - `api_conversation_items`: its items in `position` order (UNIQUE, so a page is an index
   range), each found by its own id (UNIQUE (conversation_pk, item_id)); deleted with their
   conversation (ON DELETE CASCADE).
+- `response_items`: the id of every input and output item of a stored response (UNIQUE per
+  response, indexed by (tenant, item_id)), so that an `item_reference` input item (the Vercel AI
+  SDK sends earlier assistant turns that way) finds its response with one lookup; deleted with
+  the response.
 JSON is text in SQLite and `json` in Postgres (opaque payloads, stored verbatim like message
 data: key order kept, \\u0000 accepted).
 
@@ -48,6 +52,12 @@ SQLITE: tuple[str, ...] = (
         created_at REAL NOT NULL,
         UNIQUE (conversation_pk, position),
         UNIQUE (conversation_pk, item_id))""",
+    """CREATE TABLE response_items (
+        response_pk INTEGER NOT NULL REFERENCES responses (pk) ON DELETE CASCADE,
+        tenant TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        UNIQUE (response_pk, item_id))""",
+    "CREATE INDEX response_items_by_id ON response_items (tenant, item_id)",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -81,4 +91,10 @@ POSTGRES: tuple[str, ...] = (
         created_at double precision NOT NULL,
         UNIQUE (conversation_pk, position),
         UNIQUE (conversation_pk, item_id))""",
+    """CREATE TABLE response_items (
+        response_pk bigint NOT NULL REFERENCES responses (pk) ON DELETE CASCADE,
+        tenant text NOT NULL,
+        item_id text NOT NULL,
+        UNIQUE (response_pk, item_id))""",
+    "CREATE INDEX response_items_by_id ON response_items (tenant, item_id)",
 )

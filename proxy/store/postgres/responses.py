@@ -25,6 +25,8 @@ from ..response_types import (
     StoredResponse,
     check_order,
     item_ids,
+    item_in,
+    response_item_ids,
     without_cycle,
 )
 from .sql import clean, rows_changed
@@ -43,6 +45,17 @@ _PUT = (
     " conversation_id = excluded.conversation_id, agent_id = excluded.agent_id,"
     " input_items = excluded.input_items, body = excluded.body,"
     " created_at = excluded.created_at, expires_at = excluded.expires_at"
+)
+# the response and its item ids in one statement (one round trip): the upsert, then its item
+# rows made $11 (ids no longer there deleted, new ones added: disjoint sets, so the two
+# sub-statements never touch the same row)
+_PUT_WITH_ITEMS = (
+    f"WITH r AS ({_PUT} RETURNING pk),"
+    " gone AS (DELETE FROM response_items WHERE response_pk = (SELECT pk FROM r)"
+    " AND item_id <> ALL($11::text[]))"
+    " INSERT INTO response_items (response_pk, tenant, item_id)"
+    " SELECT r.pk, $2, i FROM r, unnest($11::text[]) AS i"
+    " ON CONFLICT (response_pk, item_id) DO NOTHING"
 )
 # $1 tenant, $2 response id, $3 depth limit: each step one lookup of UNIQUE (tenant,
 # response_id), the tenant checked at every step; newest at depth 1.
@@ -116,10 +129,10 @@ class PostgresResponsesMixin:
     async def put_response(self, response: StoredResponse) -> None:
         r = response
         await self.pool.execute(
-            _PUT, clean(r.response_id), clean(r.tenant), clean(r.status),
+            _PUT_WITH_ITEMS, clean(r.response_id), clean(r.tenant), clean(r.status),
             _opt(r.previous_response_id), _opt(r.conversation_id), _opt(r.agent_id),
             dumps(r.input_items), dumps(r.body), float(r.created_at),
-            None if r.expires_at is None else float(r.expires_at))
+            None if r.expires_at is None else float(r.expires_at), response_item_ids(r))
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         if _nul(tenant, response_id):
@@ -141,6 +154,22 @@ class PostgresResponsesMixin:
             return []
         rows = await self.pool.fetch(_CHAIN, tenant, response_id, int(limit))
         return without_cycle([response_row(r) for r in rows])
+
+    async def find_items(self, tenant: str, item_ids: list[str]) -> dict[str, dict]:
+        wanted = sorted({i for i in item_ids if isinstance(i, str) and "\x00" not in i})
+        if not wanted or _nul(tenant):
+            return {}
+        rows = await self.pool.fetch(
+            f"SELECT i.item_id, {', '.join('r.' + c.strip() for c in _COLUMNS.split(','))}"
+            " FROM response_items i JOIN responses r ON r.pk = i.response_pk"
+            " WHERE i.tenant = $1 AND i.item_id = ANY($2::text[]) ORDER BY r.pk DESC",
+            tenant, wanted)
+        found: dict[str, dict] = {}
+        for row in rows:
+            item = item_in(response_row(tuple(row)[1:]), row[0])
+            if item is not None:
+                found.setdefault(row[0], item)
+        return found
 
     async def expire_responses(self, now: float) -> int:
         return rows_changed(await self.pool.execute(

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 TABLES = ("agents", "api_keys", "blocks", "block_revisions", "conversations",
           "conversation_epoch", "leases", "messages", "turns", "passages", "message_vectors",
           "passage_vectors", "vector_state", "responses", "api_conversations",
-          "api_conversation_items")
+          "api_conversation_items", "response_items")
 # autovacuum's defaults (autovacuum_analyze_threshold, autovacuum_analyze_scale_factor)
 THRESHOLD_ROWS = 50
 SCALE_FACTOR = 0.1

@@ -19,6 +19,8 @@ from ..response_types import (
     StoredResponse,
     check_order,
     item_ids,
+    item_in,
+    response_item_ids,
     without_cycle,
 )
 from .rows import _dumps, _loads
@@ -35,8 +37,10 @@ _PUT = (
     " previous_response_id = excluded.previous_response_id,"
     " conversation_id = excluded.conversation_id, agent_id = excluded.agent_id,"
     " input_items = excluded.input_items, body = excluded.body,"
-    " created_at = excluded.created_at, expires_at = excluded.expires_at"
+    " created_at = excluded.created_at, expires_at = excluded.expires_at RETURNING pk"
 )
+_ITEMS_OF = "DELETE FROM response_items WHERE response_pk = ?"
+_ITEM = "INSERT INTO response_items (response_pk, tenant, item_id) VALUES (?, ?, ?)"
 # ?1 tenant, ?2 response id, ?3 depth limit: each step one lookup of UNIQUE (tenant,
 # response_id), the tenant checked at every step; newest at depth 1.
 _CHAIN = (
@@ -101,7 +105,14 @@ class SQLiteResponsesMixin:
                   None if r.expires_at is None else float(r.expires_at))
         # on the request path of every stored response: the fast lane (one indexed upsert,
         # committed with the turn's own writes of the same loop pass)
-        await self.lanes.write_fast(lambda db: db.execute(_PUT, params))
+        ids = response_item_ids(r)
+
+        def run(db: sqlite3.Connection) -> None:
+            pk = db.execute(_PUT, params).fetchone()[0]
+            db.execute(_ITEMS_OF, (pk,))
+            db.executemany(_ITEM, [(pk, r.tenant, item_id) for item_id in ids])
+
+        await self.lanes.write_fast(run)
 
     async def get_response(self, tenant: str, response_id: str) -> StoredResponse | None:
         def run(db: sqlite3.Connection) -> StoredResponse | None:
@@ -124,6 +135,25 @@ class SQLiteResponsesMixin:
         # resent history is decoded on the loop too
         return without_cycle(await self.lanes.read_fast(lambda db: [
             response_row(r) for r in db.execute(_CHAIN, (tenant, response_id, int(limit)))]))
+
+    async def find_items(self, tenant: str, item_ids: list[str]) -> dict[str, dict]:
+        wanted = sorted({i for i in item_ids if isinstance(i, str) and "\x00" not in i})
+        if not wanted:
+            return {}
+
+        def run(db: sqlite3.Connection) -> list[tuple[str, StoredResponse]]:
+            return [(row[0], response_row(row[1:])) for row in db.execute(
+                f"SELECT i.item_id, {', '.join('r.' + c.strip() for c in _COLUMNS.split(','))}"
+                " FROM response_items i JOIN responses r ON r.pk = i.response_pk"
+                " WHERE i.tenant = ? AND i.item_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY r.pk DESC", (tenant, _dumps(wanted)))]
+
+        found: dict[str, dict] = {}
+        for item_id, response in await self.lanes.read_fast(run):
+            item = item_in(response, item_id)
+            if item is not None:
+                found.setdefault(item_id, item)
+        return found
 
     async def expire_responses(self, now: float) -> int:
         return await self._write(lambda db: db.execute(
