@@ -382,3 +382,16 @@ def test_a_streamed_response_in_a_conversation_appends_finished_items(make_proxy
     assert [i.role for i in items] == ["user", "assistant"]
     assert items[-1].model_dump() == final.output[0].model_dump()
     assert items[-1].status == "completed"
+
+
+def test_an_expired_response_is_gone_before_the_sweep(make_proxy, fake_upstream, spec):
+    """Between sweeps an expired response is already not found, and no chain continues it."""
+    proxy = make_proxy({"responses": {"ttl_days": 0.2 / 86400}})  # 0.2 s
+    oa = client(proxy, spec)
+    response = oa.responses.create(model=MODEL, input="Short-lived")
+    time.sleep(0.3)
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError) as info:
+        oa.responses.create(model=MODEL, input="next", previous_response_id=response.id)
+    assert error_of(info.value)["param"] == "previous_response_id"

@@ -49,7 +49,7 @@ from ...turn import TurnRequest
 from ...turn.window import reserved_output
 from ...upstream import Route
 from ..auth import request_caller
-from ..body import parse_json, read_body
+from ..body import check_limits, parse_json, read_body
 from ..chat import ChatMode
 from ..passthrough import forward
 from ..ratelimit import begin_turn, end_turn
@@ -81,6 +81,16 @@ class Prepared:
         return self.body.get("store", True) is not False
 
 
+def live(chain: list[StoredResponse]) -> list[StoredResponse]:
+    """The chain after its newest expired response: expiry is swept hourly, but an expired
+    response is gone the moment it expires."""
+    now = time.time()
+    for i in range(len(chain) - 1, -1, -1):
+        if chain[i].expires_at is not None and chain[i].expires_at <= now:
+            return chain[i + 1:]
+    return chain
+
+
 async def _history(state: AppState, tenant: str, body: dict[str, Any],
                    conversation_id: str | None) -> list[dict[str, Any]]:
     """The items the request continues: a stored chain, a conversation's items, or none."""
@@ -94,7 +104,7 @@ async def _history(state: AppState, tenant: str, body: dict[str, Any],
             raise bad_request("'previous_response_id' must be a response id",
                               param="previous_response_id")
         limit = state.settings.responses.max_chain
-        chain = await state.store.response_chain(tenant, previous, limit=limit + 1)
+        chain = live(await state.store.response_chain(tenant, previous, limit=limit + 1))
         if not chain or chain[-1].response_id != previous:
             raise ProxyError(404, f"Previous response with id '{previous}' not found.",
                              param="previous_response_id", code="previous_response_not_found")
@@ -129,10 +139,11 @@ async def prepare(request: Request, state: AppState, body: dict[str, Any]) -> Pr
         if missing:
             known.update(await state.store.find_items(caller.tenant, missing))
         input_items = resolve_references(input_items, known)
+    chat = chat_body(body, history, input_items)
+    check_limits(chat["messages"], state.settings.limits)  # as on chat: [limits] max_messages…
     return Prepared(
         body=body, tenant=caller.tenant, response_id=new_id("resp"),
-        created_at=int(time.time()), input_items=input_items,
-        chat=chat_body(body, history, input_items),
+        created_at=int(time.time()), input_items=input_items, chat=chat,
         previous_response_id=body.get("previous_response_id"),
         conversation_id=conversation, identity=identity, caller=caller,
         idempotency_key=request.headers.get("idempotency-key"))

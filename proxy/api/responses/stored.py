@@ -7,6 +7,7 @@ found. `GET …?stream=true` replays a stored response as the events a stream of
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -32,8 +33,8 @@ async def _stored(request: Request) -> tuple[AppState, StoredResponse]:
     tenant = request_caller(request).tenant
     response_id = request.path_params["response_id"]
     stored = await state.store.get_response(tenant, response_id)
-    if stored is None:
-        raise not_found(response_id)
+    if stored is None or (stored.expires_at is not None and stored.expires_at <= time.time()):
+        raise not_found(response_id)  # expired: gone now, though swept only hourly
     return state, stored
 
 
