@@ -286,28 +286,41 @@ async def _stream(session: TurnSession, turn_request: TurnRequest) -> Response:
     )
 
 
+def _call_delta(event: ToolCallDelta, legacy: bool) -> dict[str, Any]:
+    """A client tool-call delta as a chunk's delta (legacy `function_call` for a client that
+    sent `functions`: its first call only, the legacy API has one)."""
+    function: dict[str, Any] = {"arguments": event.arguments}
+    if event.name is not None:
+        function["name"] = event.name
+    if legacy:
+        return {"function_call": function} if event.index == 0 else {}
+    call: dict[str, Any] = {"index": event.index}
+    if event.id is not None:
+        call["id"] = event.id
+        call["type"] = "function"
+    call["function"] = function
+    return {"tool_calls": [call]}
+
+
 async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bool,
                        session: TurnSession):
     yield writer.chunk({"role": "assistant", "content": ""})
+    legacy = session.loop.legacy  # the client sent `functions`: calls go as function_call
     event = first
     try:
         while True:
             if isinstance(event, TextDelta):
-                yield writer.chunk({"content": event.text})
+                delta: dict[str, Any] = dict(event.fields or {})
+                if event.text or not delta:
+                    delta["content"] = event.text
+                yield writer.chunk(delta, logprobs=event.logprobs)
             elif isinstance(event, ToolCallDelta):
-                call: dict[str, Any] = {"index": event.index}
-                if event.id is not None:
-                    call["id"] = event.id
-                    call["type"] = "function"
-                function: dict[str, Any] = {"arguments": event.arguments}
-                if event.name is not None:
-                    function["name"] = event.name
-                call["function"] = function
-                yield writer.chunk({"tool_calls": [call]})
+                yield writer.chunk(_call_delta(event, legacy))
             elif isinstance(event, StepStarted):
                 yield sse.comment(f"memproxy step {event.step + 1}")
             elif isinstance(event, TurnDone):
                 writer.fingerprint = event.system_fingerprint
+                writer.envelope = event.envelope
                 yield writer.chunk({}, event.finish_reason)
                 if include_usage:
                     yield writer.usage(full_usage(event.usage))

@@ -10,16 +10,24 @@ Rules:
   which is returned to the client; memory tool calls are executed and the loop continues;
 - a call of a tool nobody offered (a made-up name) is answered with an error tool result, like
   a memory tool call with bad arguments, so the model can correct itself (docs/resilience.md);
-- the last allowed step is sent with `tool_choice: "none"` so the model must answer in text;
-  a model that still calls tools there gets its calls dropped, and when nothing else is left
-  the reply is `STEPS_EXHAUSTED` instead of an empty message;
+- the client's `tool_choice` applies to the client's tools (core/choice.py): without a
+  requirement the last allowed step is sent with `tool_choice: "none"` so the model must answer
+  in text (a model that still calls memory tools there gets its calls dropped, and when nothing
+  else is left the reply is `STEPS_EXHAUSTED`); with `required` or a forced function the turn
+  ends only with a call of the client's tool, else `tool_choice_not_satisfied`;
 - an empty step (no text, no tool call, no refusal; not cut by `length` or `content_filter`)
   is sent once more; empty again, the turn ends with the text of earlier steps or, when there
   is none, with 502 `empty_response`;
 - the turn's `Route` carries its deadline into every upstream call; it is also checked before
   each step and bounds the context guard;
-- text the model writes alongside memory tool calls is shown to the client and moves into the
-  final reply, so the stored visible reply is exactly what the client saw, in both modes.
+- only the final step is the answer (issue #17): text the model writes beside memory tool
+  calls is an internal step, stored as such, never part of the reply. A streaming client gets
+  text live (low time to first token), so side text it already received cannot be unsent; with
+  `response_format` (JSON that must parse) each step's text is held until the step is known to
+  be final (docs/memory.md "What the client receives");
+- everything else the upstream put on the final step passes through: the message's other
+  fields, the choice's `logprobs`, top-level fields such as `service_tier`; `usage` is the sum
+  of every step's, detail objects included.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..errors import MemproxyError, UpstreamError
-from .answers import Answer, AnswerBuilder, TextPiece, answer_of
+from .answers import Answer, AnswerBuilder, FieldsPiece, TextPiece, answer_of, merge_usage
+from .choice import ToolChoice, legacy_reply, legacy_to_tools, not_satisfied
 from .messages import visible_hash
 from .tools import (
     MEMORY_TOOL_NAMES,
@@ -113,7 +122,12 @@ class ContextGuard(Protocol):
 
 @dataclass
 class TextDelta:
+    """Text of the answer, with the chunk's other delta fields (`reasoning_content`...) and its
+    choice's `logprobs` when the upstream sent them (`text` may then be empty)."""
+
     text: str
+    fields: dict[str, Any] | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 @dataclass
@@ -135,28 +149,34 @@ class StepStarted:
 
 @dataclass
 class TurnDone:
-    reply: Message  # what the client receives as choices[0].message
+    reply: Message  # what the client receives as choices[0].message (every upstream field)
     finish_reason: str
     messages: list[NewMessage]  # what the turn appends to the transcript, in order
-    usage: dict[str, int]
+    usage: dict[str, Any]  # summed over the steps, detail objects included
     steps: int
     response_id: str
     model: str
     created: int
     system_fingerprint: str | None = None
     tool_calls: dict[str, int] = field(default_factory=dict)  # name -> count, for metrics
+    logprobs: dict[str, Any] | None = None  # the final step's choice logprobs
+    envelope: dict[str, Any] = field(default_factory=dict)  # its other top-level fields
+    legacy_functions: bool = False  # the client used `functions`: calls go back as function_call
 
 
 Event = TextDelta | ToolCallDelta | StepStarted | TurnDone
 
 
-def add_usage(total: dict[str, int], usage: dict[str, Any] | None) -> None:
-    if not usage:
-        return
-    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        value = usage.get(key)
-        if isinstance(value, int):
-            total[key] = total.get(key, 0) + value
+def add_usage(total: dict[str, Any], usage: dict[str, Any] | None) -> None:
+    """Add one call's usage to a turn's, detail objects included."""
+    merge_usage(total, usage)
+
+
+def _json_mode(body: dict[str, Any]) -> bool:
+    """The client asked for JSON (`response_format` other than text): its content must be
+    exactly the final step's, so a streamed step's text is held until the step is final."""
+    fmt = body.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
 
 
 def visible_projection(message: Message, client_names: frozenset[str]) -> Message:
@@ -189,6 +209,7 @@ class TurnLoop:
         route: Deadline | None = None,
         read_only_memory: bool = False,  # offer only the memory searches (a temporary chat)
     ) -> None:
+        body, self.legacy = legacy_to_tools(body)
         self.upstream = upstream
         self.api_key = api_key
         self.base_body = body
@@ -208,10 +229,14 @@ class TurnLoop:
         )
         self.memory_names = frozenset((MEMORY_TOOL_NAMES & set(names)) - self.client_names)
         self.tool_names = names  # offered, in order: named in the error for an unknown tool
+        self.choice = ToolChoice.of(body.get("tool_choice"))
+        self.hold_text = stream and _json_mode(body)
         self.route = route  # handed to the upstream, which records who answered on it
         self.deadline: Deadline = route if route is not None else NoDeadline()
         self.upstream_seconds = 0.0
         self._answer = Answer()  # the latest upstream call's answer
+        self._held: list[TextDelta] = []  # a step's text not yet known to be the answer
+        self._streamed = False  # some text reached the streaming client
         self.first_token_upstream_seconds: float | None = None
 
     @property
@@ -221,14 +246,18 @@ class TurnLoop:
     def _request(self, step: int) -> dict[str, Any]:
         body = dict(self.base_body)
         body["messages"] = self.prompt
-        body["tools"] = self.tools
+        tools, choice = self.choice.step(self.tools, self.client_names,
+                                         last=step == self.max_steps - 1)
+        body["tools"] = tools
+        if choice is None:
+            body.pop("tool_choice", None)
+        else:
+            body["tool_choice"] = choice
         body["stream"] = self.stream
         if self.stream:
             body["stream_options"] = {"include_usage": True}
         else:
             body.pop("stream_options", None)
-        if step == self.max_steps - 1:
-            body["tool_choice"] = "none"
         return body
 
     async def _call(self, body: dict[str, Any]) -> Answer:
@@ -240,9 +269,9 @@ class TurnLoop:
         return answer_of(response)
 
     async def run(self) -> AsyncIterator[Event]:
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         stored: list[NewMessage] = []
-        texts: list[str] = []
+        side_text = ""  # the latest text written beside memory calls (an internal step's)
         tool_counts: dict[str, int] = {}
         first: Answer | None = None
         step = Answer()
@@ -250,9 +279,10 @@ class TurnLoop:
         for index in range(self.max_steps):
             if index:
                 yield StepStarted(index)
+            last_step = index == self.max_steps - 1
             for _attempt in range(2):  # an empty answer is asked for once more
                 self.deadline.check()
-                async for event in self._step(index, bool(texts)):
+                async for event in self._step(index):
                     yield event
                 step = self._answer
                 calls += 1
@@ -261,68 +291,114 @@ class TurnLoop:
                 add_usage(usage, step.usage)
                 if not step.empty:
                     break
-            if step.empty and not texts:
+            if step.empty and not side_text:
                 raise empty_response()
             first = first or step
-            if step.content:
-                texts.append(step.content)
             internal = [c for c in step.calls if _name(c) not in self.client_names]
             client_calls = [c for c in step.calls if _name(c) in self.client_names]
             for number, call in enumerate(internal):
                 if not call.get("id"):  # a result must name the call it answers
                     call["id"] = f"call_memproxy_{index}_{number}"
-            last_step = index == self.max_steps - 1
-            if internal and last_step:
+            dropped = bool(internal and last_step)
+            if dropped:
                 internal = []  # the model ignored tool_choice: none; do not run more
                 step.calls = client_calls
-                if not texts and not client_calls:
-                    texts.append(STEPS_EXHAUSTED)
-                    if self.stream:
-                        yield TextDelta(STEPS_EXHAUSTED)
-            assistant: Message = {"role": "assistant", "content": None}
-            if step.calls:
-                assistant["tool_calls"] = step.calls
-            if not internal or client_calls:
-                # The final message of the turn carries all visible text.
-                assistant["content"] = TEXT_SEPARATOR.join(texts) if texts or not step.calls else None
-                if step.refusal:
-                    assistant["refusal"] = step.refusal
-                projection = visible_projection(assistant, self.client_names)
-                stored.append(
-                    NewMessage(assistant, visible=True, visible_hash=visible_hash(projection))
-                )
+            final = not internal or bool(client_calls)
+            if final and not self.choice.satisfied(client_calls):
+                if last_step:
+                    raise not_satisfied(self.max_steps, self.choice)
+                final = False  # text where the client required a call: asked again
+            if not final:
+                if step.content:
+                    side_text = step.content
+                self._held = []  # side text: never the answer
+                assistant: Message = {"role": "assistant", "content": step.content or None}
+                if step.calls:
+                    assistant["tool_calls"] = step.calls
+                stored.append(NewMessage(dict(assistant), visible=False))
+                if "reasoning_content" in step.fields:  # sent back within the turn only
+                    assistant["reasoning_content"] = step.fields["reasoning_content"]
+                self.extra.append(assistant)
                 results = await self._run_internal_calls(internal, tool_counts)
                 stored.extend(results)
-                finish = "tool_calls" if client_calls else (step.finish_reason or "stop")
-                if finish == "tool_calls" and not client_calls:
-                    finish = "stop"
-                reply = {"role": "assistant", "content": projection.get("content")}
-                if projection.get("tool_calls"):
-                    reply["tool_calls"] = projection["tool_calls"]
-                if step.refusal:
-                    reply["refusal"] = step.refusal
-                assert first is not None
-                yield TurnDone(
-                    reply=reply,
-                    finish_reason=finish,
-                    messages=stored,
-                    usage=usage,
-                    steps=calls,
-                    response_id=first.response_id or "chatcmpl-memproxy",
-                    model=step.model or first.model or str(self.base_body.get("model", "")),
-                    created=first.created or int(time.time()),
-                    system_fingerprint=step.fingerprint,
-                    tool_calls=tool_counts,
-                )
-                return
-            stored.append(NewMessage(assistant, visible=False))
-            self.extra.append(assistant)
-            results = await self._run_internal_calls(internal, tool_counts)
-            stored.extend(results)
-            self.extra.extend(dict(r.data) for r in results)
+                self.extra.extend(dict(r.data) for r in results)
+                continue
+            content = self._final_content(step, side_text, dropped and not client_calls)
+            for event in self._release(step, content):
+                yield event
+            reply, kept = self._reply(step, content)
+            projection = visible_projection(kept, self.client_names)
+            if self.legacy:
+                projection = legacy_reply(projection)
+                kept = legacy_reply(kept) if not internal else kept
+            stored.append(NewMessage(kept, visible=True, visible_hash=visible_hash(projection)))
+            stored.extend(await self._run_internal_calls(internal, tool_counts))
+            finish = "tool_calls" if client_calls else (step.finish_reason or "stop")
+            if finish == "tool_calls" and not client_calls:
+                finish = "stop"
+            if self.legacy:
+                reply = legacy_reply(reply)
+                finish = "function_call" if finish == "tool_calls" else finish
+            assert first is not None
+            yield TurnDone(
+                reply=reply,
+                finish_reason=finish,
+                messages=stored,
+                usage=usage,
+                steps=calls,
+                response_id=first.response_id or "chatcmpl-memproxy",
+                model=step.model or first.model or str(self.base_body.get("model", "")),
+                created=first.created or int(time.time()),
+                system_fingerprint=step.fingerprint,
+                tool_calls=tool_counts,
+                logprobs=step.logprobs,
+                envelope=dict(step.envelope),
+                legacy_functions=self.legacy,
+            )
+            return
         raise AssertionError("unreachable: the last step always ends the turn")
 
-    async def _step(self, index: int, had_text: bool) -> AsyncIterator[Event]:
+    @staticmethod
+    def _final_content(step: Answer, side_text: str, exhausted: bool) -> str | None:
+        """The reply's content: the final step's own text (never earlier steps')."""
+        if exhausted and not step.content:
+            return STEPS_EXHAUSTED
+        if step.content:
+            return step.content
+        if step.empty and side_text:
+            return side_text  # empty twice after side text: the only answer there is
+        return None if step.calls else ""
+
+    def _release(self, step: Answer, content: str | None) -> list[TextDelta]:
+        """The final step's text for a streaming client: what was held, or a stand-in content
+        that never streamed (`STEPS_EXHAUSTED`; held side text when the step was empty)."""
+        if not self.stream:
+            return []
+        held, self._held = self._held, []
+        if step.content:
+            return held  # streamed already, unless held
+        if not content:
+            return []
+        if self.hold_text:
+            return [TextDelta(content)]
+        if content == STEPS_EXHAUSTED:
+            return [TextDelta(TEXT_SEPARATOR + content if self._streamed else content)]
+        return []  # side text the client already has
+
+    def _reply(self, step: Answer, content: str | None) -> tuple[Message, Message]:
+        """The client's message (every field of the final step) and the stored one (what the
+        next prompt needs: content, calls, refusal)."""
+        kept: Message = {"role": "assistant", "content": content}
+        if step.calls:
+            kept["tool_calls"] = step.calls
+        if step.refusal:
+            kept["refusal"] = step.refusal
+        reply = visible_projection(kept, self.client_names)
+        reply = {**{k: v for k, v in step.fields.items() if k not in reply}, **reply}
+        reply = {"role": "assistant", **{k: v for k, v in reply.items() if k != "role"}}
+        return reply, kept
+
+    async def _step(self, index: int) -> AsyncIterator[Event]:
         """One upstream call, its answer left in `self._answer`; on "context length exceeded"
         the prompt shrinks and the call is made again (only before anything was streamed)."""
         attempt = 0
@@ -336,7 +412,7 @@ class TurnLoop:
             emitted = False
             try:
                 if self.stream:
-                    async for event in self._stream_step(body, had_text):
+                    async for event in self._stream_step(body):
                         emitted = True
                         yield event
                 else:
@@ -373,11 +449,26 @@ class TurnLoop:
             results.append(NewMessage(message, visible=False))
         return results
 
-    async def _stream_step(self, body: dict[str, Any], had_text: bool) -> AsyncIterator[Event]:
+    def _text(self, delta: TextDelta, separated: bool) -> list[TextDelta]:
+        """A step's text delta: held (JSON mode, until the step is known to be final) or sent
+        at once, after a separator when earlier steps' text already reached the client."""
+        if self.hold_text:
+            self._held.append(delta)
+            return []
+        out = []
+        if delta.text and self._streamed and not separated:
+            out.append(TextDelta(TEXT_SEPARATOR))
+        if delta.text:
+            self._streamed = True
+        out.append(delta)
+        return out
+
+    async def _stream_step(self, body: dict[str, Any]) -> AsyncIterator[Event]:
         """Consume one streamed upstream response, forwarding what the client may see."""
         builder = AnswerBuilder()
         client_index: dict[int, int] = {}
-        separated = not had_text
+        self._held = []
+        separated = False  # this step's first text was sent (after a separator if needed)
         stream = self.upstream.chat_stream(body, api_key=self.api_key, route=self.route)
         clock = time.perf_counter()
         try:
@@ -385,17 +476,30 @@ class TurnLoop:
                 self.upstream_seconds += time.perf_counter() - clock
                 if self.first_token_upstream_seconds is None:
                     self.first_token_upstream_seconds = self.upstream_seconds
+                text: TextDelta | None = None
                 for piece in builder.feed(chunk):
                     if isinstance(piece, TextPiece):
-                        if not separated:
-                            separated = True
-                            yield TextDelta(TEXT_SEPARATOR)
-                        yield TextDelta(piece.text)
+                        text = text or TextDelta("")
+                        text.text += piece.text
                         continue
+                    if isinstance(piece, FieldsPiece):
+                        text = text or TextDelta("")
+                        text.fields = piece.fields or None
+                        text.logprobs = piece.logprobs
+                        continue
+                    if text is not None:
+                        for event in self._text(text, separated):
+                            separated = separated or bool(event.text)
+                            yield event
+                        text = None
                     call = builder.call(piece.index)
                     name = call["function"]["name"]
                     if name not in self.client_names:
                         continue  # a memory tool, a made-up one, or a name still arriving
+                    if self._held:  # a client call: this step is the answer
+                        for held in self._held:
+                            yield held
+                        self._held = []
                     if piece.index not in client_index:
                         client_index[piece.index] = len(client_index)
                         yield ToolCallDelta(client_index[piece.index], call["id"] or None, name,
@@ -403,6 +507,10 @@ class TurnLoop:
                     elif piece.arguments:
                         yield ToolCallDelta(client_index[piece.index], None, None,
                                             piece.arguments)
+                if text is not None:
+                    for event in self._text(text, separated):
+                        separated = separated or bool(event.text)
+                        yield event
                 clock = time.perf_counter()
         finally:
             self.upstream_seconds += time.perf_counter() - clock

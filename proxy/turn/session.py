@@ -126,6 +126,8 @@ class TurnSession:
             finish_reason=done.finish_reason,
             usage=done.usage,
             system_fingerprint=done.system_fingerprint,
+            logprobs=done.logprobs,
+            envelope=done.envelope,
         )
         add_usage(done.usage, self.window.summary_usage)
         model = self.request.model

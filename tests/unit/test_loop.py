@@ -45,6 +45,10 @@ class Script:
         self.bodies.append(json.loads(json.dumps(body)))
         message = dict(self.messages.pop(0))
         finish = message.pop("_finish", "tool_calls" if message.get("tool_calls") else "stop")
+        self.logprobs = message.pop("_logprobs", None)
+        self.usage = message.pop("_usage", None) or {
+            "prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+        self.envelope = message.pop("_envelope", {})
         return message, finish
 
     async def chat(self, body, *, api_key, route=None):
@@ -54,28 +58,34 @@ class Script:
                     "choices": []}
         return {
             "id": f"up-{len(self.bodies)}", "object": "chat.completion", "created": 1,
-            "model": "m-upstream",
+            "model": "m-upstream", **self.envelope,
             "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+                         "logprobs": self.logprobs, "finish_reason": finish}],
+            "usage": self.usage,
         }
 
     async def chat_stream(self, body, *, api_key, route=None):
         message, finish = self._next(body)
         base = {"id": f"up-{len(self.bodies)}", "object": "chat.completion.chunk",
-                "created": 1, "model": "m-upstream"}
+                "created": 1, "model": "m-upstream", **self.envelope}
 
-        def chunk(delta, finish_reason=None):
-            return {**base, "choices": [{"index": 0, "delta": delta,
+        def chunk(delta, finish_reason=None, logprobs=None):
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
                                          "finish_reason": finish_reason}]}
 
         if message.get("_no_choices"):
             yield {**base, "choices": []}
             return
         yield chunk({"role": "assistant", "content": ""})
+        for key, value in message.items():  # reasoning_content, annotations...
+            if key not in ("content", "tool_calls"):
+                yield chunk({key: value})
         text = message.get("content") or ""
         for i in range(0, len(text), 3):
-            yield chunk({"content": text[i : i + 3]})
+            lp = None
+            if self.logprobs:
+                lp = {"content": [{"token": text[i:i + 3], "logprob": -0.5}]}
+            yield chunk({"content": text[i : i + 3]}, logprobs=lp)
         for i, c in enumerate(message.get("tool_calls") or []):
             yield chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
                                          "function": {"name": c["function"]["name"],
@@ -84,13 +94,12 @@ class Script:
             for j in range(0, len(args), 4):
                 yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[j:j+4]}}]})
         yield chunk({}, finish)
-        yield {**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 2,
-                                                "total_tokens": 12}}
+        yield {**base, "choices": [], "usage": self.usage}
 
 
-def run_loop(script, *, stream, tools=None, max_steps=8, route=None):
+def run_loop(script, *, stream, tools=None, max_steps=8, route=None, extra=None):
     memory = MemoryState.of([Block("human", "", limit=100)])
-    body = {"model": "m"}
+    body = {"model": "m", **(extra or {})}
     if tools:
         body["tools"] = tools
     loop = TurnLoop(upstream=script, api_key=None, body=body,
@@ -135,7 +144,7 @@ def test_memory_call_then_text(stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_text_beside_a_memory_call_moves_into_the_final_reply(stream):
+def test_text_beside_a_memory_call_is_an_internal_step_not_the_answer(stream):
     script = Script(
         {"content": "Let me note that.", "tool_calls": [
             call("c1", "core_memory_append", {"label": "human", "content": "x"})]},
@@ -143,10 +152,29 @@ def test_text_beside_a_memory_call_moves_into_the_final_reply(stream):
     )
     events, _ = run_loop(script, stream=stream)
     done = events[-1]
-    assert done.reply["content"] == "Let me note that.\n\nDone."
-    assert done.messages[0].data["content"] is None
+    assert done.reply["content"] == "Done."
+    side = done.messages[0]
+    assert side.data["content"] == "Let me note that." and side.visible is False
+    assert done.messages[-1].data["content"] == "Done." and done.messages[-1].visible
+    if stream:  # plain chat streams at once: text already sent beside the call stays sent
+        assert streamed_text(events) == "Let me note that.\n\nDone."
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_with_response_format_only_the_final_step_reaches_the_client(stream):
+    answer = '{"name": "Ada"}'
+    script = Script(
+        {"content": answer, "tool_calls": [
+            call("c1", "core_memory_append", {"label": "human", "content": "Name: Ada"})]},
+        {"content": answer},
+    )
+    body = {"response_format": {"type": "json_schema", "json_schema": {"name": "p"}}}
+    events, _ = run_loop(script, stream=stream, extra=body)
+    done = events[-1]
+    assert done.reply["content"] == answer
+    assert done.messages[0].data["content"] == answer and not done.messages[0].visible
     if stream:
-        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == done.reply["content"]
+        assert streamed_text(events) == answer
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -357,3 +385,114 @@ def test_the_route_reaches_every_upstream_call():
         call("c1", "core_memory_append", {"label": "human", "content": "z"})]}, {"content": "ok"})
     run_loop(script, stream=False, route=route)
     assert seen == [route, route]
+
+
+# -- issue #17: the memory path passes everything through ------------------------------------
+
+DETAILED = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12,
+            "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 1}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_field_of_the_final_step_reaches_the_client(stream):
+    citations = [{"type": "url_citation", "url_citation": {"url": "https://x.example"}}]
+    script = Script(
+        {"content": None, "reasoning_content": "save it", "_usage": DETAILED,
+         "tool_calls": [call("c1", "core_memory_append", {"label": "human", "content": "A"})]},
+        {"content": "Hi Ada.", "reasoning_content": "greet", "annotations": citations,
+         "_logprobs": {"content": [{"token": "Hi Ada.", "logprob": -0.5}]},
+         "_usage": DETAILED, "_envelope": {"service_tier": "flex", "system_fingerprint": "fp1"}},
+    )
+    events, _ = run_loop(script, stream=stream)
+    done = events[-1]
+    assert done.reply["content"] == "Hi Ada."
+    assert done.reply["reasoning_content"] == "greet"
+    assert done.reply["annotations"] == citations
+    assert done.logprobs["content"][0]["logprob"] == -0.5
+    assert done.envelope == {"service_tier": "flex"} and done.system_fingerprint == "fp1"
+    assert done.usage == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24,
+                          "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0},
+                          "completion_tokens_details": {"reasoning_tokens": 2}}
+    stored = [m.data for m in done.messages]
+    assert all("reasoning_content" not in m and "annotations" not in m for m in stored)
+    # within the turn the reasoning of the memory step goes back with its call
+    assert script.bodies[1]["messages"][-2]["reasoning_content"] == "save it"
+    if stream:
+        fields = [e.fields for e in events if isinstance(e, TextDelta) and e.fields]
+        assert {"reasoning_content": "greet"} in fields
+        assert [e.logprobs for e in events if isinstance(e, TextDelta) and e.logprobs]
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+OTHER = {"type": "function", "function": {"name": "get_time", "parameters": {}}}
+FORCED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("choice", ["required", FORCED])
+def test_a_required_client_call_lets_memory_steps_run_first(stream, choice):
+    script = Script(
+        {"content": None, "tool_calls": [
+            call("c1", "core_memory_append", {"label": "human", "content": "A"})]},
+        {"content": None, "tool_calls": [call("k1", "get_weather", {"city": "Oslo"})]},
+    )
+    events, memory = run_loop(script, stream=stream, tools=[WEATHER, OTHER],
+                              extra={"tool_choice": choice})
+    done = events[-1]
+    assert memory.blocks["human"].value == "A"
+    assert done.finish_reason == "tool_calls"
+    assert [c["id"] for c in done.reply["tool_calls"]] == ["k1"]
+    first = script.bodies[0]
+    assert first["tool_choice"] == "required"
+    names = {t["function"]["name"] for t in first["tools"]}
+    assert "core_memory_append" in names and "get_weather" in names
+    assert ("get_time" in names) == (choice == "required")
+
+
+@pytest.mark.parametrize("choice", ["required", FORCED])
+def test_the_last_step_offers_only_what_the_client_required(choice):
+    script = Script(
+        {"content": None, "tool_calls": [
+            call("c1", "core_memory_append", {"label": "human", "content": "A"})]},
+        {"content": None, "tool_calls": [call("k1", "get_weather", {})]},
+    )
+    events, _ = run_loop(script, stream=False, tools=[WEATHER], max_steps=2,
+                         extra={"tool_choice": choice})
+    last = script.bodies[1]
+    assert last["tool_choice"] == choice
+    assert [t["function"]["name"] for t in last["tools"]] == ["get_weather"]
+    assert events[-1].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_text_where_a_call_was_required_is_asked_again_then_an_error(stream):
+    script = Script({"content": "I'd rather talk."}, {"content": "Still talking."})
+    with pytest.raises(UpstreamError) as info:
+        run_loop(script, stream=stream, tools=[WEATHER], max_steps=2,
+                 extra={"tool_choice": "required"})
+    assert info.value.status == 502 and info.value.code == "tool_choice_not_satisfied"
+    validate_error(info.value.body)
+    assert script.bodies[1]["messages"][-1] == {"role": "assistant",
+                                                "content": "I'd rather talk."}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_legacy_functions_are_client_tools(stream):
+    script = Script(
+        {"content": None, "tool_calls": [
+            call("c1", "core_memory_append", {"label": "human", "content": "A"})]},
+        {"content": None, "tool_calls": [call("k1", "get_weather", {"city": "Oslo"})]},
+    )
+    legacy = {"functions": [{"name": "get_weather", "parameters": {}}],
+              "function_call": {"name": "get_weather"}}
+    events, _ = run_loop(script, stream=stream, extra=legacy)
+    done = events[-1]
+    assert done.finish_reason == "function_call" and done.legacy_functions
+    assert done.reply["function_call"] == {"name": "get_weather",
+                                           "arguments": json.dumps({"city": "Oslo"})}
+    assert "tool_calls" not in done.reply
+    first = script.bodies[0]
+    assert "functions" not in first and "function_call" not in first
+    assert first["tool_choice"] == "required"
+    assert done.messages[-1].data["function_call"]["name"] == "get_weather"
