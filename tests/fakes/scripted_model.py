@@ -44,14 +44,16 @@ class Reply:
     raw string sent verbatim. `call_ids`, when given, are the calls' ids in order (a replayed
     client expects the ids it recorded); otherwise each call gets a fresh `call_N`.
     `finish_reason` defaults to "tool_calls" when there are tool calls, else "stop". `usage`,
-    when given, replaces the computed token counts.
+    when given, replaces the computed token counts. `fields` and `logprobs`: see rich.py.
     """
 
     content: str | None = None
     tool_calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)
     call_ids: list[str] = field(default_factory=list)
     finish_reason: str | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # extra message fields (rich.py)
+    logprobs: bool = False  # send choice logprobs for the content (rich.py)
 
     @property
     def effective_finish_reason(self) -> str:

