@@ -81,6 +81,27 @@ def validate_chat_body(body: dict[str, Any]) -> None:
         if not isinstance(tool, dict) or not isinstance(tool.get("function", {}), dict):
             raise bad_request(f"tools[{i}] must be an object whose function is an object",
                               param=f"tools[{i}]")
+    _validate_forced_function(body)
+
+
+def _validate_forced_function(body: dict[str, Any]) -> None:
+    """A forced function must be one of the request's tools (or legacy functions), as OpenAI
+    requires: the turn waits for that call (core/choice.py), which could never come."""
+    for key, listed in (("tool_choice", "tools"), ("function_call", "functions")):
+        choice = body.get(key)
+        if key == "tool_choice" and isinstance(choice, dict):
+            choice = choice.get("function")
+        name = choice.get("name") if isinstance(choice, dict) else None
+        if not isinstance(name, str):
+            continue
+        names = set()
+        for item in body.get(listed) or []:
+            fn = item.get("function") if key == "tool_choice" and isinstance(item, dict) else item
+            if isinstance(fn, dict):
+                names.add(fn.get("name"))
+        if name not in names:
+            raise bad_request(
+                f"{key} names the function {name!r}, which is not in '{listed}'", param=key)
 
 
 def _validate_tool_calls(calls: Any, param: str) -> None:

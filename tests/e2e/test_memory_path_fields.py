@@ -193,3 +193,45 @@ def test_legacy_functions_are_the_clients_tools(make_proxy, fake_upstream, strea
     first = fake_upstream.bodies()[0]
     assert "functions" not in first and "function_call" not in first
     assert first["tool_choice"] == "required"
+
+
+def test_a_legacy_function_result_continues_the_same_conversation(make_proxy, fake_upstream):
+    proxy = make_proxy()
+    fake_upstream.push(Reply(tool_calls=[REMEMBER]),
+                       Reply(tool_calls=[("get_weather", {"city": "Oslo"})]),
+                       Reply(content="It is sunny in Oslo."))
+    c = client(proxy)
+    messages = [{"role": "user", "content": "My name is Ada; weather?"}]
+    functions = [WEATHER["function"]]
+    first = c.chat.completions.create(model=MODEL, messages=messages, functions=functions)
+    call = first.choices[0].message.function_call
+    messages += [{"role": "assistant", "content": None,
+                  "function_call": {"name": call.name, "arguments": call.arguments}},
+                 {"role": "function", "name": "get_weather", "content": "sunny"}]
+    second = c.chat.completions.create(model=MODEL, messages=messages, functions=functions)
+    assert second.choices[0].message.content == "It is sunny in Oslo."
+    prompt = fake_upstream.bodies()[-1]["messages"]
+    legacy = [m for m in prompt if m.get("function_call")]
+    assert len(legacy) == 1 and legacy[0]["function_call"]["name"] == "get_weather"
+    position = prompt.index(legacy[0])
+    assert prompt[position + 1]["role"] == "function"
+    assert [m["role"] for m in prompt].count("function") == 1
+    with proxy.http() as http:
+        conversations = http.get("/v1/agents/a1/conversations").json()["data"]
+    assert len(conversations) == 1
+
+
+@pytest.mark.parametrize("body", [
+    {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+    {"functions": [WEATHER["function"]], "function_call": {"name": "nope"}},
+], ids=["tool_choice", "function_call"])
+def test_forcing_a_function_the_request_does_not_offer_is_a_400(make_proxy, fake_upstream,
+                                                                 body):
+    proxy = make_proxy()
+    with httpx.Client(base_url=f"{proxy.url}/agents/a1/v1", timeout=30) as http:
+        response = http.post("/chat/completions", json={
+            "model": MODEL, "messages": [{"role": "user", "content": "hi"}], **body})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] in ("tool_choice", "function_call") and "nope" in error["message"]
+    assert fake_upstream.requests == []

@@ -22,6 +22,9 @@ real model. Rules, on the last message of `body["messages"]`:
 
 A tool is only called when a tool of that name is offered in `body["tools"]` (and
 `tool_choice` is not "none"); otherwise the answer is "Tool NAME is unavailable."
+With `tool_choice` "required" or a forced function, an answer without a call becomes a call of
+the forced function (or of the first offered tool that is not a memory tool), as OpenAI
+guarantees.
 """
 
 from __future__ import annotations
@@ -179,6 +182,10 @@ def _from_user(body: dict[str, Any], text: str) -> Reply:
 
 def scripted_model(body: dict[str, Any]) -> Reply:
     """Decide the fake model's answer to a chat completion request body (see module doc)."""
+    return _honour_tool_choice(body, _answer(body))
+
+
+def _answer(body: dict[str, Any]) -> Reply:
     messages = body.get("messages") or []
     if not messages:
         return Reply(content="Echo:  (saw 0 user messages)")
@@ -186,3 +193,18 @@ def scripted_model(body: dict[str, Any]) -> Reply:
         return _after_tool(messages)
     last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
     return _from_user(body, message_text(last_user) if last_user else "")
+
+
+def _honour_tool_choice(body: dict[str, Any], reply: Reply) -> Reply:
+    """As OpenAI guarantees: with `tool_choice` "required" or a forced function an answer is a
+    tool call (the forced one, or the first offered non-memory tool, with `{}`)."""
+    choice = body.get("tool_choice")
+    if reply.tool_calls or not (choice == "required" or isinstance(choice, dict)):
+        return reply
+    offered = [(t.get("function") or {}).get("name") for t in body.get("tools") or []
+               if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return Reply(tool_calls=[(name, {})]) if name in offered else reply
+    names = [n for n in offered if n not in MEMORY_TOOLS] or offered
+    return Reply(tool_calls=[(names[0], {})]) if names else reply
