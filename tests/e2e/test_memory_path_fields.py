@@ -235,3 +235,21 @@ def test_forcing_a_function_the_request_does_not_offer_is_a_400(make_proxy, fake
     error = response.json()["error"]
     assert error["param"] in ("tool_choice", "function_call") and "nope" in error["message"]
     assert fake_upstream.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api_sums_usage_details_over_memory_steps(make_proxy, fake_upstream,
+                                                                stream):
+    proxy = make_proxy()
+    push_rich_turn(fake_upstream)
+    c = client(proxy)
+    if stream:
+        events = list(c.responses.create(model=MODEL, input="My name is Ada", stream=True))
+        response = events[-1].response
+    else:
+        response = c.responses.create(model=MODEL, input="My name is Ada")
+    assert response.output_text == "Ada is noted."
+    usage = response.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (60, 10, 70)
+    assert usage.input_tokens_details.cached_tokens == 32
+    assert usage.output_tokens_details.reasoning_tokens == 6
