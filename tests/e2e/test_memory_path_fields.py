@@ -253,3 +253,20 @@ def test_the_responses_api_sums_usage_details_over_memory_steps(make_proxy, fake
     assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (60, 10, 70)
     assert usage.input_tokens_details.cached_tokens == 32
     assert usage.output_tokens_details.reasoning_tokens == 6
+
+
+def test_a_retried_request_is_answered_with_every_field(make_proxy, fake_upstream):
+    proxy = make_proxy()
+    push_rich_turn(fake_upstream)
+    c = client(proxy)
+    key = {"Idempotency-Key": "rich-1"}
+    first = ask(c, "My name is Ada", logprobs=True, extra_headers=key)
+    again = ask(c, "My name is Ada", logprobs=True, extra_headers=key)
+    streamed = list(ask(c, "My name is Ada", logprobs=True, extra_headers=key, stream=True))
+    assert len(fake_upstream.requests) == 2
+    assert again.model_dump() == first.model_dump()
+    deltas = [ch.choices[0].delta for ch in streamed if ch.choices]
+    assert "".join(d.content or "" for d in deltas) == "Ada is noted."
+    extra = {k: v for d in deltas for k, v in (d.model_extra or {}).items()}
+    assert extra["reasoning_content"] == "answer briefly" and extra["annotations"] == CITATIONS
+    assert streamed[0].service_tier == "default"
