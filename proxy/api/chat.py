@@ -87,6 +87,8 @@ def validate_chat_body(body: dict[str, Any]) -> None:
 def _validate_forced_function(body: dict[str, Any]) -> None:
     """A forced function must be one of the request's tools (or legacy functions), as OpenAI
     requires: the turn waits for that call (core/choice.py), which could never come."""
+    if body.get("tool_choice") == "required" and not body.get("tools"):
+        raise bad_request("tool_choice 'required' needs 'tools'", param="tool_choice")
     for key, listed in (("tool_choice", "tools"), ("function_call", "functions")):
         choice = body.get(key)
         if key == "tool_choice" and isinstance(choice, dict):

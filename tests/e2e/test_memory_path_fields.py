@@ -224,7 +224,8 @@ def test_a_legacy_function_result_continues_the_same_conversation(make_proxy, fa
 @pytest.mark.parametrize("body", [
     {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
     {"functions": [WEATHER["function"]], "function_call": {"name": "nope"}},
-], ids=["tool_choice", "function_call"])
+    {"tool_choice": "required"},
+], ids=["tool_choice", "function_call", "required-without-tools"])
 def test_forcing_a_function_the_request_does_not_offer_is_a_400(make_proxy, fake_upstream,
                                                                  body):
     proxy = make_proxy()
@@ -233,7 +234,8 @@ def test_forcing_a_function_the_request_does_not_offer_is_a_400(make_proxy, fake
             "model": MODEL, "messages": [{"role": "user", "content": "hi"}], **body})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["param"] in ("tool_choice", "function_call") and "nope" in error["message"]
+    assert error["param"] in ("tool_choice", "function_call")
+    assert "nope" in error["message"] or "needs 'tools'" in error["message"]
     assert fake_upstream.requests == []
 
 
