@@ -216,6 +216,8 @@ class TurnLoop:
                 if step.content:
                     side_text = step.content
                 self._held = []  # side text: never the answer
+                if not (step.content or step.calls):
+                    continue  # nothing at all where a call was required: asked again
                 assistant: Message = {"role": "assistant", "content": step.content or None}
                 if step.calls:
                     assistant["tool_calls"] = step.calls

@@ -496,3 +496,14 @@ def test_legacy_functions_are_client_tools(stream):
     assert "functions" not in first and "function_call" not in first
     assert first["tool_choice"] == "required"
     assert done.messages[-1].data["function_call"]["name"] == "get_weather"
+
+
+def test_nothing_where_a_call_was_required_is_not_stored_and_asked_again():
+    script = Script({"content": "Thinking."}, {"content": ""}, {"content": ""},
+                    {"content": None, "tool_calls": [call("k1", "get_weather", {})]})
+    events, _ = run_loop(script, stream=False, tools=[WEATHER], max_steps=4,
+                         extra={"tool_choice": "required"})
+    done = events[-1]
+    assert done.finish_reason == "tool_calls"
+    assert [m.data.get("content") for m in done.messages] == ["Thinking.", None]
+    assert all(m["content"] for m in script.bodies[-1]["messages"] if m["role"] == "assistant")
