@@ -1,0 +1,135 @@
+"""Issue 17 items 4 and 5: memory with models that cannot call tools, and automatic recall.
+
+A real memproxy, the openai SDK, the scripted upstream; the `refusing_tools` mode answers any
+request offering `tools` with Ollama's 400 "... does not support tools".
+"""
+
+from __future__ import annotations
+
+import re
+
+import openai
+import pytest
+
+from proxy import tokens
+from proxy.core.recall import RECALL_CLOSE, RECALL_OPEN
+from tests.fakes.no_tools import refusing_tools
+
+MODEL = "gpt-4o-mini"
+DATED = re.compile(r"- \[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] user said: My name is Ada")
+
+
+def system_text(body: dict) -> str:
+    return "\n".join(m["content"] for m in body["messages"] if m["role"] == "system")
+
+
+def section(body: dict) -> str:
+    text = system_text(body)
+    if RECALL_OPEN not in text:
+        return ""
+    return text[text.index(RECALL_OPEN):text.index(RECALL_CLOSE) + len(RECALL_CLOSE)]
+
+
+def ask(client, text, conversation, *, stream=False, **kw):
+    headers = {"X-Agent-Id": "a1", "X-Conversation-Id": conversation}
+    messages = [{"role": "user", "content": text}]
+    if not stream:
+        reply = client.chat.completions.create(model=MODEL, messages=messages,
+                                               extra_headers=headers, **kw)
+        return reply.choices[0].message.content
+    chunks = client.chat.completions.create(model=MODEL, messages=messages, stream=True,
+                                            extra_headers=headers, **kw)
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_model_without_tools_recalls_a_fact_from_another_conversation(
+        make_proxy, fake_upstream, stream):
+    fake_upstream.responder = refusing_tools()
+    client = make_proxy().client()
+    ask(client, "My name is Ada", "c1", stream=stream)  # no 4xx reaches the client
+    first, retry = fake_upstream.bodies()
+    assert first["tools"] and "tools" not in retry and "tool_choice" not in retry
+    assert "conversation_search" not in system_text(retry)  # the no-tools instructions
+
+    answer = ask(client, "What is my name?", "c2", stream=stream)
+    assert answer == "Your name is Ada."
+    last = fake_upstream.last.json
+    assert "tools" not in last  # remembered: no refusal again
+    assert len(fake_upstream.requests) == 3
+    assert DATED.search(section(last)), section(last)
+
+
+def test_the_refusal_is_remembered_across_a_restart(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    first = make_proxy()
+    ask(first.client(), "My name is Ada", "c1")
+    first.stop()
+    fake_upstream.clear()
+    second = make_proxy()
+    assert ask(second.client(), "What is my name?", "c2") == "Your name is Ada."
+    assert len(fake_upstream.requests) == 1
+    assert "tools" not in fake_upstream.last.json
+
+
+def test_configured_tools_false_never_offers_tools(make_proxy, fake_upstream):
+    proxy = make_proxy({"models": {MODEL: {"tools": False}}})
+    ask(proxy.client(), "My name is Ada", "c1")
+    assert ask(proxy.client(), "What is my name?", "c2") == "I don't know your name."
+    assert all("tools" not in body for body in fake_upstream.bodies())
+    assert DATED.search(section(fake_upstream.last.json))
+
+
+def test_client_tools_on_a_model_without_tools_get_the_upstreams_error(
+        make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    client = make_proxy().client()
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object", "properties": {}}}}
+    with pytest.raises(openai.BadRequestError, match="does not support tools"):
+        ask(client, "Hello", "c1", tools=[weather])
+    # remembered: the next request carries the client's tools only, as without memory
+    with pytest.raises(openai.BadRequestError, match="does not support tools"):
+        ask(client, "Hello again", "c1", tools=[weather])
+    assert [t["function"]["name"] for t in fake_upstream.last.json["tools"]] == ["get_weather"]
+    assert ask(client, "Hello once more", "c1").startswith("Echo: Hello once more")
+    assert "tools" not in fake_upstream.last.json
+
+
+def test_auto_recall_always_serves_tool_capable_models_too(make_proxy, fake_upstream):
+    client = make_proxy({"memory": {"auto_recall": "always"}}).client()
+    ask(client, "My name is Ada", "c1")
+    ask(client, "What is my name?", "c2")
+    last = fake_upstream.last.json
+    assert last["tools"] and DATED.search(section(last))
+
+
+def test_auto_recall_off_adds_no_section(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    client = make_proxy({"memory": {"auto_recall": "off"}}).client()
+    ask(client, "My name is Ada", "c1")
+    assert ask(client, "What is my name?", "c2") == "I don't know your name."
+    assert RECALL_OPEN not in system_text(fake_upstream.last.json)
+
+
+def test_default_mode_adds_no_section_for_tool_capable_models(make_proxy, fake_upstream):
+    client = make_proxy().client()
+    ask(client, "Search history: name", "c1")
+    ask(client, "My name is Ada and my favourite name is Lovelace", "c1")
+    ask(client, "What is my name?", "c2")
+    assert RECALL_OPEN not in system_text(fake_upstream.last.json)
+
+
+def test_the_section_keeps_within_its_budget(make_proxy, fake_upstream):
+    budget = 150
+    proxy = make_proxy({"memory": {"auto_recall_tokens": budget},
+                        "models": {MODEL: {"tools": False}}})
+    client = proxy.client()
+    for n in range(6):
+        ask(client, f"My name is Ada, note {n}: " + "the name was chosen with care " * 3,
+            f"c{n}")
+    ask(client, "What is my name?", "fresh")
+    recalled = section(fake_upstream.last.json)
+    assert recalled.count("user said:") >= 1
+    assert tokens.count_text(recalled, MODEL) <= budget
+    assert recalled.count("user said:") < 6  # the budget cut it
