@@ -133,3 +133,18 @@ def test_the_section_keeps_within_its_budget(make_proxy, fake_upstream):
     assert recalled.count("user said:") >= 1
     assert tokens.count_text(recalled, MODEL) <= budget
     assert recalled.count("user said:") < 6  # the budget cut it
+
+
+def test_a_temporary_chat_with_a_model_without_tools_recalls_read_only(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    client = make_proxy().client()
+    ask(client, "My name is Ada", "c1")
+    fake_upstream.clear()
+    reply = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is my name?"}],
+        extra_headers={"X-Agent-Id": "a1", "X-Memory": "ephemeral"})
+    assert reply.headers["x-memproxy-ephemeral"] == "true"
+    assert reply.parse().choices[0].message.content == "Your name is Ada."
+    (body,) = fake_upstream.bodies()
+    assert "tools" not in body and DATED.search(section(body))
+    assert "conversation_search" not in system_text(body)
