@@ -31,6 +31,7 @@ from ..core.prompts import (
     client_system_text,
     render_system,
 )
+from ..core.recall import recall_query
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
     Agent,
@@ -49,6 +50,7 @@ from ..store.base import Store
 from ..upstream import UpstreamClient
 from .context_cache import ContextCache
 from .ephemeral import start_ephemeral
+from .extract import ExtractAfterTurn, FactExtractor
 from .input import (
     InputPlan,
     client_hashes,
@@ -133,6 +135,7 @@ class StatefulService:
             FlushCatalog(self.catalog),
         ]
         self.effects = TurnEffects(store, self.observers, self.metrics)
+        self.extractor = FactExtractor(store, upstream, settings.memory)  # extract_facts
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.undelivered = UndeliveredTurns()  # answers whose client had gone
         self._agents: dict[tuple[str, str], Agent] = {}
@@ -376,8 +379,13 @@ class StatefulService:
             guard=window,
             route=request.route,
         )
+        effects = self.effects
+        if self.settings.memory.extract_facts:  # a model without tools: facts after the turn
+            effects = TurnEffects(self.store, [*self.observers, ExtractAfterTurn(
+                self.extractor, recall_query(plan.decision.new_input), request.model, api_key,
+                served_with_tools=lambda: upstream.tools)], self.metrics)
         return TurnSession(
-            effects=self.effects, request=request, agent=agent, conversation=conversation,
+            effects=effects, request=request, agent=agent, conversation=conversation,
             turn_id=turn_id, loop=loop, memory=memory, window=window, decision=plan.decision,
             exit_stack=stack, reply_hash=plan.reply_hash,
         )

@@ -7,11 +7,13 @@ request offering `tools` with Ollama's 400 "... does not support tools".
 from __future__ import annotations
 
 import re
+import time
 
 import openai
 import pytest
 
 from proxy import tokens
+from proxy.core.facts import EXTRACTION_PROMPT
 from proxy.core.recall import RECALL_CLOSE, RECALL_OPEN
 from tests.fakes.no_tools import refusing_tools
 
@@ -148,3 +150,69 @@ def test_a_temporary_chat_with_a_model_without_tools_recalls_read_only(make_prox
     (body,) = fake_upstream.bodies()
     assert "tools" not in body and DATED.search(section(body))
     assert "conversation_search" not in system_text(body)
+
+
+def wait_for(check, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (value := check()):
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def extraction_requests(fake) -> list[dict]:
+    return [b for b in fake.bodies()
+            if b["messages"][0]["content"].startswith(EXTRACTION_PROMPT[:40])]
+
+
+def test_extraction_appends_the_users_facts_to_the_human_block(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    proxy = make_proxy({"memory": {"extract_facts": True}})
+    client, http = proxy.client(), proxy.http()
+    ask(client, "My name is Ada", "c1")
+    block = wait_for(lambda: (b := http.get("/v1/agents/a1/blocks/human").json())
+                     and "Name: Ada" in b["value"] and b)
+    assert block["value"].endswith("Name: Ada")
+    history = http.get("/v1/agents/a1/blocks/human/history").json()["data"]
+    assert history[0]["source"] == "auto" and "Name: Ada" in history[0]["new_value"]
+    # the model's next turn sees it in its core memory, and nothing is added twice
+    assert ask(client, "What is my name?", "c2") == "Your name is Ada."
+    chat = [b for b in fake_upstream.bodies() if b not in extraction_requests(fake_upstream)]
+    human = system_text(chat[-1]).split("<human>")[1].split("</human>")[0]
+    assert "Name: Ada" in human
+    ask(client, "My name is Ada", "c3")
+    proxy.stop()  # waits for the running extractions
+    assert len(extraction_requests(fake_upstream)) == 3
+    value = make_proxy().http().get("/v1/agents/a1/blocks/human").json()["value"]
+    assert value.count("Name: Ada") == 1
+
+
+def test_extraction_is_off_by_default(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools()
+    proxy = make_proxy()
+    ask(proxy.client(), "My name is Ada", "c1")
+    proxy.stop()
+    assert not extraction_requests(fake_upstream)
+
+
+def test_extraction_skips_models_served_with_tools(make_proxy, fake_upstream):
+    proxy = make_proxy({"memory": {"extract_facts": True}})
+    ask(proxy.client(), "My name is Ada", "c1")  # the model saves it with its tool
+    proxy.stop()
+    assert not extraction_requests(fake_upstream)
+
+
+def test_a_failed_extraction_changes_nothing_and_loses_nothing(make_proxy, fake_upstream):
+    fake_upstream.responder = refusing_tools(extraction_fails=True)
+    proxy = make_proxy({"memory": {"extract_facts": True}})
+    assert ask(proxy.client(), "My name is Ada", "c1")
+    proxy.stop()
+    assert len(extraction_requests(fake_upstream)) == 1
+    again = make_proxy({"memory": {"extract_facts": True}})
+    block = again.http().get("/v1/agents/a1/blocks/human").json()
+    assert "Ada" not in block["value"]
+    history = again.http().get("/v1/agents/a1/blocks/human/history").json()["data"]
+    assert all(r["source"] != "auto" for r in history)
+    # the message is still in recall memory: the next turn recalls it
+    assert ask(again.client(), "What is my name?", "c2") == "Your name is Ada."
