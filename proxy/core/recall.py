@@ -10,6 +10,7 @@ of the system prompt keeps its cached token count: `prompts.system_parts`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ RECALL_HEADER = (
 )
 SNIPPET_CHARS = 500  # a long hit is clipped: a few snippets beat one long one
 QUERY_CHARS = 1000  # what of the user message is searched for
+# A full-text search costs in proportion to how many rows its terms occur in: a paragraph's
+# thirty words, each common, make one search tens of milliseconds over 20,000 messages, while a
+# few distinctive words cost a millisecond or two. The longest words of the message are a good
+# free guess at its distinctive ones ("What is my name?" → "name").
+QUERY_TERMS = 4
+_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,25 @@ class Snippet:
     created_at: float
 
 
-def recall_query(messages: Sequence[Message]) -> str:
-    """The text to search for: the newest user message among `messages` (the turn's new
-    input), clipped; "" when the turn brings none (a tool result, a regeneration)."""
+def user_text(messages: Sequence[Message]) -> str:
+    """The newest user message among `messages` (the turn's new input), clipped; "" when the
+    turn brings none (a tool result, a regeneration)."""
     for message in reversed(messages):
         if message.get("role") == "user":
             return content_text(message.get("content")).strip()[:QUERY_CHARS]
     return ""
+
+
+def recall_query(messages: Sequence[Message]) -> str:
+    """What automatic recall searches for: the `QUERY_TERMS` longest distinct words of the
+    newest user message (in their order in it; words of one or two letters only when there is
+    nothing else), or ""."""
+    words: dict[str, None] = {}
+    for word in _WORD.findall(user_text(messages)):
+        words.setdefault(word.lower(), None)
+    ranked = sorted(words, key=len, reverse=True)
+    kept = set(([w for w in ranked if len(w) > 2] or ranked)[:QUERY_TERMS])
+    return " ".join(w for w in words if w in kept)
 
 
 def candidates(hits: Sequence[MessageHit], passages: Sequence[Passage]) -> list[Snippet]:

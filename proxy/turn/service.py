@@ -31,7 +31,7 @@ from ..core.prompts import (
     client_system_text,
     render_system,
 )
-from ..core.recall import recall_query
+from ..core.recall import user_text
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
     Agent,
@@ -382,7 +382,7 @@ class StatefulService:
         effects = self.effects
         if self.settings.memory.extract_facts:  # a model without tools: facts after the turn
             effects = TurnEffects(self.store, [*self.observers, ExtractAfterTurn(
-                self.extractor, recall_query(plan.decision.new_input), request.model, api_key,
+                self.extractor, user_text(plan.decision.new_input), request.model, api_key,
                 served_with_tools=lambda: upstream.tools)], self.metrics)
         return TurnSession(
             effects=effects, request=request, agent=agent, conversation=conversation,

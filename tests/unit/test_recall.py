@@ -16,6 +16,7 @@ from proxy.core.recall import (
     render_line,
     render_recall,
     select_snippets,
+    user_text,
 )
 from proxy.core.types import MessageHit, Passage
 from proxy.turn.recall import wanted
@@ -31,13 +32,27 @@ def snip(text: str, source: str = "user") -> Snippet:
     return Snippet(source, text, T)
 
 
-def test_the_query_is_the_newest_user_message_of_the_input():
+def test_the_user_text_is_the_newest_user_message_of_the_input():
     messages = [{"role": "user", "content": "old"}, {"role": "assistant", "content": "hi"},
                 {"role": "user", "content": [{"type": "text", "text": " new one "}]}]
-    assert recall_query(messages) == "new one"
-    assert recall_query([{"role": "tool", "tool_call_id": "x", "content": "42"}]) == ""
+    assert user_text(messages) == "new one"
+    assert user_text([{"role": "tool", "tool_call_id": "x", "content": "42"}]) == ""
+    assert user_text([]) == ""
+    assert len(user_text([{"role": "user", "content": "x" * 5000}])) == 1000
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_the_query_is_the_longest_distinct_words_in_their_order():
+    assert recall_query(user("What is my name?")) == "what name"
+    assert recall_query(user("Do you remember my sister's birthday party in Lisbon?")) == (
+        "remember sister birthday lisbon")
+    assert recall_query(user("Is it ok?")) == "is it ok"
+    assert recall_query(user("Pixel pixel PIXEL")) == "pixel"
+    assert recall_query(user("...")) == ""
     assert recall_query([]) == ""
-    assert len(recall_query([{"role": "user", "content": "x" * 5000}])) == 1000
 
 
 def test_candidates_alternate_between_messages_and_passages():
