@@ -216,3 +216,22 @@ def test_a_failed_extraction_changes_nothing_and_loses_nothing(make_proxy, fake_
     assert all(r["source"] != "auto" for r in history)
     # the message is still in recall memory: the next turn recalls it
     assert ask(again.client(), "What is my name?", "c2") == "Your name is Ada."
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_the_responses_api_serves_a_model_without_tools(make_proxy, fake_upstream, stream):
+    fake_upstream.responder = refusing_tools()
+    proxy = make_proxy()
+    oa = proxy.client(base_url=f"{proxy.url}/agents/a1/v1")
+    oa.responses.create(model=MODEL, input="My name is Ada")  # refused, served without tools
+    fresh = {"X-Conversation-Id": "c2"}  # not the default conversation of the first
+    if stream:
+        events = list(oa.responses.create(model=MODEL, input="What is my name?", stream=True,
+                                          extra_headers=fresh))
+        answer = events[-1].response.output_text
+    else:
+        answer = oa.responses.create(model=MODEL, input="What is my name?",
+                                     extra_headers=fresh).output_text
+    assert answer == "Your name is Ada."
+    assert "tools" not in fake_upstream.last.json
+    assert DATED.search(section(fake_upstream.last.json))
