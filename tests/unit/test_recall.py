@@ -108,3 +108,56 @@ def test_modes():
     assert wanted("always", tools=True) and wanted("always", tools=False)
     assert wanted("no-tools", tools=False) and not wanted("no-tools", tools=True)
     assert not wanted("off", tools=False) and not wanted("off", tools=True)
+
+
+class Backend:
+    """A search backend answering from lists (the store's own search is tested e2e)."""
+
+    def __init__(self, hits=(), passages=(), fail=False):
+        self.hits, self.passages, self.fail = list(hits), list(passages), fail
+        self.calls: list[str] = []
+
+    async def search_messages(self, agent_pk, query, **kw):
+        self.calls.append("messages")
+        if self.fail:
+            raise RuntimeError("database is locked")
+        return self.hits
+
+    async def search_passages(self, agent_pk, query, **kw):
+        self.calls.append("passages")
+        return self.passages
+
+
+def run_section(backend, *, text="What is my name?", context=(), passages=0, budget=600):
+    import asyncio
+
+    from proxy.core.types import StoredMessage
+    from proxy.turn.recall import recall_section
+
+    stored = [StoredMessage(seq=s, data={"role": "user", "content": "x"}, turn_id="t",
+                            created_at=T) for s in context]
+    return asyncio.run(recall_section(
+        backend, agent_pk=1, conversation_id="here", new_input=user(text), context=stored,
+        archival_passages=passages, budget_tokens=budget, model="gpt-4o-mini"))
+
+
+def test_recall_leaves_out_this_conversations_context_and_searches_archival_only_if_any():
+    hits = [MessageHit("here", 12, "user", "in the prompt", T, 2.0),
+            MessageHit("here", 3, "user", "paged out long ago", T, 1.5),
+            MessageHit("elsewhere", 40, "user", "My name is Ada", T, 1.0)]
+    backend = Backend(hits, [Passage(1, "Ada likes tea", [], T)])
+    text = run_section(backend, context=[10, 11, 12])
+    assert "in the prompt" not in text
+    assert "paged out long ago" in text and "My name is Ada" in text
+    assert "Ada likes tea" not in text and backend.calls == ["messages"]
+    text = run_section(backend, context=[10], passages=1)
+    assert "archival memory: Ada likes tea" in text
+    assert backend.calls[-2:] == ["messages", "passages"]
+
+
+def test_recall_costs_nothing_without_a_user_message_or_a_budget_and_survives_a_failure():
+    backend = Backend([MessageHit("x", 1, "user", "My name is Ada", T, 1.0)])
+    assert run_section(backend, text="   ") == ""
+    assert run_section(backend, budget=0) == ""
+    assert backend.calls == []
+    assert run_section(Backend(fail=True)) == ""
