@@ -100,8 +100,8 @@ class _NothingToSearch:
 
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
-                              start: float | None = None, end: float | None = None
-                              ) -> list[MessageHit]:
+                              start: float | None = None, end: float | None = None,
+                              newest: int | None = None) -> list[MessageHit]:
         return []
 
 

@@ -25,6 +25,10 @@ log = logging.getLogger("memproxy.recall")
 
 MESSAGE_HITS = 8
 PASSAGE_HITS = 4
+# Only the newest this many matches are ranked: ranking every match of a common word over a
+# large agent costs tens of milliseconds; recent matches are the likelier relevant ones, and
+# `conversation_search` still ranks everything when the model searches itself.
+NEWEST_MATCHES = 200
 
 
 def wanted(mode: str, *, tools: bool) -> bool:
@@ -43,7 +47,8 @@ async def recall_section(
     if not query or budget_tokens <= 0:
         return ""
     try:
-        hits = await search.search_messages(agent_pk, query, limit=MESSAGE_HITS)
+        hits = await search.search_messages(agent_pk, query, limit=MESSAGE_HITS,
+                                            newest=NEWEST_MATCHES)
         passages = (await search.search_passages(agent_pk, query, top_k=PASSAGE_HITS)
                     if archival_passages else [])
     except Exception:
