@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +89,7 @@ class ExtractAfterTurn:
     user_text: str
     model: str
     api_key: str | None
-    served_with_tools: Any  # a callable () -> bool (the turn's ToolFallback knows)
+    served_with_tools: Callable[[], bool]  # the turn's ToolFallback knows
 
     async def turn_finished(self, turn: FinishedTurn) -> None:
         if self.user_text and not self.served_with_tools():
