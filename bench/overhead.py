@@ -260,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the raw numbers to PATH")
     p.add_argument("--out", type=Path, help="directory for overhead.json/.md/.png")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, db)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting for memproxy, e.g. MEMPROXY_MEMORY_AUTO_RECALL=always "
+                        "(repeatable; the bench's own environment is not passed on)")
     p.add_argument("--memproxy-src", type=Path, metavar="DIR",
                    help="run memproxy (and pre-populate with its store) from this source tree, "
                         "e.g. a worktree of another branch, for a before/after comparison; the "
@@ -328,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
 
     eprint("starting the fake upstream and memproxy")
     try:
+        memproxy_env = dict(item.split("=", 1) for item in args.env if "=" in item)
         with Stack(prepare=prepare, keep_dir=args.keep, context_window=args.context_window,
-                   memproxy_src=args.memproxy_src) as stack:
+                   memproxy_src=args.memproxy_src, memproxy_env=memproxy_env) as stack:
             complete = measure(stack, scenarios, requests=args.requests, warmup=args.warmup,
                                rounds=args.rounds, agents=args.agents,
                                deadline=started + args.time_limit)

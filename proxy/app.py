@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
             await state.background_responses.aclose()
             await expiry.aclose()
             await service.catalog.flush(force=True)
+            await service.extractor.drain()  # fact extractions still running (docs/memory.md)
             await service.embeddings.aclose()
             await upstream.aclose()
             await store.close()

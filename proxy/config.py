@@ -238,10 +238,22 @@ class MemorySettings(_Section):
     compact_to: float = 0.6
     summarizer_model: str | None = None
     summarizer_timeout_s: float = 60.0
+    # Automatic recall (docs/memory.md): before the call, the new user message is searched in
+    # recall and archival memory and the best snippets go into the system prompt. "no-tools":
+    # only for models served without tools; "always": for every model (weak models forget to
+    # search); "off": never.
+    auto_recall: Literal["off", "no-tools", "always"] = "no-tools"
+    auto_recall_tokens: int = Field(default=600, ge=0)  # the section's budget
+    # Models without tools cannot edit memory: with this, the summarizer model reads each of
+    # their turns afterwards and appends the facts the user stated to the `human` block.
+    extract_facts: bool = False
 
 
 class ModelSettings(_Section):
     context_window: int | None = None
+    # false: never offer tools to this model (memory in the prompt only, docs/memory.md);
+    # unset: offer them, and stop when the upstream answers that the model does not take them
+    tools: bool | None = None
 
 
 class LimitsSettings(_Section):

@@ -28,6 +28,18 @@ use conversation_search to find what was said before.
 Memory tools run silently; the user only sees your final reply. Never mention the tools or \
 these instructions unless asked. After using a tool, answer the user normally."""
 
+# For a model served without tools (models/tool_support.py): the same memory, read-only to it.
+BASE_INSTRUCTIONS_NO_TOOLS = """\
+You are a helpful assistant with a persistent memory that survives across conversations.
+
+Memory works like this:
+- Core memory (the <memory_blocks> below) holds what is known about the user and about how you \
+should behave. It is always visible to you.
+- Past messages, including ones from earlier conversations, and archival notes are searched for \
+you automatically: those that may be relevant to the user's latest message are shown at the end \
+of this message, with their dates, when there are any.
+Use what you remember naturally. Never mention these instructions unless asked."""
+
 SUMMARY_PREFIX = "Summary of the earlier part of this conversation (older messages are in recall memory):"
 
 
@@ -71,17 +83,21 @@ def _format_time(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
-def render_metadata(stats: MemoryStats, now: float) -> str:
+def render_metadata(stats: MemoryStats, now: float, *, tools: bool = True) -> str:
     lines = [f"- The current date is: {time.strftime('%Y-%m-%d', time.gmtime(now))}"]
     if stats.last_modified is not None:
         lines.append(f"- Memory blocks were last modified: {_format_time(stats.last_modified)}")
+    recall_how = ("use conversation_search to access them" if tools
+                  else "relevant ones are recalled for you automatically")
+    archival_how = ("use archival_memory_search to access them" if tools
+                    else "relevant ones are recalled for you automatically")
     lines.append(
         f"- {stats.recall_messages} previous messages between you and the user are stored in"
-        " recall memory (use conversation_search to access them)"
+        f" recall memory ({recall_how})"
     )
     lines.append(
         f"- {stats.archival_passages} total memories you created are stored in archival memory"
-        " (use archival_memory_search to access them)"
+        f" ({archival_how})"
     )
     return METADATA_OPEN + "\n" + "\n".join(lines) + "\n</memory_metadata>"
 
@@ -108,13 +124,19 @@ def render_system(
     blocks: Sequence[Block],
     stats: MemoryStats,
     now: float,
+    tools: bool = True,
+    recall: str = "",
 ) -> str:
-    """The single system message: instructions, the client's system text verbatim, memory."""
+    """The single system message: instructions, the client's system text verbatim, memory,
+    metadata, then the automatic recall section (`core/recall.py`) when there is one. Without
+    `tools` the metadata does not point at the search tools."""
     parts = [base_instructions]
     if client_system:
         parts.append(client_system)
     parts.append(render_blocks(blocks))
-    parts.append(render_metadata(stats, now))
+    parts.append(render_metadata(stats, now, tools=tools))
+    if recall:
+        parts.append(recall)
     return "\n\n".join(parts)
 
 

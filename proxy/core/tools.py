@@ -131,8 +131,10 @@ class SearchBackend(Protocol):
         limit: int = 10,
         start: float | None = None,
         end: float | None = None,
+        newest: int | None = None,
     ) -> list[MessageHit]:
-        """Ranked hits among the agent's messages, evicted ones included."""
+        """Ranked hits among the agent's messages, evicted ones included (with `newest`, among
+        the newest that many full-text matches only: a bound on the cost)."""
 
 
 @dataclass

@@ -123,7 +123,8 @@ class HybridSearch:
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
                               start: float | None = None,
-                              end: float | None = None) -> list[MessageHit]:
+                              end: float | None = None, newest: int | None = None
+                              ) -> list[MessageHit]:
         if not query.strip():
             return await self.store.search_messages(agent_pk, query, roles=roles, limit=limit,
                                                     start=start, end=end)
@@ -131,7 +132,7 @@ class HybridSearch:
         vec, fts = await asyncio.gather(
             self._guard(self._message_vectors(agent_pk, query, roles, start, end, depth)),
             self.store.search_messages(agent_pk, query, roles=roles, limit=depth, start=start,
-                                       end=end))
+                                       end=end, newest=newest))
         if not vec:
             return fts[:limit]
         found = {_hit_key(h): h for h in vec}

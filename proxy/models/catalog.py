@@ -5,7 +5,9 @@ default (`windows.context_window`). The upstream listing is fetched once, then r
 the background when stale, so a request never waits for it after the first.
 
 The calibration factor (upstream-reported prompt tokens / local estimate) is learned from every
-upstream response and persisted per model in the store, so it survives restarts.
+upstream response and persisted per model in the store, so it survives restarts. So is a model's
+refusal of tools (`tool_support.py`): once an upstream said a model does not take tools, no later
+request, in this process or after a restart, offers it any.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..config import Settings
 from ..store.base import ModelStatsStore
 from ..tokens import Calibration
 from ..upstream import UpstreamClient
+from .tool_support import configured_tools
 from .windows import configured_window, context_window, parse_upstream_windows
 
 log = logging.getLogger("memproxy.catalog")
@@ -35,6 +38,7 @@ class ModelCatalog:
         self.upstream = upstream
         self.calibration = Calibration()
         self._loaded: set[str] = set()
+        self._no_tools: set[str] = set()  # models the upstream said take no tools
         self._dirty: set[str] = set()
         self._last_flush = time.monotonic()
         self._windows: dict[str, int] | None = None
@@ -73,19 +77,60 @@ class ModelCatalog:
             self._refreshing = None
 
     # --- calibration ----------------------------------------------------------------------
+    async def _load(self, model: str) -> None:
+        """What the store keeps of `model` (calibration, tool support), read once."""
+        if model in self._loaded:
+            return
+        self._loaded.add(model)
+        try:
+            stored = await self.store.get_model_stats(model)
+        except Exception:
+            log.exception("could not load the stats of a model")
+            stored = None
+        if stored and stored.get("tools") is False:
+            self._no_tools.add(model)
+        if stored and "calibration" in stored:
+            restored = Calibration.from_dict({"models": {model: stored["calibration"]}})
+            if restored.samples(model) and not self.calibration.samples(model):
+                self.calibration = _merged(self.calibration, restored, model)
+
     async def factor(self, model: str) -> float:
-        if model not in self._loaded:
-            self._loaded.add(model)
-            try:
-                stored = await self.store.get_model_stats(model)
-            except Exception:
-                log.exception("could not load calibration for a model")
-                stored = None
-            if stored and "calibration" in stored:
-                restored = Calibration.from_dict({"models": {model: stored["calibration"]}})
-                if restored.samples(model) and not self.calibration.samples(model):
-                    self.calibration = _merged(self.calibration, restored, model)
+        await self._load(model)
         return self.calibration.factor(model)
+
+    # --- tool support ---------------------------------------------------------------------
+    async def tools_supported(self, model: str) -> bool:
+        """Whether requests for `model` may offer tools: `[models."x"] tools` when set, else
+        unless the upstream refused them for this model before (persisted)."""
+        configured = configured_tools(model, self.settings)
+        if configured is not None:
+            return configured
+        await self._load(model)
+        return model not in self._no_tools
+
+    async def mark_no_tools(self, model: str) -> None:
+        """Remember that the upstream refused tools for `model`, in the store at once (a
+        failure to persist is logged: the process still remembers it)."""
+        await self._load(model)
+        if model in self._no_tools:
+            return
+        self._no_tools.add(model)
+        log.warning("the upstream does not take tools for model %r: serving it with memory in"
+                    " the prompt only (set [models.%r] tools = false to skip the probe)",
+                    model, model)
+        await self._persist(model)
+
+    async def _persist(self, model: str) -> None:
+        data: dict[str, Any] = {}
+        entry = self.calibration.to_dict()["models"].get(model)
+        if entry is not None:
+            data["calibration"] = entry
+        if model in self._no_tools:
+            data["tools"] = False
+        try:
+            await self.store.put_model_stats(model, data)
+        except Exception:
+            log.exception("could not persist the stats of a model")
 
     def observe(self, model: str, local_tokens: int, usage: dict[str, Any] | None) -> None:
         reported = (usage or {}).get("prompt_tokens")
@@ -99,12 +144,8 @@ class ModelCatalog:
             return
         self._last_flush = now
         dirty, self._dirty = self._dirty, set()
-        entries = self.calibration.to_dict()["models"]
         for model in dirty:
-            try:
-                await self.store.put_model_stats(model, {"calibration": entries[model]})
-            except Exception:
-                log.exception("could not persist calibration")
+            await self._persist(model)
 
 
 def _merged(current: Calibration, restored: Calibration, model: str) -> Calibration:

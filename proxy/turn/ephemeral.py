@@ -27,7 +27,12 @@ from typing import Any, Protocol
 from ..config import Settings
 from ..core.loop import TurnLoop
 from ..core.messages import split_system
-from ..core.prompts import MemoryStats, client_system_text, render_system
+from ..core.prompts import (
+    BASE_INSTRUCTIONS_NO_TOOLS,
+    MemoryStats,
+    client_system_text,
+    render_system,
+)
 from ..core.reconcile import Action, Decision
 from ..core.tools import MemoryState, SearchBackend, ToolContext, memory_tools_for
 from ..core.types import Agent, Block, Conversation, Message, MessageHit, Passage, StoredMessage
@@ -35,8 +40,10 @@ from ..errors import bad_request
 from ..obs.metrics import Metrics
 from ..store.base import LookupStore
 from .observers import RecordMetrics
+from .recall import recall_section, wanted
 from .request import TurnRequest
 from .session import TurnEffects, TurnSession
+from .tool_fallback import ToolFallback
 from .window import TurnWindow
 
 READ_ONLY_NOTE = (
@@ -44,6 +51,10 @@ READ_ONLY_NOTE = (
     " You can read your memory blocks and search with conversation_search and"
     " archival_memory_search, but you cannot save or change anything; if the user asks you to"
     " remember something, tell them that a temporary chat cannot."
+)
+READ_ONLY_NOTE_NO_TOOLS = (
+    "This is a temporary chat: nothing of it will be kept, and your memory is read-only here;"
+    " if the user asks you to remember something, tell them that a temporary chat cannot."
 )
 CONVERSATION_ID = "ephemeral"  # reported when the request named no conversation
 HISTORY_TURN = "client-history"  # the turn id of the messages before this turn's input
@@ -89,8 +100,8 @@ class _NothingToSearch:
 
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
-                              start: float | None = None, end: float | None = None
-                              ) -> list[MessageHit]:
+                              start: float | None = None, end: float | None = None,
+                              newest: int | None = None) -> list[MessageHit]:
         return []
 
 
@@ -117,23 +128,43 @@ async def start_ephemeral(service: ServiceParts, request: TurnRequest,
         conversation_id=request.identity.conversation_id or CONVERSATION_ID)
     turn_id = f"ephemeral-{uuid.uuid4().hex[:24]}"
     context, input_seq = client_context(client_messages, turn_id, now)
-    system_text = render_system(
-        base_instructions=f"{service.base_instructions}\n\n{READ_ONLY_NOTE}",
-        client_system=client_system_text(system_messages),
-        blocks=blocks, stats=stats, now=now,
-    )
+    tools_ok = await service.catalog.tools_supported(request.model)
+
+    async def system_for(tools: bool) -> str:
+        """The system text; without tools, the no-tools instructions and automatic recall
+        (turn/recall.py; read-only like everything here) as `[memory] auto_recall` says."""
+        base = service.base_instructions
+        if not tools and service.settings.agent.base_instructions is None:
+            base = BASE_INSTRUCTIONS_NO_TOOLS
+        recall = ""
+        if wanted(service.settings.memory.auto_recall, tools=tools):
+            recall = await recall_section(
+                search, agent_pk=agent.pk, conversation_id="", new_input=client_messages,
+                context=[], archival_passages=stats.archival_passages,
+                budget_tokens=service.settings.memory.auto_recall_tokens, model=request.model)
+        return render_system(
+            base_instructions=f"{base}\n\n{READ_ONLY_NOTE if tools else READ_ONLY_NOTE_NO_TOOLS}",
+            client_system=client_system_text(system_messages),
+            blocks=blocks, stats=stats, now=now, tools=tools, recall=recall,
+        )
+
+    system_text = await system_for(tools_ok)
     body = {k: v for k, v in request.body.items() if k != "messages"}
+    client_tools = list(body.get("tools") or [])
     discard = _Discard()
     window = await TurnWindow.open(
         conversation=conversation, context=context, system_text=system_text,
-        tools=memory_tools_for(body.get("tools") or [], read_only=True), body=request.body,
+        tools=memory_tools_for(client_tools, read_only=True) if tools_ok else client_tools,
+        body=request.body,
         api_key=api_key, protect_from_seq=input_seq, settings=service.settings.memory,
         store=discard,  # type: ignore[arg-type]  # only evict_messages is called
         upstream=service.upstream, catalog=service.catalog,
     )
     memory = MemoryState.of(blocks)
+    upstream = ToolFallback(service.upstream, service.catalog, request.model, client_tools,
+                            tools=tools_ok, on_switch=lambda: system_for(False))
     loop = TurnLoop(
-        upstream=service.upstream, api_key=api_key, body=body, prompt=window.base_prompt(),
+        upstream=upstream, api_key=api_key, body=body, prompt=window.base_prompt(),
         memory=memory,
         tool_context=ToolContext(store=search, agent_pk=agent.pk,
                                  max_result_chars=window.max_tool_result_chars),

@@ -24,7 +24,14 @@ from ..config import Settings
 from ..core.identity import DEFAULT_CONVERSATION
 from ..core.loop import TurnLoop
 from ..core.messages import request_hash, split_system, visible_hash
-from ..core.prompts import BASE_INSTRUCTIONS, MemoryStats, client_system_text, render_system
+from ..core.prompts import (
+    BASE_INSTRUCTIONS,
+    BASE_INSTRUCTIONS_NO_TOOLS,
+    MemoryStats,
+    client_system_text,
+    render_system,
+)
+from ..core.recall import user_text
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
     Agent,
@@ -43,6 +50,7 @@ from ..store.base import Store
 from ..upstream import UpstreamClient
 from .context_cache import ContextCache
 from .ephemeral import start_ephemeral
+from .extract import ExtractAfterTurn, FactExtractor
 from .input import (
     InputPlan,
     client_hashes,
@@ -54,8 +62,10 @@ from .input import (
 )
 from .locks import ConversationLocks
 from .observers import EmbedNewRows, FlushCatalog, RecordMetrics, TurnObserver
+from .recall import recall_section, wanted
 from .request import Replay, TurnRequest
 from .session import TurnEffects, TurnSession
+from .tool_fallback import ToolFallback
 from .window import TurnWindow
 
 log = logging.getLogger("memproxy.turns")
@@ -125,6 +135,7 @@ class StatefulService:
             FlushCatalog(self.catalog),
         ]
         self.effects = TurnEffects(store, self.observers, self.metrics)
+        self.extractor = FactExtractor(store, upstream, settings.memory)  # extract_facts
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.undelivered = UndeliveredTurns()  # answers whose client had gone
         self._agents: dict[tuple[str, str], Agent] = {}
@@ -309,22 +320,35 @@ class StatefulService:
         system_messages: list[Message],
         stack: AsyncExitStack,
     ) -> TurnSession:
-        """The running turn: its system prompt, its window (paged out to fit) and its loop."""
-        agent, conversation, blocks = stored.agent, stored.state.conversation, stored.state.blocks
+        """The running turn: its system prompt, its window (paged out to fit) and its loop.
+
+        A model that takes no tools (`models/tool_support.py`) is offered none of memproxy's and
+        gets the no-tools instructions; automatic recall (recall.py) adds the section of what
+        its memory holds about the new message, per `[memory] auto_recall`."""
+        agent, conversation = stored.agent, stored.state.conversation
         turn_id, plan = stored.turn_id, stored.plan
-        system_text = render_system(
-            base_instructions=self.base_instructions,
-            client_system=client_system_text(system_messages),
-            blocks=blocks,
-            stats=stored.memory_stats(),
-            now=time.time(),
-        )
+        tools_ok = await self.catalog.tools_supported(request.model)
+
+        async def system_for(tools: bool) -> str:
+            recall = ""
+            if wanted(self.settings.memory.auto_recall, tools=tools):
+                recall = await recall_section(
+                    self.embeddings.search, agent_pk=agent.pk,
+                    conversation_id=conversation.conversation_id,
+                    new_input=plan.decision.new_input, context=stored.context,
+                    archival_passages=stored.state.archival_passages,
+                    budget_tokens=self.settings.memory.auto_recall_tokens, model=request.model)
+            return self._system_text(stored, system_messages, tools=tools, recall=recall)
+
+        system_text = await system_for(tools_ok)
         body = {k: v for k, v in request.body.items() if k != "messages"}
+        client_tools = list(body.get("tools") or [])
         protect_from = _first_seq_of(turn_id, stored.context)
         try:
             window = await TurnWindow.open(
                 conversation=conversation, context=stored.context, system_text=system_text,
-                tools=memory_tools_for(body.get("tools") or []), body=request.body,
+                tools=memory_tools_for(client_tools) if tools_ok else client_tools,
+                body=request.body,
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
                 store=self.store, upstream=self.upstream, catalog=self.catalog,
                 may_page=request.may_page,
@@ -333,9 +357,11 @@ class StatefulService:
             if exc.code == "context_length_exceeded":  # leave the conversation as it was
                 await self.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
             raise
-        memory = MemoryState.of(blocks)
+        memory = MemoryState.of(stored.state.blocks)
+        upstream = ToolFallback(self.upstream, self.catalog, request.model, client_tools,
+                                tools=tools_ok, on_switch=lambda: system_for(False))
         loop = TurnLoop(
-            upstream=self.upstream,
+            upstream=upstream,
             api_key=api_key,
             body=body,
             prompt=window.base_prompt(),
@@ -353,10 +379,30 @@ class StatefulService:
             guard=window,
             route=request.route,
         )
+        effects = self.effects
+        if self.settings.memory.extract_facts:  # a model without tools: facts after the turn
+            effects = TurnEffects(self.store, [*self.observers, ExtractAfterTurn(
+                self.extractor, user_text(plan.decision.new_input), request.model, api_key,
+                served_with_tools=lambda: upstream.tools)], self.metrics)
         return TurnSession(
-            effects=self.effects, request=request, agent=agent, conversation=conversation,
+            effects=effects, request=request, agent=agent, conversation=conversation,
             turn_id=turn_id, loop=loop, memory=memory, window=window, decision=plan.decision,
             exit_stack=stack, reply_hash=plan.reply_hash,
+        )
+
+    def _system_text(self, stored: StoredTurn, system_messages: list[Message], *,
+                     tools: bool, recall: str) -> str:
+        base = self.base_instructions
+        if not tools and self.settings.agent.base_instructions is None:
+            base = BASE_INSTRUCTIONS_NO_TOOLS
+        return render_system(
+            base_instructions=base,
+            client_system=client_system_text(system_messages),
+            blocks=stored.state.blocks,
+            stats=stored.memory_stats(),
+            now=time.time(),
+            tools=tools,
+            recall=recall,
         )
 
 

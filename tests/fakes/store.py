@@ -414,7 +414,8 @@ class InMemoryTurnStore:
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
                               start: float | None = None,
-                              end: float | None = None) -> list[MessageHit]:
+                              end: float | None = None,
+                              newest: int | None = None) -> list[MessageHit]:
         self._called("search_messages")
         needle = query.strip().lower()
         hits = [

@@ -44,9 +44,13 @@ def tsquery_text(query: str) -> str | None:
 
 def message_search_sql(
     fts_config: str, agent_pk: int, query: str, roles: list[str] | None, limit: int,
-    start: float | None, end: float | None,
+    start: float | None, end: float | None, newest: int | None = None,
 ) -> tuple[str, list[object]]:
     """SELECT (conversation_id, seq, role, text, created_at, score) for a recall search.
+    With `newest`, only the agent's newest that many matches are ranked, the other filters
+    applying to those, as on SQLite (ts_rank_cd reads
+    each row's tsvector: over every match of common words that is too slow for automatic
+    recall on every turn, turn/recall.py).
 
     Visible, not superseded messages of one agent (evicted ones included), ranked by
     ts_rank_cd; a blank query lists the newest first with score 0 (messages_agent_recall).
@@ -67,6 +71,15 @@ def message_search_sql(
                " JOIN conversations c ON c.pk = m.conversation_pk"
                f" WHERE {' AND '.join(where)}"
                f" ORDER BY m.created_at DESC, m.pk DESC LIMIT {args.add(limit)}")
+    elif newest is not None:
+        cte = _query_cte(fts_config, args.add(text))
+        sql = (f"{cte} SELECT {columns}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"
+               " FROM q CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.tsv @@ q.scoped"
+               f" AND {where[0]} ORDER BY m.pk DESC"
+               f" LIMIT {args.add(max(1, int(newest)))}) m"
+               " JOIN conversations c ON c.pk = m.conversation_pk"
+               f" WHERE {' AND '.join(where[1:])}"
+               f" ORDER BY score DESC, m.pk DESC LIMIT {args.add(limit)}")
     else:
         sql = (f"{_query_cte(fts_config, args.add(text))}"
                f" SELECT {columns}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"

@@ -312,11 +312,13 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
 
     async def search_messages(self, agent_pk: int, query: str, *, roles: list[str] | None = None,
                               limit: int = 10, start: float | None = None,
-                              end: float | None = None) -> list[MessageHit]:
+                              end: float | None = None, newest: int | None = None
+                              ) -> list[MessageHit]:
         """ts_rank_cd-ranked recall search (visible, not superseded, evicted included); a blank
-        query lists the newest matching messages with score 0. `start`/`end` are inclusive."""
+        query lists the newest matching messages with score 0. `start`/`end` are inclusive;
+        with `newest`, only the newest that many matches are ranked."""
         sql, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
-                                       start, end)
+                                       start, end, newest)
         return [MessageHit(*r) for r in await self._fetch(sql, *args)]
 
     # --- leases (one turn at a time per conversation, across processes) ------------------

@@ -45,12 +45,16 @@ _HIT_COLUMNS = (
 
 def message_search_sql(
     agent_pk: int, query: str, roles: list[str] | None, limit: int,
-    start: float | None, end: float | None,
+    start: float | None, end: float | None, newest: int | None = None,
 ) -> tuple[str, tuple]:
     """SELECT (conversation_id, seq, role, text, created_at, score) for a recall search.
 
     Ranked by -bm25 (higher is better) with FTS5 driving the join (CROSS JOIN fixes the order),
     or, for a blank query, newest first from the messages_agent_recall index with score 0.
+    With `newest`, only the agent's newest `newest` matches are ranked, the other filters
+    applying to those (FTS5 walks the index
+    backwards and stops): bm25 over every match of common words costs tens of milliseconds in
+    a large agent, too much for automatic recall on every turn (turn/recall.py).
     """
     where, params = ["m.agent_pk = ?", "m.visible = 1", "m.superseded = 0"], [agent_pk]
     if roles:
@@ -66,6 +70,13 @@ def message_search_sql(
     if expr is None:
         sql = (f"SELECT {_HIT_COLUMNS}, 0.0 FROM messages m WHERE {' AND '.join(where)}"
                " ORDER BY m.created_at DESC, m.pk DESC LIMIT ?")
+    elif newest is not None:
+        sql = (f"SELECT {_HIT_COLUMNS}, f.score FROM (SELECT rowid AS pk,"
+               " -bm25(messages_fts, 1.0, 0.0) AS score FROM messages_fts"
+               " WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f"
+               f" CROSS JOIN messages m ON m.pk = f.pk WHERE {' AND '.join(where)}"
+               " ORDER BY f.score DESC LIMIT ?")
+        params[:0] = [expr, max(1, int(newest))]
     else:
         sql = (f"SELECT {_HIT_COLUMNS}, -bm25(messages_fts, 1.0, 0.0) AS score"
                " FROM messages_fts CROSS JOIN messages m ON m.pk = messages_fts.rowid"

@@ -259,11 +259,13 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
 
     async def search_messages(self, agent_pk: int, query: str, *, roles: list[str] | None = None,
                               limit: int = 10, start: float | None = None,
-                              end: float | None = None) -> list[MessageHit]:
+                              end: float | None = None, newest: int | None = None
+                              ) -> list[MessageHit]:
         """bm25-ranked recall search (visible, not superseded, evicted included); a blank query
-        lists the newest matching messages with score 0. `start`/`end` are inclusive."""
+        lists the newest matching messages with score 0. `start`/`end` are inclusive; with
+        `newest`, only the newest that many matches are ranked."""
         await self._index_pending()
-        sql, params = message_search_sql(agent_pk, query, roles, limit, start, end)
+        sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
         return await self._fetch(sql, params, lambda r: MessageHit(*r))
 
     async def _index_pending(self) -> None:

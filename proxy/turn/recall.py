@@ -1,0 +1,67 @@
+"""Automatic recall for a turn (docs/memory.md): one search of the agent's memory with the new
+user message, before the call; the pure selection and rendering are `core/recall.py`.
+
+`[memory] auto_recall` decides when: "no-tools" (the default) for models served without tools,
+which have no other way to reach their past; "always" for every model, since weak models that
+can call tools rarely call `conversation_search` when they should; "off" never. It searches
+the same backend as the memory tools (full-text or hybrid, docs/search.md): the agent's
+messages in all its conversations, and archival memory only when the agent has passages, so a
+turn costs one indexed search in the common case. A search that fails costs the turn nothing
+but the section.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from .. import tokens
+from ..core.messages import content_text
+from ..core.recall import candidates, recall_query, render_recall, select_snippets
+from ..core.tools import SearchBackend
+from ..core.types import Message, StoredMessage
+
+log = logging.getLogger("memproxy.recall")
+
+MESSAGE_HITS = 8
+PASSAGE_HITS = 4
+# Only the newest this many matches are ranked: ranking every match of a common word over a
+# large agent costs tens of milliseconds; recent matches are the likelier relevant ones, and
+# `conversation_search` still ranks everything when the model searches itself.
+NEWEST_MATCHES = 200
+
+
+def wanted(mode: str, *, tools: bool) -> bool:
+    """Whether a turn gets automatic recall under `[memory] auto_recall = mode`."""
+    return mode == "always" or (mode == "no-tools" and not tools)
+
+
+async def recall_section(
+    search: SearchBackend, *, agent_pk: int, conversation_id: str,
+    new_input: Sequence[Message], context: Sequence[StoredMessage], archival_passages: int,
+    budget_tokens: int, model: str,
+) -> str:
+    """The `<recalled_memory>` section for this turn, or "" (no user message, no hit, no
+    budget, or the search failed). Hits already in the prompt's context are left out."""
+    query = recall_query(new_input)
+    if not query or budget_tokens <= 0:
+        return ""
+    try:
+        hits = await search.search_messages(agent_pk, query, limit=MESSAGE_HITS,
+                                            newest=NEWEST_MATCHES)
+        passages = (await search.search_passages(agent_pk, query, top_k=PASSAGE_HITS)
+                    if archival_passages else [])
+    except Exception:
+        log.exception("automatic recall: the search failed; the turn goes on without it")
+        return ""
+    # The context is the newest part of the conversation: a hit of this conversation at or
+    # after its first message is in the prompt already (one comparison, however long it is).
+    first_seq = context[0].seq if context else None
+    hits = [h for h in hits if not (h.conversation_id == conversation_id
+                                    and first_seq is not None and h.seq >= first_seq)]
+    seen = [content_text(m.get("content")) for m in new_input]
+    chosen = select_snippets(
+        candidates(hits, passages), budget_tokens=budget_tokens,
+        count=lambda text: tokens.count_text(text, model), seen=seen,
+    )
+    return render_recall(chosen)
