@@ -134,7 +134,13 @@ class LettaResponse(_Out):
     usage: LettaUsage
 
 
+# One server-sent event, as OpenAPI 3.2's `itemSchema` and schemathesis read a
+# text/event-stream schema: its `data` is a message, the stop_reason or usage_statistics object
+# (JSON text), or `[DONE]`.
 LETTA_STREAM = {
-    "title": "LettaStream", "type": "string",
+    "title": "LettaStreamEvent", "type": "object",
     "description": "text/event-stream: `data: {message}` per message, then the stop_reason "
-                   "and usage_statistics objects, then `data: [DONE]`."}
+                   "and usage_statistics objects, then `data: [DONE]`.",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"},
+                   "id": {"type": "string"}, "retry": {"type": "integer"}},
+    "required": ["data"]}
