@@ -333,28 +333,34 @@ async def _stream(state: AppState, prepared: Prepared, run: Run) -> Response:
 
 async def _stream_body(state: AppState, prepared: Prepared, run: Run, first: Any,
                        events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """The events of each step of the run leave in one write: the first text delta goes out
+    with `response.created`, `.in_progress` and the item and part it opens, not five writes
+    behind them."""
     writer = EventWriter()
     start = build_response(prepared, status="in_progress", output=[], usage=None)
-    for event in writer.created(start) + writer.in_progress(start):
-        yield encode(event)
+    opening = writer.created(start) + writer.in_progress(start)
     event = first
     try:
         while True:
             if isinstance(event, TextDelta):
-                for out in writer.text(event.text):
-                    yield encode(out)
+                out = writer.text(event.text)
             elif isinstance(event, ToolCallDelta):
-                for out in writer.tool_call(event.index, event.id, event.name, event.arguments):
-                    yield encode(out)
+                out = writer.tool_call(event.index, event.id, event.name, event.arguments)
             elif isinstance(event, StepStarted):
-                yield b": memproxy step %d\n\n" % (event.step + 1)
-            elif isinstance(event, Finished):
-                done = writer.finish(finished_response(prepared, event, []))
+                yield b"".join(map(encode, opening)) + b": memproxy step %d\n\n" % (
+                    event.step + 1)
+                opening = []
+                event = await anext(events)
+                continue
+            else:  # Finished
+                out = writer.finish(finished_response(prepared, event, []))
                 # stored as streamed: the terminal event's response, item ids included
-                await save(state, prepared, done[-1]["response"])
-                for out in done:
-                    yield encode(out)
+                await save(state, prepared, out[-1]["response"])
+                yield b"".join(map(encode, opening + out))
                 break
+            if opening or out:
+                yield b"".join(map(encode, opening + out))
+                opening = []
             event = await anext(events)
     except Exception as exc:
         if not isinstance(exc, MemproxyError):
@@ -364,8 +370,7 @@ async def _stream_body(state: AppState, prepared: Prepared, run: Run, first: Any
             await save(state, prepared, failed[-1]["response"])
         except Exception:
             log.exception("could not store failed response %s", prepared.response_id)
-        for out in failed:
-            yield encode(out)
+        yield b"".join(map(encode, opening + failed))
     finally:
         await events.aclose()
         end_turn()
