@@ -37,7 +37,7 @@ from . import sse
 from .body import check_limits
 from .letta_schemas import LettaMessageCreate, LettaMessagesRequest
 from .middleware import annotate_turn
-from .ratelimit import begin_turn, end_turn
+from .ratelimit import end_turn, start_turn
 from .rest import Scope, endpoint, path_id, read_model
 
 MAX_TURN_ROWS = 10_000  # a turn's rows read back for a replay: inputs plus two per step
@@ -109,12 +109,7 @@ async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> Tu
     )
     api_key = state.upstream.resolve_key(request.headers.get("authorization"))
     include = body.include_return_message_types
-    begin_turn()  # [limits] concurrent_turns, before anything is stored
-    try:
-        outcome = await state.service.start(turn_request, api_key)
-    except BaseException:
-        end_turn()
-        raise
+    outcome = await start_turn(state.service, turn_request, api_key)  # [limits] slot
     if isinstance(outcome, Replay):
         end_turn()
         annotate(mode="replay")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from .auth import request_caller
 from .body import check_limits, parse_json, read_body
 from .middleware import annotate_request, annotate_turn
 from .passthrough import forward
-from .ratelimit import begin_turn, end_turn
+from .ratelimit import end_turn, start_turn
 from .state import AppState
 
 log = logging.getLogger("memproxy.chat")
@@ -140,20 +140,29 @@ class ChatMode:
     stream: bool = False
 
 
-async def chat_completions(request: Request) -> Response:
+Handler = Callable[[Request, AppState, ChatMode], Awaitable[Response]]
+
+
+async def counted(request: Request, handle: Handler, how: ChatMode, what: str) -> Response:
+    """Run a model endpoint's handler and count it in `memproxy_requests` (and its access
+    log line) with the mode it reached, whatever its outcome; an unexpected error is logged
+    and becomes a bare 500."""
     state: AppState = request.app.state.memproxy
-    how = ChatMode()
     try:
-        response = await _handle(request, state, how)
+        response = await handle(request, state, how)
     except MemproxyError as exc:
         _count(state, how, exc.status)
         raise
     except Exception as exc:
-        log.exception("chat completion failed")
+        log.exception("%s failed", what)
         _count(state, how, 500)
         raise InternalError() from exc
     _count(state, how, response.status_code)
     return response
+
+
+async def chat_completions(request: Request) -> Response:
+    return await counted(request, _handle, ChatMode(), "chat completion")
 
 
 def _count(state: AppState, how: ChatMode, status: int) -> None:
@@ -197,12 +206,7 @@ async def _handle(request: Request, state: AppState, how: ChatMode) -> Response:
         retry=_retry_marker(request),
         route=Route.within(state.settings.upstream.request_deadline_s),
     )
-    begin_turn()  # [limits] concurrent_turns, before anything is stored
-    try:
-        outcome = await state.service.start(turn_request, api_key)
-    except BaseException:
-        end_turn()
-        raise
+    outcome = await start_turn(state.service, turn_request, api_key)  # [limits] slot
     if isinstance(outcome, Replay):
         end_turn()
         how.mode = "replay"

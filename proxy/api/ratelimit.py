@@ -31,6 +31,7 @@ from ..config import LimitsSettings
 from ..core.caller import Caller
 from ..errors import ProxyError
 from ..obs.logs import annotate
+from ..turn import Replay, StatefulService, TurnRequest, TurnSession
 from .auth import hash_key, scope_caller
 from .errors import error_response
 
@@ -185,11 +186,28 @@ def end_turn() -> None:
         limits.release()
 
 
+_LIMITED_PARTS = ("/responses", "/conversations")  # and what is below them
+
+
 def limited_path(path: str) -> bool:
-    """The chat endpoint (all its aliases) and the agents API."""
-    return path.endswith("/chat/completions") or path == "/v1/agents" or path.startswith(
-        "/v1/agents/"
-    )
+    """The chat endpoint (all its aliases), the Responses and Conversations APIs (under every
+    base URL), and the agents API."""
+    if path.endswith("/chat/completions") or path == "/v1/agents" or path.startswith(
+            "/v1/agents/"):
+        return True
+    return any(part + "/" in path or path.endswith(part) for part in _LIMITED_PARTS)
+
+
+async def start_turn(service: StatefulService, request: TurnRequest,
+                     api_key: str | None) -> TurnSession | Replay:
+    """`service.start` inside a `concurrent_turns` slot, given back if it fails to start; the
+    caller gives it back (`end_turn`) when the turn is over."""
+    begin_turn()  # before anything is stored
+    try:
+        return await service.start(request, api_key)
+    except BaseException:
+        end_turn()
+        raise
 
 
 class RateLimitMiddleware:

@@ -102,6 +102,19 @@ def test_pass_through_and_the_agents_api_spend_the_same_budget(make_proxy, fake_
     assert http.get("/health/liveliness").status_code == 200
 
 
+def test_the_responses_and_conversations_apis_spend_the_budget_too(make_proxy, fake_upstream):
+    proxy = make_proxy({**KEYS, "limits": {"requests_per_minute": 3}})
+    a = proxy.client(api_key=secrets.TENANT_A_KEY)
+    first = a.responses.create(model=MODEL, input="hi")
+    a.responses.retrieve(first.id)
+    agent = proxy.client(api_key=secrets.TENANT_A_KEY, base_url=f"{proxy.url}/agents/a/v1")
+    agent.conversations.create()
+    with pytest.raises(openai.RateLimitError) as refused:
+        agent.responses.create(model=MODEL, input="again")
+    assert_rate_limited(refused.value.response)
+    assert len(fake_upstream.requests) == 1
+
+
 def test_unauthenticated_requests_are_refused_as_before_and_not_counted(make_proxy,
                                                                        fake_upstream):
     proxy = make_proxy({**KEYS, "limits": {"requests_per_minute": 1}})

@@ -50,7 +50,7 @@ from ...turn.window import reserved_output
 from ...upstream import Route
 from ..auth import request_caller
 from ..body import check_limits, parse_json, read_body
-from ..chat import ChatMode
+from ..chat import ChatMode, counted
 from ..passthrough import forward
 from ..ratelimit import begin_turn, end_turn
 from ..state import AppState
@@ -244,26 +244,8 @@ def stored_record(state: AppState, prepared: Prepared,
 
 
 async def create_response(request: Request) -> Response:
-    state: AppState = request.app.state.memproxy
-    how = ChatMode(mode="responses")
-    try:
-        response = await _create(request, state, how)
-    except MemproxyError as exc:
-        _count(state, how, exc.status)
-        raise
-    except Exception as exc:
-        log.exception("response failed")
-        _count(state, how, 500)
-        raise InternalError() from exc
-    _count(state, how, response.status_code)
-    return response
-
-
-def _count(state: AppState, how: ChatMode, status: int) -> None:
-    """The requests metric, with the chat path's labels (mode: responses, responses_plain,
-    passthrough)."""
-    annotate(mode=how.mode, stream=how.stream)
-    state.service.metrics.requests.labels(how.mode, str(how.stream).lower(), str(status)).inc()
+    # counted like a chat completion; mode: responses, responses_plain or passthrough
+    return await counted(request, _create, ChatMode(mode="responses"), "response")
 
 
 async def _create(request: Request, state: AppState, how: ChatMode) -> Response:
