@@ -229,6 +229,12 @@ def test_cancel_a_running_background_response(make_proxy, fake_upstream, spec):
     queued = oa.responses.create(model=MODEL, input="A very slow answer", background=True)
     running = poll(oa, queued.id, until=("in_progress",))
     assert running.status == "in_progress"
+    # cancel once the slow call has reached the upstream: cancelled before it, the run would
+    # leave the scripted delay queued for the next request (on a slow machine it did)
+    stop = time.monotonic() + 30
+    while not fake_upstream.requests:
+        assert time.monotonic() < stop, "the background run never called the upstream"
+        time.sleep(0.02)
     cancelled = oa.responses.cancel(queued.id)
     assert cancelled.status == "cancelled" and cancelled.id == queued.id
     assert oa.responses.retrieve(queued.id).status == "cancelled"
