@@ -178,14 +178,7 @@ async def _replayed(store: TurnStore, replay: Replay, include: list[str] | None,
     response = replay.response
     facts = TurnFacts(replay.turn.turn_id, int(response.get("created") or 0))
     letta = letta_response(output, facts, usage=response.get("usage") or {}, include=include)
-    headers = {
-        "x-memproxy-agent-id": replay.agent_id,
-        "x-memproxy-conversation-id": replay.conversation_id,
-        "x-memproxy-turn-id": replay.turn.turn_id,
-        "x-memproxy-steps": "0",
-        "x-memproxy-replayed": "true",
-        "x-memproxy-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
-    }
+    headers = replay.headers(started)
     return TurnAnswer(letta, headers)
 
 

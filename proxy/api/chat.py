@@ -250,14 +250,7 @@ def _upstream_header(session: TurnSession) -> dict[str, str]:
 
 
 def _replay(replay: Replay, turn_request: TurnRequest, started: float) -> Response:
-    headers = {
-        "x-memproxy-agent-id": replay.agent_id,
-        "x-memproxy-conversation-id": replay.conversation_id,
-        "x-memproxy-turn-id": replay.turn.turn_id,
-        "x-memproxy-steps": "0",
-        "x-memproxy-replayed": "true",
-        "x-memproxy-overhead-ms": f"{(time.perf_counter() - started) * 1000:.2f}",
-    }
+    headers = replay.headers(started)
     if turn_request.stream:
         chunks = sse.replay_chunks(replay.response, turn_request.include_usage)
         return StreamingResponse(_iterate(chunks), media_type="text/event-stream",

@@ -7,6 +7,7 @@ a turn that already finished, a `Replay` of the stored response.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,3 +51,17 @@ class Replay:
     agent_id: str
     conversation_id: str
     turn: Turn
+
+    def headers(self, started: float | None = None) -> dict[str, str]:
+        """The `x-memproxy-*` headers of a replayed turn: no step ran; with `started` (the
+        request's perf_counter()), memproxy's time so far."""
+        headers = {
+            "x-memproxy-agent-id": self.agent_id,
+            "x-memproxy-conversation-id": self.conversation_id,
+            "x-memproxy-turn-id": self.turn.turn_id,
+            "x-memproxy-steps": "0",
+            "x-memproxy-replayed": "true",
+        }
+        if started is not None:
+            headers["x-memproxy-overhead-ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
+        return headers

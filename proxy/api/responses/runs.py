@@ -65,10 +65,7 @@ class TurnRun:
 
     def headers_now(self) -> dict[str, str]:
         if isinstance(self.outcome, Replay):
-            return {"x-memproxy-agent-id": self.outcome.agent_id,
-                    "x-memproxy-conversation-id": self.outcome.conversation_id,
-                    "x-memproxy-turn-id": self.outcome.turn.turn_id,
-                    "x-memproxy-replayed": "true"}
+            return self.outcome.headers()
         headers = self.outcome.headers()
         route = self.outcome.request.route
         if route is not None and route.answered_by is not None:
