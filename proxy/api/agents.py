@@ -125,5 +125,6 @@ async def agent_context(request: Request, scope: Scope) -> Response:
     report = await context_report(
         state.service, agent.tenant, agent.agent_id, conversation,
         request.query_params.get("model"),
-        state.upstream.resolve_key(request.headers.get("authorization")))
+        state.upstream.resolve_key(request.headers.get("authorization")),
+        message=request.query_params.get("message"))
     return ok(report)

@@ -112,6 +112,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "The next prompt's token breakdown", schemas.ContextReport, query=(
                  Param("conversation", {"type": "string"}, "Default `default`."),
                  Param("model", {"type": "string"}, "Default: the last turn's model."),
+                 Param("message", {"type": "string"},
+                       "A next user message: shows and counts what automatic recall would add"
+                       " for it (docs/memory.md)."),
                  TENANT)),
     Endpoint("GET", f"{A}/export", portable_routes.export_agent, "The agent document",
              AgentDocument, tag="export", query=(TENANT,)),

@@ -196,6 +196,16 @@ class PassageDeleted(_Out):
     deleted: Literal[True]
 
 
+class ContextRecall(_Out):
+    """Automatic recall for the next turn: whether it applies to the model, its budget, and
+    the section it would add for `?message=` (null without one, or with no hit)."""
+
+    mode: str
+    applies: bool
+    budget_tokens: int
+    section: str | None
+
+
 class ContextReport(_Out):
     """GET /v1/agents/{a}/context: the next prompt's token breakdown (docs/paging.md)."""
 
@@ -208,6 +218,8 @@ class ContextReport(_Out):
     calibration_factor: float
     messages_in_context: int
     summary: str
+    tools: bool
+    auto_recall: ContextRecall
 
 
 class ErrorDetail(_Out):

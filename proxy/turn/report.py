@@ -4,6 +4,11 @@ Used by `GET /v1/agents/{agent}/context` so operators can see where the tokens g
 instructions, memory blocks, memory metadata, the summary, the in-context messages, the tool
 schemas and the output reserve, against the model's window. The client's own system text is
 sent with each request and not stored, so it is not part of this report.
+
+Automatic recall (recall.py) depends on the next user message, which only the next request
+brings: given one (`?message=`), the report runs the same search a turn would and counts the
+section it adds, so an operator can see what the model would be reminded of; without one the
+report says whether recall applies to the model and its budget, and counts nothing for it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import tokens
+
 from ..core.identity import DEFAULT_CONVERSATION
 from ..core.prompts import MemoryStats, render_system
 from ..core.tools import MEMORY_TOOLS
 from ..errors import ProxyError
 from .ledger import TokenLedger
+from .recall import recall_section, wanted
 from .service import StatefulService
 from .window import reserved_output
 
@@ -27,6 +35,7 @@ async def context_report(
     conversation_id: str | None,
     model: str | None,
     api_key: str | None,
+    message: str | None = None,
 ) -> dict[str, Any]:
     store = service.store
     agent = await store.get_agent(tenant, agent_id)
@@ -44,19 +53,36 @@ async def context_report(
     stats = MemoryStats.of(blocks, recall_messages=await store.count_messages(agent.pk),
                            archival_passages=await store.count_passages(agent.pk))
     window = await service.catalog.window(model, api_key)
+    tools_ok = await service.catalog.tools_supported(model)
+    settings = service.settings.memory
+    applies = wanted(settings.auto_recall, tools=tools_ok)
+    recall = ""
+    if applies and message:
+        recall = await recall_section(
+            service.embeddings.search, agent_pk=agent.pk,
+            conversation_id=conversation.conversation_id,
+            new_input=[{"role": "user", "content": message}], context=context,
+            archival_passages=stats.archival_passages,
+            budget_tokens=settings.auto_recall_tokens, model=model)
     # The same ledger a turn budgets with, over the prompt a turn would send without the
     # client's own system text: the parts add up to what the next turn would estimate.
     ledger = TokenLedger.count(
         model=model,
         factor=await service.catalog.factor(model),
         system_text=render_system(base_instructions=service.base_instructions,
-                                  client_system="", blocks=blocks, stats=stats, now=time.time()),
+                                  client_system="", blocks=blocks, stats=stats, now=time.time(),
+                                  tools=tools_ok, recall=recall),
         summary=conversation.summary,
-        tools=MEMORY_TOOLS,
+        tools=MEMORY_TOOLS if tools_ok else [],
         context=context,
     )
-    reserve = reserved_output({}, service.settings.memory, window)
+    reserve = reserved_output({}, settings, window)
     parts = {"client_system": 0, **ledger.parts(blocks=blocks, reserve_output=reserve)}
+    # The recall section ends the system message's per-turn part: shown on its own line.
+    recalled = min(parts["metadata"], ledger.scale(
+        tokens.count_text("\n\n" + recall, model))) if recall else 0
+    parts["metadata"] -= recalled
+    parts["recall"] = recalled
     total = sum(parts.values())
     return {
         "agent_id": agent.agent_id,
@@ -68,4 +94,11 @@ async def context_report(
         "calibration_factor": round(ledger.factor, 4),
         "messages_in_context": len(context),
         "summary": conversation.summary,
+        "tools": tools_ok,
+        "auto_recall": {
+            "mode": settings.auto_recall,
+            "applies": applies,
+            "budget_tokens": settings.auto_recall_tokens,
+            "section": recall or None,
+        },
     }

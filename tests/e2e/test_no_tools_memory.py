@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -120,6 +121,44 @@ def test_default_mode_adds_no_section_for_tool_capable_models(make_proxy, fake_u
     ask(client, "My name is Ada and my favourite name is Lovelace", "c1")
     ask(client, "What is my name?", "c2")
     assert RECALL_OPEN not in system_text(fake_upstream.last.json)
+
+
+def test_the_context_report_previews_what_recall_would_add(make_proxy, fake_upstream):
+    """/context?message= runs the search a turn would run and counts its section on its own
+    line; the parts still add up, and a model served without tools is counted without them."""
+    fake_upstream.responder = refusing_tools()
+    proxy = make_proxy()
+    ask(proxy.client(), "My name is Ada", "c1")
+    ask(proxy.client(), "Hello", "c2")
+    url = f"{proxy.url}/v1/agents/a1/context"
+    plain = httpx.get(url, params={"conversation": "c2"}, timeout=30).json()
+    assert plain["tools"] is False and plain["tokens"]["tools"] == 0
+    assert plain["auto_recall"] == {"mode": "no-tools", "applies": True, "budget_tokens": 600,
+                                    "section": None}
+    assert plain["tokens"]["recall"] == 0
+    preview = httpx.get(url, params={"conversation": "c2", "message": "What is my name?"},
+                        timeout=30).json()
+    assert DATED.search(preview["auto_recall"]["section"]), preview["auto_recall"]
+    tokens_ = preview["tokens"]
+    assert 0 < tokens_["recall"] <= 600
+    # (each part is rounded up on its own after calibration: a token or two either way)
+    assert abs(tokens_["total"] - tokens_["recall"] - plain["tokens"]["total"]) <= 2
+    assert sum(v for k, v in tokens_.items() if k not in ("total", "free")) == tokens_["total"]
+    # a message that finds nothing adds nothing
+    nothing = httpx.get(url, params={"conversation": "c2", "message": "zebra quantum"},
+                        timeout=30).json()
+    assert nothing["auto_recall"]["section"] is None and nothing["tokens"]["recall"] == 0
+
+
+def test_the_context_report_says_when_recall_does_not_apply(make_proxy, fake_upstream):
+    proxy = make_proxy()
+    ask(proxy.client(), "My name is Ada", "c1")
+    report = httpx.get(f"{proxy.url}/v1/agents/a1/context",
+                       params={"conversation": "c1", "message": "What is my name?"},
+                       timeout=30).json()
+    assert report["tools"] is True and report["tokens"]["tools"] > 0
+    assert report["auto_recall"]["applies"] is False
+    assert report["auto_recall"]["section"] is None and report["tokens"]["recall"] == 0
 
 
 def test_the_section_keeps_within_its_budget(make_proxy, fake_upstream):
