@@ -54,7 +54,27 @@ def test_a_search_right_after_a_turn_finds_it_with_nothing_indexed_in_between(tm
         await store.close()
         return waiting, sorted(hits), waiting_after
 
-    assert run(main()) == (True, ["noted, a walrus", "the walrus lives in Tromsø"], False)
+    assert run(main()) == (2, ["noted, a walrus", "the walrus lives in Tromsø"], 0)
+
+
+def test_a_large_backlog_is_indexed_off_the_loop_and_found(tmp_path):
+    """More rows waiting than the fast lane takes (FAST_INDEX_ROWS): the search indexes them
+    on the thread lane and still finds every one."""
+    from proxy.store.sqlite.store import FAST_INDEX_ROWS
+
+    async def main():
+        store, [(agent, conv)] = await _opened(tmp_path / "big.db", "a")
+        many = [user(f"otter number {n}") for n in range(FAST_INDEX_ROWS + 8)]
+        await store.begin_turn(conv.pk, "t1", "h", None, many)
+        fast_before = store.lanes.batches
+        waiting = await store.lanes.read_fast(pending)
+        hits = await store.search_messages(agent.pk, "otter", limit=100)
+        waiting_after = await store.lanes.read_fast(pending)
+        await _integrity(store)
+        await store.close()
+        return waiting > FAST_INDEX_ROWS, len(hits), waiting_after, store.lanes.batches - fast_before
+
+    assert run(main()) == (True, FAST_INDEX_ROWS + 8, 0, 0)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -147,7 +167,7 @@ def test_the_background_job_indexes_what_turns_wrote(tmp_path):
         await store.close()
         return waiting
 
-    assert run(main()) is False
+    assert run(main()) == 0
 
 
 def test_a_reused_pk_below_the_mark_is_indexed_in_its_own_commit(tmp_path):
@@ -170,4 +190,4 @@ def test_a_reused_pk_below_the_mark_is_indexed_in_its_own_commit(tmp_path):
         await store.close()
         return reused <= top, waiting, hits
 
-    assert run(main()) == (True, False, ["fresh words", "kept words"])
+    assert run(main()) == (True, 0, ["fresh words", "kept words"])

@@ -124,10 +124,11 @@ _PENDING = ("SELECT coalesce((SELECT max(pk) FROM messages), 0),"
             " (SELECT upto FROM fts_progress WHERE name = 'messages')")
 
 
-def pending(db: sqlite3.Connection) -> bool:
-    """Whether committed messages are waiting to be indexed (two index lookups)."""
+def pending(db: sqlite3.Connection) -> int:
+    """How many committed messages at most wait to be indexed (two index lookups; primary
+    keys may have gaps, so this is an upper bound, 0 when none wait)."""
     top, upto = db.execute(_PENDING).fetchone()
-    return top > upto
+    return max(0, top - upto)
 
 
 def index_pending(db: sqlite3.Connection) -> int:

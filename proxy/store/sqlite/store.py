@@ -46,9 +46,14 @@ from .rows import (
     _passage,
     _upsert_blocks,
 )
+from .term_stats import TermFrequencies
 from .tree import SQLiteTree, backfill_trees
 from .turns import SQLiteTurns
 from .vectors import SQLiteVectors
+
+# The largest full-text backlog indexed on the loop's thread before a search (see
+# `_index_pending`): about a millisecond of FTS5 inserts at worst.
+FAST_INDEX_ROWS = 32
 
 T = TypeVar("T")
 
@@ -75,6 +80,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         self.path = path
         self.synchronous = synchronous  # PRAGMA synchronous of every connection
         self.lanes = SQLiteLanes(path, synchronous, maintain=index_pending)
+        self.term_frequencies = TermFrequencies()
         self._file_leases: list[FileLeases] = []
 
     def turn_leases(self) -> LeaseStore:
@@ -263,15 +269,38 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
                               ) -> list[MessageHit]:
         """bm25-ranked recall search (visible, not superseded, evicted included); a blank query
         lists the newest matching messages with score 0. `start`/`end` are inclusive; with
-        `newest`, only the newest that many matches are ranked."""
+        `newest` (automatic recall's cheap search), only the query's rarest words are searched
+        for (term_stats.py) and only the newest `newest` matches are ranked."""
         await self._index_pending()
+        if newest is not None and query.strip():
+            query = await self.lanes.read_fast(self._rarest_words, query)
+            if not query:
+                return []  # no word of it occurs in any message
         sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
+        if newest is not None:  # bounded, so on the loop's thread: no thread lane round trip
+            return await self.lanes.read_fast(
+                lambda db: [MessageHit(*r) for r in db.execute(sql, params)])
         return await self._fetch(sql, params, lambda r: MessageHit(*r))
+
+    def _rarest_words(self, db: sqlite3.Connection, query: str) -> str:
+        indexed = db.execute("SELECT upto FROM fts_progress WHERE name = 'messages'").fetchone()
+        return self.term_frequencies.rarest(db, query, indexed[0] if indexed else 0)
 
     async def _index_pending(self) -> None:
         """Before a full-text search: index the messages turns wrote since the last batch, so
-        a search sees every committed message (fts.py)."""
-        if await self.lanes.read_fast(pending):
+        a search sees every committed message (fts.py).
+
+        A few rows (the last turns' messages: the usual case when searches are frequent, as
+        with automatic recall on every turn) are indexed on the fast lane, in the loop's
+        thread and this pass's group commit, which costs tens of microseconds instead of a
+        thread-lane transaction's hop; a larger backlog goes to the thread lane so that the
+        loop is never held up by it."""
+        backlog = await self.lanes.read_fast(pending)
+        if not backlog:
+            return
+        if backlog <= FAST_INDEX_ROWS:
+            await self.lanes.write_fast(index_pending)
+        else:
             await self.lanes.write(index_pending)
 
     # --- leases (one turn at a time per conversation, across processes) ------------------
