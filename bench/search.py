@@ -95,8 +95,9 @@ async def _load_sqlite(store: Any, agent_pk: int, conv_pk: int, passages: list[s
             " created_at, in_context, visible, tokens) VALUES (?, ?, ?, 't', ?, ?, ?, ?, 0, 1, 1)",
             ((conv_pk, agent_pk, i + 1, role, json.dumps({"role": role, "content": t}), t,
               now - len(messages) + i) for i, (role, t) in enumerate(_roles(messages))))
-        db.execute("INSERT INTO messages_fts (rowid, text, fts_scope)"
-                   " SELECT pk, text, fts_scope FROM messages WHERE agent_pk = ?", (agent_pk,))
+        db.execute("INSERT INTO messages_fts (rowid, text, fts_scope, fts_name)"
+                   " SELECT pk, text, fts_scope, fts_name FROM messages WHERE agent_pk = ?",
+                   (agent_pk,))
 
     await store._write(run)
     await store._write(lambda db: db.execute("ANALYZE"))

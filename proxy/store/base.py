@@ -249,9 +249,11 @@ class AdminStore(Protocol):
         """Ranked full-text hits among one conversation's visible messages (best first)."""
 
     async def search_agent_messages(
-        self, agent_pk: int, query: str, *, roles: list[str] | None = None, limit: int = 20
+        self, agent_pk: int, query: str, *, roles: list[str] | None = None, limit: int = 20,
+        start: float | None = None, end: float | None = None,
     ) -> list[tuple[str, StoredMessage, float]]:
-        """Like `search_messages`, as whole rows: (conversation_id, message, score)."""
+        """Like `search_messages` (`start`/`end` inclusive), as whole rows: (conversation_id,
+        message, score)."""
 
     async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
 

@@ -18,6 +18,9 @@ import json
 
 from ..query_terms import query_terms
 
+# Ties: newest first, then by primary key, as on SQLite (sqlite/fts.py).
+TIE_BREAK = "m.created_at DESC, m.pk DESC"
+
 
 class _Args:
     """Collects positional parameters and hands out their `$n` placeholders."""
@@ -79,14 +82,14 @@ def message_search_sql(
                f" LIMIT {args.add(max(1, int(newest)))}) m"
                " JOIN conversations c ON c.pk = m.conversation_pk"
                f" WHERE {' AND '.join(where[1:])}"
-               f" ORDER BY score DESC, m.pk DESC LIMIT {args.add(limit)}")
+               f" ORDER BY score DESC, {TIE_BREAK} LIMIT {args.add(limit)}")
     else:
         sql = (f"{_query_cte(fts_config, args.add(text))}"
                f" SELECT {columns}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"
                " FROM q JOIN messages m ON m.tsv @@ q.scoped"
                " JOIN conversations c ON c.pk = m.conversation_pk"
                f" WHERE {' AND '.join(where)}"
-               f" ORDER BY score DESC, m.pk DESC LIMIT {args.add(limit)}")
+               f" ORDER BY score DESC, {TIE_BREAK} LIMIT {args.add(limit)}")
     return sql, args.values
 
 
@@ -114,5 +117,5 @@ def passage_search_sql(
                f" SELECT {columns}, ts_rank_cd(p.tsv, q.terms, 1)::float8 AS score"
                " FROM q JOIN passages p ON p.tsv @@ q.scoped"
                f" WHERE {' AND '.join(where)}"
-               f" ORDER BY score DESC, p.pk DESC LIMIT {args.add(top_k)}")
+               f" ORDER BY score DESC, p.created_at DESC, p.pk DESC LIMIT {args.add(top_k)}")
     return sql, args.values
