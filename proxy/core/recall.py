@@ -11,11 +11,11 @@ of the system prompt keeps its cached token count: `prompts.system_parts`).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 
+from .dates import stamp
 from .messages import content_text
 from .types import Message, MessageHit, Passage
 
@@ -87,9 +87,8 @@ def _clip(text: str) -> str:
 
 
 def render_line(snippet: Snippet) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(snippet.created_at))
     who = "archival memory" if snippet.source == "archival" else f"{snippet.source} said"
-    return f"- [{stamp}] {who}: {_clip(snippet.text)}"
+    return f"- [{stamp(snippet.created_at)}] {who}: {_clip(snippet.text)}"
 
 
 def select_snippets(

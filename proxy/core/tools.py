@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .dates import parse_date, stamp
 from .types import Block, BlockRevision, MessageHit, Passage
 
 
@@ -78,8 +78,10 @@ MEMORY_TOOLS: list[dict[str, Any]] = [
                 "description": "Only messages with these roles.",
             },
             "limit": {"type": "integer", "description": "How many results (default 5)."},
-            "start_date": {"type": "string", "description": "Earliest date, YYYY-MM-DD."},
-            "end_date": {"type": "string", "description": "Latest date, YYYY-MM-DD."},
+            "start_date": {"type": "string",
+                           "description": "Earliest date, YYYY-MM-DD (or YYYY-MM, YYYY)."},
+            "end_date": {"type": "string",
+                         "description": "Latest date, included: YYYY-MM-DD (or YYYY-MM, YYYY)."},
         },
         ["query"],
     ),
@@ -177,10 +179,6 @@ class ToolError(Exception):
     """A problem the model should read and fix."""
 
 
-def _stamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def _require_str(args: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
     value = args.get(name)
     if not isinstance(value, str):
@@ -213,18 +211,12 @@ def _tags(args: dict[str, Any]) -> list[str] | None:
 def _date(value: Any, name: str, *, end: bool) -> float | None:
     if value in (None, ""):
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ToolError(f"parameter '{name}' must be a date like 2024-05-31")
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parse_date(str(value), end=end)
     except ValueError as exc:
         raise ToolError(f"parameter '{name}' must be a date like 2024-05-31") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    ts = parsed.timestamp()
-    if end and len(value.strip()) == 10:  # a bare date includes the whole day
-        ts += 86400 - 0.001
-    return ts
 
 
 def _block(state: MemoryState, label: str, *, writing: bool) -> Block:
@@ -292,13 +284,13 @@ async def archival_memory_search(
     top_k = _int(args, "top_k", 5)
     words = {w.lower() for w in query.split()}
     pending = [
-        {"timestamp": _stamp(time.time()), "content": _clip(text), "tags": t}
+        {"timestamp": stamp(time.time()), "content": _clip(text), "tags": t}
         for text, t in state.new_passages
         if (not tags or set(tags) <= set(t)) and (not words or words & set(text.lower().split()))
     ]
     found = await ctx.store.search_passages(ctx.agent_pk, query, tags=tags, top_k=top_k)
     results = pending + [
-        {"timestamp": _stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
+        {"timestamp": stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
         for p in found
     ]
     if not results:
@@ -325,7 +317,7 @@ async def conversation_search(
     if not hits:
         return "No matching messages found in recall memory."
     return _fit_results(
-        [{"timestamp": _stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
+        [{"timestamp": stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
         ctx.max_result_chars,
     )
 
