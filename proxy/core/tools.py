@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .dates import parse_date, stamp
+from .hit_context import NOTHING, NeighbourSource, arrange, hit_entry, without_context
 from .types import Block, BlockRevision, MessageHit, Passage
 
 
@@ -149,6 +150,10 @@ class ToolContext:
     conversation_id: str | None = None
     current_turn_from_seq: int | None = None  # the running turn's own messages are not "past"
     max_result_chars: int = 16_000  # a search result list is cut to fit the context window
+    # The turns around each conversation_search hit (core/hit_context.py): up to this many
+    # on each side, read from `neighbours`; 0 or None: the hits alone.
+    neighbours: NeighbourSource | None = None
+    neighbour_count: int = 0
 
     def is_current(self, hit: MessageHit) -> bool:
         return (
@@ -316,10 +321,24 @@ async def conversation_search(
     hits = [h for h in hits if not ctx.is_current(h)][:limit]
     if not hits:
         return "No matching messages found in recall memory."
-    return _fit_results(
-        [{"timestamp": stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
-        ctx.max_result_chars,
-    )
+    around = [NOTHING] * len(hits)
+    if ctx.neighbours is not None and ctx.neighbour_count > 0:
+        found = await ctx.neighbours.message_neighbours(
+            ctx.agent_pk, [(h.conversation_id, h.seq) for h in hits], ctx.neighbour_count)
+        around = arrange(hits, found, leave_out=ctx.is_current)
+    results = [hit_entry(h, a, MAX_RESULT_CHARS) for h, a in zip(hits, around, strict=True)]
+    return _fit_results(_trade_context(results, ctx.max_result_chars), ctx.max_result_chars)
+
+
+def _trade_context(results: list[dict[str, Any]], max_chars: int) -> list[dict[str, Any]]:
+    """Over budget, the lowest-ranked hits lose their neighbouring turns first (then
+    `_fit_results` drops hits): the budget buys hits before context."""
+    results = list(results)
+    for index in range(len(results) - 1, -1, -1):
+        if len(json.dumps(results, ensure_ascii=False)) <= max_chars:
+            break
+        results[index] = without_context(results[index])
+    return results
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:

@@ -93,6 +93,48 @@ def test_rest_search_takes_a_date_window(store_backend: Backend) -> None:
     store_backend.run(body)
 
 
+def test_the_turns_around_hits_in_one_query(store_backend: Backend) -> None:
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        other = await s.ensure_conversation(agent.pk, "other")
+        call = NewMessage({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "lookup", "arguments": "{}"}}]})
+        await s.begin_turn(conv.pk, "t1", "h", None, [user("u1"), assistant("a1"), user("u2")])
+        await s.finish_turn("t1", conv.pk, agent.pk, result(
+            NewMessage({"role": "assistant", "content": "internal"}, visible=False),
+            call, NewMessage({"role": "tool", "tool_call_id": "c1", "content": "output"}),
+            assistant("a2")))  # seqs 4-7: hidden, a call without text, a tool result, a2
+        await s.begin_turn(conv.pk, "t2", "h", None, [user("u3"), assistant("a3")])  # 8, 9
+        await s.begin_turn(other.pk, "t3", "h", None, [user("x1"), user("x2")])
+        other_agent, other_conv = await setup(s, "bob")
+        await s.begin_turn(other_conv.pk, "t4", "h", None, [user("b1"), user("b2")])
+
+        def shown(rows):
+            return [(i, h.conversation_id, h.seq, h.text) for i, h in rows]
+
+        rows = await s.message_neighbours(agent.pk, [("default", 3), ("other", 1)], 1)
+        assert shown(rows) == [(0, "default", 2, "a1"), (0, "default", 7, "a2"),
+                               (1, "other", 2, "x2")]
+        assert rows[0][1].role == "assistant" and rows[0][1].created_at > 0
+        rows = await s.message_neighbours(agent.pk, [("default", 7), ("default", 1)], 2)
+        assert shown(rows) == [(0, "default", 2, "a1"), (0, "default", 3, "u2"),
+                               (0, "default", 8, "u3"), (0, "default", 9, "a3"),
+                               (1, "default", 2, "a1"), (1, "default", 3, "u2")]
+        # another agent's conversation, an unknown one, no hits, count 0: nothing
+        assert await s.message_neighbours(other_agent.pk, [("other", 1)], 1) == []
+        assert await s.message_neighbours(agent.pk, [("nope", 1)], 1) == []
+        assert await s.message_neighbours(agent.pk, [], 1) == []
+        assert await s.message_neighbours(agent.pk, [("default", 3)], 0) == []
+        # superseded turns are not neighbours
+        await store_backend.sql(s, "UPDATE messages SET superseded = ? WHERE seq = 2",
+                                store_backend.name == "postgres" or 1)
+        rows = await s.message_neighbours(agent.pk, [("default", 3)], 1)
+        assert shown(rows) == [(0, "default", 1, "u1"), (0, "default", 7, "a2")]
+
+    store_backend.run(body)
+
+
 # --- migration 9 on a database of the previous release --------------------------------------
 OLD = [m for m in MIGRATIONS if m.version <= 8]
 _OLD_ROWS = [

@@ -119,3 +119,23 @@ def passage_search_sql(
                f" WHERE {' AND '.join(where)}"
                f" ORDER BY score DESC, p.created_at DESC, p.pk DESC LIMIT {args.add(top_k)}")
     return sql, args.values
+
+
+# The neighbouring turns of search hits, for all hits in one statement (core/hit_context.py):
+# $1 the agent, $2/$3 the hits' conversation ids and seqs, $4 how many on each side; each side
+# is an index range scan of messages_visible per hit.
+# A turn: a user message, or an assistant message that calls no tool, with text (as on
+# SQLite; `->` keeps escapes, so a \u0000 in the JSON cannot raise here).
+_TURN = ("m.conversation_pk = c.pk AND m.visible AND NOT m.superseded AND m.text <> ''"
+         " AND (m.role = 'user' OR (m.role = 'assistant' AND m.data -> 'tool_calls' IS NULL))")
+NEIGHBOURS_SQL = (
+    "SELECT h.i, h.cid, n.seq, n.role, n.text, n.created_at, 0.0::float8"
+    " FROM unnest($2::text[], $3::integer[]) WITH ORDINALITY AS h(cid, seq, i)"
+    " JOIN conversations c ON c.agent_pk = $1 AND c.conversation_id = h.cid"
+    " CROSS JOIN LATERAL ("
+    f"(SELECT m.seq, m.role, m.text, m.created_at FROM messages m WHERE {_TURN}"
+    " AND m.seq < h.seq ORDER BY m.seq DESC LIMIT $4)"
+    f" UNION ALL (SELECT m.seq, m.role, m.text, m.created_at FROM messages m WHERE {_TURN}"
+    " AND m.seq > h.seq ORDER BY m.seq LIMIT $4)) n"
+    " ORDER BY h.i, n.seq"
+)

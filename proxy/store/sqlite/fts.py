@@ -104,6 +104,38 @@ def message_search_sql(
     return sql, (*params, limit)
 
 
+# The neighbouring turns of search hits, for all hits in one statement (core/hit_context.py):
+# ? = the hits as a JSON array of [conversation_id, seq], the agent, then `count` twice. For
+# each hit, the seq of its count-th turn before and after bound a range read from the
+# messages_visible index; fewer turns than `count` on a side leave that side open.
+# A turn: a user message, or an assistant message that calls no tool (a call's text is the
+# call, not something said), with text.
+_TURN = ("visible = 1 AND superseded = 0 AND text <> '' AND (role = 'user' OR (role ="
+         " 'assistant' AND json_extract(data, '$.tool_calls') IS NULL))")
+NEIGHBOURS_SQL = (
+    "WITH h(i, cid, seq) AS (SELECT key, json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]') FROM json_each(?)),"
+    " hc AS (SELECT h.i, h.cid, h.seq, c.pk AS cpk FROM h"
+    " JOIN conversations c ON c.agent_pk = ? AND c.conversation_id = h.cid),"
+    " r AS (SELECT hc.*,"
+    f" coalesce((SELECT seq FROM messages WHERE conversation_pk = hc.cpk AND {_TURN}"
+    " AND seq < hc.seq ORDER BY seq DESC LIMIT 1 OFFSET ? - 1), -1) AS lo,"
+    f" coalesce((SELECT seq FROM messages WHERE conversation_pk = hc.cpk AND {_TURN}"
+    " AND seq > hc.seq ORDER BY seq LIMIT 1 OFFSET ? - 1), 1 << 62) AS hi FROM hc)"
+    " SELECT r.i, r.cid, m.seq, m.role, m.text, m.created_at, 0.0 FROM r"
+    " JOIN messages m ON m.conversation_pk = r.cpk AND m.seq BETWEEN r.lo AND r.hi"
+    " AND m.seq <> r.seq AND m.visible = 1 AND m.superseded = 0 AND m.text <> ''"
+    " AND (m.role = 'user' OR (m.role = 'assistant'"
+    " AND json_extract(m.data, '$.tool_calls') IS NULL))"
+    " ORDER BY r.i, m.seq"
+)
+
+
+def neighbours_params(agent_pk: int, hits: list[tuple[str, int]], count: int) -> tuple:
+    return (json.dumps([[cid, seq] for cid, seq in hits], ensure_ascii=False), agent_pk,
+            count, count)
+
+
 def passage_search_sql(
     agent_pk: int, query: str, tags: list[str] | None, top_k: int
 ) -> tuple[str, tuple]:

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ...core.types import (
@@ -29,7 +29,14 @@ from ..leases import FileLeases, LeaseStore
 from ..migrations import apply_sqlite
 from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
-from .fts import index_pending, message_search_sql, passage_search_sql, pending
+from .fts import (
+    NEIGHBOURS_SQL,
+    index_pending,
+    message_search_sql,
+    neighbours_params,
+    passage_search_sql,
+    pending,
+)
 from .lanes import SQLiteLanes
 from .responses import SQLiteResponsesMixin
 from .rows import (
@@ -267,6 +274,14 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         await self._index_pending()
         sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
         return await self._fetch(sql, params, lambda r: MessageHit(*r))
+
+    async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
+                                 count: int) -> list[tuple[int, MessageHit]]:
+        """The turns around each hit, in one statement (core/hit_context.py, fts.py)."""
+        if not hits or count <= 0:
+            return []
+        return await self._fetch(NEIGHBOURS_SQL, neighbours_params(agent_pk, list(hits), count),
+                                 lambda r: (r[0], MessageHit(*r[1:])))
 
     async def _index_pending(self) -> None:
         """Before a full-text search: index the messages turns wrote since the last batch, so
