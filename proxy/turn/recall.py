@@ -61,6 +61,7 @@ async def recall_section(
     # The context is the newest part of the conversation: a hit of this conversation at or
     # after its first message is in the prompt already (one comparison, however long it is).
     first_seq = context[0].seq if context else None
+
     def in_prompt(message: MessageHit) -> bool:
         return (message.conversation_id == conversation_id and first_seq is not None
                 and message.seq >= first_seq)

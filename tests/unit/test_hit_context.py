@@ -140,3 +140,39 @@ def test_recall_shows_a_hit_with_its_turns_or_alone_when_they_do_not_fit() -> No
 def test_a_snippet_without_context_renders_as_before() -> None:
     assert render_line(Snippet("archival", "Likes tea", DAY)) == (
         "- [Mon 2023-05-08 13:56 UTC] archival memory: Likes tea")
+
+
+class Turns:
+    """Neighbours from a list, or a failure (a database error)."""
+
+    def __init__(self, rows=(), fail=False):
+        self.rows, self.fail = list(rows), fail
+
+    async def message_neighbours(self, agent_pk, hits, count):
+        if self.fail:
+            raise RuntimeError("database is locked")
+        return self.rows
+
+
+def section(neighbours: Turns, context_from: int | None = None) -> str:
+    from proxy.core.types import StoredMessage
+    from proxy.turn.recall import recall_section
+
+    store = Store([said(3, "I went hiking"), said(20, "Caroline hiked again", cid="here")], [])
+    context = [] if context_from is None else [StoredMessage(
+        seq=context_from, data={"role": "user", "content": "x"}, turn_id="t", created_at=DAY)]
+    return asyncio.run(recall_section(
+        store, agent_pk=1, conversation_id="here",
+        new_input=[{"role": "user", "content": "Where did Caroline hike?"}], context=context,
+        archival_passages=0, budget_tokens=600, model="gpt-4o-mini", neighbours=neighbours,
+        neighbour_count=1))
+
+
+def test_automatic_recall_leaves_out_turns_in_the_prompt_and_survives_a_failure() -> None:
+    rows = [(0, said(2, "Any plans?", "assistant")),
+            (1, said(21, "already in the prompt", "assistant", cid="here"))]
+    text = section(Turns(rows), context_from=21)
+    assert "(before) [Mon 2023-05-08 13:58 UTC] assistant said: Any plans?" in text
+    assert "already in the prompt" not in text and "Caroline hiked again" in text
+    failed = section(Turns(fail=True))
+    assert "user said: I went hiking" in failed and "(before)" not in failed
