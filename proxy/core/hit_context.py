@@ -73,9 +73,14 @@ def clip(text: str, limit: int) -> str:
 
 
 def entry(message: MessageHit, limit: int) -> dict[str, Any]:
-    """A message as a search result shows it: its date, role and (clipped) text."""
-    return {"timestamp": stamp(message.created_at), "role": message.role,
-            "content": clip(message.text, limit)}
+    """A message as a search result shows it: its date, role, speaker name if it has one
+    (the text may not say who spoke; the name is searchable, so it must be visible too) and
+    (clipped) text."""
+    shown = {"timestamp": stamp(message.created_at), "role": message.role}
+    if message.name:
+        shown["name"] = message.name
+    shown["content"] = clip(message.text, limit)
+    return shown
 
 
 def hit_entry(hit: MessageHit, around: Around, limit: int) -> dict[str, Any]:

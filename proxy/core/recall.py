@@ -48,6 +48,7 @@ class Snippet:
     created_at: float
     before: tuple[Snippet, ...] = ()
     after: tuple[Snippet, ...] = ()
+    name: str | None = None  # a message's speaker name, when it has one
 
     def bare(self) -> Snippet:
         return replace(self, before=(), after=())
@@ -75,7 +76,7 @@ def recall_query(messages: Sequence[Message]) -> str:
 
 
 def _said(message: MessageHit) -> Snippet:
-    return Snippet(message.role, message.text, message.created_at)
+    return Snippet(message.role, message.text, message.created_at, name=message.name)
 
 
 def candidates(hits: Sequence[MessageHit], passages: Sequence[Passage],
@@ -86,10 +87,9 @@ def candidates(hits: Sequence[MessageHit], passages: Sequence[Passage],
     for index, (hit, passage) in enumerate(zip_longest(hits, passages)):
         if hit is not None:
             context = around[index] if index < len(around) else None
-            found.append(Snippet(hit.role, hit.text, hit.created_at) if context is None else
-                         Snippet(hit.role, hit.text, hit.created_at,
-                                 tuple(_said(m) for m in context.before),
-                                 tuple(_said(m) for m in context.after)))
+            found.append(_said(hit) if context is None else replace(
+                _said(hit), before=tuple(_said(m) for m in context.before),
+                after=tuple(_said(m) for m in context.after)))
         if passage is not None:
             found.append(Snippet("archival", passage.text, passage.created_at))
     return found
@@ -105,7 +105,12 @@ def _clip(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 
 def _said_line(snippet: Snippet, limit: int) -> str:
-    who = "archival memory" if snippet.source == "archival" else f"{snippet.source} said"
+    if snippet.source == "archival":
+        who = "archival memory"
+    elif snippet.name:
+        who = f"{snippet.name} ({snippet.source}) said"
+    else:
+        who = f"{snippet.source} said"
     return f"[{stamp(snippet.created_at)}] {who}: {_clip(snippet.text, limit)}"
 
 

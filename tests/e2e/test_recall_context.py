@@ -36,7 +36,10 @@ def test_conversation_search_finds_the_speaker_with_the_turns_around(make_proxy)
     hits = json.loads(reply.removeprefix("Search results: "))
     assert len(hits) == 1
     hit = hits[0]
-    assert (hit["role"], hit["content"]) == ("user", "I went hiking on Sunday")
+    assert (hit["role"], hit["name"], hit["content"]) == (
+        "user", "Caroline", "I went hiking on Sunday")
+    assert list(hit) == ["timestamp", "role", "name", "content", "before", "after"]
+    assert "name" not in hit["before"][0]  # the assistant's replies have none
     assert [(m["role"], m["content"].split(" (saw")[0]) for m in hit["before"]] == [
         ("assistant", "Echo: We should plan the weekend")]
     assert [(m["role"], m["content"].split(" (saw")[0]) for m in hit["after"]] == [
@@ -50,7 +53,7 @@ def test_search_neighbours_0_shows_the_hits_alone(make_proxy):
     talk(client)
     hits = json.loads(say(client, "Search history: Caroline", "c2")
                       .removeprefix("Search results: "))
-    assert [set(h) for h in hits] == [{"timestamp", "role", "content"}]
+    assert [set(h) for h in hits] == [{"timestamp", "role", "name", "content"}]
 
 
 def test_two_turns_each_side_when_configured(make_proxy):
@@ -71,8 +74,9 @@ def test_automatic_recall_shows_the_turns_around_a_hit(make_proxy, fake_upstream
                        if m["role"] == "system")
     section = system[system.index(RECALL_OPEN):system.index(RECALL_CLOSE)]
     lines = section.splitlines()
-    hit = next(i for i, line in enumerate(lines) if "user said: I went hiking" in line)
-    assert re.match(rf"- \[{STAMP}\] user said: I went hiking on Sunday$", lines[hit])
+    hit = next(i for i, line in enumerate(lines) if "said: I went hiking" in line)
+    assert re.match(rf"- \[{STAMP}\] Caroline \(user\) said: I went hiking on Sunday$",
+                    lines[hit])
     assert re.match(rf"  \(before\) \[{STAMP}\] assistant said: Echo: We should plan",
                     lines[hit + 1])
     assert re.match(rf"  \(after\) \[{STAMP}\] assistant said: Echo: I went hiking",

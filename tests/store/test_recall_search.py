@@ -32,8 +32,14 @@ def test_a_speaker_is_found_by_name(store_backend: Backend) -> None:
         hits = await s.search_messages(agent.pk, "caroline")
         assert sorted(h.text for h in hits) == ["Caroline is here as well",
                                                 "I went hiking on Sunday"]
-        assert [h.text for h in await s.search_messages(agent.pk, "Melanie")] == [
-            "I painted a lake"]
+        found = await s.search_messages(agent.pk, "Melanie")
+        assert [(h.text, h.name) for h in found] == [("I painted a lake", "Melanie")]
+        assert {h.name for h in await s.search_messages(agent.pk, "")} == {
+            None, "Caroline", "Melanie"}
+        around = await s.message_neighbours(agent.pk, [("default", 2)], 1)
+        assert [(h.seq, h.name) for _, h in around] == [(1, "Caroline"), (3, "Melanie")]
+        newest = await s.search_messages(agent.pk, "lake", newest=10)
+        assert [h.name for h in newest] == ["Melanie"]
         # the name only adds words: the text is still what is matched and shown
         assert [h.text for h in await s.search_messages(agent.pk, "lake")] == ["I painted a lake"]
         whole = await s.search_agent_messages(agent.pk, "melanie")

@@ -137,6 +137,15 @@ def test_recall_shows_a_hit_with_its_turns_or_alone_when_they_do_not_fit() -> No
     assert chosen == [found[0].bare()]
 
 
+def test_a_speakers_name_is_shown_when_the_message_has_one() -> None:
+    named = MessageHit("c", 3, "user", "I went hiking", DAY, 1.0, name="Caroline")
+    store = Store([named], [(0, said(2, "Plans?", "assistant"))])
+    result = json.loads(search(store, 1))[0]
+    assert (result["name"], "name" in result["before"][0]) == ("Caroline", False)
+    line = render_line(candidates([named], [])[0])
+    assert line == "- [Mon 2023-05-08 13:56 UTC] Caroline (user) said: I went hiking"
+
+
 def test_a_snippet_without_context_renders_as_before() -> None:
     assert render_line(Snippet("archival", "Likes tea", DAY)) == (
         "- [Mon 2023-05-08 13:56 UTC] archival memory: Likes tea")

@@ -246,7 +246,7 @@ class PostgresAdminMixin:
         inner, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
                                          start, end)
         rows = await self.pool.fetch(
-            f"WITH h(cid, seq, role, text, created_at, score) AS ({inner})"
+            f"WITH h(cid, seq, role, text, created_at, name, score) AS ({inner})"
             f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"
             " JOIN conversations c ON c.agent_pk = $1 AND c.conversation_id = h.cid"
             " JOIN messages m ON m.conversation_pk = c.pk AND m.seq = h.seq"

@@ -242,7 +242,7 @@ class SQLiteAdminMixin:
         """The recall search (fts.py) joined back to the whole rows."""
         await self._index_pending()
         inner, params = message_search_sql(agent_pk, query, roles, limit, start, end)
-        sql = (f"WITH h(cid, seq, role, text, created_at, score) AS ({inner})"
+        sql = (f"WITH h(cid, seq, role, text, created_at, name, score) AS ({inner})"
                f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"
                " JOIN conversations c ON c.agent_pk = ? AND c.conversation_id = h.cid"
                " JOIN messages m ON m.conversation_pk = c.pk AND m.seq = h.seq"

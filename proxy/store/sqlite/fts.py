@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from ...core.types import MessageHit
 from ..query_terms import query_terms
 
 
@@ -51,7 +52,7 @@ _HAS_ALL_TAGS = (
 # conversation_id by primary key per hit (a join may be planned as a scan after ANALYZE).
 _HIT_COLUMNS = (
     "(SELECT conversation_id FROM conversations WHERE pk = m.conversation_pk),"
-    " m.seq, m.role, m.text, m.created_at"
+    " m.seq, m.role, m.text, m.created_at, m.fts_name"
 )
 
 
@@ -61,11 +62,17 @@ _HIT_COLUMNS = (
 TIE_BREAK = "m.created_at DESC, m.pk DESC"
 
 
+def hit_row(r: tuple) -> MessageHit:
+    """A MessageHit of a row (conversation_id, seq, role, text, created_at, name, score)."""
+    return MessageHit(r[0], r[1], r[2], r[3], r[4], r[6], r[5])
+
+
 def message_search_sql(
     agent_pk: int, query: str, roles: list[str] | None, limit: int,
     start: float | None, end: float | None, newest: int | None = None,
 ) -> tuple[str, tuple]:
-    """SELECT (conversation_id, seq, role, text, created_at, score) for a recall search.
+    """SELECT (conversation_id, seq, role, text, created_at, name, score) for a recall search
+    (`hit_row` makes a MessageHit of it).
 
     Ranked by -bm25 (higher is better) with FTS5 driving the join (CROSS JOIN fixes the order),
     or, for a blank query, newest first from the messages_agent_recall index with score 0.
@@ -122,7 +129,7 @@ NEIGHBOURS_SQL = (
     " AND seq < hc.seq ORDER BY seq DESC LIMIT 1 OFFSET ? - 1), -1) AS lo,"
     f" coalesce((SELECT seq FROM messages WHERE conversation_pk = hc.cpk AND {_TURN}"
     " AND seq > hc.seq ORDER BY seq LIMIT 1 OFFSET ? - 1), 1 << 62) AS hi FROM hc)"
-    " SELECT r.i, r.cid, m.seq, m.role, m.text, m.created_at, 0.0 FROM r"
+    " SELECT r.i, r.cid, m.seq, m.role, m.text, m.created_at, m.fts_name, 0.0 FROM r"
     " JOIN messages m ON m.conversation_pk = r.cpk AND m.seq BETWEEN r.lo AND r.hi"
     " AND m.seq <> r.seq AND m.visible = 1 AND m.superseded = 0 AND m.text <> ''"
     " AND (m.role = 'user' OR (m.role = 'assistant'"

@@ -31,6 +31,7 @@ from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
 from .fts import (
     NEIGHBOURS_SQL,
+    hit_row,
     index_pending,
     message_search_sql,
     neighbours_params,
@@ -273,7 +274,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         `newest`, only the newest that many matches are ranked."""
         await self._index_pending()
         sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
-        return await self._fetch(sql, params, lambda r: MessageHit(*r))
+        return await self._fetch(sql, params, hit_row)
 
     async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
                                  count: int) -> list[tuple[int, MessageHit]]:
@@ -281,7 +282,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         if not hits or count <= 0:
             return []
         return await self._fetch(NEIGHBOURS_SQL, neighbours_params(agent_pk, list(hits), count),
-                                 lambda r: (r[0], MessageHit(*r[1:])))
+                                 lambda r: (r[0], hit_row(r[1:])))
 
     async def _index_pending(self) -> None:
         """Before a full-text search: index the messages turns wrote since the last batch, so
