@@ -40,6 +40,7 @@ from proxy.core.tools import MemoryState, ToolContext, archival_memory_search, c
 from proxy.embeddings import HybridSearch, VectorIndex
 from proxy.embeddings.client import normalize_rows
 from proxy.store import open_store
+from proxy.store.sqlite.fts import index_pending
 from proxy.store.vector_base import MESSAGE, PASSAGE
 
 from .common import eprint, fmt_ms, machine_block, machine_info, markdown_table, summarize
@@ -95,8 +96,7 @@ async def _load_sqlite(store: Any, agent_pk: int, conv_pk: int, passages: list[s
             " created_at, in_context, visible, tokens) VALUES (?, ?, ?, 't', ?, ?, ?, ?, 0, 1, 1)",
             ((conv_pk, agent_pk, i + 1, role, json.dumps({"role": role, "content": t}), t,
               now - len(messages) + i) for i, (role, t) in enumerate(_roles(messages))))
-        db.execute("INSERT INTO messages_fts (rowid, text, fts_scope)"
-                   " SELECT pk, text, fts_scope FROM messages WHERE agent_pk = ?", (agent_pk,))
+        index_pending(db)  # as the store's batches do: indexed once, the mark moved past them
 
     await store._write(run)
     await store._write(lambda db: db.execute("ANALYZE"))
@@ -178,7 +178,9 @@ async def measure_store(store: Any, items: int, args: argparse.Namespace) -> lis
     memory = MemoryState.of([])
     rows = []
     for mode, backend in (("full-text", store), ("hybrid", hybrid)):
-        ctx = ToolContext(store=backend, agent_pk=agent.pk, conversation_id="other")
+        # the turns around each hit as the default `[memory] search_neighbours = 1` reads them
+        ctx = ToolContext(store=backend, agent_pk=agent.pk, conversation_id="other",
+                          neighbours=store, neighbour_count=1)
         for tool, fn in (("archival_memory_search", archival_memory_search),
                          ("conversation_search", conversation_search)):
             position = iter(range(10**9))

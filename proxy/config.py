@@ -244,6 +244,9 @@ class MemorySettings(_Section):
     # search); "off": never.
     auto_recall: Literal["off", "no-tools", "always"] = "no-tools"
     auto_recall_tokens: int = Field(default=600, ge=0)  # the section's budget
+    # conversation_search results and automatically recalled messages show this many turns
+    # before and after each hit (core/hit_context.py, docs/search.md); 0: the hits alone.
+    search_neighbours: int = Field(default=1, ge=0, le=5)
     # Models without tools cannot edit memory: with this, the summarizer model reads each of
     # their turns afterwards and appends the facts the user stated to the `human` block.
     extract_facts: bool = False

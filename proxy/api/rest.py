@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..core.caller import Caller
+from ..core.dates import parse_date
 from ..core.identity import validate_id
 from ..core.types import Agent, Conversation
 from ..errors import InternalError, MemproxyError, ProxyError, bad_request, validation_error
@@ -138,6 +139,18 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
         raise bad_request(f"{name} must be between {low} and {high}", param=name,
                           code="invalid_parameter")
     return value
+
+
+def query_date(request: Request, name: str, *, end: bool) -> float | None:
+    """An ISO date or date-time, a month, a year or epoch seconds (core/dates.py), or None
+    when absent; an end date includes the whole day, month or year it names."""
+    raw = request.query_params.get(name)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return parse_date(raw, end=end)
+    except ValueError as exc:
+        raise bad_request(f"{name}: {exc}", param=name, code="invalid_parameter") from None
 
 
 def query_bool(request: Request, name: str) -> bool:

@@ -82,10 +82,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  Param("query", {"type": "string"}, "Full-text search, best first."),
                  TENANT)),
     Endpoint("GET", f"{A}/messages", transcripts.search_agent_messages,
-             "Full-text search across the agent's conversations", schemas.MessageList,
+             "Search across the agent's conversations (best first; ties newest first)",
+             schemas.MessageList,
              tag="transcripts", query=(
                  Param("query", {"type": "string"}, "What to look for (blank: newest)."),
                  Param("roles", {"type": "string"}, "Comma-separated: user, assistant, tool."),
+                 Param("start_date", {"type": "string"}, "Messages written at or after this:"
+                       " YYYY-MM-DD, an ISO date-time (UTC unless it says), YYYY-MM, YYYY or"
+                       " epoch seconds."),
+                 Param("end_date", {"type": "string"}, "Messages written at or before this,"
+                       " same forms; a day, month or year is included whole."),
                  _limit(20), TENANT)),
     Endpoint("POST", f"{A}/messages", agent_messages.send_messages,
              "Run one stateful turn (Letta's messages API): the turn's messages, stop_reason "

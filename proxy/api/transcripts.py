@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import views
+from ..errors import bad_request
 from .rest import (
     MAX_PAGE,
     Scope,
@@ -20,6 +21,7 @@ from .rest import (
     load_conversation,
     ok,
     query_bool,
+    query_date,
     query_int,
     query_list,
 )
@@ -60,13 +62,25 @@ async def list_messages(request: Request, scope: Scope) -> Response:
 
 @endpoint
 async def search_agent_messages(request: Request, scope: Scope) -> Response:
-    """Across every conversation of the agent; a blank query lists the newest messages."""
+    """Across every conversation of the agent; a blank query lists the newest messages.
+    `start_date`/`end_date` (inclusive) keep the messages written within them."""
     agent = await load_agent(request, scope)
     query = request.query_params.get("query") or ""
     roles = query_list(request, "roles", SEARCH_ROLES)
     limit = query_int(request, "limit", 20, 1, MAX_PAGE)
+    start, end = date_window(request)
     hits = await scope.state.store.search_agent_messages(agent.pk, query, roles=roles,
-                                                         limit=limit + 1)
+                                                         limit=limit + 1, start=start, end=end)
     data = [views.message_object(m, score=score, conversation_id=cid)
             for cid, m, score in hits[:limit]]
     return ok(views.list_object(data, len(hits) > limit))
+
+
+def date_window(request: Request) -> tuple[float | None, float | None]:
+    """`start_date` and `end_date` (as conversation_search names them), checked in order."""
+    start = query_date(request, "start_date", end=False)
+    end = query_date(request, "end_date", end=True)
+    if start is not None and end is not None and start > end:
+        raise bad_request("start_date is after end_date", param="start_date",
+                          code="invalid_parameter")
+    return start, end

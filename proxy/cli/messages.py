@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any
 
 from .client import Api, path_id
-from .common import positive_int, print_json
+from .common import CliError, positive_int, print_json
 from .table import format_time
 
 DEFAULT_SEARCH_LIMIT = 20
@@ -92,9 +92,13 @@ async def _conversation(api: Api, agent: str, conversation: str, args: argparse.
 
 
 async def cmd_messages(api: Api, args: argparse.Namespace) -> int:
+    if (args.start_date or args.end_date) and (not args.search or args.conversation):
+        raise CliError("--start-date/--end-date need --search and no --conversation (they"
+                       " filter the search across all conversations)", code=2)
     if args.search and not args.conversation:
         body = await api.get(api.agent_path(args.agent, "messages"), query=args.search,
-                             limit=args.limit or DEFAULT_SEARCH_LIMIT)
+                             limit=args.limit or DEFAULT_SEARCH_LIMIT,
+                             start_date=args.start_date, end_date=args.end_date)
         hits = list(body.get("data", []))
         if args.json:
             print_json(hits)
@@ -143,6 +147,12 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
     messages.add_argument("agent", help="agent id")
     messages.add_argument("--conversation", "-c", help="only this conversation")
     messages.add_argument("--search", "-s", metavar="QUERY", help="full-text search")
+    messages.add_argument("--start-date", metavar="DATE",
+                          help="with --search: only messages written at or after DATE "
+                          "(YYYY-MM-DD, an ISO date-time, YYYY-MM, YYYY or epoch seconds)")
+    messages.add_argument("--end-date", metavar="DATE",
+                          help="with --search: only messages written at or before DATE "
+                          "(a day, month or year is included whole)")
     messages.add_argument("--all", action="store_true",
                           help="include superseded messages")
     messages.add_argument("--limit", "-n", type=positive_int,

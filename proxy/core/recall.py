@@ -11,11 +11,12 @@ of the system prompt keeps its cached token count: `prompts.system_parts`).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 
+from .dates import stamp
+from .hit_context import Around
 from .messages import content_text
 from .types import Message, MessageHit, Passage
 
@@ -27,6 +28,7 @@ RECALL_HEADER = (
     " has not seen it):"
 )
 SNIPPET_CHARS = 500  # a long hit is clipped: a few snippets beat one long one
+NEIGHBOUR_CHARS = 200  # and a turn around it more (the section's budget is small)
 QUERY_CHARS = 1000  # what of the user message is searched for
 # A full-text search costs in proportion to how many rows its terms occur in: a paragraph's
 # thirty words, each common, make one search tens of milliseconds over 20,000 messages, while a
@@ -38,11 +40,18 @@ _WORD = re.compile(r"[^\W_]+")
 
 @dataclass(frozen=True)
 class Snippet:
-    """One candidate: a past message (`source` "user"/"assistant"/…) or an archival passage."""
+    """One candidate: a past message (`source` "user"/"assistant"/…) or an archival passage,
+    with a message's neighbouring turns (`[memory] search_neighbours`, core/hit_context.py)."""
 
     source: str
     text: str
     created_at: float
+    before: tuple[Snippet, ...] = ()
+    after: tuple[Snippet, ...] = ()
+    name: str | None = None  # a message's speaker name, when it has one
+
+    def bare(self) -> Snippet:
+        return replace(self, before=(), after=())
 
 
 def user_text(messages: Sequence[Message]) -> str:
@@ -66,12 +75,21 @@ def recall_query(messages: Sequence[Message]) -> str:
     return " ".join(w for w in words if w in kept)
 
 
-def candidates(hits: Sequence[MessageHit], passages: Sequence[Passage]) -> list[Snippet]:
-    """Hits of both searches, best first, alternating (their scores are not comparable)."""
+def _said(message: MessageHit) -> Snippet:
+    return Snippet(message.role, message.text, message.created_at, name=message.name)
+
+
+def candidates(hits: Sequence[MessageHit], passages: Sequence[Passage],
+               around: Sequence[Around] = ()) -> list[Snippet]:
+    """Hits of both searches, best first, alternating (their scores are not comparable);
+    `around[i]`, when given, holds the turns around `hits[i]`."""
     found = []
-    for hit, passage in zip_longest(hits, passages):
+    for index, (hit, passage) in enumerate(zip_longest(hits, passages)):
         if hit is not None:
-            found.append(Snippet(hit.role, hit.text, hit.created_at))
+            context = around[index] if index < len(around) else None
+            found.append(_said(hit) if context is None else replace(
+                _said(hit), before=tuple(_said(m) for m in context.before),
+                after=tuple(_said(m) for m in context.after)))
         if passage is not None:
             found.append(Snippet("archival", passage.text, passage.created_at))
     return found
@@ -81,15 +99,28 @@ def _key(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _clip(text: str) -> str:
+def _clip(text: str, limit: int = SNIPPET_CHARS) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rstrip() + "…"
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
+
+
+def _said_line(snippet: Snippet, limit: int) -> str:
+    if snippet.source == "archival":
+        who = "archival memory"
+    elif snippet.name:
+        who = f"{snippet.name} ({snippet.source}) said"
+    else:
+        who = f"{snippet.source} said"
+    return f"[{stamp(snippet.created_at)}] {who}: {_clip(snippet.text, limit)}"
 
 
 def render_line(snippet: Snippet) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(snippet.created_at))
-    who = "archival memory" if snippet.source == "archival" else f"{snippet.source} said"
-    return f"- [{stamp}] {who}: {_clip(snippet.text)}"
+    """`- [date] user said: …`, its neighbouring turns indented under it (marked before or
+    after, so the hit stays the line that starts with `-`)."""
+    lines = [f"- {_said_line(snippet, SNIPPET_CHARS)}"]
+    lines += [f"  (before) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.before]
+    lines += [f"  (after) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.after]
+    return "\n".join(lines)
 
 
 def select_snippets(
@@ -106,13 +137,22 @@ def select_snippets(
         key = _key(snippet.text)
         if not key or key in skip:
             continue
+        snippet = replace(snippet, before=_unseen(snippet.before, skip | {key}),
+                          after=_unseen(snippet.after, skip | {key}))
         cost = count(render_line(snippet)) + 1
+        if cost > left and (snippet.before or snippet.after):  # the hit alone, then
+            snippet = snippet.bare()
+            cost = count(render_line(snippet)) + 1
         if cost > left:
             continue
-        skip.add(key)
+        skip.update(_key(s.text) for s in (snippet, *snippet.before, *snippet.after))
         chosen.append(snippet)
         left -= cost
     return chosen
+
+
+def _unseen(turns: tuple[Snippet, ...], skip: set[str]) -> tuple[Snippet, ...]:
+    return tuple(s for s in turns if _key(s.text) and _key(s.text) not in skip)
 
 
 def render_recall(snippets: Sequence[Snippet]) -> str:

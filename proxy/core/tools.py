@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from .dates import parse_date, stamp
+from .hit_context import NOTHING, NeighbourSource, arrange, hit_entry, without_context
 from .types import Block, BlockRevision, MessageHit, Passage
 
 
@@ -78,8 +79,10 @@ MEMORY_TOOLS: list[dict[str, Any]] = [
                 "description": "Only messages with these roles.",
             },
             "limit": {"type": "integer", "description": "How many results (default 5)."},
-            "start_date": {"type": "string", "description": "Earliest date, YYYY-MM-DD."},
-            "end_date": {"type": "string", "description": "Latest date, YYYY-MM-DD."},
+            "start_date": {"type": "string",
+                           "description": "Earliest date, YYYY-MM-DD (or YYYY-MM, YYYY)."},
+            "end_date": {"type": "string",
+                         "description": "Latest date, included: YYYY-MM-DD (or YYYY-MM, YYYY)."},
         },
         ["query"],
     ),
@@ -147,6 +150,10 @@ class ToolContext:
     conversation_id: str | None = None
     current_turn_from_seq: int | None = None  # the running turn's own messages are not "past"
     max_result_chars: int = 16_000  # a search result list is cut to fit the context window
+    # The turns around each conversation_search hit (core/hit_context.py): up to this many
+    # on each side, read from `neighbours`; 0 or None: the hits alone.
+    neighbours: NeighbourSource | None = None
+    neighbour_count: int = 0
 
     def is_current(self, hit: MessageHit) -> bool:
         return (
@@ -175,10 +182,6 @@ class MemoryState:
 
 class ToolError(Exception):
     """A problem the model should read and fix."""
-
-
-def _stamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _require_str(args: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
@@ -213,18 +216,12 @@ def _tags(args: dict[str, Any]) -> list[str] | None:
 def _date(value: Any, name: str, *, end: bool) -> float | None:
     if value in (None, ""):
         return None
-    if not isinstance(value, str):
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise ToolError(f"parameter '{name}' must be a date like 2024-05-31")
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parse_date(str(value), end=end)
     except ValueError as exc:
         raise ToolError(f"parameter '{name}' must be a date like 2024-05-31") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    ts = parsed.timestamp()
-    if end and len(value.strip()) == 10:  # a bare date includes the whole day
-        ts += 86400 - 0.001
-    return ts
 
 
 def _block(state: MemoryState, label: str, *, writing: bool) -> Block:
@@ -292,13 +289,13 @@ async def archival_memory_search(
     top_k = _int(args, "top_k", 5)
     words = {w.lower() for w in query.split()}
     pending = [
-        {"timestamp": _stamp(time.time()), "content": _clip(text), "tags": t}
+        {"timestamp": stamp(time.time()), "content": _clip(text), "tags": t}
         for text, t in state.new_passages
         if (not tags or set(tags) <= set(t)) and (not words or words & set(text.lower().split()))
     ]
     found = await ctx.store.search_passages(ctx.agent_pk, query, tags=tags, top_k=top_k)
     results = pending + [
-        {"timestamp": _stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
+        {"timestamp": stamp(p.created_at), "content": _clip(p.text), "tags": p.tags}
         for p in found
     ]
     if not results:
@@ -324,10 +321,24 @@ async def conversation_search(
     hits = [h for h in hits if not ctx.is_current(h)][:limit]
     if not hits:
         return "No matching messages found in recall memory."
-    return _fit_results(
-        [{"timestamp": _stamp(h.created_at), "role": h.role, "content": _clip(h.text)} for h in hits],
-        ctx.max_result_chars,
-    )
+    around = [NOTHING] * len(hits)
+    if ctx.neighbours is not None and ctx.neighbour_count > 0:
+        found = await ctx.neighbours.message_neighbours(
+            ctx.agent_pk, [(h.conversation_id, h.seq) for h in hits], ctx.neighbour_count)
+        around = arrange(hits, found, leave_out=ctx.is_current)
+    results = [hit_entry(h, a, MAX_RESULT_CHARS) for h, a in zip(hits, around, strict=True)]
+    return _fit_results(_trade_context(results, ctx.max_result_chars), ctx.max_result_chars)
+
+
+def _trade_context(results: list[dict[str, Any]], max_chars: int) -> list[dict[str, Any]]:
+    """Over budget, the lowest-ranked hits lose their neighbouring turns first (then
+    `_fit_results` drops hits): the budget buys hits before context."""
+    results = list(results)
+    for index in range(len(results) - 1, -1, -1):
+        if len(json.dumps(results, ensure_ascii=False)) <= max_chars:
+            break
+        results[index] = without_context(results[index])
+    return results
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:

@@ -98,6 +98,7 @@ class MessageHit:
     text: str
     created_at: float
     score: float
+    name: str | None = None  # the speaker's OpenAI `name`, when the message has one
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ..core.hit_context import NeighbourSource
 from ..core.tools import SearchBackend
 from ..core.tree import Node
 from ..core.types import (
@@ -186,10 +187,11 @@ class LookupStore(Protocol):
     async def count_passages(self, agent_pk: int) -> int: ...
 
 
-class SearchStore(SearchBackend, Protocol):
+class SearchStore(SearchBackend, NeighbourSource, Protocol):
     """Ranked full-text search of an agent's messages (recall, evicted ones included) and
     passages (archival memory): what the memory tools search (`core.tools.SearchBackend`,
-    declared by the core that uses it), directly or through hybrid search."""
+    declared by the core that uses it), directly or through hybrid search; and the turns
+    around hits (`core.hit_context.NeighbourSource`), read by key whatever ranked them."""
 
 
 class AdminStore(Protocol):
@@ -249,9 +251,11 @@ class AdminStore(Protocol):
         """Ranked full-text hits among one conversation's visible messages (best first)."""
 
     async def search_agent_messages(
-        self, agent_pk: int, query: str, *, roles: list[str] | None = None, limit: int = 20
+        self, agent_pk: int, query: str, *, roles: list[str] | None = None, limit: int = 20,
+        start: float | None = None, end: float | None = None,
     ) -> list[tuple[str, StoredMessage, float]]:
-        """Like `search_messages`, as whole rows: (conversation_id, message, score)."""
+        """Like `search_messages` (`start`/`end` inclusive), as whole rows: (conversation_id,
+        message, score)."""
 
     async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
 

@@ -123,6 +123,8 @@ async def start_ephemeral(service: ServiceParts, request: TurnRequest,
         )
     now = time.time()
     agent, blocks, stats, search = await _read_memory(service, request, now)
+    # the turns around hits are read from the store; an unknown agent has none
+    neighbours = None if isinstance(search, _NothingToSearch) else service.store
     conversation = Conversation(
         pk=0, agent_pk=agent.pk, created_at=now,
         conversation_id=request.identity.conversation_id or CONVERSATION_ID)
@@ -141,7 +143,8 @@ async def start_ephemeral(service: ServiceParts, request: TurnRequest,
             recall = await recall_section(
                 search, agent_pk=agent.pk, conversation_id="", new_input=client_messages,
                 context=[], archival_passages=stats.archival_passages,
-                budget_tokens=service.settings.memory.auto_recall_tokens, model=request.model)
+                budget_tokens=service.settings.memory.auto_recall_tokens, model=request.model,
+                neighbours=neighbours, neighbour_count=service.settings.memory.search_neighbours)
         return render_system(
             base_instructions=f"{base}\n\n{READ_ONLY_NOTE if tools else READ_ONLY_NOTE_NO_TOOLS}",
             client_system=client_system_text(system_messages),
@@ -167,7 +170,9 @@ async def start_ephemeral(service: ServiceParts, request: TurnRequest,
         upstream=upstream, api_key=api_key, body=body, prompt=window.base_prompt(),
         memory=memory,
         tool_context=ToolContext(store=search, agent_pk=agent.pk,
-                                 max_result_chars=window.max_tool_result_chars),
+                                 max_result_chars=window.max_tool_result_chars,
+                                 neighbours=neighbours,
+                                 neighbour_count=service.settings.memory.search_neighbours),
         max_steps=service.settings.agent.max_steps, stream=request.stream, guard=window,
         route=request.route, read_only_memory=True,
     )

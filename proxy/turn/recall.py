@@ -13,13 +13,14 @@ but the section.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import tokens
+from ..core.hit_context import Around, NeighbourSource, arrange
 from ..core.messages import content_text
 from ..core.recall import candidates, recall_query, render_recall, select_snippets
 from ..core.tools import SearchBackend
-from ..core.types import Message, StoredMessage
+from ..core.types import Message, MessageHit, StoredMessage
 
 log = logging.getLogger("memproxy.recall")
 
@@ -39,10 +40,13 @@ def wanted(mode: str, *, tools: bool) -> bool:
 async def recall_section(
     search: SearchBackend, *, agent_pk: int, conversation_id: str,
     new_input: Sequence[Message], context: Sequence[StoredMessage], archival_passages: int,
-    budget_tokens: int, model: str,
+    budget_tokens: int, model: str, neighbours: NeighbourSource | None = None,
+    neighbour_count: int = 0,
 ) -> str:
     """The `<recalled_memory>` section for this turn, or "" (no user message, no hit, no
-    budget, or the search failed). Hits already in the prompt's context are left out."""
+    budget, or the search failed). Hits already in the prompt's context are left out; with
+    `neighbour_count`, each hit comes with the turns around it (read from `neighbours` in one
+    query; if that fails, the hits alone), those in the prompt left out too."""
     query = recall_query(new_input)
     if not query or budget_tokens <= 0:
         return ""
@@ -57,11 +61,31 @@ async def recall_section(
     # The context is the newest part of the conversation: a hit of this conversation at or
     # after its first message is in the prompt already (one comparison, however long it is).
     first_seq = context[0].seq if context else None
-    hits = [h for h in hits if not (h.conversation_id == conversation_id
-                                    and first_seq is not None and h.seq >= first_seq)]
+
+    def in_prompt(message: MessageHit) -> bool:
+        return (message.conversation_id == conversation_id and first_seq is not None
+                and message.seq >= first_seq)
+
+    hits = [h for h in hits if not in_prompt(h)]
+    around = await _around(neighbours, agent_pk, hits, neighbour_count, in_prompt)
     seen = [content_text(m.get("content")) for m in new_input]
     chosen = select_snippets(
-        candidates(hits, passages), budget_tokens=budget_tokens,
+        candidates(hits, passages, around), budget_tokens=budget_tokens,
         count=lambda text: tokens.count_text(text, model), seen=seen,
     )
     return render_recall(chosen)
+
+
+async def _around(neighbours: NeighbourSource | None, agent_pk: int,
+                  hits: Sequence[MessageHit], count: int,
+                  in_prompt: Callable[[MessageHit], bool]) -> list[Around]:
+    if neighbours is None or count <= 0 or not hits:
+        return []
+    try:
+        found = await neighbours.message_neighbours(
+            agent_pk, [(h.conversation_id, h.seq) for h in hits], count)
+    except Exception:
+        log.exception("automatic recall: reading the turns around the hits failed; the hits"
+                      " go alone")
+        return []
+    return arrange(hits, found, leave_out=in_prompt)

@@ -337,7 +337,9 @@ class StatefulService:
                     conversation_id=conversation.conversation_id,
                     new_input=plan.decision.new_input, context=stored.context,
                     archival_passages=stored.state.archival_passages,
-                    budget_tokens=self.settings.memory.auto_recall_tokens, model=request.model)
+                    budget_tokens=self.settings.memory.auto_recall_tokens, model=request.model,
+                    neighbours=self.store,
+                    neighbour_count=self.settings.memory.search_neighbours)
             return self._system_text(stored, system_messages, tools=tools, recall=recall)
 
         system_text = await system_for(tools_ok)
@@ -372,6 +374,8 @@ class StatefulService:
                 conversation_id=conversation.conversation_id,
                 current_turn_from_seq=protect_from,
                 max_result_chars=window.max_tool_result_chars,
+                neighbours=self.store,
+                neighbour_count=self.settings.memory.search_neighbours,
             ),
             max_steps=min(request.max_steps or self.settings.agent.max_steps,
                           self.settings.agent.max_steps),

@@ -5,6 +5,7 @@ response is validated against that document (tests/agents_api_check.py)."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -303,6 +304,14 @@ BAD_PARAMETERS = [
     ("/v1/agents", {"tenant": "t\x00"}, "tenant"),
     ("/v1/agents/alice/context", {"model": "gpt\x00"}, "model"),
     ("/v1/agents/alice/passages", {"query": "\x00"}, "query"),
+    # the search's date window: dates, date-times, months, years or epoch seconds, in order
+    ("/v1/agents/alice/messages", {"query": "Ada", "start_date": "yesterday"}, "start_date"),
+    ("/v1/agents/alice/messages", {"query": "Ada", "end_date": "2024-13"}, "end_date"),
+    ("/v1/agents/alice/messages", {"end_date": "2024-02-30"}, "end_date"),
+    ("/v1/agents/alice/messages", {"start_date": "nan"}, "start_date"),
+    ("/v1/agents/alice/messages", {"start_date": "1e400"}, "start_date"),
+    ("/v1/agents/alice/messages", {"start_date": "2024-02", "end_date": "2024-01"},
+     "start_date"),
 ]
 
 
@@ -325,6 +334,27 @@ def test_bad_passage_ids_and_unknown_routes(api, secret):
     validate_error(response.json())
 
 
+def test_the_search_takes_a_date_window(api, secret):
+    def found(**window: str) -> list[str]:
+        response = api.get("/v1/agents/alice/messages", params={"query": "Ada", **window})
+        assert response.status_code == 200, response.text
+        return [m["content"] for m in response.json()["data"]]
+
+    everything = found()
+    assert "My name is Ada" in everything
+    now = time.time()
+    for window in ({"start_date": "2000-01-01"}, {"start_date": "2000"},
+                   {"start_date": "2000-01-01T00:00:00+02:00", "end_date": f"{now + 60:.3f}"},
+                   {"end_date": time.strftime("%Y-%m-%d", time.gmtime(now))},
+                   {"end_date": time.strftime("%Y-%m", time.gmtime(now))},
+                   {"start_date": str(int(now) - 3600), "end_date": ""}):
+        assert found(**window) == everything, window
+    for window in ({"end_date": "2000-01-01"}, {"end_date": "1999-12"},
+                   {"start_date": str(int(now) + 3600)},
+                   {"start_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600))}):
+        assert found(**window) == [], window
+
+
 # --- the OpenAPI document ----------------------------------------------------------------------
 def test_openapi_document_describes_every_route(server):
     document = httpx.get(f"{server.url}/openapi.json").json()
@@ -339,6 +369,9 @@ def test_openapi_document_describes_every_route(server):
                   for method in ops}
     assert served <= documented
     assert len(ENDPOINTS) == len(documented) - 1  # + /openapi.json
+    search = document["paths"]["/v1/agents/{agent}/messages"]["get"]
+    assert {"query", "roles", "start_date", "end_date", "limit"} <= {
+        p["name"] for p in search["parameters"]}
     create = document["paths"]["/v1/agents"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/AgentCreate"}

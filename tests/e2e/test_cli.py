@@ -268,6 +268,16 @@ def test_messages_mark_memory_steps_and_superseded(cli: Cli):
     hits_json = json.loads(cli("messages", "ada", "--search", "question", "--json").out)
     assert hits_json and {h["conversation_id"] for h in hits_json} == {"ui"}
     assert "(no matches)" in cli("messages", "ada", "-c", "ui", "--search", "zebra").out
+    # a date window (the REST search's start_date/end_date)
+    assert cli("messages", "ada", "--search", "question", "--start-date", "2000-01").out == (
+        cli("messages", "ada", "--search", "question").out)
+    assert cli("messages", "ada", "--search", "question",
+               "--end-date", "1999-12-31").out == "(no matches)\n"
+    bad = cli("messages", "ada", "--search", "question", "--end-date", "soon")
+    assert bad.code == 1 and bad.err == cli.api_error(
+        "/v1/agents/ada/messages?query=question&end_date=soon")
+    lone = cli("messages", "ada", "--start-date", "2024")
+    assert lone.code == 2 and "--search" in lone.err
 
 
 def test_export_rm_import_round_trip(cli: Cli, tmp_path: Path):

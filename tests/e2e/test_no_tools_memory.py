@@ -19,7 +19,7 @@ from proxy.core.recall import RECALL_CLOSE, RECALL_OPEN
 from tests.fakes.no_tools import refusing_tools
 
 MODEL = "gpt-4o-mini"
-DATED = re.compile(r"- \[\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] user said: My name is Ada")
+DATED = re.compile(r"- \[(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\] user said: My name is Ada")
 
 
 def system_text(body: dict) -> str:

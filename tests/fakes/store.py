@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -427,6 +428,25 @@ class InMemoryTurnStore:
             and (start is None or m.created_at >= start) and (end is None or m.created_at <= end)
         ]
         return sorted(hits, key=lambda h: h.created_at, reverse=True)[:limit]
+
+    async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
+                                 count: int) -> list[tuple[int, MessageHit]]:
+        """The stores' contract (tests/store/test_recall_search.py), over the lists."""
+        self._called("message_neighbours")
+        found: list[tuple[int, MessageHit]] = []
+        for index, (cid, seq) in enumerate(hits):
+            conv = next((c for c in self.conversations.values()
+                         if c.agent_pk == agent_pk and c.conversation_id == cid), None)
+            if conv is None or count <= 0:
+                continue
+            turns = [m for m in self.messages[conv.pk] if m.visible and not m.superseded
+                     and message_text(m.data) and (m.role == "user" or (
+                         m.role == "assistant" and "tool_calls" not in m.data))]
+            before = [m for m in turns if m.seq < seq][-count:]
+            after = [m for m in turns if m.seq > seq][:count]
+            found += [(index, MessageHit(cid, m.seq, m.role, message_text(m.data),
+                                         m.created_at, 0.0)) for m in before + after]
+        return found
 
     async def search_passages(self, agent_pk: int, query: str, *,
                               tags: list[str] | None = None, top_k: int = 5) -> list[Passage]:

@@ -13,6 +13,7 @@ import sqlite3
 
 import pytest
 
+from proxy.core.types import NewMessage
 from proxy.store.migrations import MIGRATIONS, apply_sqlite
 from proxy.store.sqlite.fts import index_pending, pending
 from proxy.store.sqlite.store import SQLiteStore
@@ -96,13 +97,19 @@ def test_the_index_matches_the_messages_whatever_happens_in_between(tmp_path, se
             agent, conv = agents[name]
             action = rng.random()
             if action < 0.55:
-                await store.begin_turn(conv.pk, f"t{step}", "h", None, [user(f"word{step} q")])
+                said = NewMessage({"role": "user", "content": f"said{step}", "name": f"name{step}"})
+                await store.begin_turn(conv.pk, f"t{step}", "h", None,
+                                       [user(f"word{step} q"), said])
                 await store.finish_turn(f"t{step}", conv.pk, agent.pk,
                                         result(assistant(f"word{step} a")))
             elif action < 0.7:
                 await store.lanes.write(lambda db, s=step: db.execute(
                     "UPDATE messages SET text = ? WHERE pk = (SELECT max(pk) FROM messages)",
                     (f"edited{s}",)))
+            elif action < 0.75:  # a speaker renamed: the name is indexed from `data`
+                await store.lanes.write(lambda db, s=step: db.execute(
+                    "UPDATE messages SET data = json_set(data, '$.name', ?)"
+                    " WHERE pk = (SELECT max(pk) FROM messages)", (f"renamed{s}",)))
             elif action < 0.85:
                 await store.delete_agent(agent.pk)
                 del agents[name]
@@ -111,11 +118,13 @@ def test_the_index_matches_the_messages_whatever_happens_in_between(tmp_path, se
         await store.lanes.write(index_pending)
         await _integrity(store)
         rows = await store.lanes.read(lambda db: db.execute(
-            "SELECT m.agent_pk, m.text FROM messages m").fetchall())
-        for agent_pk, text in rows:
-            word = text.split()[0]
-            found = await store.search_messages(agent_pk, word, limit=50)
-            assert text in [h.text for h in found], (word, text)
+            "SELECT m.agent_pk, m.text, m.fts_name, m.pk FROM messages m").fetchall())
+        for agent_pk, text, name, pk in rows:
+            for word in (text.split()[0], name):
+                if word is None:
+                    continue
+                found = await store.search_messages(agent_pk, word, limit=50)
+                assert text in [h.text for h in found], (word, text, pk)
         await store.close()
         return len(rows)
 

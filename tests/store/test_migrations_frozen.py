@@ -45,6 +45,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     8: ("responses and api conversations",
         "1568142d49e807a67c97c705c98cfe530786a6f041aa8594af90f0b27629355c",
         "6aa8c49cc6f230d9a4e2f71ba4ce75d23159693e03bfbed25a0be3a2644267cd"),
+    9: ("message names searchable",
+        "2845ce38eedd0ae6a157477cc1987ca58c9e957e0d909a03c1670325980471ed",
+        "e26c026d10c305ee0e8fc1ce438be941c98f03b9b563d6cb26746a82e15c3731"),
 }
 
 

@@ -92,8 +92,8 @@ def test_the_section_is_marked_and_dated():
     text = render_recall([snip("My name is Ada"), snip("Likes tea", "archival"),
                           snip("Noted", "assistant")])
     assert text.startswith(RECALL_OPEN + "\n") and text.endswith("\n" + RECALL_CLOSE)
-    assert "- [2025-12-06 05:46 UTC] user said: My name is Ada" in text
-    assert "- [2025-12-06 05:46 UTC] archival memory: Likes tea" in text
+    assert "- [Sat 2025-12-06 05:46 UTC] user said: My name is Ada" in text
+    assert "- [Sat 2025-12-06 05:46 UTC] archival memory: Likes tea" in text
     assert "assistant said: Noted" in text
     assert render_recall([]) == ""
 

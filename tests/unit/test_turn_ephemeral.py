@@ -21,7 +21,7 @@ from tests.fakes.scripted_model import Reply
 from tests.fakes.turns import TurnHarness, assistant, drain, reply_text, user
 
 READS = {"get_agent", "get_blocks", "count_messages", "count_passages", "search_messages",
-         "search_passages", "get_model_stats"}
+         "search_passages", "get_model_stats", "message_neighbours"}
 
 
 def offered(body: dict[str, Any]) -> set[str]:

@@ -34,6 +34,7 @@ from . import (
     v6_conversation_trees,
     v7_api_key_admin,
     v8_responses,
+    v9_message_names_searchable,
 )
 
 
@@ -71,6 +72,9 @@ MIGRATIONS: list[Migration] = [
               {"sqlite": v7_api_key_admin.SQLITE, "postgres": v7_api_key_admin.POSTGRES}),
     Migration(8, "responses and api conversations",
               {"sqlite": v8_responses.SQLITE, "postgres": v8_responses.POSTGRES}),
+    Migration(9, "message names searchable",
+              {"sqlite": v9_message_names_searchable.SQLITE,
+               "postgres": v9_message_names_searchable.POSTGRES}),
 ]
 
 

@@ -239,13 +239,14 @@ class PostgresAdminMixin:
         return [(message_row(r[:10]), r[10]) for r in rows]
 
     async def search_agent_messages(self, agent_pk: int, query: str, *,
-                                    roles: list[str] | None = None, limit: int = 20
+                                    roles: list[str] | None = None, limit: int = 20,
+                                    start: float | None = None, end: float | None = None
                                     ) -> list[tuple[str, StoredMessage, float]]:
         """The recall search (search.py, whose $1 is the agent) joined back to the rows."""
         inner, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
-                                         None, None)
+                                         start, end)
         rows = await self.pool.fetch(
-            f"WITH h(cid, seq, role, text, created_at, score) AS ({inner})"
+            f"WITH h(cid, seq, role, text, created_at, name, score) AS ({inner})"
             f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"
             " JOIN conversations c ON c.agent_pk = $1 AND c.conversation_id = h.cid"
             " JOIN messages m ON m.conversation_pk = c.pk AND m.seq = h.seq"

@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -42,7 +42,7 @@ from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
 from .responses import PostgresResponsesMixin
-from .search import message_search_sql, passage_search_sql
+from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql
 from .sql import (
     ACQUIRE_LEASE,
     AGENT,
@@ -319,7 +319,17 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         with `newest`, only the newest that many matches are ranked."""
         sql, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
                                        start, end, newest)
-        return [MessageHit(*r) for r in await self._fetch(sql, *args)]
+        return [hit_row(r) for r in await self._fetch(sql, *args)]
+
+    async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
+                                 count: int) -> list[tuple[int, MessageHit]]:
+        """The turns around each hit, in one statement (core/hit_context.py, search.py);
+        hit indexes from 0 like the SQLite store's."""
+        if not hits or count <= 0:
+            return []
+        rows = await self._fetch(NEIGHBOURS_SQL, agent_pk, [clean(c) for c, _ in hits],
+                                 [int(s) for _, s in hits], count)
+        return [(r[0] - 1, hit_row(r[1:])) for r in rows]
 
     # --- leases (one turn at a time per conversation, across processes) ------------------
     def turn_leases(self) -> PostgresStore:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
 from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
 from . import rows as core
-from .fts import match_expression, message_search_sql
+from .fts import MESSAGE_BM25, message_match, message_search_sql
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -223,25 +223,26 @@ class SQLiteAdminMixin:
     async def search_conversation(self, conversation_pk: int, agent_pk: int, query: str, *,
                                   limit: int = 100, include_superseded: bool = False
                                   ) -> list[tuple[StoredMessage, float]]:
-        expr = match_expression(query, agent_pk)
+        expr = message_match(query, agent_pk)
         if expr is None:
             return []
         await self._index_pending()
         hide = "" if include_superseded else " AND m.superseded = 0"
         return await self._fetch(
-            f"SELECT {M_COLUMNS}, -bm25(messages_fts, 1.0, 0.0) AS score FROM messages_fts"
+            f"SELECT {M_COLUMNS}, -{MESSAGE_BM25} AS score FROM messages_fts"
             " CROSS JOIN messages m ON m.pk = messages_fts.rowid WHERE messages_fts MATCH ?"
             f" AND m.conversation_pk = ? AND m.visible = 1{hide}"
             " ORDER BY score DESC, m.seq LIMIT ?", (expr, conversation_pk, limit),
             lambda r: (core._message(r[:10]), r[10]))
 
     async def search_agent_messages(self, agent_pk: int, query: str, *,
-                                    roles: list[str] | None = None, limit: int = 20
+                                    roles: list[str] | None = None, limit: int = 20,
+                                    start: float | None = None, end: float | None = None
                                     ) -> list[tuple[str, StoredMessage, float]]:
         """The recall search (fts.py) joined back to the whole rows."""
         await self._index_pending()
-        inner, params = message_search_sql(agent_pk, query, roles, limit, None, None)
-        sql = (f"WITH h(cid, seq, role, text, created_at, score) AS ({inner})"
+        inner, params = message_search_sql(agent_pk, query, roles, limit, start, end)
+        sql = (f"WITH h(cid, seq, role, text, created_at, name, score) AS ({inner})"
                f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"
                " JOIN conversations c ON c.agent_pk = ? AND c.conversation_id = h.cid"
                " JOIN messages m ON m.conversation_pk = c.pk AND m.seq = h.seq"

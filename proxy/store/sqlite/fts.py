@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from ...core.types import MessageHit
 from ..query_terms import query_terms
 
 
@@ -18,17 +19,29 @@ def quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-def match_expression(query: str, agent_pk: int) -> str | None:
+def match_expression(query: str, agent_pk: int, columns: str = "text") -> str | None:
     """The MATCH expression for `query` within one agent's rows, or None for a blank query.
 
-    The FTS tables index `text` and `fts_scope` ('a' || agent_pk); the terms are restricted to
-    the `text` column so that a user typing "a12" cannot match another column.
+    The FTS tables index `text` and `fts_scope` ('a' || agent_pk), and for messages the
+    speaker's `fts_name` too (migration 9); the terms are restricted to the text columns so
+    that a user typing "a12" cannot match the scope.
     """
     terms = query_terms(query)
     if not terms:
         return None
     alternatives = " OR ".join(quote(t) for t in terms)
-    return f"fts_scope : {quote(f'a{int(agent_pk)}')} AND text : ({alternatives})"
+    return f"fts_scope : {quote(f'a{int(agent_pk)}')} AND {columns} : ({alternatives})"
+
+
+# Messages: the words may be in the text or in the speaker's name, both weighted like text
+# by bm25 (the scope column weighs nothing).
+MESSAGE_COLUMNS = "{text fts_name}"
+MESSAGE_BM25 = "bm25(messages_fts, 1.0, 0.0, 1.0)"
+
+
+def message_match(query: str, agent_pk: int) -> str | None:
+    """The MATCH expression for a message search (text and speaker name)."""
+    return match_expression(query, agent_pk, MESSAGE_COLUMNS)
 
 
 # A passage has ALL the wanted tags: no wanted tag is missing from its JSON array.
@@ -39,15 +52,27 @@ _HAS_ALL_TAGS = (
 # conversation_id by primary key per hit (a join may be planned as a scan after ANALYZE).
 _HIT_COLUMNS = (
     "(SELECT conversation_id FROM conversations WHERE pk = m.conversation_pk),"
-    " m.seq, m.role, m.text, m.created_at"
+    " m.seq, m.role, m.text, m.created_at, m.fts_name"
 )
+
+
+# Equal scores (the same words in texts of the same length) are ordered newest first, then by
+# primary key, so that every caller (the tool, automatic recall, the REST search) that asks for
+# the same query lists ties in the same order, whatever LIMIT cuts off (docs/search.md).
+TIE_BREAK = "m.created_at DESC, m.pk DESC"
+
+
+def hit_row(r: tuple) -> MessageHit:
+    """A MessageHit of a row (conversation_id, seq, role, text, created_at, name, score)."""
+    return MessageHit(r[0], r[1], r[2], r[3], r[4], r[6], r[5])
 
 
 def message_search_sql(
     agent_pk: int, query: str, roles: list[str] | None, limit: int,
     start: float | None, end: float | None, newest: int | None = None,
 ) -> tuple[str, tuple]:
-    """SELECT (conversation_id, seq, role, text, created_at, score) for a recall search.
+    """SELECT (conversation_id, seq, role, text, created_at, name, score) for a recall search
+    (`hit_row` makes a MessageHit of it).
 
     Ranked by -bm25 (higher is better) with FTS5 driving the join (CROSS JOIN fixes the order),
     or, for a blank query, newest first from the messages_agent_recall index with score 0.
@@ -66,24 +91,56 @@ def message_search_sql(
     if end is not None:
         where.append("m.created_at <= ?")
         params.append(end)
-    expr = match_expression(query, agent_pk)
+    expr = message_match(query, agent_pk)
     if expr is None:
         sql = (f"SELECT {_HIT_COLUMNS}, 0.0 FROM messages m WHERE {' AND '.join(where)}"
                " ORDER BY m.created_at DESC, m.pk DESC LIMIT ?")
     elif newest is not None:
         sql = (f"SELECT {_HIT_COLUMNS}, f.score FROM (SELECT rowid AS pk,"
-               " -bm25(messages_fts, 1.0, 0.0) AS score FROM messages_fts"
+               f" -{MESSAGE_BM25} AS score FROM messages_fts"
                " WHERE messages_fts MATCH ? ORDER BY rowid DESC LIMIT ?) f"
                f" CROSS JOIN messages m ON m.pk = f.pk WHERE {' AND '.join(where)}"
-               " ORDER BY f.score DESC LIMIT ?")
+               f" ORDER BY f.score DESC, {TIE_BREAK} LIMIT ?")
         params[:0] = [expr, max(1, int(newest))]
     else:
-        sql = (f"SELECT {_HIT_COLUMNS}, -bm25(messages_fts, 1.0, 0.0) AS score"
+        sql = (f"SELECT {_HIT_COLUMNS}, -{MESSAGE_BM25} AS score"
                " FROM messages_fts CROSS JOIN messages m ON m.pk = messages_fts.rowid"
                f" WHERE messages_fts MATCH ? AND {' AND '.join(where)}"
-               " ORDER BY score DESC LIMIT ?")
+               f" ORDER BY score DESC, {TIE_BREAK} LIMIT ?")
         params.insert(0, expr)
     return sql, (*params, limit)
+
+
+# The neighbouring turns of search hits, for all hits in one statement (core/hit_context.py):
+# ? = the hits as a JSON array of [conversation_id, seq], the agent, then `count` twice. For
+# each hit, the seq of its count-th turn before and after bound a range read from the
+# messages_visible index; fewer turns than `count` on a side leave that side open.
+# A turn: a user message, or an assistant message that calls no tool (a call's text is the
+# call, not something said), with text.
+_TURN = ("visible = 1 AND superseded = 0 AND text <> '' AND (role = 'user' OR (role ="
+         " 'assistant' AND json_extract(data, '$.tool_calls') IS NULL))")
+NEIGHBOURS_SQL = (
+    "WITH h(i, cid, seq) AS (SELECT key, json_extract(value, '$[0]'),"
+    " json_extract(value, '$[1]') FROM json_each(?)),"
+    " hc AS (SELECT h.i, h.cid, h.seq, c.pk AS cpk FROM h"
+    " JOIN conversations c ON c.agent_pk = ? AND c.conversation_id = h.cid),"
+    " r AS (SELECT hc.*,"
+    f" coalesce((SELECT seq FROM messages WHERE conversation_pk = hc.cpk AND {_TURN}"
+    " AND seq < hc.seq ORDER BY seq DESC LIMIT 1 OFFSET ? - 1), -1) AS lo,"
+    f" coalesce((SELECT seq FROM messages WHERE conversation_pk = hc.cpk AND {_TURN}"
+    " AND seq > hc.seq ORDER BY seq LIMIT 1 OFFSET ? - 1), 1 << 62) AS hi FROM hc)"
+    " SELECT r.i, r.cid, m.seq, m.role, m.text, m.created_at, m.fts_name, 0.0 FROM r"
+    " JOIN messages m ON m.conversation_pk = r.cpk AND m.seq BETWEEN r.lo AND r.hi"
+    " AND m.seq <> r.seq AND m.visible = 1 AND m.superseded = 0 AND m.text <> ''"
+    " AND (m.role = 'user' OR (m.role = 'assistant'"
+    " AND json_extract(m.data, '$.tool_calls') IS NULL))"
+    " ORDER BY r.i, m.seq"
+)
+
+
+def neighbours_params(agent_pk: int, hits: list[tuple[str, int]], count: int) -> tuple:
+    return (json.dumps([[cid, seq] for cid, seq in hits], ensure_ascii=False), agent_pk,
+            count, count)
 
 
 def passage_search_sql(
@@ -103,7 +160,7 @@ def passage_search_sql(
         sql = (f"SELECT {columns}, -bm25(passages_fts, 1.0, 0.0) AS score"
                " FROM passages_fts CROSS JOIN passages p ON p.pk = passages_fts.rowid"
                f" WHERE passages_fts MATCH ? AND {' AND '.join(where)}"
-               " ORDER BY score DESC LIMIT ?")
+               " ORDER BY score DESC, p.created_at DESC, p.pk DESC LIMIT ?")
         params.insert(0, expr)
     return sql, (*params, top_k)
 
@@ -137,7 +194,8 @@ def index_pending(db: sqlite3.Connection) -> int:
     top, upto = db.execute(_PENDING).fetchone()
     if top <= upto:
         return 0
-    count = db.execute("INSERT INTO messages_fts (rowid, text, fts_scope)"
-                       " SELECT pk, text, fts_scope FROM messages WHERE pk > ?", (upto,)).rowcount
+    count = db.execute("INSERT INTO messages_fts (rowid, text, fts_scope, fts_name)"
+                       " SELECT pk, text, fts_scope, fts_name FROM messages WHERE pk > ?",
+                       (upto,)).rowcount
     db.execute("UPDATE fts_progress SET upto = ? WHERE name = 'messages'", (top,))
     return count

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ...core.types import (
@@ -29,7 +29,15 @@ from ..leases import FileLeases, LeaseStore
 from ..migrations import apply_sqlite
 from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
-from .fts import index_pending, message_search_sql, passage_search_sql, pending
+from .fts import (
+    NEIGHBOURS_SQL,
+    hit_row,
+    index_pending,
+    message_search_sql,
+    neighbours_params,
+    passage_search_sql,
+    pending,
+)
 from .lanes import SQLiteLanes
 from .responses import SQLiteResponsesMixin
 from .rows import (
@@ -278,9 +286,18 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
                 return []  # no word of it occurs in any message
         sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
         if newest is not None:  # bounded, so on the loop's thread: no thread lane round trip
-            return await self.lanes.read_fast(
-                lambda db: [MessageHit(*r) for r in db.execute(sql, params)])
-        return await self._fetch(sql, params, lambda r: MessageHit(*r))
+            return await self.lanes.read_fast(lambda db: [hit_row(r) for r in db.execute(sql, params)])
+        return await self._fetch(sql, params, hit_row)
+
+    async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
+                                 count: int) -> list[tuple[int, MessageHit]]:
+        """The turns around each hit, in one statement (core/hit_context.py, fts.py): a few
+        indexed lookups, so on the loop's thread (automatic recall runs it on every turn)."""
+        if not hits or count <= 0:
+            return []
+        sql, params = NEIGHBOURS_SQL, neighbours_params(agent_pk, list(hits), count)
+        return await self.lanes.read_fast(
+            lambda db: [(r[0], hit_row(r[1:])) for r in db.execute(sql, params)])
 
     def _rarest_words(self, db: sqlite3.Connection, query: str) -> str:
         indexed = db.execute("SELECT upto FROM fts_progress WHERE name = 'messages'").fetchone()

@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..query_terms import query_terms
-from .fts import quote
+from .fts import MESSAGE_COLUMNS, quote
 
 COUNT_ROWS = "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?"
 # Postings bm25 may read for the IDF of the kept words: the rarest word is always kept, the
@@ -73,7 +73,7 @@ class TermFrequencies:
             df = self._cache.get(term)
             if df is None:
                 self.lookups += 1
-                df = db.execute(COUNT_ROWS, (f"text : {quote(term)}",)).fetchone()[0]
+                df = db.execute(COUNT_ROWS, (f"{MESSAGE_COLUMNS} : {quote(term)}",)).fetchone()[0]
                 if df:
                     self._cache[term] = df
             frequencies[term] = df
