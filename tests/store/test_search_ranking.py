@@ -22,7 +22,7 @@ COMMON = [f"we talked about apples again, day {i}" for i in range(12)]
 
 def test_a_rare_word_outranks_a_repeated_common_one(store_backend: Backend) -> None:
     """"apples zebra": the one row with "zebra" first, before the row saying "apples" four
-    times (ts_rank_cd put that one first), for passages and messages alike."""
+    times (ts_rank_cd put that one first): passages, messages, one conversation's messages."""
     async def body(s: Any) -> None:
         agent, conv = await setup(s)
         for text in COMMON:
@@ -39,6 +39,8 @@ def test_a_rare_word_outranks_a_repeated_common_one(store_backend: Backend) -> N
         hits = await s.search_messages(agent.pk, "apples zebra", limit=3)
         assert [h.seq for h in hits[:2]] == [13, 14]
         assert hits[0].score > hits[1].score > hits[2].score > 0
+        in_conversation = await s.search_conversation(conv.pk, agent.pk, "apples zebra", limit=3)
+        assert [m.seq for m, _ in in_conversation[:2]] == [13, 14]
         # `newest` (automatic recall) ranks only the newest matches, weighing rarity among them
         newest = await s.search_messages(agent.pk, "apples zebra", newest=4, limit=10)
         assert {h.seq for h in newest} == {11, 12, 13, 14}

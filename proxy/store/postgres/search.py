@@ -42,9 +42,9 @@ K1, B = 1.2, 0.75
 
 
 def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str,
-               matches_sql: str, limit_param: str) -> str:
+               matches_sql: str, limit_param: str, ties: str = "DESC") -> str:
     """CTEs ending in `ranked(pk, score)`: the best `limit_param` matches of the query by BM25,
-    among those `keep` selects.
+    among those `keep` selects; equal scores in primary-key order `ties`.
 
     `matches_sql` (pk, tsv, keep) reads the rows matching any term, through the GIN index;
     `keep` is the caller's other filters (roles, dates, tags), read from the same heap rows:
@@ -78,7 +78,7 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
             f" ranked AS (SELECT tf.pk, sum(idf.idf * tf.tf * {K1 + 1} / (tf.tf + {K1}"
             f" * ({1 - B} + {B} * tf.dl / norm.avgdl))) AS score"
             " FROM tf JOIN idf USING (lexeme) CROSS JOIN norm WHERE tf.keep GROUP BY tf.pk"
-            f" ORDER BY score DESC, tf.pk DESC LIMIT {limit_param})")
+            f" ORDER BY score DESC, tf.pk {ties} LIMIT {limit_param})")
 
 
 def tsquery_text(query: str) -> str | None:
@@ -168,3 +168,24 @@ def passage_search_sql(
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
            " JOIN passages p ON p.pk = r.pk ORDER BY score DESC, p.pk DESC")
     return sql, args.values
+
+
+def conversation_search_sql(
+    fts_config: str, agent_pk: int, conversation_pk: int, query: str, limit: int,
+    include_superseded: bool,
+) -> tuple[str, list[object]] | None:
+    """CTEs ending in `ranked(pk, score)`: the best `limit` visible messages of one
+    conversation (superseded ones too if asked) by BM25, the statistics over those rows of
+    the conversation, equal scores oldest first; None for a blank query. The caller selects
+    from `ranked` (the transcript search of the agents API, admin.py)."""
+    text = tsquery_text(query)
+    if text is None:
+        return None
+    args = _Args(agent_pk, conversation_pk)
+    hide = "" if include_superseded else " AND NOT m.superseded"
+    rows = f"FROM messages m WHERE m.conversation_pk = $2 AND m.visible{hide}"
+    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+                      f"SELECT count(*) {rows}",
+                      f"SELECT m.pk, m.tsv, true AS keep {rows} AND m.tsv @@ q.scoped",
+                      args.add(limit), ties="ASC")
+    return ctes, args.values
