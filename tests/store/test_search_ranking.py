@@ -120,3 +120,38 @@ def test_postgres_statistics_are_the_agents_searchable_rows(postgres_url: str) -
         assert after[before[0][0][0]] < before[0][0][1]
 
     store_backends.run_with_store(PostgresStore(postgres_url), body)
+
+
+def test_postgres_newest_matches_come_from_the_gin_index_in_a_generic_plan(
+    postgres_url: str,
+) -> None:
+    """Automatic recall (`newest`) runs the same prepared statement every turn; after five
+    runs Postgres may plan it generically. That plan must still find the matches through the
+    GIN index, not walk the primary key backwards testing every newer row (58 ms instead of
+    0.5 ms for a rare word at 10k messages)."""
+    from proxy.store.postgres.search import message_search_sql
+    from proxy.store.postgres.store import PostgresStore
+
+    N = 5000
+
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        await s.begin_turn(conv.pk, "bulk", "h", None,
+                           [user(f"message {i} word{i % 3000}") for i in range(N)])
+        await s.pool.execute("ANALYZE")
+        sql, args = message_search_sql(s.fts_config, agent.pk, "word7 zebra", None, 5, None,
+                                       None, newest=50)
+        literals = ", ".join(str(a) if isinstance(a, int) else "'" + a.replace("'", "''") + "'"
+                             for a in args)
+        async with s.pool.acquire() as conn:  # EXPLAIN with parameters would plan for them
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE recall AS {sql}")
+            plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE recall({literals})"))
+            await conn.execute("DEALLOCATE recall")
+            await conn.execute("RESET plan_cache_mode")
+        assert "Bitmap Index Scan on messages_tsv" in plan
+        assert "Index Scan Backward" not in plan
+        hits = await s.search_messages(agent.pk, "word7 zebra", newest=50)
+        assert sorted(h.seq for h in hits) == list(range(8, N + 1, 3000))
+
+    store_backends.run_with_store(PostgresStore(postgres_url), body)

@@ -129,7 +129,13 @@ def message_search_sql(
     matches = (f"SELECT m.pk, m.tsv, {keep} AS keep FROM messages m WHERE m.tsv @@ q.scoped"
                " AND m.agent_pk = $1 AND m.visible AND NOT m.superseded")
     if newest is not None:
-        matches += f" ORDER BY m.pk DESC LIMIT {args.add(max(1, int(newest)))}"
+        # `m.pk + 0`, not `m.pk`: an order the primary key cannot give. Otherwise, once
+        # asyncpg's prepared statement switches to Postgres's generic plan (after five runs),
+        # the planner walks the primary key backwards testing every row against the tsquery
+        # until it has `newest` matches: all of the table's newer rows for a rare word
+        # (40-120 ms at 10k messages, every turn's automatic recall). The GIN bitmap then
+        # sorting the matches by pk is what the first five runs did (0.5-7 ms).
+        matches += f" ORDER BY m.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}"
     ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
                       "SELECT recall_count FROM agents WHERE pk = $1", matches, args.add(limit))
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
