@@ -51,14 +51,16 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
     every match counts for the term statistics, so a filter never changes a row's score, and
     only the few best rows are joined back for their text.
     `q` holds the tsquery, its lexemes (the same words through to_tsvector: the same parser
-    and dictionaries, so the same lexemes) and N, the agent's searchable rows (a counter the
-    triggers keep on the agent row, `docs_sql`). `hit` is the matches with each row's length and its tsvector cut to
-    the query's lexemes (setweight marks them, ts_filter keeps them; the lexeme test after
-    unnest guards against lexemes stored with weight A already): only those few lexemes'
-    positions are unnested. A lexeme's document frequency is the number of matches holding it
+    and dictionaries, so the same lexemes) and N, the rows searched (`docs_sql`; for an
+    agent, the counter the triggers keep on its row). `hit` is the matches with each row's
+    length and its tsvector cut to the query's lexemes (setweight marks them, ts_filter keeps
+    them; the lexeme test after unnest guards against lexemes stored with weight A already):
+    only those few lexemes' positions are unnested. A lexeme's document frequency is the number of matches holding it
     (every row holding a query term matches the OR-ed query), so IDF costs no extra read and
     is per agent. avgdl is the matches' mean length (the agent-wide mean would read every
     row). Lengths are distinct lexemes (`length(tsv)`), not tokens: a tsvector keeps no count.
+    `idf` and `norm` are MATERIALIZED so that they are computed once: the planner expects one
+    row from each CTE and otherwise re-ran the aggregate over `hit` for every row of `tf`.
     """
     return (f"WITH q AS MATERIALIZED (SELECT t AS terms, t && memproxy_scope_query($1) AS scoped,"
             f" tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold({words_param})))"
@@ -72,8 +74,9 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
             " cardinality(u.positions)::float8 AS tf"
             " FROM hit CROSS JOIN q CROSS JOIN LATERAL unnest(hit.tv) u"
             " WHERE u.lexeme = ANY(q.lexemes)),"
-            " idf AS MATERIALIZED (SELECT tf.lexeme, ln(1 + (greatest(max(q.docs), count(*)) - count(*) + 0.5)"
-            " / (count(*) + 0.5)) AS idf FROM tf CROSS JOIN q GROUP BY tf.lexeme),"
+            " idf AS MATERIALIZED (SELECT tf.lexeme,"
+            " ln(1 + (greatest(max(q.docs), count(*)) - count(*) + 0.5) / (count(*) + 0.5))"
+            " AS idf FROM tf CROSS JOIN q GROUP BY tf.lexeme),"
             " norm AS MATERIALIZED (SELECT greatest(avg(dl), 1) AS avgdl FROM hit),"
             f" ranked AS (SELECT tf.pk, sum(idf.idf * tf.tf * {K1 + 1} / (tf.tf + {K1}"
             f" * ({1 - B} + {B} * tf.dl / norm.avgdl))) AS score"
