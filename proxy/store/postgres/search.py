@@ -50,15 +50,16 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
     `keep` is the caller's other filters (roles, dates, tags), read from the same heap rows:
     every match counts for the term statistics, so a filter never changes a row's score, and
     only the few best rows are joined back for their text.
-    `q` holds the tsquery, its lexemes (the same words through to_tsvector: the same parser
-    and dictionaries, so the same lexemes) and N, the rows searched (`docs_sql`; for an
-    agent, the counter the triggers keep on its row). `hit` is the matches with each row's
-    length and its tsvector cut to the query's lexemes (setweight marks them, ts_filter keeps
-    them; the lexeme test after unnest guards against lexemes stored with weight A already):
-    only those few lexemes' positions are unnested. A lexeme's document frequency is the number of matches holding it
-    (every row holding a query term matches the OR-ed query), so IDF costs no extra read and
-    is per agent. avgdl is the matches' mean length (the agent-wide mean would read every
-    row). Lengths are distinct lexemes (`length(tsv)`), not tokens: a tsvector keeps no count.
+    `q` holds the tsquery, its lexemes (the same words through to_tsvector: the same parser and
+    dictionaries, so the same lexemes) and N, the rows searched (`docs_sql`; for an agent, the
+    counter the triggers keep on its row). `hit` is the matches with each row's length and its
+    tsvector cut to the query's lexemes (setweight marks them, ts_filter keeps them; the lexeme
+    test after unnest guards against lexemes stored with weight A already): only those few
+    lexemes' positions are unnested. A lexeme's document frequency is the number of matches
+    holding it (every row holding a query term matches the OR-ed query), so IDF costs no extra
+    read and is per agent. avgdl is the matches' mean length (the agent-wide mean would read
+    every row). Lengths are distinct lexemes (`length(tsv)`), not tokens: a tsvector keeps no
+    count.
     `idf` and `norm` are MATERIALIZED so that they are computed once: the planner expects one
     row from each CTE and otherwise re-ran the aggregate over `hit` for every row of `tf`.
     """
