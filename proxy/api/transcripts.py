@@ -3,7 +3,7 @@ full-text search across all of an agent's conversations (docs/api.md).
 
 Messages are shown as stored, internal memory steps (`visible: false`) and, on request,
 superseded ones included, so an operator sees what the model saw. Searches cover the visible
-messages, ranked by the store's full-text index (FTS5 bm25 / Postgres ts_rank_cd).
+messages, ranked by the store's full-text index (BM25: FTS5 bm25 / Postgres in SQL).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
 from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
-from .search import message_search_sql, tsquery_text
+from .search import conversation_search_sql, message_search_sql
 from .sql import (
     AGENT,
     UPSERT_BLOCKS,
@@ -225,17 +225,15 @@ class PostgresAdminMixin:
     async def search_conversation(self, conversation_pk: int, agent_pk: int, query: str, *,
                                   limit: int = 100, include_superseded: bool = False
                                   ) -> list[tuple[StoredMessage, float]]:
-        text = tsquery_text(query)
-        if text is None:
+        """BM25 within one conversation (search.py), equal scores oldest first."""
+        found = conversation_search_sql(self.fts_config, agent_pk, conversation_pk, query,
+                                        limit, include_superseded)
+        if found is None:
             return []
-        hide = "" if include_superseded else " AND NOT m.superseded"
+        ctes, args = found
         rows = await self.pool.fetch(
-            "WITH q AS MATERIALIZED (SELECT t AS terms FROM websearch_to_tsquery("
-            f"'{self.fts_config}', memproxy_fold($2)) AS t WHERE numnode(t) > 0)"
-            f" SELECT {M_COLUMNS}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"
-            " FROM q JOIN messages m ON m.tsv @@ q.terms"
-            f" WHERE m.conversation_pk = $1 AND m.visible{hide}"
-            " ORDER BY score DESC, m.seq LIMIT $3", conversation_pk, text, limit)
+            f"{ctes} SELECT {M_COLUMNS}, r.score::float8 AS score FROM ranked r"
+            " JOIN messages m ON m.pk = r.pk ORDER BY score DESC, m.seq", *args)
         return [(message_row(r[:10]), r[10]) for r in rows]
 
     async def search_agent_messages(self, agent_pk: int, query: str, *,

@@ -6,10 +6,17 @@ joined with " or " for `websearch_to_tsquery`, which never raises a syntax error
 semantics match FTS5's: any word matches, more matches rank higher. Both the query and the
 indexed text go through `memproxy_fold()` (diacritics removed, see migrations.py).
 
-The tsquery is computed once per search in a MATERIALIZED CTE `q`: `terms` ranks (ts_rank_cd),
-`scoped` (terms AND the agent's scope lexeme, see migrations.py) matches through the GIN index.
-A query that folds to no lexeme at all (only stopwords) yields no `q` row, hence no hits: an
-empty tsquery AND-ed with the scope would otherwise match every row of the agent.
+Ranking is BM25, as SQLite ranks with FTS5's bm25 (`ts_rank_cd` counts occurrences and
+proximity but not how rare a word is: on LoCoMo it found 7 points less of the evidence in its
+top 10; issue 18). There are no term statistics to maintain: a word's document frequency is
+counted among the query's matches, which the search reads anyway (see `_bm25_ctes`), and the
+agent's row count is the counter the triggers already keep on the agent row. So the write path
+is unchanged, and the statistics are always exact, per agent, over searchable rows only.
+
+The tsquery is computed once per search in a MATERIALIZED CTE `q`: `scoped` (the terms AND the
+agent's scope lexeme, see migrations.py) matches through the GIN index. A query that folds to
+no lexeme at all (only stopwords) yields no `q` row, hence no hits: an empty tsquery AND-ed
+with the scope would otherwise match every row of the agent.
 """
 
 from __future__ import annotations
@@ -36,10 +43,52 @@ class _Args:
         return f"${len(self.values)}"
 
 
-def _query_cte(fts_config: str, text_param: str) -> str:
-    return (f"WITH q AS MATERIALIZED (SELECT t AS terms, t && memproxy_scope_query($1) AS scoped"
+# BM25 constants, FTS5's (and most engines'): term-frequency saturation and length weight.
+K1, B = 1.2, 0.75
+
+
+def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str,
+               matches_sql: str, limit_param: str, ties: str = "DESC") -> str:
+    """CTEs ending in `ranked(pk, score)`: the best `limit_param` matches of the query by BM25,
+    among those `keep` selects; equal scores in primary-key order `ties`.
+
+    `matches_sql` (pk, tsv, keep) reads the rows matching any term, through the GIN index;
+    `keep` is the caller's other filters (roles, dates, tags), read from the same heap rows:
+    every match counts for the term statistics, so a filter never changes a row's score, and
+    only the few best rows are joined back for their text.
+    `q` holds the tsquery, its lexemes (the same words through to_tsvector: the same parser and
+    dictionaries, so the same lexemes) and N, the rows searched (`docs_sql`; for an agent, the
+    counter the triggers keep on its row). `hit` is the matches with each row's length and its
+    tsvector cut to the query's lexemes (setweight marks them, ts_filter keeps them; the lexeme
+    test after unnest guards against lexemes stored with weight A already): only those few
+    lexemes' positions are unnested. A lexeme's document frequency is the number of matches
+    holding it (every row holding a query term matches the OR-ed query), so IDF costs no extra
+    read and is per agent. avgdl is the matches' mean length (the agent-wide mean would read
+    every row). Lengths are distinct lexemes (`length(tsv)`), not tokens: a tsvector keeps no
+    count.
+    `idf` and `norm` are MATERIALIZED so that they are computed once: the planner expects one
+    row from each CTE and otherwise re-ran the aggregate over `hit` for every row of `tf`.
+    """
+    return (f"WITH q AS MATERIALIZED (SELECT t AS terms, t && memproxy_scope_query($1) AS scoped,"
+            f" tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold({words_param})))"
+            f" AS lexemes, ({docs_sql})::float8 AS docs"
             f" FROM websearch_to_tsquery('{fts_config}', memproxy_fold({text_param})) AS t"
-            " WHERE numnode(t) > 0)")
+            " WHERE numnode(t) > 0),"
+            f" hit AS MATERIALIZED (SELECT h.pk, h.keep, length(h.tsv)::float8 AS dl,"
+            " ts_filter(setweight(h.tsv, 'A', q.lexemes), '{a}') AS tv"
+            f" FROM q CROSS JOIN LATERAL ({matches_sql}) h),"
+            " tf AS (SELECT hit.pk, hit.keep, hit.dl, u.lexeme,"
+            " cardinality(u.positions)::float8 AS tf"
+            " FROM hit CROSS JOIN q CROSS JOIN LATERAL unnest(hit.tv) u"
+            " WHERE u.lexeme = ANY(q.lexemes)),"
+            " idf AS MATERIALIZED (SELECT tf.lexeme,"
+            " ln(1 + (greatest(max(q.docs), count(*)) - count(*) + 0.5) / (count(*) + 0.5))"
+            " AS idf FROM tf CROSS JOIN q GROUP BY tf.lexeme),"
+            " norm AS MATERIALIZED (SELECT greatest(avg(dl), 1) AS avgdl FROM hit),"
+            f" ranked AS (SELECT tf.pk, sum(idf.idf * tf.tf * {K1 + 1} / (tf.tf + {K1}"
+            f" * ({1 - B} + {B} * tf.dl / norm.avgdl))) AS score"
+            " FROM tf JOIN idf USING (lexeme) CROSS JOIN norm WHERE tf.keep GROUP BY tf.pk"
+            f" ORDER BY score DESC, tf.pk {ties} LIMIT {limit_param})")
 
 
 def tsquery_text(query: str) -> str | None:
@@ -53,23 +102,30 @@ def hit_row(r: Sequence[Any]) -> MessageHit:
     return MessageHit(r[0], r[1], r[2], r[3], r[4], r[6], r[5])
 
 
+def _words(query: str) -> str:
+    """The query's terms as plain text, for to_tsvector (its lexemes, for term statistics)."""
+    return " ".join(query_terms(query))
+
+
 def message_search_sql(
     fts_config: str, agent_pk: int, query: str, roles: list[str] | None, limit: int,
     start: float | None, end: float | None, newest: int | None = None,
 ) -> tuple[str, list[object]]:
     """SELECT (conversation_id, seq, role, text, created_at, name, score) for a recall search
     (`hit_row` makes a MessageHit of it).
-    With `newest`, only the agent's newest that many matches are ranked, the other filters
-    applying to those, as on SQLite (ts_rank_cd reads
-    each row's tsvector: over every match of common words that is too slow for automatic
-    recall on every turn, turn/recall.py).
 
-    Visible, not superseded messages of one agent (evicted ones included), ranked by
-    ts_rank_cd; a blank query lists the newest first with score 0 (messages_agent_recall).
+    Visible, not superseded messages of one agent (evicted ones included), ranked by BM25
+    (`_bm25_ctes`, as SQLite ranks with FTS5's bm25), ties newest first; a blank query lists
+    the newest first with score 0 (messages_agent_recall). Term statistics are over all the
+    agent's searchable messages, so `roles` and the dates filter the ranked rows without
+    changing their scores. With `newest`, only the agent's newest that many matches are
+    ranked (and counted for IDF), the other filters applying to those, as on SQLite: ranking
+    reads each match's tsvector, and over every match of common words that is too slow for
+    automatic recall on every turn (turn/recall.py).
     `fts_config` must be a validated configuration name (it is inlined as a literal).
     """
     args = _Args(agent_pk)
-    where = ["m.agent_pk = $1", "m.visible", "NOT m.superseded"]
+    where: list[str] = []
     if roles:
         where.append(f"m.role = ANY({args.add(list(roles))}::text[])")
     if start is not None:
@@ -80,26 +136,28 @@ def message_search_sql(
                " memproxy_message_name(m.data)")
     text = tsquery_text(query)
     if text is None:
+        where[:0] = ["m.agent_pk = $1", "m.visible", "NOT m.superseded"]
         sql = (f"SELECT {columns}, 0.0::float8 FROM messages m"
                " JOIN conversations c ON c.pk = m.conversation_pk"
                f" WHERE {' AND '.join(where)}"
                f" ORDER BY m.created_at DESC, m.pk DESC LIMIT {args.add(limit)}")
-    elif newest is not None:
-        cte = _query_cte(fts_config, args.add(text))
-        sql = (f"{cte} SELECT {columns}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"
-               " FROM q CROSS JOIN LATERAL (SELECT * FROM messages m WHERE m.tsv @@ q.scoped"
-               f" AND {where[0]} ORDER BY m.pk DESC"
-               f" LIMIT {args.add(max(1, int(newest)))}) m"
-               " JOIN conversations c ON c.pk = m.conversation_pk"
-               f" WHERE {' AND '.join(where[1:])}"
-               f" ORDER BY score DESC, {TIE_BREAK} LIMIT {args.add(limit)}")
-    else:
-        sql = (f"{_query_cte(fts_config, args.add(text))}"
-               f" SELECT {columns}, ts_rank_cd(m.tsv, q.terms, 1)::float8 AS score"
-               " FROM q JOIN messages m ON m.tsv @@ q.scoped"
-               " JOIN conversations c ON c.pk = m.conversation_pk"
-               f" WHERE {' AND '.join(where)}"
-               f" ORDER BY score DESC, {TIE_BREAK} LIMIT {args.add(limit)}")
+        return sql, args.values
+    keep = " AND ".join(where) or "true"
+    matches = (f"SELECT m.pk, m.tsv, {keep} AS keep FROM messages m WHERE m.tsv @@ q.scoped"
+               " AND m.agent_pk = $1 AND m.visible AND NOT m.superseded")
+    if newest is not None:
+        # `m.pk + 0`, not `m.pk`: an order the primary key cannot give. Otherwise, once
+        # asyncpg's prepared statement switches to Postgres's generic plan (after five runs),
+        # the planner walks the primary key backwards testing every row against the tsquery
+        # until it has `newest` matches: all of the table's newer rows for a rare word
+        # (40-120 ms at 10k messages, every turn's automatic recall). The GIN bitmap then
+        # sorting the matches by pk is what the first five runs did (0.5-7 ms).
+        matches += f" ORDER BY m.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}"
+    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+                      "SELECT recall_count FROM agents WHERE pk = $1", matches, args.add(limit))
+    sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
+           " JOIN messages m ON m.pk = r.pk JOIN conversations c ON c.pk = m.conversation_pk"
+           f" ORDER BY score DESC, {TIE_BREAK}")
     return sql, args.values
 
 
@@ -107,28 +165,53 @@ def passage_search_sql(
     fts_config: str, agent_pk: int, query: str, tags: list[str] | None, top_k: int,
     tags_json: str | None = None,
 ) -> tuple[str, list[object]]:
-    """SELECT (pk, text, tags, created_at, score) for an archival search, like messages.
+    """SELECT (pk, text, tags, created_at, score) for an archival search, like messages
+    (term statistics over all the agent's passages; N from agents.passage_count).
 
     `tags` keeps passages having ALL of them (jsonb containment); `tags_json` is their
     already-encoded JSON array, if the caller has it.
     """
     args = _Args(agent_pk)
-    where = ["p.agent_pk = $1"]
+    where = []
     if tags:
         encoded = tags_json if tags_json is not None else json.dumps(list(tags))
         where.append(f"p.tags @> {args.add(encoded)}::jsonb")
     columns = "p.pk, p.text, p.tags, p.created_at"
     text = tsquery_text(query)
     if text is None:
+        where.insert(0, "p.agent_pk = $1")
         sql = (f"SELECT {columns}, 0.0::float8 FROM passages p WHERE {' AND '.join(where)}"
                f" ORDER BY p.pk DESC LIMIT {args.add(top_k)}")
-    else:
-        sql = (f"{_query_cte(fts_config, args.add(text))}"
-               f" SELECT {columns}, ts_rank_cd(p.tsv, q.terms, 1)::float8 AS score"
-               " FROM q JOIN passages p ON p.tsv @@ q.scoped"
-               f" WHERE {' AND '.join(where)}"
-               f" ORDER BY score DESC, p.created_at DESC, p.pk DESC LIMIT {args.add(top_k)}")
+        return sql, args.values
+    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+                      "SELECT passage_count FROM agents WHERE pk = $1",
+                      f"SELECT p.pk, p.tsv, {' AND '.join(where) or 'true'} AS keep"
+                      " FROM passages p WHERE p.tsv @@ q.scoped AND p.agent_pk = $1",
+                      args.add(top_k))
+    sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
+           " JOIN passages p ON p.pk = r.pk ORDER BY score DESC, p.created_at DESC, p.pk DESC")
     return sql, args.values
+
+
+def conversation_search_sql(
+    fts_config: str, agent_pk: int, conversation_pk: int, query: str, limit: int,
+    include_superseded: bool,
+) -> tuple[str, list[object]] | None:
+    """CTEs ending in `ranked(pk, score)`: the best `limit` visible messages of one
+    conversation (superseded ones too if asked) by BM25, the statistics over those rows of
+    the conversation, equal scores oldest first; None for a blank query. The caller selects
+    from `ranked` (the transcript search of the agents API, admin.py)."""
+    text = tsquery_text(query)
+    if text is None:
+        return None
+    args = _Args(agent_pk, conversation_pk)
+    hide = "" if include_superseded else " AND NOT m.superseded"
+    rows = f"FROM messages m WHERE m.conversation_pk = $2 AND m.visible{hide}"
+    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+                      f"SELECT count(*) {rows}",
+                      f"SELECT m.pk, m.tsv, true AS keep {rows} AND m.tsv @@ q.scoped",
+                      args.add(limit), ties="ASC")
+    return ctes, args.values
 
 
 # The neighbouring turns of search hits, for all hits in one statement (core/hit_context.py):

@@ -314,7 +314,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                               limit: int = 10, start: float | None = None,
                               end: float | None = None, newest: int | None = None
                               ) -> list[MessageHit]:
-        """ts_rank_cd-ranked recall search (visible, not superseded, evicted included); a blank
+        """BM25-ranked recall search (visible, not superseded, evicted included); a blank
         query lists the newest matching messages with score 0. `start`/`end` are inclusive;
         with `newest`, only the newest that many matches are ranked."""
         sql, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
@@ -356,7 +356,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
 
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
                               top_k: int = 5) -> list[Passage]:
-        """ts_rank_cd-ranked archival search; `tags` keeps passages having ALL of them. A blank
+        """BM25-ranked archival search; `tags` keeps passages having ALL of them. A blank
         query returns the newest (tag-filtered) passages with score 0."""
         tags_json = jsonb(list(tags)) if tags else None
         sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json)
