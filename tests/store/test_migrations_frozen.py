@@ -45,6 +45,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     8: ("responses and api conversations",
         "1568142d49e807a67c97c705c98cfe530786a6f041aa8594af90f0b27629355c",
         "6aa8c49cc6f230d9a4e2f71ba4ce75d23159693e03bfbed25a0be3a2644267cd"),
+    11: ("background summary jobs",
+         "fb9a6ecb81635223f197cd5886ee1acf03787d1e2dce29fb751cc2fc8951ab52",
+         "76f5d8e8ee9dc52ba6086994bf3f976e4736dda2db19c03ca11b4a291a97fcbf"),
 }
 
 

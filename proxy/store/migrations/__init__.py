@@ -34,6 +34,7 @@ from . import (
     v6_conversation_trees,
     v7_api_key_admin,
     v8_responses,
+    v11_summary_jobs,
 )
 
 
@@ -71,6 +72,9 @@ MIGRATIONS: list[Migration] = [
               {"sqlite": v7_api_key_admin.SQLITE, "postgres": v7_api_key_admin.POSTGRES}),
     Migration(8, "responses and api conversations",
               {"sqlite": v8_responses.SQLITE, "postgres": v8_responses.POSTGRES}),
+    # 9 and 10 are taken by work in progress on search (merged in order).
+    Migration(11, "background summary jobs",
+              {"sqlite": v11_summary_jobs.SQLITE, "postgres": v11_summary_jobs.POSTGRES}),
 ]
 
 
