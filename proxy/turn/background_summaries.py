@@ -39,6 +39,7 @@ from ..config import MemorySettings
 from ..core.loop import Upstream
 from ..core.summary import pending_note
 from ..core.types import Conversation, StoredMessage
+from ..obs.metrics import Metrics
 from ..store.summary_jobs import Completion, SummaryChanged, SummaryJob, SummaryWork
 from .summarizer import Summarizer, max_summary_chars
 
@@ -67,6 +68,7 @@ class SummaryQueue:
     store: Any  # TurnStore + SummaryJobStore (the whole Store, or the test double)
     upstream: Upstream
     settings: MemorySettings
+    metrics: Metrics | None = None
     owner: str = field(default_factory=lambda: (
         f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"))
     completed: int = 0  # jobs this process finished (a summary written)
@@ -178,6 +180,7 @@ class SummaryQueue:
                                             window=job.context_window, model=job.model)
         except Exception as exc:
             self.failed += 1
+            self._count("failed")
             delay = backoff(job.attempts, self.settings.summary_retry_max_s)
             log.warning("summary of conversation %s failed (%s, attempt %d); the gap note stays"
                         " and the messages stay searchable; retrying in %.0f s",
@@ -190,8 +193,13 @@ class SummaryQueue:
             self.kick()  # more was paged out meanwhile: fold it in next
         if outcome is not Completion.LOST:
             self.completed += 1
+        self._count(outcome.value)
         log.info("summary of conversation %s: %s (%d messages)", job.conversation_pk,
                  outcome.value, len(messages))
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.background_summaries.labels(outcome).inc()
 
     async def _evicted(self, job: SummaryJob) -> list[dict[str, Any]]:
         """The job's messages: those from `from_seq` to `through_seq` that are out of context

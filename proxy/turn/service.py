@@ -138,7 +138,7 @@ class StatefulService:
         self.effects = TurnEffects(store, self.observers, self.metrics)
         self.extractor = FactExtractor(store, upstream, settings.memory)  # extract_facts
         # summaries of paged-out messages, written in the background (the app starts it)
-        self.summaries = SummaryQueue(store, upstream, settings.memory)
+        self.summaries = SummaryQueue(store, upstream, settings.memory, self.metrics)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.undelivered = UndeliveredTurns()  # answers whose client had gone
         self._agents: dict[tuple[str, str], Agent] = {}

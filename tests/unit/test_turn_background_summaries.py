@@ -22,6 +22,11 @@ def background(**upstream: Any):
     return small_window("background", **upstream)
 
 
+def counted(h, outcome: str) -> float:
+    """memproxy_background_summaries{outcome} of the harness's service."""
+    return h.service.metrics.background_summaries.labels(outcome)._value.get()
+
+
 async def turns_until_paged_out(h, start: int = 0) -> int:
     """Turns until one pages out; returns the index after it."""
     i = start
@@ -61,6 +66,7 @@ def test_a_page_out_queues_the_summary_and_the_turn_never_calls_the_summarizer()
         assert await h.service.summaries.run_due() == 1
         assert h.store.jobs == {}
         assert h.conversation().summary == SUMMARY_TEXT
+        assert counted(h, "done") == 1
         assert h.store.summaries[(h.conversation().pk, job.through_seq)] == SUMMARY_TEXT
         asked = message_text(h.upstream.summary_requests[0]["messages"][-1])
         assert "message 0:" in asked  # the evicted messages, from the first
@@ -117,7 +123,7 @@ def test_a_failing_summarizer_keeps_the_gap_note_and_is_retried_with_backoff(
         job = await h.service.summaries._claim()
         assert job is not None
         await h.service.summaries._run(job)
-        assert h.service.summaries.failed == 1
+        assert h.service.summaries.failed == 1 and counted(h, "failed") == 1
         left = await h.store.get_summary_job(h.conversation().pk)
         assert left is not None and left.owner == "" and "summarizer down" in left.last_error
         assert h.conversation().summary == pending  # the gap note stays, nothing wiped
@@ -149,7 +155,7 @@ def test_a_job_extended_while_it_ran_goes_on_from_the_new_summary() -> None:
             i += 1
             assert i < 40
         outcome = await h.store.complete_summary_job(job, "first part", 0.0)
-        assert outcome is Completion.MORE
+        assert outcome is Completion.MORE  # (the store's own answer: nothing counted)
         rest = await h.store.get_summary_job(job.conversation_pk)
         assert rest.base_summary == "first part" and rest.from_seq == job.through_seq + 1
         assert PENDING_REASON in h.conversation().summary  # still pending the rest
