@@ -48,6 +48,8 @@ class InMemorySummaryJobs:
             self.summaries[(conversation_pk, through_seq)] = summary
         if job is not None:
             row = self.jobs.get(conversation_pk)
+            if row is not None and row.job.pending_summary != expected:
+                row = None  # another path: the job starts over from this eviction
             if row is None:
                 self.jobs[conversation_pk] = JobRow(SummaryJob(
                     conversation_pk, job.from_seq, through_seq, job.base_summary,

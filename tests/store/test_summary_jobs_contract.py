@@ -163,3 +163,24 @@ def test_a_deleted_agent_takes_its_jobs_along(store_backend: Backend) -> None:
         assert await s.get_summary_job(conv.pk) is None
 
     store_backend.run(body)
+
+
+def test_an_eviction_on_another_path_starts_the_job_over_from_that_path(
+        store_backend: Backend) -> None:
+    async def body(s: Any) -> None:
+        agent, conv = await conversation_with(s)
+        await s.evict_messages(conv.pk, 2, "old + note", job=WORK, expected="old")
+        stale = await s.claim_summary_job("a", 60, 2e12)
+        await s.update_conversation(conv.pk, summary="branch")  # the path moved meanwhile
+        await s.evict_messages(conv.pk, 4, "branch + note",
+                               job=SummaryWork(3, "branch", "m2", 4096), expected="branch")
+        job = await s.get_summary_job(conv.pk)
+        assert (job.from_seq, job.through_seq, job.base_summary, job.pending_summary,
+                job.model, job.context_window, job.owner, job.attempts) == (
+            3, 4, "branch", "branch + note", "m2", 4096, "", 0)
+        assert await s.complete_summary_job(stale, "old branch's", 2e12) is Completion.LOST
+        job = await s.claim_summary_job("b", 60, 2e12)
+        assert await s.complete_summary_job(job, "branch summary", 2e12) is Completion.DONE
+        assert (await s.get_conversation(agent.pk, "default")).summary == "branch summary"
+
+    store_backend.run(body)

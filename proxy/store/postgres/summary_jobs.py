@@ -21,12 +21,26 @@ if TYPE_CHECKING:
 
 _COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
             " context_window, attempts, coalesce(owner, ''), last_error")
+# Same path (the conversation still shows the job's pending summary): the job's range grows.
+# Another path (the user moved to another branch since): the job starts over from this
+# eviction and this path's summary (see sqlite/summary_jobs.py).
+_SAME = "summary_jobs.pending_summary IS NOT DISTINCT FROM $9"
 _ENQUEUE = (
     "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
     " pending_summary, model, context_window, not_before, created_at)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
     " ON CONFLICT (conversation_pk) DO UPDATE SET"
-    " through_seq = greatest(summary_jobs.through_seq, excluded.through_seq),"
+    f" from_seq = CASE WHEN {_SAME} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
+    f" base_summary = CASE WHEN {_SAME} THEN summary_jobs.base_summary"
+    " ELSE excluded.base_summary END,"
+    f" through_seq = CASE WHEN {_SAME}"
+    " THEN greatest(summary_jobs.through_seq, excluded.through_seq)"
+    " ELSE excluded.through_seq END,"
+    f" owner = CASE WHEN {_SAME} THEN summary_jobs.owner END,"
+    f" lease_until = CASE WHEN {_SAME} THEN summary_jobs.lease_until END,"
+    f" attempts = CASE WHEN {_SAME} THEN summary_jobs.attempts ELSE 0 END,"
+    f" not_before = CASE WHEN {_SAME} THEN summary_jobs.not_before ELSE excluded.not_before END,"
+    " model = excluded.model, context_window = excluded.context_window,"
     " pending_summary = excluded.pending_summary"
 )
 _CLAIM = (
@@ -69,7 +83,8 @@ class PostgresSummaryJobs:
             n = await conn.fetchval(EVICT, conversation_pk, through_seq, summary)
             await conn.execute(_ENQUEUE, conversation_pk, job.from_seq, through_seq,
                                clean(job.base_summary), summary, job.model,
-                               job.context_window, time.time())
+                               job.context_window, time.time(),
+                               None if expected is None else clean(expected))
             return n
 
     async def claim_summary_job(self, owner: str, lease_s: float, now: float

@@ -248,7 +248,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
             db.execute("UPDATE messages SET summary = ? WHERE conversation_pk = ? AND seq = ?",
                        (summary, conversation_pk, through_seq))
             if job is not None:
-                enqueue(db, conversation_pk, through_seq, summary, job)
+                enqueue(db, conversation_pk, through_seq, summary, job, expected)
             return n
 
         return await self.lanes.write_fast(run)

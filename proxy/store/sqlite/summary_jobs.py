@@ -20,12 +20,26 @@ if TYPE_CHECKING:
 
 _COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
             " context_window, attempts, coalesce(owner, ''), last_error")
+# Same path (the conversation still shows the job's pending summary): the job's range grows.
+# Another path (the user moved to another branch since): the job starts over from this
+# eviction and this path's summary; the old branch keeps its gap note, and a worker still
+# writing the old job loses it (its owner is cleared).
+_SAME = "summary_jobs.pending_summary = :expected"
 _ENQUEUE = (
     "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
     " pending_summary, model, context_window, not_before, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (:pk, :from_seq, :through_seq, :base, :pending, :model, :window, :now, :now)"
     " ON CONFLICT (conversation_pk) DO UPDATE SET"
-    " through_seq = max(summary_jobs.through_seq, excluded.through_seq),"
+    f" from_seq = CASE WHEN {_SAME} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
+    f" base_summary = CASE WHEN {_SAME} THEN summary_jobs.base_summary"
+    " ELSE excluded.base_summary END,"
+    f" through_seq = CASE WHEN {_SAME} THEN max(summary_jobs.through_seq, excluded.through_seq)"
+    " ELSE excluded.through_seq END,"
+    f" owner = CASE WHEN {_SAME} THEN summary_jobs.owner END,"
+    f" lease_until = CASE WHEN {_SAME} THEN summary_jobs.lease_until END,"
+    f" attempts = CASE WHEN {_SAME} THEN summary_jobs.attempts ELSE 0 END,"
+    f" not_before = CASE WHEN {_SAME} THEN summary_jobs.not_before ELSE excluded.not_before END,"
+    " model = excluded.model, context_window = excluded.context_window,"
     " pending_summary = excluded.pending_summary"
 )
 
@@ -35,11 +49,14 @@ def _job(row: tuple) -> SummaryJob:
 
 
 def enqueue(db: sqlite3.Connection, conversation_pk: int, through_seq: int, pending: str,
-            work: SummaryWork) -> None:
-    """Add the evicted range to the conversation's job (created if it has none)."""
-    now = time.time()
-    db.execute(_ENQUEUE, (conversation_pk, work.from_seq, through_seq, work.base_summary,
-                          pending, work.model, work.context_window, now, now))
+            work: SummaryWork, expected: str | None) -> None:
+    """Add the evicted range to the conversation's job (created if it has none); `expected`
+    is the summary the turn read (see `_ENQUEUE`)."""
+    db.execute(_ENQUEUE, {"pk": conversation_pk, "from_seq": work.from_seq,
+                          "through_seq": through_seq, "base": work.base_summary,
+                          "pending": pending, "model": work.model,
+                          "window": work.context_window, "now": time.time(),
+                          "expected": expected})
 
 
 def has_job(db: sqlite3.Connection, conversation_pk: int) -> bool:
