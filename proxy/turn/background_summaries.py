@@ -86,6 +86,7 @@ class SummaryQueue:
         messages = transcript(evicted)
         max_chars = max_summary_chars(window) * 2
         shown = conversation.summary
+        self.remember_key(conversation.pk, api_key)  # before a worker can claim the job
         for _ in range(3):
             pending = pending_note(shown, messages, max_chars=max_chars)
             work = SummaryWork(evicted[0].seq, shown, model, window)
@@ -97,7 +98,6 @@ class SummaryQueue:
                 shown = changed.current
         else:  # cannot happen twice in a row (a completion needs a job, and none is left)
             raise RuntimeError("the conversation's summary kept changing during a page-out")
-        self.remember_key(conversation.pk, api_key)
         self.kick()
         return pending
 
