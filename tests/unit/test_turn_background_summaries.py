@@ -6,6 +6,7 @@ In-memory store, in-process upstream; the jobs are run by `SummaryQueue.run_due`
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -223,5 +224,23 @@ def test_shutdown_mid_summary_hands_the_job_back() -> None:
         job = await h.store.get_summary_job(h.conversation().pk)
         assert job is not None and job.owner == "" and job.attempts == 0  # due again at once
         assert PENDING_REASON in h.conversation().summary
+
+    asyncio.run(scenario())
+
+
+def test_a_page_out_that_read_the_summary_before_it_was_written_builds_on_the_new_one() -> None:
+    async def scenario() -> None:
+        h = background()
+        await turns_until_paged_out(h)
+        stale = replace(h.conversation())  # what a turn read while the job was pending
+        assert PENDING_REASON in stale.summary
+        assert await h.service.summaries.run_due() == 1  # the summary lands meanwhile
+        in_context = [m for m in h.rows() if m.in_context]
+        shown = await h.service.summaries.page_out(stale, in_context[:2], window=WINDOW,
+                                                   model="test-model", api_key=None)
+        assert shown.startswith(SUMMARY_TEXT) and PENDING_REASON in shown
+        job = await h.store.get_summary_job(stale.pk)
+        assert (job.base_summary, job.from_seq) == (SUMMARY_TEXT, in_context[0].seq)
+        assert h.conversation().summary == shown
 
     asyncio.run(scenario())
