@@ -1,10 +1,11 @@
 """Background summaries through a real server, on SQLite and Postgres (docs/paging.md): the
 turn that pages out answers without waiting for the summarizer, the next prompts show the gap
 note and then the summary, a failing summarizer wipes nothing, and a summary interrupted by
-kill -9 is written by the restarted process."""
+kill -9 (or stopped by a shutdown) is written by the restarted process."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -151,20 +152,43 @@ def memproxy(database_url: str, fake_upstream: FakeUpstream
         handle.stop()
 
 
-def test_a_summary_interrupted_by_kill_9_is_written_after_the_restart(
-        memproxy, fake_upstream, database_url):
-    hold = threading.Event()
+def start_a_held_summary(start: Callable[[], ProcessHandle], fake: FakeUpstream,
+                         hold: threading.Event) -> ProcessHandle:
+    """A server whose chat has paged out and whose summarizer call is being held."""
     hold.set()
-    fake_upstream.context_window = WINDOW
-    fake_upstream.responder = summarizer(hold)
-    server = memproxy()
+    fake.context_window = WINDOW
+    fake.responder = summarizer(hold)
+    server = start()
     with httpx.Client(base_url=server.url, timeout=30) as http:
         say(http, "My locker code is 4711, please keep it in mind.")
         i = 1
-        while not summary_requests(fake_upstream):
+        while not summary_requests(fake):
             say(http, filler(i))
             i += 1
             assert i < 60, "never paged out"
+    return server
+
+
+def test_a_shutdown_mid_summary_hands_the_job_back_due_at_once(
+        memproxy, fake_upstream, database_url):
+    hold = threading.Event()
+    server = start_a_held_summary(memproxy, fake_upstream, hold)
+    assert storage.summary_state(database_url, AGENT)[1].owner  # claimed, running
+    # SIGTERM while the summary is held upstream: a graceful exit (uvicorn re-raises SIGTERM
+    # after it; not the SIGKILL `stop` sends after 10 s), the job handed back
+    assert server.stop() in (0, -signal.SIGTERM)
+    summary, job = storage.summary_state(database_url, AGENT)
+    assert job is not None and job.owner == "" and job.attempts == 0
+    assert PENDING_REASON in summary
+    hold.clear()
+    memproxy()
+    wait_for(lambda: storage.summary_state(database_url, AGENT) == (SUMMARY, None))
+
+
+def test_a_summary_interrupted_by_kill_9_is_written_after_the_restart(
+        memproxy, fake_upstream, database_url):
+    hold = threading.Event()
+    server = start_a_held_summary(memproxy, fake_upstream, hold)
     summary, job = storage.summary_state(database_url, AGENT)
     assert job is not None and job.owner and PENDING_REASON in summary  # claimed, running
     server.kill()  # SIGKILL while the summarizer call is held
