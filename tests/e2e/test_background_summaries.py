@@ -201,3 +201,18 @@ def test_a_summary_interrupted_by_kill_9_is_written_after_the_restart(
     rows = storage.transcript(database_url, AGENT)
     assert rows[0].data["content"].startswith("My locker code is 4711")
     assert not rows[0].in_context
+
+
+def test_another_process_writes_a_summary_whose_process_died(
+        memproxy, fake_upstream, database_url):
+    hold = threading.Event()
+    first = start_a_held_summary(memproxy, fake_upstream, hold)
+    second = memproxy()  # the same database, running all along
+    job = storage.summary_state(database_url, AGENT)[1]
+    owner_pid = int(job.owner.split(":")[1])
+    running, other = (first, second) if owner_pid == first.pid else (second, first)
+    assert owner_pid == running.pid
+    running.kill()
+    hold.clear()
+    wait_for(lambda: storage.summary_state(database_url, AGENT) == (SUMMARY, None))
+    assert other.alive()  # written by the process that was running all along
