@@ -13,6 +13,8 @@ COMMANDS = {
     "all": ("bench.suite", "overhead, throughput and search, with every target of issue #5"),
     "overhead": ("bench.overhead", "latency overhead over a zero-latency upstream"),
     "paging": ("bench.paging", "prompt tokens per turn over a long conversation vs a raw client"),
+    "paging-latency": ("bench.paging_latency",
+                       "turn latency p50/p95/max over a long chat with compactions"),
     "throughput": ("bench.throughput", "turns per second vs the bare relay, and peak memory"),
     "search": ("bench.search", "archival and recall search p50/p99 at 10k and 100k items"),
     "compare": ("bench.compare", "two overhead.json files side by side (before/after a change)"),

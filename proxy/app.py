@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> Starlette:
         tokens.warm_up()
         service = StatefulService(settings, store, upstream, Metrics())
         await service.embeddings.start()  # hybrid search + background embedding, if enabled
+        await service.summaries.start()  # summaries of paged-out messages (docs/paging.md)
         app.state.memproxy = state = AppState(settings, store, upstream, auth, service)
         expiry = expire_responses_every(store, settings.responses.ttl_days)
         tune_gc()  # after start-up: see gc_tuning.py
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
             await expiry.aclose()
             await service.catalog.flush(force=True)
             await service.extractor.drain()  # fact extractions still running (docs/memory.md)
+            await service.summaries.aclose()  # a summary still running stays queued
             await service.embeddings.aclose()
             await upstream.aclose()
             await store.close()

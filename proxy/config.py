@@ -238,6 +238,16 @@ class MemorySettings(_Section):
     compact_to: float = 0.6
     summarizer_model: str | None = None
     summarizer_timeout_s: float = 60.0
+    # Summaries of paged-out messages (docs/paging.md): "background" pages out at once with a
+    # gap note and writes the summary in a durable job (no turn waits for it); "inline" makes
+    # the turn that pages out wait for its summary (the behaviour before background jobs).
+    summaries: Literal["background", "inline"] = "background"
+    summary_workers: int = Field(default=2, ge=1)  # jobs run at once by each process
+    # A job's lease: a process that dies mid-summary leaves its job to others after this long.
+    # Longer than a summary takes (a few summarizer calls of summarizer_timeout_s at most).
+    summary_lease_s: float = Field(default=300.0, gt=0)
+    summary_poll_s: float = Field(default=5.0, gt=0)  # how often to look for others' jobs
+    summary_retry_max_s: float = Field(default=600.0, gt=0)  # the longest backoff
     # Automatic recall (docs/memory.md): before the call, the new user message is searched in
     # recall and archival memory and the best snippets go into the system prompt. "no-tools":
     # only for models served without tools; "always": for every model (weak models forget to

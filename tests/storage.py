@@ -52,3 +52,16 @@ def roles_and_texts(messages: list[StoredMessage]) -> list[tuple[str, str]]:
     from proxy.core.messages import content_text
 
     return [(m.role, content_text(m.data.get("content"))) for m in messages]
+
+
+def summary_state(url: str, agent: str, conversation: str = "default",
+                  tenant: str = "default") -> tuple[str, Any]:
+    """The conversation's summary and its background summary job (None when none is queued)."""
+    async def work(store):
+        found = await store.get_agent(tenant, agent)
+        if found is None:
+            return "", None
+        conv = await store.ensure_conversation(found.pk, conversation)
+        return conv.summary, await store.get_summary_job(conv.pk)
+
+    return _run(url, work)

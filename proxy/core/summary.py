@@ -300,6 +300,18 @@ def gap_note(
     return f"{base}\n\n{note}" if base else note
 
 
+PENDING_REASON = "their summary is being written"
+
+
+def pending_note(previous_summary: str, evicted: Sequence[dict], *,
+                 max_chars: int | None = None) -> str:
+    """What the model sees while the summary of `evicted` is written in the background: the
+    previous summary, untouched, and a gap note saying the messages were paged out, that
+    their summary is coming and that `conversation_search` finds them meanwhile. Successive
+    evictions before the summary is ready merge into one note (`gap_note`)."""
+    return gap_note(previous_summary, evicted, reason=PENDING_REASON, max_chars=max_chars)
+
+
 _BOUNDARY_RE = re.compile(r"(?<=[.!?])\s|\n|(?<=[。！？])")  # CJK stops need no space
 
 

@@ -49,6 +49,12 @@ class Metrics:
             "memproxy_compactions", "Context compactions (evictions with a summary).",
             registry=r,
         )
+        self.background_summaries = Counter(
+            "memproxy_background_summaries",
+            "Background summary jobs run by this process, by outcome (docs/paging.md): done,"
+            " more (more was paged out meanwhile), lost (its lease was taken over), failed"
+            " (retried later).", ["outcome"], registry=r,
+        )
         self.reconcile = Counter(
             "memproxy_reconcile_decisions", "How client histories were reconciled.",
             ["action"], registry=r,

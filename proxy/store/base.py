@@ -32,6 +32,7 @@ from ..core.types import (
 )
 from .admin_types import AgentDump, AgentStats, ConversationStats
 from .response_types import ApiConversation, StoredResponse
+from .summary_jobs import SummaryJobStore, SummaryWork
 
 if TYPE_CHECKING:
     from .leases import LeaseStore
@@ -160,10 +161,18 @@ class TurnStore(Protocol):
     ) -> Turn | None:
         """The newest turn with that idempotency key (or else request hash)."""
 
-    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str, *,
+                             job: SummaryWork | None = None, expected: str | None = None
+                             ) -> int:
         """Take messages up to `through_seq` out of context and store the new summary,
         atomically: as the conversation's and as the summary of the path through the row
-        `through_seq` (what a branch leaving the path later falls back to)."""
+        `through_seq` (what a branch leaving the path later falls back to).
+
+        With `job` (background summaries), `summary` is the pending one and the job that
+        writes the real one is queued in the same transaction (summary_jobs.py); `expected`
+        is the summary the turn read: `SummaryChanged` (nothing written) when the
+        conversation has no job and shows another one, i.e. a background summary completed
+        since the turn read it."""
 
 
 class LookupStore(Protocol):
@@ -384,7 +393,7 @@ class ResponseStore(Protocol):
 
 
 class Store(StoreLifecycle, TurnStore, LookupStore, SearchStore, AdminStore, ApiKeyStore,
-            ModelStatsStore, ResponseStore, Protocol):
+            ModelStatsStore, ResponseStore, SummaryJobStore, Protocol):
     """Every role at once: what a backend implements (SQLiteStore, PostgresStore) and what the
     app holds. Code that needs one role takes that role, so that a test fake implements only
     that role's methods."""

@@ -48,6 +48,7 @@ from ..models.catalog import ModelCatalog
 from ..obs.metrics import Metrics
 from ..store.base import Store
 from ..upstream import UpstreamClient
+from .background_summaries import SummaryQueue
 from .context_cache import ContextCache
 from .ephemeral import start_ephemeral
 from .extract import ExtractAfterTurn, FactExtractor
@@ -136,6 +137,8 @@ class StatefulService:
         ]
         self.effects = TurnEffects(store, self.observers, self.metrics)
         self.extractor = FactExtractor(store, upstream, settings.memory)  # extract_facts
+        # summaries of paged-out messages, written in the background (the app starts it)
+        self.summaries = SummaryQueue(store, upstream, settings.memory, self.metrics)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.undelivered = UndeliveredTurns()  # answers whose client had gone
         self._agents: dict[tuple[str, str], Agent] = {}
@@ -354,6 +357,8 @@ class StatefulService:
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
                 store=self.store, upstream=self.upstream, catalog=self.catalog,
                 may_page=request.may_page,
+                background=self.summaries if self.settings.memory.summaries == "background"
+                else None,
             )
         except ProxyError as exc:
             if exc.code == "context_length_exceeded":  # leave the conversation as it was

@@ -32,6 +32,11 @@ SUMMARY_SHARE = 0.15  # the summary may use at most this share of the window
 CHARS_PER_TOKEN = 4
 
 
+def max_summary_chars(window: int) -> int:
+    """The longest summary of a conversation on a `window`-token model."""
+    return max(400, int(window * SUMMARY_SHARE * CHARS_PER_TOKEN))
+
+
 @dataclass
 class Summarizer:
     """Summarizes paged-out messages for one turn, adding up the time and usage it costs
@@ -46,9 +51,23 @@ class Summarizer:
     async def summarize(
         self, previous: str | None, evicted: list[StoredMessage], *, window: int, model: str,
     ) -> str:
-        """The new summary: `previous` folded with `evicted`, at most ~15% of the window."""
-        max_chars = max(400, int(window * SUMMARY_SHARE * CHARS_PER_TOKEN))
+        """The new summary: `previous` folded with `evicted`, at most ~15% of the window; a
+        gap note instead when the summarizer fails (inline summaries: the turn goes on)."""
         messages = [{**m.data, "_created_at": m.created_at} for m in evicted]
+        try:
+            return await self.fold(previous, messages, window=window, model=model)
+        except Exception as exc:
+            log.warning("summarizer failed (%s); evicting with a gap note", type(exc).__name__)
+            return gap_note(previous or "", messages,
+                            reason=f"summarizer failed: {type(exc).__name__}",
+                            max_chars=max_summary_chars(window) * 2)
+
+    async def fold(
+        self, previous: str | None, messages: list[dict[str, Any]], *, window: int, model: str,
+    ) -> str:
+        """`previous` folded with `messages` (message dicts with `_created_at`), chunk by
+        chunk; raises when the summarizer fails (a background job retries it later)."""
+        max_chars = max_summary_chars(window)
         model = self.settings.summarizer_model or model
         output_tokens = max(64, max_chars // CHARS_PER_TOKEN)
 
@@ -57,21 +76,16 @@ class Summarizer:
 
         budget_tokens = transcript_budget(window, output_tokens, max_chars=max_chars,
                                           count=count)
-        try:
-            summary = previous
-            for chunk in chunk_transcript(messages, budget_tokens=budget_tokens, count=count):
-                request = {
-                    "model": model,
-                    "messages": summary_request(summary, chunk, max_chars=max_chars),
-                    "max_tokens": output_tokens,
-                    "temperature": 0,
-                }
-                summary = clamp_summary(await self._ask(request), max_chars=max_chars)
-            return summary
-        except Exception as exc:
-            log.warning("summarizer failed (%s); evicting with a gap note", type(exc).__name__)
-            return gap_note(previous, messages, reason=f"summarizer failed: {type(exc).__name__}",
-                            max_chars=max_chars * 2)
+        summary = previous or ""
+        for chunk in chunk_transcript(messages, budget_tokens=budget_tokens, count=count):
+            request = {
+                "model": model,
+                "messages": summary_request(summary, chunk, max_chars=max_chars),
+                "max_tokens": output_tokens,
+                "temperature": 0,
+            }
+            summary = clamp_summary(await self._ask(request), max_chars=max_chars)
+        return summary
 
     async def _ask(self, request: dict[str, Any]) -> str:
         started = time.perf_counter()

@@ -7,6 +7,10 @@ one `TokenLedger` (`ledger.py`). This module does the I/O around them — the su
 and the store update — and is the guard the agent loop consults before every upstream call,
 so that no prompt larger than the window is ever sent, also mid-turn when tool results grow it.
 
+Summaries are written in the background by default (background_summaries.py: the page-out
+is immediate, the summary a durable job), or by the turn itself with `[memory] summaries =
+"inline"`.
+
 Failure rules: a failed summarizer still pages out (the summary keeps a gap note); an upstream
 "context length exceeded" pages out more and retries (bounded); only an input that cannot fit
 even alone is a 400 `context_length_exceeded`.
@@ -31,6 +35,14 @@ from .summarizer import CHARS_PER_TOKEN, Summarizer
 TOOL_RESULT_SHARE = 0.1  # one tool result may use at most this share of the window
 REMOVED_RESULT = "(this tool result was removed to fit the context window)"
 FORCE_STEPS = (0.5, 0.3, 0.15)  # shrink targets after "context length exceeded"
+
+
+class PageOut(Protocol):
+    """Background summaries (background_summaries.SummaryQueue): evict at once, summarize
+    later."""
+
+    async def page_out(self, conversation: Conversation, evicted: list[StoredMessage], *,
+                       window: int, model: str, api_key: str | None) -> str: ...
 
 
 class Calibrations(Protocol):
@@ -95,6 +107,8 @@ class TurnWindow:
     pressure: int | None = None  # percent of the window, when the pressure note is shown
     compactions: int = 0
     may_page: bool = True  # False: a prompt over the window is refused, not paged out
+    background: PageOut | None = None  # None: this turn waits for its summaries (inline)
+    api_key: str | None = None  # for the background summary's call
 
     @classmethod
     async def open(
@@ -112,6 +126,7 @@ class TurnWindow:
         upstream: Upstream,
         catalog: Calibrations,
         may_page: bool = True,
+        background: PageOut | None = None,
     ) -> TurnWindow:
         """The turn's window, paged out to fit, with the pressure note when it is due."""
         model = str(body.get("model", ""))
@@ -125,6 +140,7 @@ class TurnWindow:
             reserve_output=reserved_output(body, settings, window),
             protect_from_seq=protect_from_seq, settings=settings, store=store, catalog=catalog,
             summarizer=Summarizer(upstream, settings, api_key), may_page=may_page,
+            background=background, api_key=api_key,
         )
         before = turn.estimate()
         result = await turn.fit()
@@ -256,11 +272,17 @@ class TurnWindow:
         return result
 
     async def _evict(self, count: int) -> None:
-        """Page out the `count` oldest messages: summarize them, then mark them in the store."""
+        """Page out the `count` oldest messages: with background summaries, at once with a
+        gap note (the summary is queued); else summarize them first, then mark them."""
         evicted = self.context[:count]
-        summary = await self.summarizer.summarize(self.conversation.summary, evicted,
-                                                  window=self.window, model=self.model)
-        await self.store.evict_messages(self.conversation.pk, evicted[-1].seq, summary)
+        if self.background is not None:
+            summary = await self.background.page_out(
+                self.conversation, evicted, window=self.window, model=self.model,
+                api_key=self.api_key)
+        else:
+            summary = await self.summarizer.summarize(self.conversation.summary, evicted,
+                                                      window=self.window, model=self.model)
+            await self.store.evict_messages(self.conversation.pk, evicted[-1].seq, summary)
         self.conversation.summary = summary
         self.ledger.set_summary(summary)
         self.context = self.context[count:]

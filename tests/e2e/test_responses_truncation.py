@@ -47,9 +47,11 @@ def test_disabled_without_agent_sends_everything(make_proxy, fake_upstream):
 
 
 def test_agent_pages_by_default_and_refuses_when_disabled(make_proxy, fake_upstream):
-    # memproxy's own system prompt (instructions, memory blocks) needs room too
+    # memproxy's own system prompt (instructions, memory blocks) needs room too. Summaries
+    # inline: the replies pushed below pair with the turns only when no background summarizer
+    # call takes one from the same queue.
     proxy = make_proxy({"models": {MODEL: {"context_window": 3000}},
-                        "memory": {"reserve_output_tokens": 100}})
+                        "memory": {"reserve_output_tokens": 100, "summaries": "inline"}})
     agent = proxy.client(base_url=f"{proxy.url}/agents/tina/v1")
     previous = chain(agent, fake_upstream, 12)  # paged out as it grew: every turn answered
     fake_upstream.push(Reply(content="fits"))

@@ -42,6 +42,7 @@ from proxy.core.types import (
     TurnResult,
     TurnState,
 )
+from tests.fakes.summary_jobs import InMemorySummaryJobs
 
 T = TypeVar("T")
 
@@ -72,7 +73,7 @@ class InMemoryLeases:
 
 
 @dataclass
-class InMemoryTurnStore:
+class InMemoryTurnStore(InMemorySummaryJobs):
     """The turn's role of the Store protocol (proxy/store/base.py), in memory."""
 
     agents: dict[int, Agent] = field(default_factory=dict)
@@ -367,17 +368,12 @@ class InMemoryTurnStore:
         self.passages.setdefault(agent_pk, []).extend(
             Passage(next(self._pks), text, list(tags), now) for text, tags in result.passages)
 
-    async def evict_messages(self, conversation_pk: int, through_seq: int,
-                             summary: str | None) -> int:
-        """Page out: messages up to `through_seq` leave the context; the summary is replaced."""
-        self._called("evict_messages")
+    def _evict_rows(self, conversation_pk: int, through_seq: int) -> int:
+        """Messages up to `through_seq` leave the context (`evict_messages`, summary_jobs.py)."""
         evicted = 0
         for m in self.messages.get(conversation_pk, []):
             if m.seq <= through_seq and m.in_context and not m.superseded:
                 m.in_context, evicted = False, evicted + 1
-        if summary is not None:
-            self._conversation(conversation_pk).summary = summary
-            self.summaries[(conversation_pk, through_seq)] = summary
         return evicted
 
     # --- leases and model statistics ------------------------------------------------------

@@ -48,6 +48,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     9: ("message names searchable",
         "2845ce38eedd0ae6a157477cc1987ca58c9e957e0d909a03c1670325980471ed",
         "e26c026d10c305ee0e8fc1ce438be941c98f03b9b563d6cb26746a82e15c3731"),
+    10: ("background summary jobs",
+         "fb9a6ecb81635223f197cd5886ee1acf03787d1e2dce29fb751cc2fc8951ab52",
+         "76f5d8e8ee9dc52ba6086994bf3f976e4736dda2db19c03ca11b4a291a97fcbf"),
 }
 
 

@@ -1,5 +1,5 @@
-"""A turn inside a small context window (`proxy.turn.window`): page-outs with a summary, and
-an input that cannot fit at all. In-memory store, in-process upstream; the window is set by
+"""A turn inside a small context window (`proxy.turn.window`): page-outs with a summary written
+by the turn (`[memory] summaries = "inline"`), and an input that cannot fit at all. In-memory store, in-process upstream; the window is set by
 `[models."test-model"] context_window`."""
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ def upstream_tokens(body: dict[str, Any]) -> int:
     return tokens.count_prompt(body["messages"], body.get("tools"), MODEL)
 
 
-def small_window(**upstream: Any) -> TurnHarness:
+def small_window(summaries: str = "inline", **upstream: Any) -> TurnHarness:
+    """A harness with WINDOW; summaries written by the turn itself unless `summaries` says
+    "background" (test_turn_background_summaries.py)."""
     # No usage reported: the calibration factor stays 1, so the budget is the local count.
-    return TurnHarness.create(turn_settings(window=WINDOW), report_usage=False, **upstream)
+    settings = turn_settings(window=WINDOW)
+    settings.memory.summaries = summaries  # type: ignore[assignment]
+    return TurnHarness.create(settings, report_usage=False, **upstream)
 
 
 def test_a_small_window_pages_out_with_a_summary_and_every_prompt_fits() -> None:

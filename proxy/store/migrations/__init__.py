@@ -35,6 +35,7 @@ from . import (
     v7_api_key_admin,
     v8_responses,
     v9_message_names_searchable,
+    v10_summary_jobs,
 )
 
 
@@ -75,6 +76,8 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "message names searchable",
               {"sqlite": v9_message_names_searchable.SQLITE,
                "postgres": v9_message_names_searchable.POSTGRES}),
+    Migration(10, "background summary jobs",
+              {"sqlite": v10_summary_jobs.SQLITE, "postgres": v10_summary_jobs.POSTGRES}),
 ]
 
 

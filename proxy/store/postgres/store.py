@@ -47,7 +47,6 @@ from .sql import (
     ACQUIRE_LEASE,
     AGENT,
     CONV,
-    EVICT,
     MSG,
     SQL_CONTEXT,
     SQL_VISIBLE,
@@ -64,6 +63,7 @@ from .sql import (
     strip_nul,
 )
 from .statistics import Statistics
+from .summary_jobs import PostgresSummaryJobs
 from .tree import PostgresTreeMixin, backfill_trees
 from .turns import PostgresTurnsMixin
 from .vectors import PostgresVectors
@@ -102,7 +102,8 @@ class _Connection(asyncpg.Connection):
 
 
 class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
-                    PostgresDumpMixin, PostgresVectors, PostgresResponsesMixin):
+                    PostgresDumpMixin, PostgresVectors, PostgresResponsesMixin,
+                    PostgresSummaryJobs):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
     The turn calls (turns.py), the operator API (agents REST, block history,
@@ -280,12 +281,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         if sets:
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = $1",
                                 *args)
-
-    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
-        """Page out: take messages with seq <= through_seq out of the context window and store
-        the new summary, as the conversation's and on the row through_seq (the summary of the
-        path through it), atomically (one statement). Returns rows evicted."""
-        return await self.pool.fetchval(EVICT, conversation_pk, through_seq, clean(summary))
 
     async def context_messages(self, conversation_pk: int) -> list[StoredMessage]:
         return [message_row(r) for r in await self._fetch(SQL_CONTEXT, conversation_pk)]

@@ -27,6 +27,7 @@ from ...core.types import (
 from ..base import ApiKeyEntry
 from ..leases import FileLeases, LeaseStore
 from ..migrations import apply_sqlite
+from ..summary_jobs import SummaryChanged, SummaryWork
 from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
 from .fts import (
@@ -54,6 +55,7 @@ from .rows import (
     _passage,
     _upsert_blocks,
 )
+from .summary_jobs import SQLiteSummaryJobs, enqueue, has_job
 from .term_stats import TermFrequencies
 from .tree import SQLiteTree, backfill_trees
 from .turns import SQLiteTurns
@@ -75,7 +77,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors,
-                  SQLiteResponsesMixin):
+                  SQLiteResponsesMixin, SQLiteSummaryJobs):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
     A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
@@ -233,10 +235,23 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
             await self._execute(f"UPDATE conversations SET {', '.join(sets)} WHERE pk = ?",
                                 (*params, conversation_pk))
 
-    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str) -> int:
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str, *,
+                             job: SummaryWork | None = None, expected: str | None = None
+                             ) -> int:
         """Page out: take messages with seq <= through_seq out of the context window and store
-        the new summary, atomically (never one without the other). Returns rows evicted."""
+        the new summary, atomically (never one without the other). Returns rows evicted.
+
+        With `job`, `summary` is the pending one (a gap note) and the job to write the real
+        one is queued in the same transaction (`summary_jobs.enqueue`); `expected` is the
+        summary the turn read: when the conversation has no job and shows another one now, a
+        background summary completed meanwhile, and `SummaryChanged` is raised, nothing
+        written."""
         def run(db: sqlite3.Connection) -> int:
+            if job is not None and expected is not None and not has_job(db, conversation_pk):
+                row = db.execute("SELECT summary FROM conversations WHERE pk = ?",
+                                 (conversation_pk,)).fetchone()
+                if row is not None and row[0] != expected:
+                    raise SummaryChanged(row[0])
             n = db.execute("UPDATE messages SET in_context = 0 WHERE conversation_pk = ?"
                            " AND seq <= ? AND in_context = 1 AND superseded = 0",
                            (conversation_pk, through_seq)).rowcount
@@ -246,6 +261,8 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
             # before it gets an older one: tree.move_path)
             db.execute("UPDATE messages SET summary = ? WHERE conversation_pk = ? AND seq = ?",
                        (summary, conversation_pk, through_seq))
+            if job is not None:
+                enqueue(db, conversation_pk, through_seq, summary, job, expected)
             return n
 
         return await self.lanes.write_fast(run)

@@ -1,0 +1,137 @@
+"""The background summary queue in Postgres (`SummaryJobStore`, store/summary_jobs.py), with
+the same semantics as `sqlite/summary_jobs.py`; the contract tests run both.
+
+A mixin of `PostgresStore` (its pool and `_transaction`). A claim is one statement: the due
+row is locked `FOR UPDATE SKIP LOCKED`, so processes claiming at once take different jobs
+and never wait on each other. A completion locks the job row first, so an eviction that
+extends the job meanwhile (`evict_messages`, which upserts the same row) is seen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..summary_jobs import Completion, SummaryChanged, SummaryJob, SummaryWork
+from .sql import EVICT, clean
+
+if TYPE_CHECKING:
+    import asyncpg
+
+_COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
+            " context_window, attempts, coalesce(owner, ''), last_error")
+# Same path (the conversation still shows the job's pending summary): the job's range grows.
+# Another path (the user moved to another branch since): the job starts over from this
+# eviction and this path's summary (see sqlite/summary_jobs.py).
+_SAME = "summary_jobs.pending_summary IS NOT DISTINCT FROM $9"
+_ENQUEUE = (
+    "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
+    " pending_summary, model, context_window, not_before, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+    " ON CONFLICT (conversation_pk) DO UPDATE SET"
+    f" from_seq = CASE WHEN {_SAME} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
+    f" base_summary = CASE WHEN {_SAME} THEN summary_jobs.base_summary"
+    " ELSE excluded.base_summary END,"
+    f" through_seq = CASE WHEN {_SAME}"
+    " THEN greatest(summary_jobs.through_seq, excluded.through_seq)"
+    " ELSE excluded.through_seq END,"
+    f" owner = CASE WHEN {_SAME} THEN summary_jobs.owner END,"
+    f" lease_until = CASE WHEN {_SAME} THEN summary_jobs.lease_until END,"
+    f" attempts = CASE WHEN {_SAME} THEN summary_jobs.attempts ELSE 0 END,"
+    f" not_before = CASE WHEN {_SAME} THEN summary_jobs.not_before ELSE excluded.not_before END,"
+    " model = excluded.model, context_window = excluded.context_window,"
+    " pending_summary = excluded.pending_summary"
+)
+_CLAIM = (
+    "UPDATE summary_jobs SET owner = $1, lease_until = $2 + $3, attempts = attempts + 1"
+    " WHERE conversation_pk = (SELECT conversation_pk FROM summary_jobs WHERE not_before <= $2"
+    " AND (lease_until IS NULL OR lease_until < $2) ORDER BY not_before LIMIT 1"
+    f" FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}"
+)
+
+
+def _job(row: Any) -> SummaryJob:
+    return SummaryJob(*row)
+
+
+class PostgresSummaryJobs:
+    pool: asyncpg.Pool
+    _transaction: Callable[[], Any]  # PostgresStore's: a connection inside a transaction
+
+    async def evict_messages(self, conversation_pk: int, through_seq: int, summary: str, *,
+                             job: SummaryWork | None = None, expected: str | None = None
+                             ) -> int:
+        """Page out: take messages with seq <= through_seq out of the context window and store
+        the new summary, as the conversation's and on the row through_seq (the summary of the
+        path through it), atomically (one statement). Returns rows evicted.
+
+        With `job`, `summary` is the pending one and the job is queued in the same
+        transaction; `SummaryChanged` when the conversation has no job and no longer shows
+        `expected` (see the SQLite store)."""
+        summary = clean(summary)
+        if job is None:
+            return await self.pool.fetchval(EVICT, conversation_pk, through_seq, summary)
+        async with self._transaction() as conn:
+            if expected is not None:
+                current = await conn.fetchval(
+                    "SELECT c.summary FROM conversations c WHERE c.pk = $1 AND NOT EXISTS"
+                    " (SELECT 1 FROM summary_jobs j WHERE j.conversation_pk = c.pk)"
+                    " FOR UPDATE OF c", conversation_pk)
+                if current is not None and current != clean(expected):
+                    raise SummaryChanged(current)
+            n = await conn.fetchval(EVICT, conversation_pk, through_seq, summary)
+            await conn.execute(_ENQUEUE, conversation_pk, job.from_seq, through_seq,
+                               clean(job.base_summary), summary, job.model,
+                               job.context_window, time.time(),
+                               None if expected is None else clean(expected))
+            return n
+
+    async def claim_summary_job(self, owner: str, lease_s: float, now: float
+                                ) -> SummaryJob | None:
+        row = await self.pool.fetchrow(_CLAIM, owner, now, float(lease_s))
+        return None if row is None else _job(row)
+
+    async def complete_summary_job(self, job: SummaryJob, summary: str, now: float
+                                   ) -> Completion:
+        summary = clean(summary)
+        async with self._transaction() as conn:
+            row = await conn.fetchrow(
+                "SELECT through_seq, pending_summary FROM summary_jobs"
+                " WHERE conversation_pk = $1 AND owner = $2 FOR UPDATE",
+                job.conversation_pk, job.owner)
+            if row is None:
+                return Completion.LOST
+            await conn.execute("UPDATE messages SET summary = $1 WHERE conversation_pk = $2"
+                               " AND seq = $3", summary, job.conversation_pk, job.through_seq)
+            if row["through_seq"] != job.through_seq:
+                await conn.execute(
+                    "UPDATE summary_jobs SET base_summary = $1, from_seq = $2, owner = NULL,"
+                    " lease_until = NULL, attempts = 0, not_before = $3, last_error = NULL"
+                    " WHERE conversation_pk = $4",
+                    summary, job.through_seq + 1, now, job.conversation_pk)
+                return Completion.MORE
+            await conn.execute("UPDATE conversations SET summary = $1 WHERE pk = $2"
+                               " AND summary = $3", summary, job.conversation_pk,
+                               row["pending_summary"])
+            await conn.execute("DELETE FROM summary_jobs WHERE conversation_pk = $1",
+                               job.conversation_pk)
+            return Completion.DONE
+
+    async def fail_summary_job(self, job: SummaryJob, error: str, retry_at: float) -> None:
+        await self.pool.execute(
+            "UPDATE summary_jobs SET owner = NULL, lease_until = NULL, not_before = $1,"
+            " last_error = $2 WHERE conversation_pk = $3 AND owner = $4",
+            retry_at, clean(error[:500]), job.conversation_pk, job.owner)
+
+    async def release_summary_job(self, job: SummaryJob) -> None:
+        await self.pool.execute(
+            "UPDATE summary_jobs SET owner = NULL, lease_until = NULL,"
+            " attempts = greatest(0, attempts - 1) WHERE conversation_pk = $1 AND owner = $2",
+            job.conversation_pk, job.owner)
+
+    async def get_summary_job(self, conversation_pk: int) -> SummaryJob | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM summary_jobs WHERE conversation_pk = $1", conversation_pk)
+        return None if row is None else _job(row)
+
