@@ -3,7 +3,8 @@ full-text search across all of an agent's conversations (docs/api.md).
 
 Messages are shown as stored, internal memory steps (`visible: false`) and, on request,
 superseded ones included, so an operator sees what the model saw. Searches cover the visible
-messages, ranked by the store's full-text index (FTS5 bm25 / Postgres ts_rank_cd).
+messages; the agent-wide search ranks exactly as the model's `conversation_search` does
+(embeddings/search.py), a single conversation's by the store's full-text index.
 """
 
 from __future__ import annotations
@@ -60,13 +61,15 @@ async def list_messages(request: Request, scope: Scope) -> Response:
 
 @endpoint
 async def search_agent_messages(request: Request, scope: Scope) -> Response:
-    """Across every conversation of the agent; a blank query lists the newest messages."""
+    """Across every conversation of the agent, ranked like the model's `conversation_search`
+    (the same `SearchService`: hybrid when embeddings are on); a blank query lists the newest
+    messages."""
     agent = await load_agent(request, scope)
     query = request.query_params.get("query") or ""
     roles = query_list(request, "roles", SEARCH_ROLES)
     limit = query_int(request, "limit", 20, 1, MAX_PAGE)
-    hits = await scope.state.store.search_agent_messages(agent.pk, query, roles=roles,
-                                                         limit=limit + 1)
+    search = scope.state.service.embeddings.search  # hybrid when embeddings are on
+    hits = await search.agent_messages(agent.pk, query, roles=roles, limit=limit + 1)
     data = [views.message_object(m, score=score, conversation_id=cid)
             for cid, m, score in hits[:limit]]
     return ok(views.list_object(data, len(hits) > limit))

@@ -4,12 +4,14 @@
 - `worker`: `EmbeddingWorker`, the background task that embeds new and old rows;
 - `index`: `VectorIndex`, per-agent float32 matrices scored in-process with numpy;
 - `hybrid`: `rrf_fuse` and `HybridSearch`, the fusing `SearchBackend`;
+- `search`: `SearchService`, the one ranking every search uses (tools, recall, REST);
 - `service`: `EmbeddingService`, which wires them from `[embeddings]`.
 """
 
 from .client import EmbeddingClient, EmbeddingError
 from .hybrid import RRF_K, HybridSearch, rrf_fuse
 from .index import AgentVectors, VectorIndex
+from .search import SearchService
 from .service import EmbeddingService, model_key
 from .worker import EmbeddingWorker
 
@@ -21,6 +23,7 @@ __all__ = [
     "EmbeddingService",
     "EmbeddingWorker",
     "HybridSearch",
+    "SearchService",
     "VectorIndex",
     "model_key",
     "rrf_fuse",

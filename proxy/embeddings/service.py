@@ -1,8 +1,8 @@
 """`EmbeddingService`: what the rest of memproxy sees of embeddings.
 
-- `search`: the `SearchBackend` the memory tools (and the agents API) should search with: the
-  store itself while embeddings are off (full-text, exactly as before), `HybridSearch` once
-  started with `[embeddings] enabled = true`;
+- `search`: the `SearchService` every search goes through (memory tools, automatic recall, the
+  REST API): the store's full-text search while embeddings are off, `HybridSearch` once started
+  with `[embeddings] enabled = true`;
 - `notify(agent_pk)`: new passages or messages were stored; embed them soon;
 - `start()` / `aclose()`: from the app's lifespan (the background task, the HTTP client).
 
@@ -22,6 +22,7 @@ from ..config import Settings
 from .client import EmbeddingClient
 from .hybrid import HybridSearch
 from .index import VectorIndex
+from .search import SearchService
 from .worker import EmbeddingWorker
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class EmbeddingService:
         self.store = store
         self.metrics = metrics
         self.model = model_key(self.config.model, self.config.dimensions)
-        self.search: Any = store
+        self.search = SearchService(store)
         self.client: EmbeddingClient | None = None
         self.index: VectorIndex | None = None
         self.worker: EmbeddingWorker | None = None
@@ -73,9 +74,9 @@ class EmbeddingService:
             self.config.model, dimensions=self.config.dimensions,
             timeout_s=self.config.timeout_s)
         self.index = VectorIndex(self.store, self.model, self.config.cache_mb * 1024 * 1024)
-        self.search = HybridSearch(self.store, self.index, self._embed_query,
-                                   timeout_s=self.config.query_timeout_s, metrics=self.metrics,
-                                   pgvector=pgvector)
+        self.search = SearchService(self.store, HybridSearch(
+            self.store, self.index, self._embed_query, timeout_s=self.config.query_timeout_s,
+            metrics=self.metrics, pgvector=pgvector))
         self.worker = EmbeddingWorker(self.store, self._embed_texts, self.model,
                                       batch_size=self.config.batch_size,
                                       max_queue=self.config.max_queue, metrics=self.metrics)
@@ -103,4 +104,4 @@ class EmbeddingService:
         client, self.client = self.client, None
         if client is not None:
             await client.aclose()
-        self.search = self.store
+        self.search = SearchService(self.store)

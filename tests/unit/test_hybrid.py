@@ -101,5 +101,6 @@ def test_the_service_is_a_no_op_when_disabled() -> None:
     store = object()
     service = EmbeddingService(settings, store)
     asyncio.run(service.start())
-    assert service.search is store and not service.active
+    assert service.search.backend is store and not service.search.hybrid
+    assert not service.active
     service.notify(1)  # nothing to wake, nothing fails

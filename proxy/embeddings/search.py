@@ -1,0 +1,67 @@
+"""`SearchService`: the one ranking behind every search memproxy offers.
+
+The memory tools (`archival_memory_search`, `conversation_search`), automatic recall
+(turn/recall.py), the REST searches (`GET /v1/agents/{a}/messages?query=`,
+`…/passages?query=`) and through them the CLI and the inspector all search through this object,
+so the same question gets the same answer everywhere: hybrid (`HybridSearch`) while embeddings
+are on, the store's full-text search otherwise.
+
+It adds one thing to the backend's ranking: a deterministic order among equal scores (the
+score, then the newest first, then the highest key), which neither SQL (ties come in whatever
+order the index walk yields) nor fusion define on their own. Results are only re-ordered, never
+re-scored, so the ranking stays the backend's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.types import MessageHit, Passage, StoredMessage
+
+
+def passage_order(found: list[Passage]) -> list[Passage]:
+    """Best score first; equal scores newest first, then the highest pk."""
+    return sorted(found, key=lambda p: (-(p.score or 0.0), -p.created_at, -p.pk))
+
+
+def hit_order(hits: list[MessageHit]) -> list[MessageHit]:
+    """Best score first; equal scores newest first, then the latest message of a conversation
+    (hits carry no pk: conversation and seq identify them)."""
+    return sorted(hits, key=lambda h: (-h.score, -h.created_at, h.conversation_id, -h.seq))
+
+
+class SearchService:
+    """A `SearchBackend` (proxy/core/tools.py) over `backend` (the store, or `HybridSearch`),
+    plus the REST API's whole-row search."""
+
+    def __init__(self, store: Any, backend: Any | None = None) -> None:
+        self.store = store
+        self.backend = store if backend is None else backend
+
+    @property
+    def hybrid(self) -> bool:
+        return self.backend is not self.store
+
+    async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
+                              top_k: int = 5) -> list[Passage]:
+        return passage_order(await self.backend.search_passages(agent_pk, query, tags=tags,
+                                                                top_k=top_k))
+
+    async def search_messages(self, agent_pk: int, query: str, *,
+                              roles: list[str] | None = None, limit: int = 10,
+                              start: float | None = None, end: float | None = None,
+                              newest: int | None = None) -> list[MessageHit]:
+        return hit_order(await self.backend.search_messages(
+            agent_pk, query, roles=roles, limit=limit, start=start, end=end, newest=newest))
+
+    async def agent_messages(self, agent_pk: int, query: str, *,
+                             roles: list[str] | None = None, limit: int = 20,
+                             start: float | None = None, end: float | None = None
+                             ) -> list[tuple[str, StoredMessage, float]]:
+        """`search_messages` as whole rows (conversation_id, message, score), for the REST API;
+        a blank query lists the newest messages."""
+        hits = await self.search_messages(agent_pk, query, roles=roles, limit=limit,
+                                          start=start, end=end)
+        rows = await self.store.messages_at(agent_pk, [(h.conversation_id, h.seq) for h in hits])
+        return [(h.conversation_id, rows[key], h.score) for h in hits
+                if (key := (h.conversation_id, h.seq)) in rows]
