@@ -12,6 +12,8 @@ support, it stays a no-op.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -31,10 +33,17 @@ _VECTOR_METHODS = ("pending_texts", "put_vectors", "vector_state", "load_vectors
                    "passages_by_pks", "message_hits_by_pks")
 
 
-def model_key(model: str, dimensions: int | None) -> str:
-    """What stored vectors are tagged with: the model, and the dimensions when requested, so
-    changing either re-embeds in the background instead of mixing incomparable vectors."""
-    return model if dimensions is None else f"{model}@{dimensions}"
+def model_key(model: str, dimensions: int | None, document_prefix: str = "",
+              document_input_type: str | None = None) -> str:
+    """What stored vectors are tagged with: the model, the dimensions when requested, and how
+    documents were marked (prefix, input_type) when they were, so changing any of them
+    re-embeds in the background instead of mixing incomparable vectors. Unmarked documents
+    keep the plain key, so vectors stored before these settings existed stay valid."""
+    key = model if dimensions is None else f"{model}@{dimensions}"
+    if document_prefix or document_input_type:
+        marks = json.dumps([document_prefix, document_input_type]).encode()
+        key += "#doc-" + hashlib.sha256(marks).hexdigest()[:12]
+    return key
 
 
 class EmbeddingService:
@@ -43,7 +52,8 @@ class EmbeddingService:
         self.upstream = settings.upstream
         self.store = store
         self.metrics = metrics
-        self.model = model_key(self.config.model, self.config.dimensions)
+        self.model = model_key(self.config.model, self.config.dimensions,
+                               self.config.document_prefix, self.config.document_input_type)
         self.search = SearchService(store)
         self.client: EmbeddingClient | None = None
         self.index: VectorIndex | None = None
@@ -85,12 +95,18 @@ class EmbeddingService:
                  ", pgvector" if pgvector else ", vectors scored in-process")
 
     async def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Documents (passages, messages), marked as the model wants documents marked."""
         assert self.client is not None
-        return await self.client.embed(texts)
+        prefix = self.config.document_prefix
+        return await self.client.embed([prefix + t for t in texts] if prefix else texts,
+                                       input_type=self.config.document_input_type)
 
     async def _embed_query(self, query: str) -> np.ndarray:
+        """A search query, marked as the model wants queries marked."""
         assert self.client is not None
-        return (await self.client.embed([query], timeout_s=self.config.query_timeout_s))[0]
+        return (await self.client.embed([self.config.query_prefix + query],
+                                        timeout_s=self.config.query_timeout_s,
+                                        input_type=self.config.query_input_type))[0]
 
     def notify(self, agent_pk: int | None = None) -> None:
         """Rows were written for `agent_pk`: wake the background embedding (no-op when off)."""
