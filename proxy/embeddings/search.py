@@ -6,17 +6,40 @@ The memory tools (`archival_memory_search`, `conversation_search`), automatic re
 so the same question gets the same answer everywhere: hybrid (`HybridSearch`) while embeddings
 are on, the store's full-text search otherwise.
 
-It adds one thing to the backend's ranking: a deterministic order among equal scores (the
-score, then the newest first, then the highest key), which neither SQL (ties come in whatever
-order the index walk yields) nor fusion define on their own. Results are only re-ordered, never
-re-scored, so the ranking stays the backend's.
+It adds two things to the backend's ranking:
+
+- for messages, conversational context (`core.ranking.with_neighbours`): the backend is asked
+  for more candidates than wanted (`context_depth`), each message's score is raised by a share
+  of its adjacent turn's, and the best `limit` are kept;
+- a deterministic order among equal scores (the score, then the newest first, then the highest
+  key), which neither SQL (ties come in whatever order the index walk yields) nor fusion define.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from ..core.ranking import adjacent_turns, with_neighbours
 from ..core.types import MessageHit, Passage, StoredMessage
+
+MIN_CONTEXT_DEPTH = 100
+MAX_CONTEXT_DEPTH = 200
+
+
+def context_depth(limit: int) -> int:
+    """How many message candidates are re-ranked with their neighbours for a top-`limit`:
+    twice as many, at least 100 (a neighbour ranked lower can still lift a hit), at most 200
+    unless more were asked for."""
+    return max(limit, min(MAX_CONTEXT_DEPTH, max(MIN_CONTEXT_DEPTH, 2 * limit)))
+
+
+def in_context(hits: list[MessageHit]) -> list[MessageHit]:
+    """`hits` re-scored with their neighbours (core/ranking.py), best first."""
+    by_key = {(h.conversation_id, h.seq): h for h in hits}
+    raised = with_neighbours([((h.conversation_id, h.seq), h.score) for h in hits],
+                             adjacent_turns)
+    return [replace(by_key[key], score=score) for key, score in raised]
 
 
 def passage_order(found: list[Passage]) -> list[Passage]:
@@ -51,8 +74,13 @@ class SearchService:
                               roles: list[str] | None = None, limit: int = 10,
                               start: float | None = None, end: float | None = None,
                               newest: int | None = None) -> list[MessageHit]:
-        return hit_order(await self.backend.search_messages(
-            agent_pk, query, roles=roles, limit=limit, start=start, end=end, newest=newest))
+        if not query.strip():  # the newest messages: nothing to rank
+            return hit_order(await self.backend.search_messages(
+                agent_pk, query, roles=roles, limit=limit, start=start, end=end))
+        hits = await self.backend.search_messages(
+            agent_pk, query, roles=roles, limit=context_depth(limit), start=start, end=end,
+            newest=newest)
+        return hit_order(in_context(hits))[:limit]
 
     async def agent_messages(self, agent_pk: int, query: str, *,
                              roles: list[str] | None = None, limit: int = 20,
