@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from proxy.core.tools import MemoryState, ToolContext, archival_memory_search, conversation_search
-from proxy.embeddings import HybridSearch, VectorIndex
+from proxy.embeddings import HybridSearch, SearchService, VectorIndex
 from proxy.embeddings.client import normalize_rows
 from proxy.store import open_store
 from proxy.store.vector_base import MESSAGE, PASSAGE
@@ -177,7 +177,10 @@ async def measure_store(store: Any, items: int, args: argparse.Namespace) -> lis
     hybrid = HybridSearch(store, index, embed_query, timeout_s=5.0)
     memory = MemoryState.of([])
     rows = []
-    for mode, backend in (("full-text", store), ("hybrid", hybrid)):
+    # Through the SearchService, as the tools are wired in the server (its neighbour re-ranking
+    # reads deeper candidate lists than the tool's limit).
+    for mode, backend in (("full-text", SearchService(store)),
+                          ("hybrid", SearchService(store, hybrid))):
         ctx = ToolContext(store=backend, agent_pk=agent.pk, conversation_id="other")
         for tool, fn in (("archival_memory_search", archival_memory_search),
                          ("conversation_search", conversation_search)):

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
+from .types import MessageHit, Passage
+
 K = TypeVar("K", bound=Hashable)
 
 # Full-text's share of a fused score (the vectors' is the rest).
@@ -31,14 +33,16 @@ TEXT_WEIGHT = 0.7
 NEIGHBOUR_WEIGHT = 0.4
 
 
-def normalized(ranking: Sequence[tuple[K, float]]) -> dict[K, float]:
-    """Scores mapped to [0, 1] over this list: its best 1, its weakest 0 (all 1 when equal).
-    A repeated key keeps its first (best) score."""
+def normalized(ranking: Sequence[tuple[K, float]],
+               floor: float | None = None) -> dict[K, float]:
+    """Scores mapped to [0, 1] over this list: its best 1, `floor` (default: its weakest) 0;
+    all 1 when they are equal. A repeated key keeps its first (best) score."""
     out: dict[K, float] = {}
     if not ranking:
         return out
     values = [score for _, score in ranking]
-    top, bottom = max(values), min(values)
+    top = max(values)
+    bottom = min(values) if floor is None else min(floor, min(values))
     span = top - bottom
     for key, score in ranking:
         if key not in out:
@@ -47,11 +51,17 @@ def normalized(ranking: Sequence[tuple[K, float]]) -> dict[K, float]:
 
 
 def score_fuse(text: Sequence[tuple[K, float]], vector: Sequence[tuple[K, float]],
-               text_weight: float = TEXT_WEIGHT) -> list[tuple[K, float]]:
+               text_weight: float = TEXT_WEIGHT, *,
+               text_complete: bool = False) -> list[tuple[K, float]]:
     """Full-text and vector candidates fused: text_weight × normalised text score +
     (1 − text_weight) × normalised similarity, 0 on a side that did not return the key.
-    Best first; equal scores keep full-text's order, then the vector order."""
-    t, v = normalized(text), normalized(vector)
+    Best first; equal scores keep full-text's order, then the vector order.
+
+    A side's 0 stands for "as good as what this list left out": its weakest candidate when the
+    list was cut at the candidate depth. When `text_complete` (full-text returned every match,
+    fewer than it was asked for), what it left out did not match at all, so its 0 is a score
+    of 0 and its weakest match keeps a share of the weight."""
+    t, v = normalized(text, 0.0 if text_complete else None), normalized(vector)
     order = {key: i for i, key in enumerate([*t, *(k for k in v if k not in t)])}
     fused = {key: text_weight * t.get(key, 0.0) + (1 - text_weight) * v.get(key, 0.0)
              for key in order}
@@ -69,6 +79,18 @@ def with_neighbours(ranking: Sequence[tuple[K, float]],
                                         default=0.0)
               for key, score in base.items()}
     return sorted(raised.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def passage_order(found: list[Passage]) -> list[Passage]:
+    """Best score first; equal scores newest first, then the highest pk: the same order for
+    the same data whoever searches (tools, REST) and whatever the limit."""
+    return sorted(found, key=lambda p: (-(p.score or 0.0), -p.created_at, -p.pk))
+
+
+def hit_order(hits: list[MessageHit]) -> list[MessageHit]:
+    """Best score first; equal scores newest first, then by conversation and the latest seq
+    (hits carry no pk: conversation and seq identify them)."""
+    return sorted(hits, key=lambda h: (-h.score, -h.created_at, h.conversation_id, -h.seq))
 
 
 def adjacent_turns(key: tuple[str, int]) -> tuple[tuple[str, int], tuple[str, int]]:

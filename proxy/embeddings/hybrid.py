@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.ranking import score_fuse
+from ..core.ranking import hit_order, passage_order, score_fuse
 from ..core.types import MessageHit, Passage
 from ..store.vector_base import MESSAGE, PASSAGE, ROLE_CODES
 from .client import EmbeddingError
@@ -90,8 +90,9 @@ class HybridSearch:
         found = {p.pk: p for p in vec}
         found.update({p.pk: p for p in fts})
         fused = score_fuse([(p.pk, p.score or 0.0) for p in fts],
-                           [(p.pk, p.score or 0.0) for p in vec])[:top_k]
-        return [replace(found[pk], score=score) for pk, score in fused]
+                           [(p.pk, p.score or 0.0) for p in vec], text_complete=len(fts) < depth)
+        # the deterministic order before the cut, so a longer page starts with a shorter one
+        return passage_order([replace(found[pk], score=score) for pk, score in fused])[:top_k]
 
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
@@ -111,8 +112,8 @@ class HybridSearch:
         found = {_hit_key(h): h for h in vec}
         found.update({_hit_key(h): h for h in fts})
         fused = score_fuse([(_hit_key(h), h.score) for h in fts],
-                           [(_hit_key(h), h.score) for h in vec])[:limit]
-        return [replace(found[key], score=score) for key, score in fused]
+                           [(_hit_key(h), h.score) for h in vec], text_complete=len(fts) < depth)
+        return hit_order([replace(found[key], score=score) for key, score in fused])[:limit]
 
     # --- the vector side ----------------------------------------------------------------------
     async def _guard(self, work: Awaitable[list[Any]]) -> list[Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..core.ranking import adjacent_turns, with_neighbours
+from ..core.ranking import adjacent_turns, hit_order, passage_order, with_neighbours
 from ..core.types import MessageHit, Passage, StoredMessage
 
 MIN_CONTEXT_DEPTH = 100
@@ -42,15 +42,6 @@ def in_context(hits: list[MessageHit]) -> list[MessageHit]:
     return [replace(by_key[key], score=score) for key, score in raised]
 
 
-def passage_order(found: list[Passage]) -> list[Passage]:
-    """Best score first; equal scores newest first, then the highest pk."""
-    return sorted(found, key=lambda p: (-(p.score or 0.0), -p.created_at, -p.pk))
-
-
-def hit_order(hits: list[MessageHit]) -> list[MessageHit]:
-    """Best score first; equal scores newest first, then the latest message of a conversation
-    (hits carry no pk: conversation and seq identify them)."""
-    return sorted(hits, key=lambda h: (-h.score, -h.created_at, h.conversation_id, -h.seq))
 
 
 class SearchService:
