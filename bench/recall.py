@@ -23,6 +23,7 @@ The data is not part of the repository (CC BY-NC 4.0): pass its path.
     python -m bench recall /path/to/locomo [--backends sqlite,postgres]
         [--modes full-text,hybrid,bm25] [--json PATH]
         [--embed-url URL --embed-key KEY --embed-model NAME]   # a real provider instead
+        [--query-prefix P --document-prefix P --query-input-type T --document-input-type T]
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class Server:
                         "MEMPROXY_EMBEDDINGS_QUERY_TIMEOUT_S": "30"})
             if embed.embed_key:
                 env["MEMPROXY_EMBEDDINGS_API_KEY"] = embed.embed_key
-            for key in ("query_prefix", "document_prefix", "input_type"):
+            for key in ("query_prefix", "document_prefix", "query_input_type",
+                        "document_input_type"):
                 value = getattr(embed, key, None)
                 if value:
                     env[f"MEMPROXY_EMBEDDINGS_{key.upper()}"] = value
@@ -260,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-model", default="all-MiniLM-L6-v2")
     parser.add_argument("--query-prefix", help="[embeddings] query_prefix for the server")
     parser.add_argument("--document-prefix", help="[embeddings] document_prefix")
-    parser.add_argument("--input-type", help="[embeddings] input_type (e.g. 'voyage')")
+    parser.add_argument("--query-input-type", help="[embeddings] query_input_type (Voyage: query)")
+    parser.add_argument("--document-input-type",
+                        help="[embeddings] document_input_type (Voyage: document)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
