@@ -97,12 +97,14 @@ class HybridSearch:
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
                               start: float | None = None,
-                              end: float | None = None, newest: int | None = None
-                              ) -> list[MessageHit]:
+                              end: float | None = None, newest: int | None = None,
+                              depth: int | None = None) -> list[MessageHit]:
+        """`depth`: how deep each side is read (default `candidates(limit)`); the search
+        service asks for every fused candidate (limit = 2 × depth) to re-rank them itself."""
         if not query.strip():
             return await self.store.search_messages(agent_pk, query, roles=roles, limit=limit,
                                                     start=start, end=end)
-        depth = candidates(limit)
+        depth = depth or candidates(limit)
         vec, fts = await asyncio.gather(
             self._guard(self._message_vectors(agent_pk, query, roles, start, end, depth)),
             self.store.search_messages(agent_pk, query, roles=roles, limit=depth, start=start,

@@ -9,8 +9,9 @@ are on, the store's full-text search otherwise.
 It adds two things to the backend's ranking:
 
 - for messages, conversational context (`core.ranking.with_neighbours`): the backend is asked
-  for more candidates than wanted (`context_depth`), each message's score is raised by a share
-  of its adjacent turn's, and the best `limit` are kept;
+  for more candidates than wanted (`context_depth`: about 100, from full-text alone or 50 from
+  each side of hybrid), each message's score is raised by a share of its adjacent turn's, and
+  the best `limit` are kept;
 - a deterministic order among equal scores (the score, then the newest first, then the highest
   key), which neither SQL (ties come in whatever order the index walk yields) nor fusion define.
 """
@@ -68,9 +69,14 @@ class SearchService:
         if not query.strip():  # the newest messages: nothing to rank
             return hit_order(await self.backend.search_messages(
                 agent_pk, query, roles=roles, limit=limit, start=start, end=end))
-        hits = await self.backend.search_messages(
-            agent_pk, query, roles=roles, limit=context_depth(limit), start=start, end=end,
-            newest=newest)
+        depth = context_depth(limit)
+        if self.hybrid:  # about as many candidates: half as deep on each side, all kept
+            hits = await self.backend.search_messages(
+                agent_pk, query, roles=roles, limit=depth, start=start, end=end,
+                newest=newest, depth=max(limit, depth // 2))
+        else:
+            hits = await self.backend.search_messages(
+                agent_pk, query, roles=roles, limit=depth, start=start, end=end, newest=newest)
         return hit_order(in_context(hits))[:limit]
 
     async def agent_messages(self, agent_pk: int, query: str, *,
