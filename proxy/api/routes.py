@@ -82,7 +82,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  Param("query", {"type": "string"}, "Full-text search, best first."),
                  TENANT)),
     Endpoint("GET", f"{A}/messages", transcripts.search_agent_messages,
-             "Full-text search across the agent's conversations", schemas.MessageList,
+             "Search across the agent's conversations (hybrid when embeddings are on)",
+             schemas.MessageList,
              tag="transcripts", query=(
                  Param("query", {"type": "string"}, "What to look for (blank: newest)."),
                  Param("roles", {"type": "string"}, "Comma-separated: user, assistant, tool."),
