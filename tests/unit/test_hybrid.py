@@ -52,3 +52,14 @@ def test_the_service_is_a_no_op_when_disabled() -> None:
     assert service.search.backend is store and not service.search.hybrid
     assert not service.active
     service.notify(1)  # nothing to wake, nothing fails
+
+
+def test_document_marks_are_part_of_the_vectors_model_key() -> None:
+    from proxy.embeddings import model_key
+
+    # unmarked: the key vectors were stored under before the marks existed
+    assert model_key("m", None) == "m" and model_key("m", 256) == "m@256"
+    marked = {model_key("m", 256, "passage: "), model_key("m", 256, "search_document: "),
+              model_key("m", 256, "", "document"), model_key("m", 256, "passage: ", "document")}
+    assert len(marked) == 4 and all(k.startswith("m@256#doc-") for k in marked)
+    assert model_key("m", 256, "passage: ") == model_key("m", 256, "passage: ")
