@@ -3,7 +3,8 @@
 The store is called directly (no HTTP, no model): each sample is one `archival_memory_search`
 or `conversation_search` tool call, exactly as the agent loop runs it, against one agent that
 holds N passages and N messages. Hybrid adds the vector side (in-process numpy scoring over the
-agent's cached matrix) and reciprocal rank fusion. The query embedding is precomputed, so the
+agent's cached matrix) and score fusion, through `SearchService` as in the server (with its
+neighbour step for messages). The query embedding is precomputed, so the
 numbers are memproxy's own cost; a real endpoint adds its round trip (often 20-100 ms), which
 `[embeddings] query_timeout_s` bounds.
 
