@@ -18,6 +18,7 @@ COMMANDS = {
     "throughput": ("bench.throughput", "turns per second vs the bare relay, and peak memory"),
     "search": ("bench.search", "archival and recall search p50/p99 at 10k and 100k items"),
     "compare": ("bench.compare", "two overhead.json files side by side (before/after a change)"),
+    "recall": ("bench.recall", "recall@k / hit@k on LoCoMo conversations: full-text vs hybrid"),
     "scale": ("bench.scale", "turns per second with 1, 2, 4 processes on Postgres vs SQLite"),
 }
 

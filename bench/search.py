@@ -3,7 +3,8 @@
 The store is called directly (no HTTP, no model): each sample is one `archival_memory_search`
 or `conversation_search` tool call, exactly as the agent loop runs it, against one agent that
 holds N passages and N messages. Hybrid adds the vector side (in-process numpy scoring over the
-agent's cached matrix) and reciprocal rank fusion. The query embedding is precomputed, so the
+agent's cached matrix) and score fusion, through `SearchService` as in the server (with its
+neighbour step for messages). The query embedding is precomputed, so the
 numbers are memproxy's own cost; a real endpoint adds its round trip (often 20-100 ms), which
 `[embeddings] query_timeout_s` bounds.
 
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from proxy.core.tools import MemoryState, ToolContext, archival_memory_search, conversation_search
-from proxy.embeddings import HybridSearch, VectorIndex
+from proxy.embeddings import HybridSearch, SearchService, VectorIndex
 from proxy.embeddings.client import normalize_rows
 from proxy.store import open_store
 from proxy.store.sqlite.fts import index_pending
@@ -177,8 +178,11 @@ async def measure_store(store: Any, items: int, args: argparse.Namespace) -> lis
     hybrid = HybridSearch(store, index, embed_query, timeout_s=5.0)
     memory = MemoryState.of([])
     rows = []
-    for mode, backend in (("full-text", store), ("hybrid", hybrid)):
-        # the turns around each hit as the default `[memory] search_neighbours = 1` reads them
+    # Through the SearchService, as the tools are wired in the server (its neighbour re-ranking
+    # reads deeper candidate lists than the tool's limit), with the turns around each hit as
+    # the default `[memory] search_neighbours = 1` reads them.
+    for mode, backend in (("full-text", SearchService(store)),
+                          ("hybrid", SearchService(store, hybrid))):
         ctx = ToolContext(store=backend, agent_pk=agent.pk, conversation_id="other",
                           neighbours=store, neighbour_count=1)
         for tool, fn in (("archival_memory_search", archival_memory_search),

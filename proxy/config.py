@@ -300,6 +300,12 @@ class EmbeddingsSettings(_Section):
     query_timeout_s: float = Field(default=2.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
     cache_mb: int = Field(default=1024, ge=1)
+    # Asymmetric models (e5, bge, nomic, ...) want queries and documents marked differently:
+    # text prepended to each, and/or the provider's `input_type` field (Voyage, Cohere-style).
+    query_prefix: str = Field(default="", max_length=500)
+    document_prefix: str = Field(default="", max_length=500)
+    query_input_type: str | None = Field(default=None, min_length=1, max_length=100)
+    document_input_type: str | None = Field(default=None, min_length=1, max_length=100)
 
     @field_validator("base_url")
     @classmethod

@@ -37,8 +37,9 @@ async def list_passages(request: Request, scope: Scope) -> Response:
     query = (request.query_params.get("query") or "").strip()
     store = scope.state.store
     if query:
-        found = await store.search_passages(agent.pk, query, tags=tags,
-                                            top_k=offset + limit + 1)
+        search = scope.state.service.embeddings.search  # as archival_memory_search ranks
+        found = await search.search_passages(agent.pk, query, tags=tags,
+                                             top_k=offset + limit + 1)
         window = found[offset:offset + limit + 1]
         data = [views.passage_object(p, score=p.score or 0.0) for p in window[:limit]]
     else:

@@ -82,7 +82,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                  Param("query", {"type": "string"}, "Full-text search, best first."),
                  TENANT)),
     Endpoint("GET", f"{A}/messages", transcripts.search_agent_messages,
-             "Search across the agent's conversations (best first; ties newest first)",
+             "Search across the agent's conversations (hybrid when embeddings are on; ties"
+             " newest first)",
              schemas.MessageList,
              tag="transcripts", query=(
                  Param("query", {"type": "string"}, "What to look for (blank: newest)."),

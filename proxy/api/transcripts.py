@@ -3,7 +3,9 @@ full-text search across all of an agent's conversations (docs/api.md).
 
 Messages are shown as stored, internal memory steps (`visible: false`) and, on request,
 superseded ones included, so an operator sees what the model saw. Searches cover the visible
-messages, ranked by the store's full-text index (BM25: FTS5 bm25 / Postgres in SQL).
+messages; the agent-wide search ranks exactly as the model's `conversation_search` does
+(embeddings/search.py), a single conversation's by the store's full-text index (BM25: FTS5
+bm25 / Postgres in SQL).
 """
 
 from __future__ import annotations
@@ -62,15 +64,17 @@ async def list_messages(request: Request, scope: Scope) -> Response:
 
 @endpoint
 async def search_agent_messages(request: Request, scope: Scope) -> Response:
-    """Across every conversation of the agent; a blank query lists the newest messages.
-    `start_date`/`end_date` (inclusive) keep the messages written within them."""
+    """Across every conversation of the agent, ranked like the model's `conversation_search`
+    (the same `SearchService`: hybrid when embeddings are on); a blank query lists the newest
+    messages. `start_date`/`end_date` (inclusive) keep the messages written within them."""
     agent = await load_agent(request, scope)
     query = request.query_params.get("query") or ""
     roles = query_list(request, "roles", SEARCH_ROLES)
     limit = query_int(request, "limit", 20, 1, MAX_PAGE)
     start, end = date_window(request)
-    hits = await scope.state.store.search_agent_messages(agent.pk, query, roles=roles,
-                                                         limit=limit + 1, start=start, end=end)
+    search = scope.state.service.embeddings.search  # hybrid when embeddings are on
+    hits = await search.agent_messages(agent.pk, query, roles=roles, limit=limit + 1,
+                                       start=start, end=end)
     data = [views.message_object(m, score=score, conversation_id=cid)
             for cid, m, score in hits[:limit]]
     return ok(views.list_object(data, len(hits) > limit))

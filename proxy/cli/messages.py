@@ -142,11 +142,12 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
         description="Print an agent's stored messages, oldest first, one conversation after "
         "another (or only --conversation). [memory] marks internal memory-tool steps, "
         "[superseded] replaced messages (shown with --all), [evicted] messages that left the "
-        "context window. --search runs a full-text search instead (best first).",
+        "context window. --search searches instead, best first (across conversations: ranked "
+        "as the model's conversation_search; in one: full-text).",
     )
     messages.add_argument("agent", help="agent id")
     messages.add_argument("--conversation", "-c", help="only this conversation")
-    messages.add_argument("--search", "-s", metavar="QUERY", help="full-text search")
+    messages.add_argument("--search", "-s", metavar="QUERY", help="search (best first)")
     messages.add_argument("--start-date", metavar="DATE",
                           help="with --search: only messages written at or after DATE "
                           "(YYYY-MM-DD, an ISO date-time, YYYY-MM, YYYY or epoch seconds)")

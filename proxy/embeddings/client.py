@@ -128,15 +128,19 @@ class EmbeddingClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _body(self, texts: Sequence[str]) -> dict[str, Any]:
+    def _body(self, texts: Sequence[str], input_type: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "input": list(texts),
                                 "encoding_format": "float"}
         if self.dimensions is not None:
             body["dimensions"] = self.dimensions
+        if input_type is not None:
+            body["input_type"] = input_type
         return body
 
-    async def embed(self, texts: Sequence[str], *, timeout_s: float | None = None) -> np.ndarray:
-        """The normalized (len(texts), dim) float32 matrix of `texts`, in order."""
+    async def embed(self, texts: Sequence[str], *, timeout_s: float | None = None,
+                    input_type: str | None = None) -> np.ndarray:
+        """The normalized (len(texts), dim) float32 matrix of `texts`, in order. `input_type`
+        is sent as is when given (providers that embed queries and documents differently)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         headers = {"Content-Type": "application/json"}
@@ -145,7 +149,7 @@ class EmbeddingClient:
         extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
         try:
             response = await self._http.post(
-                self.url, content=json.dumps(self._body(texts), ensure_ascii=False).encode(),
+                self.url, content=json.dumps(self._body(texts, input_type), ensure_ascii=False).encode(),
                 headers=headers, **extra)
         except httpx.TimeoutException as exc:
             raise EmbeddingError("the embeddings endpoint timed out", code="timeout") from exc

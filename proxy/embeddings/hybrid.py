@@ -1,4 +1,4 @@
-"""Hybrid search: full-text hits and vector hits fused with reciprocal rank fusion.
+"""Hybrid search: full-text hits and vector hits fused by their normalised scores.
 
 `HybridSearch` is a `SearchBackend` (proxy/core/tools.py), so the memory tools use it exactly
 as they use the store. Per search:
@@ -7,11 +7,10 @@ as they use the store. Per search:
    embedding (bounded by `[embeddings] query_timeout_s`) followed by vector top-N over the
    agent's vectors with the same filters (tags; roles and dates; hidden and superseded
    messages left out);
-2. both rankings fused with RRF: score(d) = sum over the lists that contain d of
-   1 / (k + rank(d)), k = 60, rank starting at 1 (Cormack, Clarke & Büttcher, SIGIR 2009). RRF
-   needs no score calibration between bm25 and cosine similarity; k = 60 is the value of the
-   original paper, which keeps one list's top hit from dominating the other list's;
-3. the top k of the fused list, its RRF score as `score`.
+2. both lists fused by `core.ranking.score_fuse`: each side's scores min-max normalised over
+   its own candidates, 0.7 × full-text + 0.3 × vector (why, and not reciprocal rank fusion:
+   core/ranking.py, docs/search.md);
+3. the top k of the fused list, its fused score (0..1) as `score`.
 
 If the query cannot be embedded (timeout, error, no key) or the agent has no vectors yet, the
 result is the full-text result alone, in its order and with its scores; a blank query is
@@ -25,12 +24,13 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from ..core.ranking import hit_order, passage_order, score_fuse
 from ..core.types import MessageHit, Passage
 from ..store.vector_base import MESSAGE, PASSAGE, ROLE_CODES
 from .client import EmbeddingError
@@ -38,7 +38,6 @@ from .index import VectorIndex
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60
 MIN_CANDIDATES = 40
 MAX_CANDIDATES = 200
 QUERY_CACHE_SIZE = 256
@@ -47,37 +46,10 @@ QUERY_CACHE_SIZE = 256
 QUERY_BACKOFF_S = 15.0
 MESSAGE_ROUNDS = 4  # widening rounds when hidden/superseded messages crowd the vector top-N
 
-K = TypeVar("K", bound=Hashable)
-
-
 def candidates(k: int) -> int:
     """How deep each ranking is read for a top-`k` result: 4k, within [40, 200], and never
     less than k (a deep page of the agents API asks for more)."""
     return max(k, min(MAX_CANDIDATES, max(MIN_CANDIDATES, 4 * k)))
-
-
-def rrf_fuse(rankings: Sequence[Sequence[K]], k: int = RRF_K) -> list[tuple[K, float]]:
-    """Reciprocal rank fusion of `rankings` (best first each): (key, score), best first.
-
-    A key repeated within one ranking counts once, at its first place (later keys are
-    not pushed down by the repeat). Ties are broken by the
-    best single rank, then by first appearance (earlier rankings first), so the result is
-    deterministic and, with one ranking, that ranking's order.
-    """
-    scores: dict[K, float] = {}
-    best: dict[K, int] = {}
-    first: dict[K, int] = {}
-    for ranking in rankings:
-        seen: set[K] = set()
-        for key in ranking:
-            if key in seen:
-                continue
-            seen.add(key)
-            rank = len(seen)
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
-            best[key] = min(best.get(key, rank), rank)
-            first.setdefault(key, len(first))
-    return sorted(scores.items(), key=lambda item: (-item[1], best[item[0]], first[item[0]]))
 
 
 def _hit_key(hit: MessageHit) -> tuple[str, int]:
@@ -117,18 +89,22 @@ class HybridSearch:
             return fts[:top_k]
         found = {p.pk: p for p in vec}
         found.update({p.pk: p for p in fts})
-        fused = rrf_fuse([[p.pk for p in fts], [p.pk for p in vec]])[:top_k]
-        return [replace(found[pk], score=score) for pk, score in fused]
+        fused = score_fuse([(p.pk, p.score or 0.0) for p in fts],
+                           [(p.pk, p.score or 0.0) for p in vec], text_complete=len(fts) < depth)
+        # the deterministic order before the cut, so a longer page starts with a shorter one
+        return passage_order([replace(found[pk], score=score) for pk, score in fused])[:top_k]
 
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
                               start: float | None = None,
-                              end: float | None = None, newest: int | None = None
-                              ) -> list[MessageHit]:
+                              end: float | None = None, newest: int | None = None,
+                              depth: int | None = None) -> list[MessageHit]:
+        """`depth`: how deep each side is read (default `candidates(limit)`); the search
+        service asks for every fused candidate (limit = 2 × depth) to re-rank them itself."""
         if not query.strip():
             return await self.store.search_messages(agent_pk, query, roles=roles, limit=limit,
                                                     start=start, end=end)
-        depth = candidates(limit)
+        depth = depth or candidates(limit)
         vec, fts = await asyncio.gather(
             self._guard(self._message_vectors(agent_pk, query, roles, start, end, depth)),
             self.store.search_messages(agent_pk, query, roles=roles, limit=depth, start=start,
@@ -137,8 +113,9 @@ class HybridSearch:
             return fts[:limit]
         found = {_hit_key(h): h for h in vec}
         found.update({_hit_key(h): h for h in fts})
-        fused = rrf_fuse([[_hit_key(h) for h in fts], [_hit_key(h) for h in vec]])[:limit]
-        return [replace(found[key], score=score) for key, score in fused]
+        fused = score_fuse([(_hit_key(h), h.score) for h in fts],
+                           [(_hit_key(h), h.score) for h in vec], text_complete=len(fts) < depth)
+        return hit_order([replace(found[key], score=score) for key, score in fused])[:limit]
 
     # --- the vector side ----------------------------------------------------------------------
     async def _guard(self, work: Awaitable[list[Any]]) -> list[Any]:

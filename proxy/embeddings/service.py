@@ -1,8 +1,8 @@
 """`EmbeddingService`: what the rest of memproxy sees of embeddings.
 
-- `search`: the `SearchBackend` the memory tools (and the agents API) should search with: the
-  store itself while embeddings are off (full-text, exactly as before), `HybridSearch` once
-  started with `[embeddings] enabled = true`;
+- `search`: the `SearchService` every search goes through (memory tools, automatic recall, the
+  REST API): the store's full-text search while embeddings are off, `HybridSearch` once started
+  with `[embeddings] enabled = true`;
 - `notify(agent_pk)`: new passages or messages were stored; embed them soon;
 - `start()` / `aclose()`: from the app's lifespan (the background task, the HTTP client).
 
@@ -12,6 +12,8 @@ support, it stays a no-op.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +24,7 @@ from ..config import Settings
 from .client import EmbeddingClient
 from .hybrid import HybridSearch
 from .index import VectorIndex
+from .search import SearchService
 from .worker import EmbeddingWorker
 
 log = logging.getLogger(__name__)
@@ -30,10 +33,17 @@ _VECTOR_METHODS = ("pending_texts", "put_vectors", "vector_state", "load_vectors
                    "passages_by_pks", "message_hits_by_pks")
 
 
-def model_key(model: str, dimensions: int | None) -> str:
-    """What stored vectors are tagged with: the model, and the dimensions when requested, so
-    changing either re-embeds in the background instead of mixing incomparable vectors."""
-    return model if dimensions is None else f"{model}@{dimensions}"
+def model_key(model: str, dimensions: int | None, document_prefix: str = "",
+              document_input_type: str | None = None) -> str:
+    """What stored vectors are tagged with: the model, the dimensions when requested, and how
+    documents were marked (prefix, input_type) when they were, so changing any of them
+    re-embeds in the background instead of mixing incomparable vectors. Unmarked documents
+    keep the plain key, so vectors stored before these settings existed stay valid."""
+    key = model if dimensions is None else f"{model}@{dimensions}"
+    if document_prefix or document_input_type:
+        marks = json.dumps([document_prefix, document_input_type]).encode()
+        key += "#doc-" + hashlib.sha256(marks).hexdigest()[:12]
+    return key
 
 
 class EmbeddingService:
@@ -42,8 +52,9 @@ class EmbeddingService:
         self.upstream = settings.upstream
         self.store = store
         self.metrics = metrics
-        self.model = model_key(self.config.model, self.config.dimensions)
-        self.search: Any = store
+        self.model = model_key(self.config.model, self.config.dimensions,
+                               self.config.document_prefix, self.config.document_input_type)
+        self.search = SearchService(store)
         self.client: EmbeddingClient | None = None
         self.index: VectorIndex | None = None
         self.worker: EmbeddingWorker | None = None
@@ -73,9 +84,9 @@ class EmbeddingService:
             self.config.model, dimensions=self.config.dimensions,
             timeout_s=self.config.timeout_s)
         self.index = VectorIndex(self.store, self.model, self.config.cache_mb * 1024 * 1024)
-        self.search = HybridSearch(self.store, self.index, self._embed_query,
-                                   timeout_s=self.config.query_timeout_s, metrics=self.metrics,
-                                   pgvector=pgvector)
+        self.search = SearchService(self.store, HybridSearch(
+            self.store, self.index, self._embed_query, timeout_s=self.config.query_timeout_s,
+            metrics=self.metrics, pgvector=pgvector))
         self.worker = EmbeddingWorker(self.store, self._embed_texts, self.model,
                                       batch_size=self.config.batch_size,
                                       max_queue=self.config.max_queue, metrics=self.metrics)
@@ -84,12 +95,18 @@ class EmbeddingService:
                  ", pgvector" if pgvector else ", vectors scored in-process")
 
     async def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Documents (passages, messages), marked as the model wants documents marked."""
         assert self.client is not None
-        return await self.client.embed(texts)
+        prefix = self.config.document_prefix
+        return await self.client.embed([prefix + t for t in texts] if prefix else texts,
+                                       input_type=self.config.document_input_type)
 
     async def _embed_query(self, query: str) -> np.ndarray:
+        """A search query, marked as the model wants queries marked."""
         assert self.client is not None
-        return (await self.client.embed([query], timeout_s=self.config.query_timeout_s))[0]
+        return (await self.client.embed([self.config.query_prefix + query],
+                                        timeout_s=self.config.query_timeout_s,
+                                        input_type=self.config.query_input_type))[0]
 
     def notify(self, agent_pk: int | None = None) -> None:
         """Rows were written for `agent_pk`: wake the background embedding (no-op when off)."""
@@ -103,4 +120,4 @@ class EmbeddingService:
         client, self.client = self.client, None
         if client is not None:
             await client.aclose()
-        self.search = self.store
+        self.search = SearchService(self.store)

@@ -266,6 +266,13 @@ class AdminStore(Protocol):
         """Like `search_messages` (`start`/`end` inclusive), as whole rows: (conversation_id,
         message, score)."""
 
+    async def messages_at(
+        self, agent_pk: int, keys: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], StoredMessage]:
+        """The agent's stored rows at (conversation_id, seq) `keys`; missing keys are absent.
+        Turns the hits of any search backend (full-text or hybrid) into whole rows for the
+        REST API (proxy/api/transcripts.py)."""
+
     async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
 
     async def list_passages_page(

@@ -251,6 +251,17 @@ class PostgresAdminMixin:
             " ORDER BY h.score DESC, m.created_at DESC, m.pk DESC", *args)
         return [(r[0], message_row(r[2:12]), r[1]) for r in rows]
 
+    async def messages_at(self, agent_pk: int, keys: list[tuple[str, int]]
+                          ) -> dict[tuple[str, int], StoredMessage]:
+        if not keys:
+            return {}
+        rows = await self.pool.fetch(
+            f"SELECT c.conversation_id, {M_COLUMNS} FROM conversations c JOIN messages m"
+            " ON m.conversation_pk = c.pk JOIN unnest($2::text[], $3::int[]) k(cid, seq)"
+            " ON c.conversation_id = k.cid AND m.seq = k.seq WHERE c.agent_pk = $1",
+            agent_pk, [cid for cid, _ in keys], [seq for _, seq in keys])
+        return {(r[0], r[2]): message_row(r[1:11]) for r in rows}
+
     # --- passages -------------------------------------------------------------------------
     async def list_passages_page(self, agent_pk: int, *, tags: list[str] | None = None,
                                  limit: int = 100, offset: int = 0) -> list[Passage]:

@@ -250,6 +250,21 @@ class SQLiteAdminMixin:
         return await self._fetch(sql, (*params, agent_pk),
                                  lambda r: (r[0], core._message(r[2:12]), r[1]))
 
+    async def messages_at(self, agent_pk: int, keys: list[tuple[str, int]]
+                          ) -> dict[tuple[str, int], StoredMessage]:
+        by_conversation: dict[str, list[int]] = {}
+        for cid, seq in keys:
+            by_conversation.setdefault(cid, []).append(seq)
+        out: dict[tuple[str, int], StoredMessage] = {}
+        for cid, seqs in by_conversation.items():  # searches hit few conversations
+            found = await self._fetch(
+                f"SELECT {M_COLUMNS} FROM conversations c JOIN messages m"
+                " ON m.conversation_pk = c.pk WHERE c.agent_pk = ? AND c.conversation_id = ?"
+                f" AND m.seq IN ({', '.join('?' * len(seqs))})", (agent_pk, cid, *seqs),
+                core._message)
+            out.update({(cid, m.seq): m for m in found})
+        return out
+
     # --- passages -------------------------------------------------------------------------
     async def list_passages_page(self, agent_pk: int, *, tags: list[str] | None = None,
                                  limit: int = 100, offset: int = 0) -> list[Passage]:

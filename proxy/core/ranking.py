@@ -1,0 +1,99 @@
+"""How search results are ranked: fusing full-text with vector hits, and conversational context.
+
+Pure functions over (key, score) lists, best first; the search service (embeddings/search.py)
+and hybrid search (embeddings/hybrid.py) apply them. Why these (docs/search.md, "Ranking";
+measured with `python -m bench recall` on LoCoMo):
+
+- **Score fusion, not reciprocal rank fusion.** RRF (k = 60) scores rank 1 in one list like
+  rank 3 in both, so turns that are mediocre in both lists pushed out full-text's clear winners:
+  hybrid lost to full-text at every k. Here each list's scores are min-max normalised over its
+  own candidates (bm25 / ts_rank and cosine have no common scale, but within one query the best
+  candidate is 1 and the weakest 0 on either side) and mixed with a fixed weight that trusts
+  full-text more: a strong exact-word match stays on top, a paraphrase that full-text missed
+  still rises above the weak keyword matches.
+- **Neighbouring turns.** In a conversation the turn that answers a question is usually next to
+  the turn that asks or announces it, and the two share different words with a later query. A
+  message's score is raised by a fraction of its best adjacent message's score (same
+  conversation, seq ± 1, among the candidates), so a pair that is relevant together outranks an
+  isolated keyword hit. This helps full-text alone as much as hybrid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar
+
+from .types import MessageHit, Passage
+
+K = TypeVar("K", bound=Hashable)
+
+# Full-text's share of a fused score (the vectors' is the rest).
+TEXT_WEIGHT = 0.7
+# The share of its best neighbour's score that a message gains.
+NEIGHBOUR_WEIGHT = 0.4
+
+
+def normalized(ranking: Sequence[tuple[K, float]],
+               floor: float | None = None) -> dict[K, float]:
+    """Scores mapped to [0, 1] over this list: its best 1, `floor` (default: its weakest) 0;
+    all 1 when they are equal. A repeated key keeps its first (best) score."""
+    out: dict[K, float] = {}
+    if not ranking:
+        return out
+    values = [score for _, score in ranking]
+    top = max(values)
+    bottom = min(values) if floor is None else min(floor, min(values))
+    span = top - bottom
+    for key, score in ranking:
+        if key not in out:
+            out[key] = (score - bottom) / span if span > 0 else 1.0
+    return out
+
+
+def score_fuse(text: Sequence[tuple[K, float]], vector: Sequence[tuple[K, float]],
+               text_weight: float = TEXT_WEIGHT, *,
+               text_complete: bool = False) -> list[tuple[K, float]]:
+    """Full-text and vector candidates fused: text_weight × normalised text score +
+    (1 − text_weight) × normalised similarity, 0 on a side that did not return the key.
+    Best first; equal scores keep full-text's order, then the vector order.
+
+    A side's 0 stands for "as good as what this list left out": its weakest candidate when the
+    list was cut at the candidate depth. When `text_complete` (full-text returned every match,
+    fewer than it was asked for), what it left out did not match at all, so its 0 is a score
+    of 0 and its weakest match keeps a share of the weight."""
+    t, v = normalized(text, 0.0 if text_complete else None), normalized(vector)
+    order = {key: i for i, key in enumerate([*t, *(k for k in v if k not in t)])}
+    fused = {key: text_weight * t.get(key, 0.0) + (1 - text_weight) * v.get(key, 0.0)
+             for key in order}
+    return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def with_neighbours(ranking: Sequence[tuple[K, float]],
+                    neighbours: Callable[[K], Iterable[K]],
+                    weight: float = NEIGHBOUR_WEIGHT) -> list[tuple[K, float]]:
+    """Each score plus `weight` × the best score among its `neighbours` that are in the
+    ranking (scores as given, before any raise). Best first; ties keep the given order."""
+    base = dict(ranking)
+    order = {key: i for i, key in enumerate(base)}
+    raised = {key: score + weight * max((base[n] for n in neighbours(key) if n in base),
+                                        default=0.0)
+              for key, score in base.items()}
+    return sorted(raised.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def passage_order(found: list[Passage]) -> list[Passage]:
+    """Best score first; equal scores newest first, then the highest pk: the same order for
+    the same data whoever searches (tools, REST) and whatever the limit."""
+    return sorted(found, key=lambda p: (-(p.score or 0.0), -p.created_at, -p.pk))
+
+
+def hit_order(hits: list[MessageHit]) -> list[MessageHit]:
+    """Best score first; equal scores newest first, then by conversation and the latest seq
+    (hits carry no pk: conversation and seq identify them)."""
+    return sorted(hits, key=lambda h: (-h.score, -h.created_at, h.conversation_id, -h.seq))
+
+
+def adjacent_turns(key: tuple[str, int]) -> tuple[tuple[str, int], tuple[str, int]]:
+    """A message's neighbours: the messages just before and after it in its conversation."""
+    conversation, seq = key
+    return (conversation, seq - 1), (conversation, seq + 1)
