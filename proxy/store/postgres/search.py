@@ -50,9 +50,10 @@ K1, B = 1.2, 0.75
 def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str,
                matches_sql: str, limit_param: str, ties: str = "DESC") -> str:
     """CTEs ending in `ranked(pk, score)`: the best `limit_param` matches of the query by BM25,
-    among those `keep` selects; equal scores in primary-key order `ties`.
+    among those `keep` selects; equal scores by date, then primary key, in order `ties` (so the
+    cut keeps the rows the final ORDER BY puts first: newest first, as on SQLite).
 
-    `matches_sql` (pk, tsv, keep) reads the rows matching any term, through the GIN index;
+    `matches_sql` (pk, tsv, keep, at: the row's created_at) reads the rows matching any term, through the GIN index;
     `keep` is the caller's other filters (roles, dates, tags), read from the same heap rows:
     every match counts for the term statistics, so a filter never changes a row's score, and
     only the few best rows are joined back for their text.
@@ -74,10 +75,10 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
             f" AS lexemes, ({docs_sql})::float8 AS docs"
             f" FROM websearch_to_tsquery('{fts_config}', memproxy_fold({text_param})) AS t"
             " WHERE numnode(t) > 0),"
-            f" hit AS MATERIALIZED (SELECT h.pk, h.keep, length(h.tsv)::float8 AS dl,"
+            f" hit AS MATERIALIZED (SELECT h.pk, h.keep, h.at, length(h.tsv)::float8 AS dl,"
             " ts_filter(setweight(h.tsv, 'A', q.lexemes), '{a}') AS tv"
             f" FROM q CROSS JOIN LATERAL ({matches_sql}) h),"
-            " tf AS (SELECT hit.pk, hit.keep, hit.dl, u.lexeme,"
+            " tf AS (SELECT hit.pk, hit.keep, hit.at, hit.dl, u.lexeme,"
             " cardinality(u.positions)::float8 AS tf"
             " FROM hit CROSS JOIN q CROSS JOIN LATERAL unnest(hit.tv) u"
             " WHERE u.lexeme = ANY(q.lexemes)),"
@@ -87,8 +88,8 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
             " norm AS MATERIALIZED (SELECT greatest(avg(dl), 1) AS avgdl FROM hit),"
             f" ranked AS (SELECT tf.pk, sum(idf.idf * tf.tf * {K1 + 1} / (tf.tf + {K1}"
             f" * ({1 - B} + {B} * tf.dl / norm.avgdl))) AS score"
-            " FROM tf JOIN idf USING (lexeme) CROSS JOIN norm WHERE tf.keep GROUP BY tf.pk"
-            f" ORDER BY score DESC, tf.pk {ties} LIMIT {limit_param})")
+            " FROM tf JOIN idf USING (lexeme) CROSS JOIN norm WHERE tf.keep GROUP BY tf.pk, tf.at"
+            f" ORDER BY score DESC, tf.at {ties}, tf.pk {ties} LIMIT {limit_param})")
 
 
 def tsquery_text(query: str) -> str | None:
@@ -143,7 +144,8 @@ def message_search_sql(
                f" ORDER BY m.created_at DESC, m.pk DESC LIMIT {args.add(limit)}")
         return sql, args.values
     keep = " AND ".join(where) or "true"
-    matches = (f"SELECT m.pk, m.tsv, {keep} AS keep FROM messages m WHERE m.tsv @@ q.scoped"
+    matches = (f"SELECT m.pk, m.tsv, {keep} AS keep, m.created_at AS at FROM messages m"
+               " WHERE m.tsv @@ q.scoped"
                " AND m.agent_pk = $1 AND m.visible AND NOT m.superseded")
     if newest is not None:
         # `m.pk + 0`, not `m.pk`: an order the primary key cannot give. Otherwise, once
@@ -185,7 +187,7 @@ def passage_search_sql(
         return sql, args.values
     ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
                       "SELECT passage_count FROM agents WHERE pk = $1",
-                      f"SELECT p.pk, p.tsv, {' AND '.join(where) or 'true'} AS keep"
+                      f"SELECT p.pk, p.tsv, {' AND '.join(where) or 'true'} AS keep, p.created_at AS at"
                       " FROM passages p WHERE p.tsv @@ q.scoped AND p.agent_pk = $1",
                       args.add(top_k))
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
@@ -209,7 +211,8 @@ def conversation_search_sql(
     rows = f"FROM messages m WHERE m.conversation_pk = $2 AND m.visible{hide}"
     ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
                       f"SELECT count(*) {rows}",
-                      f"SELECT m.pk, m.tsv, true AS keep {rows} AND m.tsv @@ q.scoped",
+                      f"SELECT m.pk, m.tsv, true AS keep, m.created_at AS at {rows}"
+                      " AND m.tsv @@ q.scoped",
                       args.add(limit), ties="ASC")
     return ctes, args.values
 
