@@ -184,3 +184,34 @@ def test_an_eviction_on_another_path_starts_the_job_over_from_that_path(
         assert (await s.get_conversation(agent.pk, "default")).summary == "branch summary"
 
     store_backend.run(body)
+
+
+def test_evictions_racing_completions_never_deadlock(store_backend: Backend) -> None:
+    """A turn's eviction (messages, then the job row) and a worker's completion (the job row,
+    then a message) of one conversation run at once, many times: both lock the conversation
+    row first, so they queue (a Postgres deadlock surfaced as a 500 in a 2,000-turn chat)."""
+    async def body(s: Any) -> None:
+        agent, conv = await conversation_with(s, n=80)
+        summary, now = "old", 2e12
+        for step in range(1, 30):
+            through = 2 * step
+            note = f"{summary} + note {step}"
+            work = SummaryWork(through - 1, summary, "m", 8192)
+            await s.evict_messages(conv.pk, through, note, job=work, expected=summary)
+            job = await s.claim_summary_job("w", 60, now)
+            more = SummaryWork(through + 1, note, "m", 8192)
+            done, evicted = await asyncio.gather(
+                s.complete_summary_job(job, f"summary {step}", now),
+                s.evict_messages(conv.pk, through + 1, note + "+", job=more, expected=note),
+                return_exceptions=True)
+            assert done in (Completion.DONE, Completion.MORE), done
+            # the completion first: the eviction sees the new summary and writes nothing (the
+            # turn retries on top of it); the eviction first: the job grows
+            assert evicted == 1 or isinstance(evicted, SummaryChanged), evicted
+            finished = await s.claim_summary_job("w", 60, now)
+            if finished is not None:
+                await s.complete_summary_job(finished, f"summary {step}b", now)
+            summary = (await s.get_conversation(agent.pk, "default")).summary
+        assert await s.get_summary_job(conv.pk) is None
+
+    store_backend.run(body)

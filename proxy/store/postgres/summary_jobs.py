@@ -43,6 +43,12 @@ _ENQUEUE = (
     " model = excluded.model, context_window = excluded.context_window,"
     " pending_summary = excluded.pending_summary"
 )
+# Every transaction that writes both a conversation's messages and its job locks the
+# conversation row first, so they take their locks in one order.
+_LOCK_CONVERSATION = (
+    "SELECT c.summary, EXISTS (SELECT 1 FROM summary_jobs j WHERE j.conversation_pk = c.pk)"
+    " FROM conversations c WHERE c.pk = $1 FOR UPDATE OF c"
+)
 _CLAIM = (
     "UPDATE summary_jobs SET owner = $1, lease_until = $2 + $3, attempts = attempts + 1"
     " WHERE conversation_pk = (SELECT conversation_pk FROM summary_jobs WHERE not_before <= $2"
@@ -73,11 +79,12 @@ class PostgresSummaryJobs:
         if job is None:
             return await self.pool.fetchval(EVICT, conversation_pk, through_seq, summary)
         async with self._transaction() as conn:
-            if expected is not None:
-                current = await conn.fetchval(
-                    "SELECT c.summary FROM conversations c WHERE c.pk = $1 AND NOT EXISTS"
-                    " (SELECT 1 FROM summary_jobs j WHERE j.conversation_pk = c.pk)"
-                    " FOR UPDATE OF c", conversation_pk)
+            # The conversation row first, as a completion takes it (`_LOCK_CONVERSATION`): the
+            # two transactions then queue instead of deadlocking (this one on messages, then
+            # the job row; a completion on the job row, then a message).
+            locked = await conn.fetchrow(_LOCK_CONVERSATION, conversation_pk)
+            current, has_job = locked if locked is not None else (None, False)
+            if expected is not None and not has_job:
                 if current is not None and current != clean(expected):
                     raise SummaryChanged(current)
             n = await conn.fetchval(EVICT, conversation_pk, through_seq, summary)
@@ -96,6 +103,7 @@ class PostgresSummaryJobs:
                                    ) -> Completion:
         summary = clean(summary)
         async with self._transaction() as conn:
+            await conn.fetchrow(_LOCK_CONVERSATION, job.conversation_pk)  # lock order: see evict
             row = await conn.fetchrow(
                 "SELECT through_seq, pending_summary FROM summary_jobs"
                 " WHERE conversation_pk = $1 AND owner = $2 FOR UPDATE",
