@@ -397,3 +397,23 @@ def scripted_upstream(server: ServerThread, switch: AppSwitch) -> Iterator[Any]:
         yield fake
     finally:
         switch.target = None
+
+
+@contextlib.contextmanager
+def memproxy_processes(database_url: str, upstream_url: str, env: dict[str, str]
+                       ) -> Iterator[Callable[[], ProcessHandle]]:
+    """A starter of memproxy processes on one database and upstream (crash and multi-process
+    tests start, kill and restart several); every one started is stopped on exit."""
+    started: list[ProcessHandle] = []
+
+    def start() -> ProcessHandle:
+        handle = run_memproxy_subprocess(
+            ["--database-url", database_url, "--upstream-url", upstream_url], env=env)
+        started.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in started:
+            handle.stop()

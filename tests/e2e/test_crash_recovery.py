@@ -15,7 +15,7 @@ import pytest
 
 from tests import storage
 from tests.fakes import FakeUpstream, Fault
-from tests.servers import ProcessHandle, run_memproxy_subprocess
+from tests.servers import ProcessHandle, memproxy_processes
 
 MODEL = "gpt-4o-mini"
 ENV = {"MEMPROXY_AGENT_LEASE_TTL_S": "1", "MEMPROXY_UPSTREAM_MAX_RETRIES": "0"}
@@ -25,17 +25,8 @@ ENV = {"MEMPROXY_AGENT_LEASE_TTL_S": "1", "MEMPROXY_UPSTREAM_MAX_RETRIES": "0"}
 def memproxy(database_url: str, fake_upstream: FakeUpstream
              ) -> Iterator[Callable[[], ProcessHandle]]:
     """Start memproxy processes on the test's database; all are stopped at teardown."""
-    started: list[ProcessHandle] = []
-
-    def start() -> ProcessHandle:
-        handle = run_memproxy_subprocess(
-            ["--database-url", database_url, "--upstream-url", fake_upstream.url], env=ENV)
-        started.append(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
+    with memproxy_processes(database_url, fake_upstream.url, ENV) as start:
+        yield start
 
 
 def post(server: ProcessHandle, messages: list[dict], headers: dict[str, str]) -> httpx.Response:
