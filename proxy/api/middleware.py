@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -180,6 +180,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, tagged_send)
+        except ClientDisconnect:
+            pass  # the client left mid-body: its line below says 499, at INFO, no traceback
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status is None:
