@@ -35,7 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import InternalError, error_body
+from ..errors import InternalError, MemproxyError, error_body
 from ..obs.logs import (
     REQUEST_FIELDS,
     REQUEST_ID,
@@ -182,11 +182,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, tagged_send)
         except ClientDisconnect:
             pass  # the client left mid-body: its line below says 499, at INFO, no traceback
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+        except Exception as exc:
+            error = _unexpected(scope, exc)  # 507 on a full disk, else a bare 500
+            if isinstance(error, InternalError):
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status is None:
-                status = 500
-                response = error_response(InternalError())
+                status = error.status
+                response = error_response(error)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 await response(scope, receive, send)
         finally:
@@ -201,6 +203,12 @@ class RequestContextMiddleware:
             access_log.info("request", extra={"fields": line})
             REQUEST_FIELDS.reset(fields_token)
             REQUEST_ID.reset(rid_token)
+
+
+def _unexpected(scope: Scope, exc: Exception) -> MemproxyError:
+    state = getattr(getattr(scope.get("app"), "state", None), "memproxy", None)
+    storage = getattr(state, "storage", None)
+    return InternalError() if storage is None else storage.error_for(exc)
 
 
 def _credential(authorization: str | None) -> str | None:
