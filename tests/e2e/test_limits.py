@@ -75,3 +75,20 @@ def test_unknown_fields_reach_the_upstream_untouched(make_proxy, fake_upstream):
     sent = fake_upstream.last.json
     for key, value in extra.items():
         assert sent[key] == value
+
+
+@pytest.mark.parametrize("name", ["Idempotency-Key", "OpenAI-Organization", "X-Request-Id",
+                                  "X-Custom"])
+def test_header_bytes_no_text_holds_never_make_a_500(make_proxy, fake_upstream, name):
+    """Issue #21.6: a header holding a UTF-8-encoded surrogate or latin-1 bytes made the
+    pass-through a 500 (httpx refuses such text); it goes on as the client's very bytes, and
+    the stateful path answers too."""
+    proxy = make_proxy()
+    for value in (b"a\xed\xa0\x80b", b"caf\xe9"):
+        for headers in ({}, {"x-agent-id": "hdr"}):
+            response = post(proxy, body(), {**AGENT, **headers, name: value}
+                            if headers else {"content-type": "application/json", name: value})
+            assert response.status_code == 200, response.text
+    passed = [r for r in fake_upstream.requests if r.headers.get(name.lower())]
+    if name not in ("X-Request-Id",):  # a request id that is no sane id is replaced
+        assert any(r.headers.get(name.lower()) == "a\xed\xa0\x80b" for r in passed)
