@@ -4,13 +4,16 @@ uvicorn bounds idle keep-alive connections (`timeout_keep_alive`) but not a clie
 a request slowly: a connection that never completes its head (slowloris) or trickles its body
 holds a socket and a file descriptor forever, with no key needed. The ASGI app cannot see a
 head that never completes, so the bound lives in the HTTP protocol: `http_protocol()` is
-uvicorn's own protocol class (httptools, or h11) with `DeadlineMixin` in front of it.
+uvicorn's own protocol class (httptools, else h11: both keep the state read here) with
+`DeadlineMixin` in front of it.
 
 - **Head**: from the moment a connection opens, or the first byte of a next request on a
   kept-alive connection, the head must be complete within `[server] header_timeout_s`.
 - **Body**: from the complete head, the body must be complete within `body_timeout_s`.
   A response being sent is never cut (a long stream is the answer, not the request); the
-  response phase is bounded by the upstream deadlines instead.
+  response phase is bounded by the upstream deadlines instead. Nor is a body that waits
+  because the app has not read it yet (uvicorn pauses reading past 64 KiB): only a client
+  that is slow to send is dropped.
 - **Connections**: past `max_connections` open connections a new one is closed at once.
 
 A dropped connection is closed without an answer (the client is not reading one anyway), its
@@ -121,6 +124,13 @@ class DeadlineMixin:
             return
         if cycle.response_started and not cycle.response_complete:
             return  # never cut an answer being sent
+        flow = getattr(self, "flow", None)
+        if flow is not None and flow.read_paused and self._policy is not None:
+            # uvicorn stopped reading because the app has not taken the body yet: the client
+            # is not the slow one; look again a deadline later
+            loop = asyncio.get_running_loop()
+            self._body_timer = loop.call_later(self._policy.body_timeout_s, self._body_late)
+            return
         self._drop("body_timeout")
 
     def _cancel(self, head: bool = False, body: bool = False) -> None:
@@ -156,23 +166,13 @@ def _base_protocol() -> type:
     return HttpToolsProtocol
 
 
-def _h11() -> type:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    return H11Protocol
-
-
-class DeadlineHttpToolsProtocol(DeadlineMixin, _base_protocol()):  # type: ignore[misc]
+class DeadlineHttpProtocol(DeadlineMixin, _base_protocol()):  # type: ignore[misc]
     """uvicorn's default protocol with the deadlines (the `http` given to uvicorn)."""
-
-
-class DeadlineH11Protocol(DeadlineMixin, _h11()):  # type: ignore[misc]
-    """The pure-Python h11 protocol with the deadlines."""
 
 
 def http_protocol() -> type:
     """The protocol class for `uvicorn.run(http=...)` (module level, so workers can import it)."""
-    return DeadlineHttpToolsProtocol
+    return DeadlineHttpProtocol
 
 
 def policy_from(server: Any, dropped: Any) -> ConnectionPolicy:

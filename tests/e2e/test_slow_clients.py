@@ -10,6 +10,7 @@ past them, and a socket read times out at 20 s so a connection never dropped fai
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -211,4 +212,56 @@ def test_connections_past_the_cap_are_closed(database_url, fake_upstream):
     finally:
         for sock in held:
             sock.close()
+        proc.stop()
+
+
+def test_a_pipelined_body_the_server_is_not_reading_yet_is_not_dropped(database_url,
+                                                                      fake_upstream, switch):
+    """The body deadline is for clients slow to send: a large body that waits in the kernel
+    because uvicorn paused reading (a pipelined request behind a long stream) is not theirs."""
+    gate = UpstreamGate(fake_upstream.app, after_chunks=2,
+                        hold_if=lambda headers: headers.get("x-hold") == "1")
+    switch.target = gate
+    fake_upstream.push(Reply(content="one two three"), Reply(content="second"))
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    proc = run_memproxy_subprocess(args, env=DEADLINES)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)  # the kernel holds little
+    sock.connect((proc.host, proc.port))
+    try:
+        first = json.dumps({"model": MODEL, "stream": True,
+                            "messages": [{"role": "user", "content": "count"}]}).encode()
+        second = json.dumps({"model": MODEL, "x_pad": "p" * 3_000_000,
+                             "messages": [{"role": "user", "content": "hi"}]}).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Hold: 1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(first)).encode() + b"\r\n\r\n" + first)
+        assert gate.held.wait(15)
+        sock.settimeout(0.5)
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: application/json\r\nContent-Length: "
+                + str(len(second)).encode() + b"\r\n\r\n")
+        pending = head + second
+        deadline = time.monotonic() + 2.5  # past the 1 s body deadline, with the body waiting
+        while time.monotonic() < deadline:
+            try:
+                sent = sock.send(pending)
+                pending = pending[sent:]
+            except (TimeoutError, BlockingIOError):
+                pass
+            if not pending:
+                time.sleep(0.05)
+        assert pending, "the kernel took the whole body: nothing waited"
+        gate.release()
+        sock.settimeout(20)
+        sock.sendall(pending)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert received.count(b"HTTP/1.1 200") == 2, received[:2000]
+        assert b"second" in received
+        assert dropped(proc, "body_timeout") == 0
+    finally:
+        gate.release()
+        sock.close()
         proc.stop()
