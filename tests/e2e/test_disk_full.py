@@ -2,18 +2,21 @@
 error shape (never a 500 with a traceback), `/health/readiness` reports not ready, and once
 space returns both recover without a restart.
 
-The disk is real: a small tmpfs mounted for the test holds the SQLite database, and a filler
-file takes every free byte (ENOSPC, which SQLite reports as SQLITE_FULL); deleting the filler
-gives the space back. Mounting needs root (CAP_SYS_ADMIN): elsewhere the test is skipped.
-SQLite only — a Postgres server's disk is not ours to fill; its `disk_full` (53100) maps to
-the same 507 (api/storage_full.py).
+The disk is real: a small tmpfs mounted for the test holds the database — the SQLite file, or
+a Postgres tablespace the test database is moved to (the server must run on this machine) —
+and a filler file takes every free byte (ENOSPC: SQLite says SQLITE_FULL, Postgres
+`disk_full`, SQLSTATE 53100); deleting the filler gives the space back. Mounting needs root
+(CAP_SYS_ADMIN): elsewhere the test is skipped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,11 +33,12 @@ BIG = "a long message that needs room on the disk " * 2000  # ~90 KB, more than 
 
 
 @contextlib.contextmanager
-def small_disk(where: Path, size: str = "4m") -> Iterator[Path]:
+def small_disk(where: Path, size: str = "4m", owner: str = "") -> Iterator[Path]:
     where.mkdir()
+    options = f"size={size},mode=0755" + (f",{owner}" if owner else "")
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                               str(where)], capture_output=True, timeout=10)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                              capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         pytest.skip("cannot run mount here")
     if done.returncode != 0:
@@ -43,6 +47,8 @@ def small_disk(where: Path, size: str = "4m") -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)
+        with contextlib.suppress(OSError):
+            where.rmdir()
 
 
 def fill(disk: Path) -> Path:
@@ -61,11 +67,48 @@ def fill(disk: Path) -> Path:
 
 
 @pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
+def full_disk_database(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(database URL, the small disk that holds it)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    with small_disk(tmp_path / "disk") as where:
-        yield where
+    if database_url.startswith("sqlite"):
+        with small_disk(tmp_path / "disk") as where:
+            yield f"sqlite:///{where}/memproxy.db", where
+        return
+    # Postgres: the server process writes the files, so the disk is a tablespace it owns
+    import pwd
+
+    from tests.store_backends import _admin, postgres_server_url
+
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no local postgres user: the server is not on this machine")
+    name = database_url.rsplit("/", 1)[1].split("?")[0]
+    space = f"memproxy_full_{secrets.token_hex(4)}"
+    with small_disk(Path(f"/tmp/{space}"), size="16m",
+                    owner=f"uid={owner.pw_uid},gid={owner.pw_gid}") as where:
+        server = postgres_server_url()
+        try:
+            asyncio.run(_admin(server, [f"CREATE TABLESPACE {space} LOCATION '{where}'",
+                                        f'ALTER DATABASE "{name}" SET TABLESPACE {space}']))
+        except Exception as exc:  # a remote server cannot use this machine's tmpfs
+            pytest.skip(f"cannot put a tablespace on a local tmpfs: {exc}")
+        try:
+            yield database_url, where
+        finally:
+            asyncio.run(_admin(server, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                                        f"DROP TABLESPACE IF EXISTS {space}"]))
+
+
+def wait_ready(url: str, timeout_s: float = 40.0) -> httpx.Response:
+    """Readiness, polled until 200 (Postgres holds "not ready" a while after a failure)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = httpx.get(f"{url}/health/readiness", timeout=30)
+        if ready.status_code == 200 or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.5)
 
 
 def chat(url: str, agent: str, text: str, stream: bool = False) -> httpx.Response:
@@ -74,8 +117,9 @@ def chat(url: str, agent: str, text: str, stream: bool = False) -> httpx.Respons
                             "messages": [{"role": "user", "content": text}]})
 
 
-def test_a_full_disk_is_a_507_and_not_ready_and_recovers_without_a_restart(disk, fake_upstream):
-    url = f"sqlite:///{disk}/memproxy.db"
+def test_a_full_disk_is_a_507_and_not_ready_and_recovers_without_a_restart(
+        full_disk_database, fake_upstream):
+    url, disk = full_disk_database
     proc = run_memproxy_subprocess(["--database-url", url, "--upstream-url", fake_upstream.url],
                                    env={})
     try:
@@ -104,7 +148,7 @@ def test_a_full_disk_is_a_507_and_not_ready_and_recovers_without_a_restart(disk,
         assert ready.json()["checks"]["database"] == "error: storage full"
 
         filler.unlink()  # space returns: no restart
-        ready = httpx.get(f"{proc.url}/health/readiness", timeout=30)
+        ready = wait_ready(proc.url)
         assert ready.status_code == 200, ready.text
         fake_upstream.push(Reply(content="second answer"))
         again = chat(proc.url, "full", "still there?")
