@@ -265,3 +265,41 @@ def test_a_pipelined_body_the_server_is_not_reading_yet_is_not_dropped(database_
         gate.release()
         sock.close()
         proc.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_leaving_while_its_turn_runs_is_a_499_at_info(database_url, fake_upstream,
+                                                               switch, stream):
+    """Issue #21.6: a client gone while the upstream answers (or mid-stream) is no error: no
+    ERROR, no traceback, one access line at INFO. The turn still finishes and is stored (a
+    resend replays it), so its line says what was sent: the answer, to a closed socket."""
+    gate = UpstreamGate(fake_upstream.app, after_chunks=2 if stream else 0)
+    switch.target = gate
+    fake_upstream.push(Reply(content="one two three four"))
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    proc = run_memproxy_subprocess(args, env={})
+    try:
+        body = json.dumps({"model": MODEL, "stream": stream,
+                           "messages": [{"role": "user", "content": "count"}]}).encode()
+        sock = connect(proc)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Agent-Id: gone\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        assert gate.held.wait(15)
+        if stream:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        sock.close()
+        time.sleep(0.3)
+        gate.release()
+        deadline = time.monotonic() + 15
+        while "path=/v1/chat/completions" not in proc.output():
+            assert time.monotonic() < deadline, proc.output()
+            time.sleep(0.1)
+    finally:
+        gate.release()
+        proc.stop()
+    output = proc.output()
+    assert "Traceback" not in output and " ERROR " not in output, output
+    lines = [line for line in output.splitlines() if "path=/v1/chat/completions" in line]
+    assert len(lines) == 1 and " INFO " in lines[0]
+    assert "status=499" in lines[0] or "status=200" in lines[0], lines
