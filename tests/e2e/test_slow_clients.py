@@ -271,8 +271,8 @@ def test_a_pipelined_body_the_server_is_not_reading_yet_is_not_dropped(database_
 def test_a_client_leaving_while_its_turn_runs_is_a_499_at_info(database_url, fake_upstream,
                                                                switch, stream):
     """Issue #21.6: a client gone while the upstream answers (or mid-stream) is no error: no
-    ERROR, no traceback, one access line at INFO. The turn still finishes and is stored (a
-    resend replays it), so its line says what was sent: the answer, to a closed socket."""
+    ERROR, no traceback, one access line at INFO. The turn still finishes (and is
+    stored like any other), so its line says what was sent: the answer, to a closed socket."""
     gate = UpstreamGate(fake_upstream.app, after_chunks=2 if stream else 0)
     switch.target = gate
     fake_upstream.push(Reply(content="one two three four"))
