@@ -33,6 +33,11 @@ def body(**kw):
     (b'{"model": "m", "messages": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "invalid_json"),
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
      400, "invalid_json"),
+    # a lone surrogate (issue #21.6): as a JSON escape, and as raw CESU-8 bytes
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+     400, "invalid_json"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+     400, "invalid_json"),
 ])
 def test_limits(make_proxy, fake_upstream, raw, status, code):
     proxy = make_proxy(SMALL)
@@ -42,6 +47,21 @@ def test_limits(make_proxy, fake_upstream, raw, status, code):
     assert response.json()["error"]["code"] == code
     assert fake_upstream.requests == []
     assert storage.transcript(proxy.settings.database.url, "lim") == []
+
+
+@pytest.mark.parametrize("raw", [b'{"value": "a\\udfffb"}', b'{"value": "\xed\xb0\x80"}',
+                                 b'{"value": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
+def test_a_block_put_that_is_no_text_or_too_deep_is_a_400(make_proxy, raw):
+    proxy = make_proxy()
+    with proxy.http() as http:
+        assert http.post("/v1/agents", json={"id": "lim"}).status_code == 201
+        before = http.get("/v1/agents/lim/blocks").json()
+        response = http.put("/v1/agents/lim/blocks/notes", content=raw,
+                            headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        validate_error(response.json())
+        assert response.json()["error"]["code"] == "invalid_json"
+        assert http.get("/v1/agents/lim/blocks").json() == before
 
 
 def test_pass_through_bodies_have_the_size_limit_too(make_proxy, fake_upstream):
