@@ -4,7 +4,8 @@ Order, outermost first (`build_middleware`):
 1. `RequestContextMiddleware` — gives every request an id (the client's `X-Request-Id` when
    sane, else a fresh one), exposes it to every log record of the request, returns it as
    `x-request-id` on every response, writes one access-log line when the response is done, and
-   turns an exception that escaped a handler into an OpenAI-shaped 500 instead of plain text.
+   turns an exception that escaped a handler into an OpenAI-shaped 500 instead of plain text
+   (507 when the storage is full, api/storage_full.py; a client gone mid-body is a 499 line).
 2. `CORSMiddleware` — only when `[server] cors_origins` lists origins; otherwise browsers get
    no Access-Control headers at all.
 3. `AuthenticationMiddleware` (auth.py) — the caller, found once, for the limiter and handlers.
