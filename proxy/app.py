@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.routing import Route
 from . import tokens
 from .api.auth import Authenticator
 from .api.chat import chat_completions
+from .api.connections import STATE_KEY, policy_from
 from .api.errors import EXCEPTION_HANDLERS
 from .api.health import liveliness, readiness
 from .api.middleware import InFlight, build_middleware, tag_upstream_requests
@@ -56,7 +58,7 @@ def create_app(settings: Settings) -> Starlette:
     inflight = InFlight()  # requests being handled, for the shutdown below
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         cap_content_loggers(settings)  # no SQL arguments or headers at DEBUG (obs/logs.py)
         store = open_store(settings.database.url,
                            sqlite_synchronous=settings.database.sqlite_synchronous)
@@ -81,7 +83,9 @@ def create_app(settings: Settings) -> Starlette:
                 " requests will be sent without credentials"
             )
         try:
-            yield
+            # the lifespan state is uvicorn's `app_state`: the HTTP protocol reads its
+            # head/body deadlines there (api/connections.py)
+            yield {STATE_KEY: policy_from(settings.server, service.metrics.connections_dropped)}
         finally:
             # requests cancelled past [server] shutdown_timeout_s still mark their turns and
             # release their leases: let them unwind before the store closes

@@ -57,6 +57,12 @@ class ServerSettings(_Section):
     # Serve with no API key on an address other than loopback (`memproxy serve` refuses
     # otherwise: an open server makes every caller an admin).
     allow_open: bool = False
+    # Connection hygiene (api/connections.py): a request head, then its body, must arrive
+    # within these many seconds or the connection is dropped; past max_connections open
+    # connections a new one is closed at once. 0 = no bound.
+    header_timeout_s: float = Field(default=15.0, ge=0)
+    body_timeout_s: float = Field(default=30.0, ge=0)
+    max_connections: int = Field(default=0, ge=0)
 
 
 class DatabaseSettings(_Section):

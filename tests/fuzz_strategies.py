@@ -4,17 +4,19 @@ Three families, each producing a `FuzzCase` (path, headers, raw body bytes, and 
 when there is one):
 
 - `valid_case()`: bodies the OpenAI API accepts — every message role, multimodal content parts,
-  tool definitions and tool calls, sampling and streaming options, odd but legal unicode, and
+  tool definitions and tool calls (whose arguments text may hold escaped lone surrogates, deep
+  nesting or no JSON at all), sampling and streaming options, odd but legal unicode, and
   unknown top-level fields (`x_fuzz_*`) that must reach the upstream untouched;
 - `near_valid_case()`: a valid body with one to three mutations — a field dropped, nulled,
   emptied or given the wrong type, unknown fields in messages, deep nesting, huge strings,
-  `n > 1`, unknown roles — and sometimes encoded badly (lone surrogates, invalid UTF-8, a BOM,
+  `n > 1`, unknown roles, a lone surrogate in any string — and sometimes encoded badly (lone surrogates, invalid UTF-8, a BOM,
   truncation, trailing bytes);
 - `garbage_case()`: bytes that are not a chat body at all (random bytes, JSON that is not an
   object, truncated or nested-to-death JSON).
 
 Headers cover pass-through (no agent, `X-Memory: off`), an agent by header or by path, valid
-and hostile agent/conversation ids, retry markers and idempotency keys, and odd content types.
+and hostile agent/conversation ids, retry markers and idempotency keys, odd content types, and
+raw header bytes no text can hold (UTF-8-encoded surrogates, invalid UTF-8, latin-1).
 The agents and conversations come from small pools so that stateful cases build up history.
 """
 
@@ -101,11 +103,25 @@ user_parts = st.lists(st.builds(_part, st.sampled_from(["text", "text", "image_u
                                                         "input_audio", "file"]), text),
                       min_size=1, max_size=3)
 text_parts = st.lists(st.builds(_part, st.just("text"), text), min_size=1, max_size=3)
+LONE_SURROGATES = ("\ud800", "\udfff", "a\udc80b", "\ud83d", "x\udbff\udbffy")
+"""Not Unicode text: valid in a JSON escape (`"\\ud800"`), invalid in UTF-8."""
+
+# Tool-call arguments are JSON text inside the JSON body: the outer body stays valid whatever
+# they hold, so these reach the stateful path (hashing, storage) as OpenAI would accept them.
+odd_arguments = st.sampled_from([
+    '{"q": "\\ud800"}', '{"q": "a\\udfffb", "n": 1}', '["\\udc80"]', "\\ud800",
+    "[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000, "not json {", "",
+    '{"q": "\\u0000"}',
+])
+tool_arguments = st.one_of(
+    st.dictionaries(st.text(max_size=6), json_scalar, max_size=3).map(json.dumps),
+    st.dictionaries(st.text(max_size=6), json_scalar, max_size=3).map(json.dumps),
+    odd_arguments,
+)
 tool_call = st.builds(
     lambda i, name, args: {"id": f"call_{i}", "type": "function",
-                           "function": {"name": name, "arguments": json.dumps(args)}},
-    short_id, st.sampled_from(["get_weather", "lookup", "core_memory_append"]),
-    st.dictionaries(st.text(max_size=6), json_scalar, max_size=3),
+                           "function": {"name": name, "arguments": args}},
+    short_id, st.sampled_from(["get_weather", "lookup", "core_memory_append"]), tool_arguments,
 )
 
 
@@ -223,7 +239,7 @@ def _mutate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
         "drop_top", "wrong_top", "null_top", "empty_messages", "wrong_message",
         "drop_role", "bad_role", "wrong_content", "message_extra", "drop_tool_call_id",
         "wrong_tool_calls", "wrong_tools", "n", "deep", "huge", "unknown_top", "empty_parts",
-        "stream_type",
+        "stream_type", "surrogate", "surrogate",
     ]))
     keys = sorted(body) or ["model"]
     if kind == "drop_top":
@@ -240,6 +256,8 @@ def _mutate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
             draw(json_value)
     elif kind == "n":
         body["n"] = draw(st.integers(2, 5))
+    elif kind == "surrogate":
+        _put_surrogate(draw, body)
     elif kind == "stream_type":
         body["stream"] = draw(st.sampled_from(["true", 1, 0, None, [], {"on": True}]))
     elif kind == "wrong_tools":
@@ -295,6 +313,34 @@ def _mutate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
             elif kind == "empty_parts":
                 m["content"] = []
     return body
+
+
+def _put_surrogate(draw: st.DrawFn, body: dict[str, Any]) -> None:
+    """A lone surrogate somewhere a string goes: message content, a content part, a name,
+    tool-call arguments, the model, an unknown field or metadata (`encode` writes it as a
+    `\\udXXX` escape or as raw CESU-8 bytes: never valid)."""
+    lone = draw(st.sampled_from(LONE_SURROGATES))
+    msgs = body.get("messages")
+    last = msgs[-1] if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) else None
+    spot = draw(st.sampled_from(["content", "part", "name", "tool_args", "model", "unknown",
+                                 "metadata"]))
+    if last is not None and spot == "content":
+        last["content"] = f"hi {lone} there"
+    elif last is not None and spot == "part":
+        last["content"] = [{"type": "text", "text": lone}]
+    elif last is not None and spot == "name":
+        last["name"] = lone
+    elif last is not None and spot == "tool_args":
+        last.update(role="assistant", content=None, tool_calls=[{
+            "id": "call_s", "type": "function",
+            "function": {"name": "lookup", "arguments": json.dumps({"q": lone},
+                                                                   ensure_ascii=False)}}])
+    elif spot == "model":
+        body["model"] = lone
+    elif spot == "metadata":
+        body["metadata"] = {"k": lone}
+    else:
+        body[UNKNOWN_PREFIX + "s"] = lone
 
 
 @st.composite
@@ -377,7 +423,20 @@ def request_target(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
         ["application/json"] * 6 + ["text/plain", "application/x-www-form-urlencoded", ""]))
     if draw(st.integers(0, 4)) == 0:
         headers["Authorization"] = draw(st.sampled_from(["Bearer sk-fuzz", "Bearer", "Basic x", "sk-bare"]))
-    return path, {k: _header_safe(v) for k, v in headers.items()}
+    safe: dict[str, str | bytes] = {k: _header_safe(v) for k, v in headers.items()}
+    if draw(st.integers(0, 9)) == 0:  # bytes no header may carry as text
+        name = draw(st.sampled_from(["X-Agent-Id", "X-Conversation-Id", "X-Request-Id",
+                                     "Idempotency-Key", "X-OpenWebUI-Chat-Id", "X-Memory",
+                                     "Authorization", "x-stainless-retry-count"]))
+        safe[name] = draw(BAD_HEADER_BYTES)
+    return path, safe  # type: ignore[return-value]
+
+
+BAD_HEADER_BYTES = st.sampled_from([
+    b"a\xed\xa0\x80b", b"\xed\xb0\x80", b"\xff\xfe", b"\xc0\x80", b"%ED%A0%80", b"\\ud800",
+    b"Bearer \xed\xa0\x80", b"\x80" * 50, "fz-\u00fc".encode("latin-1"),
+])
+"""Header values as raw bytes: UTF-8-encoded surrogates, invalid and overlong UTF-8, latin-1."""
 
 
 def _path_segment(value: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..config import LimitsSettings
 from ..core.messages import content_text
@@ -21,6 +21,17 @@ try:
 except ImportError:  # pragma: no cover - orjson is an optional speed-up
     _loads = json.loads
     _OrjsonError = json.JSONDecodeError
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": no answer reaches the client anyway
+
+
+def client_went_away() -> ProxyError:
+    """The client closed its connection before its body was complete (or was dropped for
+    sending it too slowly, api/connections.py): not a server error, so no traceback, and
+    the access log says 499."""
+    return ProxyError(CLIENT_CLOSED, "the client closed the connection before sending the"
+                      " whole request body", code="client_closed_request")
 
 
 def too_large(limit: int) -> ProxyError:
@@ -37,11 +48,14 @@ async def read_body(request: Request, limits: LimitsSettings) -> bytes:
         raise too_large(limits.max_body_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise too_large(limits.max_body_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise too_large(limits.max_body_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_went_away() from None
     return b"".join(chunks)
 
 

@@ -30,6 +30,7 @@ from .middleware import annotate_request, annotate_turn
 from .passthrough import forward
 from .ratelimit import end_turn, start_turn
 from .state import AppState
+from .storage_full import is_storage_full, storage_full_error
 
 log = logging.getLogger("memproxy.chat")
 
@@ -154,9 +155,11 @@ async def counted(request: Request, handle: Handler, how: ChatMode, what: str) -
         _count(state, how, exc.status)
         raise
     except Exception as exc:
-        log.exception("%s failed", what)
-        _count(state, how, 500)
-        raise InternalError() from exc
+        error = state.storage.error_for(exc)  # 507 on a full disk, else a bare 500
+        if isinstance(error, InternalError):
+            log.exception("%s failed", what)
+        _count(state, how, error.status)
+        raise error from exc
     _count(state, how, response.status_code)
     return response
 
@@ -348,9 +351,13 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
             event = await anext(events)
     except MemproxyError as exc:
         yield sse.event(exc.body)
-    except Exception:
-        log.exception("stream failed")
-        yield sse.event(InternalError().body)
+    except Exception as exc:
+        if is_storage_full(exc):  # the answer could not be stored: say so, no traceback
+            log.error("stream failed: the database's storage is full")
+            yield sse.event(storage_full_error().body)
+        else:
+            log.exception("stream failed")
+            yield sse.event(InternalError().body)
     finally:
         await events.aclose()
         _turn_finished(session)

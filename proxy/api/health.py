@@ -24,6 +24,8 @@ async def readiness(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # report the kind of failure, never its details
         checks["database"] = f"error: {type(exc).__name__}"
+    if checks["database"] == "ok":
+        checks["database"] = state.storage.check()  # a full disk (api/storage_full.py)
     try:
         api_key = state.upstream.resolve_key(None)
         await asyncio.wait_for(state.upstream.list_models(api_key=api_key), READINESS_TIMEOUT_S)

@@ -4,7 +4,8 @@ Order, outermost first (`build_middleware`):
 1. `RequestContextMiddleware` — gives every request an id (the client's `X-Request-Id` when
    sane, else a fresh one), exposes it to every log record of the request, returns it as
    `x-request-id` on every response, writes one access-log line when the response is done, and
-   turns an exception that escaped a handler into an OpenAI-shaped 500 instead of plain text.
+   turns an exception that escaped a handler into an OpenAI-shaped 500 instead of plain text
+   (507 when the storage is full, api/storage_full.py; a client gone mid-body is a 499 line).
 2. `CORSMiddleware` — only when `[server] cors_origins` lists origins; otherwise browsers get
    no Access-Control headers at all.
 3. `AuthenticationMiddleware` (auth.py) — the caller, found once, for the limiter and handlers.
@@ -30,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import Settings
-from ..errors import InternalError, error_body
+from ..errors import InternalError, MemproxyError, error_body
 from ..obs.logs import (
     REQUEST_FIELDS,
     REQUEST_ID,
@@ -180,11 +181,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, tagged_send)
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+        except ClientDisconnect:
+            pass  # the client left mid-body: its line below says 499, at INFO, no traceback
+        except Exception as exc:
+            error = _unexpected(scope, exc)  # 507 on a full disk, else a bare 500
+            if isinstance(error, InternalError):
+                log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status is None:
-                status = 500
-                response = error_response(InternalError())
+                status = error.status
+                response = error_response(error)
                 response.headers[REQUEST_ID_HEADER] = request_id
                 await response(scope, receive, send)
         finally:
@@ -199,6 +204,12 @@ class RequestContextMiddleware:
             access_log.info("request", extra={"fields": line})
             REQUEST_FIELDS.reset(fields_token)
             REQUEST_ID.reset(rid_token)
+
+
+def _unexpected(scope: Scope, exc: Exception) -> MemproxyError:
+    state = getattr(getattr(scope.get("app"), "state", None), "memproxy", None)
+    storage = getattr(state, "storage", None)
+    return InternalError() if storage is None else storage.error_for(exc)
 
 
 def _credential(authorization: str | None) -> str | None:

@@ -85,8 +85,10 @@ def endpoint(fn: Callable[[Request, Scope], Awaitable[Response]]
         except MemproxyError:
             raise
         except Exception as exc:
-            log.exception("agents API: %s failed", fn.__name__)
-            raise InternalError() from exc
+            error = request.app.state.memproxy.storage.error_for(exc)  # 507 on a full disk
+            if isinstance(error, InternalError):
+                log.exception("agents API: %s failed", fn.__name__)
+            raise error from exc
 
     return handle
 

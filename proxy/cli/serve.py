@@ -32,8 +32,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "so every caller is an admin (--allow-open); create one with "
                     "`memproxy keys add TENANT`", settings.server.host or "*",
                     settings.server.port)
+    from ..api.connections import http_protocol
+
     loop = "auto"
-    http = "auto"
+    http = http_protocol()  # uvicorn's own, plus head/body deadlines (api/connections.py)
     if settings.server.workers > 1:
         # Workers are separate processes: hand them the resolved settings via the environment.
         if args.config:

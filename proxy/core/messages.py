@@ -60,7 +60,7 @@ def _normal_arguments(arguments: Any) -> str:
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments)
-        except (json.JSONDecodeError, ValueError):
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             return _normal_text(arguments)
     return json.dumps(arguments, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
@@ -116,7 +116,9 @@ def visible_hash(message: Message) -> str:
         if cached is not None:
             return cached
     raw = _HASH_JSON.encode(normal_form(message))
-    digest = hashlib.sha256(raw.encode()).hexdigest()[:32]
+    # surrogatepass: the same bytes for every valid string; a lone surrogate (reachable only
+    # through tool-call arguments, JSON text inside the JSON) still hashes instead of raising
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     if key is not None:
         if len(_HASHES) >= HASH_CACHE_SIZE:
             _HASHES.clear()

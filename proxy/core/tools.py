@@ -342,17 +342,36 @@ def _trade_context(results: list[dict[str, Any]], max_chars: int) -> list[dict[s
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
+    """A memory tool call's arguments as a dict, or a `ToolError` the model is told about:
+    the upstream's bad arguments never become a 500 (issue #21.6)."""
     if raw in (None, ""):
         return {}
-    try:
-        parsed = json.loads(raw)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ToolError(f"the arguments are not valid JSON ({exc}); send a JSON object") from exc
+    if isinstance(raw, dict):
+        parsed = raw
+    else:
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ToolError(
+                f"the arguments are not valid JSON ({exc}); send a JSON object") from exc
+        except RecursionError:
+            raise ToolError(
+                "the arguments are nested too deeply; send a flat JSON object") from None
     if not isinstance(parsed, dict):
         raise ToolError("the arguments must be a JSON object")
+    if not _encodable(parsed):
+        # `"\ud800"` is valid JSON but no text: it could be neither stored nor sent on
+        raise ToolError("the arguments hold a lone UTF-16 surrogate (\\ud800-\\udfff escape);"
+                        " send valid Unicode text")
     return parsed
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def execute_memory_tool(

@@ -93,6 +93,13 @@ class Metrics:
             ["upstream"], registry=r,
         )
 
+        # Connection hygiene (api/connections.py): slow or surplus clients dropped.
+        self.connections_dropped = Counter(
+            "memproxy_connections_dropped",
+            "Connections dropped: header_timeout, body_timeout, too_many_connections.",
+            ["reason"], registry=r,
+        )
+
     # proxy.upstream.UpstreamObserver, so the upstream client reports here
     def upstream_failure(self, upstream: str, kind: str) -> None:
         self.upstream_failures.labels(upstream, kind).inc()

@@ -129,8 +129,11 @@ def _status_error(response: httpx.Response) -> UpstreamError | None:
     return UpstreamError(response.status_code, f"HTTP {response.status_code}")
 
 
-def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The client's headers minus hop-by-hop ones (and those its Connection header names)."""
+def _forward_headers(headers: Mapping[str, str]) -> dict[str, str | bytes]:
+    """The client's headers minus hop-by-hop ones (and those its Connection header names).
+
+    A value that is not ASCII goes on as the very bytes the client sent (the server decoded
+    them as latin-1): httpx would refuse it as text, which was a 500 (issue #21.6)."""
     connection_named = {
         token.strip().lower()
         for name, value in headers.items()
@@ -138,7 +141,7 @@ def _forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
         for token in value.split(",")
     }
     return {
-        name: value
+        name: value if value.isascii() else value.encode("latin-1")
         for name, value in headers.items()
         if not (
             (lower := name.lower()) in HOP_BY_HOP

@@ -33,6 +33,11 @@ def body(**kw):
     (b'{"model": "m", "messages": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "invalid_json"),
     (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
      400, "invalid_json"),
+    # a lone surrogate (issue #21.6): as a JSON escape, and as raw CESU-8 bytes
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+     400, "invalid_json"),
+    (b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+     400, "invalid_json"),
 ])
 def test_limits(make_proxy, fake_upstream, raw, status, code):
     proxy = make_proxy(SMALL)
@@ -42,6 +47,21 @@ def test_limits(make_proxy, fake_upstream, raw, status, code):
     assert response.json()["error"]["code"] == code
     assert fake_upstream.requests == []
     assert storage.transcript(proxy.settings.database.url, "lim") == []
+
+
+@pytest.mark.parametrize("raw", [b'{"value": "a\\udfffb"}', b'{"value": "\xed\xb0\x80"}',
+                                 b'{"value": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
+def test_a_block_put_that_is_no_text_or_too_deep_is_a_400(make_proxy, raw):
+    proxy = make_proxy()
+    with proxy.http() as http:
+        assert http.post("/v1/agents", json={"id": "lim"}).status_code == 201
+        before = http.get("/v1/agents/lim/blocks").json()
+        response = http.put("/v1/agents/lim/blocks/notes", content=raw,
+                            headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        validate_error(response.json())
+        assert response.json()["error"]["code"] == "invalid_json"
+        assert http.get("/v1/agents/lim/blocks").json() == before
 
 
 def test_pass_through_bodies_have_the_size_limit_too(make_proxy, fake_upstream):
@@ -75,3 +95,20 @@ def test_unknown_fields_reach_the_upstream_untouched(make_proxy, fake_upstream):
     sent = fake_upstream.last.json
     for key, value in extra.items():
         assert sent[key] == value
+
+
+@pytest.mark.parametrize("name", ["Idempotency-Key", "OpenAI-Organization", "X-Request-Id",
+                                  "X-Custom"])
+def test_header_bytes_no_text_holds_never_make_a_500(make_proxy, fake_upstream, name):
+    """Issue #21.6: a header holding a UTF-8-encoded surrogate or latin-1 bytes made the
+    pass-through a 500 (httpx refuses such text); it goes on as the client's very bytes, and
+    the stateful path answers too."""
+    proxy = make_proxy()
+    for value in (b"a\xed\xa0\x80b", b"caf\xe9"):
+        for headers in ({}, {"x-agent-id": "hdr"}):
+            response = post(proxy, body(), {**AGENT, **headers, name: value}
+                            if headers else {"content-type": "application/json", name: value})
+            assert response.status_code == 200, response.text
+    passed = [r for r in fake_upstream.requests if r.headers.get(name.lower())]
+    if name not in ("X-Request-Id",):  # a request id that is no sane id is replaced
+        assert any(r.headers.get(name.lower()) == "a\xed\xa0\x80b" for r in passed)

@@ -98,3 +98,25 @@ def test_the_turns_copy_does_not_alias_the_loaded_blocks():
     s = MemoryState.of([original])
     run("core_memory_append", {"label": "human", "content": "b"}, s)
     assert original.value == "a"
+
+
+def test_arguments_that_are_no_text_or_too_deep_are_a_tool_error_not_a_crash():
+    """Issue #21.6: a model's arguments with an escaped lone surrogate would reach the database
+    (UnicodeEncodeError, a 500); nested past the parser's depth, a RecursionError. Both are
+    errors the model is told about, and nothing is written."""
+    import pytest
+
+    from proxy.core.tools import ToolError, parse_arguments
+
+    for raw, says in (('{"label": "human", "content": "x\\ud800y"}', "surrogate"),
+                      ('{"content": "\\udfff"}', "surrogate"),
+                      ({"content": "\udc80"}, "surrogate"),
+                      ('{"a":' * 5000 + "1" + "}" * 5000, "nested too deeply"),
+                      ("[" * 5000 + "]" * 5000, "nested too deeply")):
+        with pytest.raises(ToolError, match=says):
+            parse_arguments(raw)
+    assert parse_arguments('{"content": "caf\\u00e9 \\ud83e\\udde0"}') == {"content": "café 🧠"}
+    memory = state(human="")
+    text, ok = run("core_memory_append", '{"label": "human", "content": "x\\ud800y"}', memory)
+    assert not ok and "surrogate" in text
+    assert memory.blocks["human"].value == "" and not memory.changed

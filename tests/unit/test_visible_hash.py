@@ -43,3 +43,28 @@ def test_the_cache_stays_bounded(monkeypatch):
     for i in range(25):
         visible_hash({"role": "user", "content": f"m{i}"})
     assert len(messages._HASHES) <= 10
+
+
+def _call(arguments: str) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}]}
+
+
+def test_arguments_with_a_lone_surrogate_or_deep_nesting_still_hash():
+    """Issue #21.6: JSON text inside the JSON body may hold what is no Unicode text (an escaped
+    lone surrogate) or nest past the parser's depth; the message still gets a stable hash."""
+    for arguments in ('{"q": "\\ud800"}', "[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000):
+        first = visible_hash(_call(arguments))
+        assert first == visible_hash(_call(arguments))
+        assert first != visible_hash(_call('{"q": "x"}'))
+
+
+def test_valid_arguments_hash_as_before_surrogatepass():
+    """surrogatepass changes nothing for valid text: the stored hashes stay valid."""
+    import hashlib
+    import json
+
+    message = _call('{"q": "caf\\u00e9 🧠"}')
+    raw = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode(
+        messages.normal_form(message))
+    assert visible_hash(message) == hashlib.sha256(raw.encode()).hexdigest()[:32]
