@@ -62,6 +62,9 @@ from .sql import (
 )
 from .tree import move_path, truncate_after
 
+if TYPE_CHECKING:
+    from .held_leases import HeldLeases
+
 T = TypeVar("T")
 
 _SEQ_KEY = "messages_conversation_pk_seq_key"  # UNIQUE (conversation_pk, seq)
@@ -230,10 +233,13 @@ def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str
 
 
 @functools.cache
-def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) -> str:
+def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
+               lease: bool = False) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5 response; then the arrays of
-    the parts present: messages, blocks, passages, revisions. Returns the conversation's
-    agent_pk, or no row (nothing written) if the turn is unknown or already done."""
+    the parts present: messages, blocks, passages, revisions; then, with `lease`, the owner
+    whose lease of the conversation the statement releases (held_leases.py). Returns the
+    conversation's agent_pk, or no row (nothing written) if the turn is unknown or already
+    done."""
     p = _Params(5)
     ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
             " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
@@ -264,6 +270,9 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) ->
         ctes.append("r AS (INSERT INTO block_revisions (agent_pk, label, old_value, new_value,"
                     " source, turn_id, created_at) SELECT $4, u.label, u.old, u.new, u.source,"
                     f" u.turn_id, u.created_at FROM c, {source} ORDER BY u.i)")
+    if lease:  # only once the turn is stored (`c` has a row): else the statement writes nothing
+        ctes.append("l AS (DELETE FROM leases WHERE conversation_pk = $1"
+                    f" AND owner = {p('text')[0]} AND EXISTS (SELECT FROM c))")
     return f"WITH {', '.join(ctes)} SELECT agent_pk FROM c"
 
 
@@ -274,6 +283,7 @@ class PostgresTurnsMixin:
         @property
         def pool(self) -> asyncpg.Pool: ...
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
+        _leases: HeldLeases
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
@@ -349,7 +359,8 @@ class PostgresTurnsMixin:
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:
         """One statement: mark the turn done, lock the conversation, append the turn's
-        messages, upsert blocks (recording their revisions), add passages. Raises LookupError
+        messages, upsert blocks (recording their revisions), add passages, and release the
+        conversation's lease if this store holds it (held_leases.py). Raises LookupError
         (writing nothing) if the turn is unknown or already done, so a turn's output can never
         be stored twice."""
         now = time.time()
@@ -362,10 +373,20 @@ class PostgresTurnsMixin:
         for arrays in parts:
             if arrays[0]:
                 args += arrays
-        sql = finish_sql(*(bool(arrays[0]) for arrays in parts))
-        locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
-                                          conversation_pk, turn_id)
+        owner = self._leases.for_finish(conversation_pk)
+        if owner is not None:
+            args.append(owner)
+        sql = finish_sql(*(bool(arrays[0]) for arrays in parts), lease=owner is not None)
+        try:
+            locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
+                                              conversation_pk, turn_id)
+        except BaseException:
+            if owner is not None:
+                self._leases.restore(conversation_pk, owner)
+            raise
         if locked is None:
+            if owner is not None:
+                self._leases.restore(conversation_pk, owner)
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:
