@@ -4,7 +4,7 @@ Every statement memproxy sends on its pooled connections is counted (asyncpg's q
 installed on each connection the store opens), through a real server, the openai SDK and the
 scripted upstream. A turn must stay at: take the lease (a commit without WAL flush), load the
 state, store the input, store the output and release the lease — four statements, two of them
-durable commits, each one round trip once its statement is prepared (asyncpg caches prepared
+durable commits (one with `[database] postgres_input_commit = "fast"`), each one round trip once its statement is prepared (asyncpg caches prepared
 statements per connection: a second run of the same turn shape prepares nothing).
 """
 
@@ -16,11 +16,13 @@ import time
 import pytest
 
 from proxy.store.postgres import store as pg_store
+from tests import storage
 
 MODEL = "gpt-4o-mini"
 # load, begin, finish + release; and the lease acquire (no WAL flush, see sql.ACQUIRE_LEASE)
 MAX_STATEMENTS_PER_TURN = 4
-MAX_DURABLE_COMMITS = 2  # the input before the model is called, the outcome after
+# durable commits: the input before the model is called (unless postgres_input_commit is
+# "fast"), the outcome after
 
 
 def durable_write(sql: str) -> bool:
@@ -82,9 +84,10 @@ def recorder(monkeypatch) -> Recorder:
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize(("input_commit", "durable_commits"), [("durable", 2), ("fast", 1)])
 def test_a_turn_on_postgres_is_four_statements_and_prepares_nothing_twice(
-        recorder, make_proxy, fake_upstream):
-    proxy = make_proxy()
+        recorder, make_proxy, fake_upstream, input_commit, durable_commits):
+    proxy = make_proxy({"database": {"postgres_input_commit": input_commit}})
     client = proxy.client()
 
     def turn(text: str) -> None:
@@ -97,5 +100,10 @@ def test_a_turn_on_postgres_is_four_statements_and_prepares_nothing_twice(
     turn("third")
     statements, prepared = recorder.settled()
     assert len(statements) <= MAX_STATEMENTS_PER_TURN, statements
-    assert len([s for s in statements if durable_write(s)]) <= MAX_DURABLE_COMMITS, statements
+    assert len([s for s in statements if durable_write(s)]) == durable_commits, statements
     assert prepared == []
+    # and the turns are all there, each question with its answer
+    stored = storage.roles_and_texts(storage.transcript(proxy.settings.database.url, "rt"))
+    assert stored == [(role, text) for n, q in enumerate(("first", "second", "third"), 1)
+                      for role, text in (("user", q),
+                                         ("assistant", f"Echo: {q} (saw {n} user messages)"))]

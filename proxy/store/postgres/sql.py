@@ -70,16 +70,16 @@ _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 # turn's first durable commit anyway (the WAL is sequential), and a server crash breaks the
 # turn's connections before that; a lost release leaves a row that expires after
 # `lease_ttl_s`. docs/storage.md, "Durability: Postgres `synchronous_commit`".
-_NO_FLUSH = "nf AS (SELECT set_config('synchronous_commit', 'off', true))"
+NO_FLUSH = "nf AS (SELECT set_config('synchronous_commit', 'off', true))"
 ACQUIRE_LEASE = (
-    f"WITH {_NO_FLUSH} INSERT INTO leases (conversation_pk, owner, expires_at)"
+    f"WITH {NO_FLUSH} INSERT INTO leases (conversation_pk, owner, expires_at)"
     f" SELECT $1, $2, {_DB_NOW} + $3 FROM nf"
     " ON CONFLICT (conversation_pk) DO UPDATE SET owner = excluded.owner,"
     " expires_at = excluded.expires_at"
     f" WHERE leases.owner = excluded.owner OR leases.expires_at < {_DB_NOW}"
 )
 RELEASE_LEASE = (
-    f"WITH {_NO_FLUSH} DELETE FROM leases WHERE conversation_pk = $1 AND owner = $2"
+    f"WITH {NO_FLUSH} DELETE FROM leases WHERE conversation_pk = $1 AND owner = $2"
     " AND EXISTS (SELECT FROM nf)"
 )
 

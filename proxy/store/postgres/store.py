@@ -120,7 +120,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
     dialect = "postgres"
 
     def __init__(self, url: str, fts_config: str | None = None, *, min_size: int = 1,
-                 max_size: int = 10) -> None:
+                 max_size: int = 10, input_commit: str = "durable") -> None:
         self.dsn, url_fts = split_url(url)
         self.requested_fts_config = check_fts_config(fts_config or url_fts or "english")
         self.fts_config = self.requested_fts_config  # the database's, once open
@@ -128,6 +128,11 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self._pool: asyncpg.Pool | None = None
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
         self._leases = HeldLeases()  # released by finish_turn (turns.py)
+        # `[database] postgres_input_commit`: "fast" commits begin_turn without waiting for
+        # the WAL flush (docs/storage.md, "Durability: Postgres")
+        if input_commit not in ("durable", "fast"):
+            raise ValueError(f"input_commit must be 'durable' or 'fast', not {input_commit!r}")
+        self.input_commit = input_commit
 
     # --- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:

@@ -51,6 +51,7 @@ from .admin import revision_arrays
 from .sql import (
     CONV,
     DISCARD,
+    NO_FLUSH,
     TURN,
     block_arrays,
     conversation_row,
@@ -200,15 +201,22 @@ def _insert_messages(p: _Params, agent_pk: str, parent: str, sources: str) -> tu
 
 
 @functools.cache
-def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str:
+def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool,
+              flush: bool = True) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 request_hash, $5 idempotency_key, then
     supersede_from_seq (if `supersede`), parent_seq (if `parent`) and the message arrays (if
     `messages`). The inputs chain under parent_seq (default: the newest row); the active rows
     after it (from supersede_from_seq on, with that) are superseded, unless `moved`: then the
-    caller moved the active path already (tree.move_path), in the same transaction."""
+    caller moved the active path already (tree.move_path), in the same transaction.
+    Without `flush` (`[database] postgres_input_commit = "fast"`), its commit does not wait
+    for the WAL flush (docs/storage.md, "Durability: Postgres")."""
     p = _Params(5)
     ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
             _NEXT_SEQ]
+    if not flush:  # `c` depends on it, so it runs whenever anything is written
+        ctes[0] = ("c AS (SELECT agent_pk FROM conversations WHERE pk = $1"
+                   " AND EXISTS (SELECT FROM nf) FOR NO KEY UPDATE)")
+        ctes.insert(0, NO_FLUSH)
     supersede_from = p("integer")[0] if supersede else None
     # without parent_seq: under the row before supersede_from_seq, else the newest row
     under = p("integer")[0] if parent else (
@@ -284,6 +292,7 @@ class PostgresTurnsMixin:
         def pool(self) -> asyncpg.Pool: ...
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
         _leases: HeldLeases
+        input_commit: str
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
@@ -317,7 +326,7 @@ class PostgresTurnsMixin:
         if inputs:
             args += message_arrays(inputs)  # may raise before anything is sent
         sql = begin_sql(supersede_from_seq is not None and not moved, parent_seq is not None,
-                        moved, bool(inputs))
+                        moved, bool(inputs), self.input_commit == "durable")
         if moved:
             first = await self._moved_begin(conversation_pk, parent_seq, supersede_from_seq,
                                             sql, args)
