@@ -19,7 +19,11 @@ during the run stays small next to what the scenario names (c0: 0 -> 110 message
 conversation with the defaults; c1k: 1,000 -> 1,110). Scenarios run interleaved in `--rounds`
 rounds so that a change in background load on a shared machine hits all of them alike.
 
-    python -m bench overhead [--requests N] [--warmup W] [--json out.json]
+    python -m bench overhead [--requests N] [--warmup W] [--backends sqlite,postgres]
+                             [--json out.json]
+
+With several `--backends`, each is measured in turn (its own fresh database, upstream and
+server) and every table gets one row per scenario and backend (`c0 [postgres]`).
     python -m bench.overhead --help
 """
 
@@ -27,11 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,7 @@ from .common import (
     stop_all_children,
 )
 from .fake_upstream import DEFAULT_CONTEXT_WINDOW
+from .infra import postgres_database
 from .overhead_report import plot, render, results
 from .populate import populate
 from .scenarios import (  # noqa: F401 - re-exported: bench.paging imports them from here
@@ -252,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-in-context", type=int, default=40, metavar="N",
                    help="wW-cN: the last N stored messages are in memproxy's context, the "
                         "others paged out (default 40)")
+    p.add_argument("--backends", default="sqlite",
+                   help="comma-separated stores to measure, each on a fresh database, one after "
+                        "the other, with rows per backend in every table: sqlite, postgres "
+                        "(a throwaway database on BENCH_POSTGRES_URL's server; default sqlite)")
     p.add_argument("--only", help="comma-separated scenario keys (a and each one's baseline "
                                   "are included), e.g. a,b,c0,s-c0 or h200,w20-c10,w20-c10k")
     p.add_argument("--no-stream", action="store_true", help="skip the streaming scenarios")
@@ -291,6 +302,31 @@ def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
     return [s for s in scenarios if s.key in keys]
 
 
+def _backends(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    unknown = set(names) - {"sqlite", "postgres"}
+    if not names or unknown:
+        raise SystemExit(f"--backends: sqlite and/or postgres, not {text!r}")
+    return names
+
+
+def _preparer(scenarios: list[Scenario], agents: int) -> Callable[[str], None]:
+    """Pre-populates the stateful scenarios' agents in the fresh database (either store)."""
+    agent_ids = {s.key: [f"{s.agent_prefix}-{k}" for k in range(s.agents or agents)]
+                 for s in scenarios if s.stored_at_start}
+
+    def prepare(db_url: str) -> None:
+        for s in scenarios:
+            if s.key in agent_ids:
+                seconds = asyncio.run(populate(
+                    db_url, agent_ids[s.key], s.stored_at_start, in_context=s.in_context,
+                    text=paragraph, in_context_last=s.in_context_last,
+                    conversation_id=CHAT_ID if s.chat else None))
+                eprint(f"  pre-populated {s.key}: {len(agent_ids[s.key])} agents × "
+                       f"{s.stored_at_start:,} messages in {seconds:.1f} s")
+    return prepare
+
+
 def use_memproxy_src(src: Path | None) -> None:
     """Make this process's `import proxy` (pre-population) load `src`'s, as the server will."""
     if src is None:
@@ -314,32 +350,34 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     if args.memproxy_src:
         info["bench_commit"], info["commit"] = info["commit"], git_commit(args.memproxy_src)
-    scenarios = select_scenarios(args)
+    backends = _backends(args.backends)
     use_memproxy_src(args.memproxy_src)
-    agent_ids = {s.key: [f"{s.agent_prefix}-{k}" for k in range(s.agents or args.agents)]
-                 for s in scenarios if s.stored_at_start}
-
-    def prepare(db_url: str) -> None:
-        for s in scenarios:
-            if s.key in agent_ids:
-                seconds = asyncio.run(populate(
-                    db_url, agent_ids[s.key], s.stored_at_start, in_context=s.in_context,
-                    text=paragraph, in_context_last=s.in_context_last,
-                    conversation_id=CHAT_ID if s.chat else None))
-                eprint(f"  pre-populated {s.key}: {len(agent_ids[s.key])} agents × "
-                       f"{s.stored_at_start:,} messages in {seconds:.1f} s")
-
-    eprint("starting the fake upstream and memproxy")
+    scenarios: list[Scenario] = []
+    complete = True
+    memproxy_env = dict(item.split("=", 1) for item in args.env if "=" in item)
     try:
-        memproxy_env = dict(item.split("=", 1) for item in args.env if "=" in item)
-        with Stack(prepare=prepare, keep_dir=args.keep, context_window=args.context_window,
-                   memproxy_src=args.memproxy_src, memproxy_env=memproxy_env) as stack:
-            complete = measure(stack, scenarios, requests=args.requests, warmup=args.warmup,
-                               rounds=args.rounds, agents=args.agents,
-                               deadline=started + args.time_limit)
+        for backend in backends:
+            mine = select_scenarios(args)
+            with contextlib.ExitStack() as exits:
+                db_url = (exits.enter_context(postgres_database())
+                          if backend == "postgres" else None)
+                eprint(f"[{backend}] starting the fake upstream and memproxy")
+                stack = exits.enter_context(Stack(
+                    prepare=_preparer(mine, args.agents), keep_dir=args.keep,
+                    context_window=args.context_window, memproxy_src=args.memproxy_src,
+                    memproxy_env=memproxy_env, db_url=db_url))
+                complete &= measure(stack, mine, requests=args.requests, warmup=args.warmup,
+                                    rounds=args.rounds, agents=args.agents,
+                                    deadline=time.monotonic() + args.time_limit)
+            if len(backends) > 1:
+                for s in mine:  # rows per backend; each compared with its own run's baseline
+                    s.key, s.baseline = f"{s.key}@{backend}", f"{s.baseline}@{backend}"
+                    s.label = f"{s.label} [{backend}]"
+            scenarios += mine
     finally:
         stop_all_children()
-    config = {"requests": args.requests, "warmup": args.warmup, "rounds": args.rounds,
+    config = {"requests": args.requests, "backends": backends, "warmup": args.warmup,
+              "rounds": args.rounds,
               "agents": args.agents, "stored": args.stored, "complete": complete,
               "history": args.history, "window": args.window,
               "window_stored": args.window_stored, "window_in_context": args.window_in_context,

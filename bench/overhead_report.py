@@ -183,12 +183,54 @@ def _load(values: Sequence[float] | None) -> str:
     return " / ".join(f"{x:.2f}" for x in values) if values else "n/a"
 
 
+def by_backend(res: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """A run of several `--backends` keys its scenarios `c0@postgres`: the results of each
+    backend under their plain keys ("" for a run of one backend)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, r in res.items():
+        plain, _, backend = key.partition("@")
+        out.setdefault(backend, {})[plain] = r
+    return out
+
+
 def verdicts(res: dict[str, dict[str, Any]]) -> list[str]:
     """Each stateful scenario against issue #5's targets, judged two ways: end-to-end minus the
-    direct call (includes the HTTP hop through memproxy) and memproxy's own header figure."""
+    direct call (includes the HTTP hop through memproxy) and memproxy's own header figure;
+    with several backends, each backend's, then Postgres against SQLite (issue 19)."""
     out = [f"Targets: stateful overhead p50 ≤ {TARGET_P50_MS:g} ms and p99 ≤ {TARGET_P99_MS:g} "
            f"ms, flat from 0 to 100k stored; streaming TTFT overhead p50 ≤ "
            f"{TARGET_TTFT_P50_MS:g} ms.", ""]
+    groups = by_backend(res)
+    for backend, sub in groups.items():
+        if backend:
+            out += ["", f"{backend}:"]
+        out += _verdicts(sub)
+    out += _backend_ratios(groups)
+    return out
+
+
+def _backend_ratios(groups: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Postgres's own time per stateful scenario against SQLite's in the same run: p50 ≤ 2×
+    SQLite's and ≤ 3 ms, p99 ≤ 10 ms (issue 19)."""
+    sqlite, postgres = groups.get("sqlite"), groups.get("postgres")
+    if not sqlite or not postgres:
+        return []
+    out = ["", "Postgres beside SQLite (memproxy's own time; targets: p50 ≤ 2× SQLite's and "
+               "≤ 3 ms, p99 ≤ 10 ms):"]
+    for key, r in postgres.items():
+        h, base = r["memproxy_header_ms"], (sqlite.get(key) or {}).get("memproxy_header_ms")
+        if not key.startswith("c") or not h or not base:
+            continue
+        ratio = h["p50"] / base["p50"] if base["p50"] > 0 else float("inf")
+        ok = ratio <= 2 and h["p50"] <= 3 and h["p99"] <= 10
+        out.append(f"- {key}: Postgres p50 {h['p50']:.2f} / p99 {h['p99']:.2f} ms, SQLite "
+                   f"p50 {base['p50']:.2f} / p99 {base['p99']:.2f} ms: {ratio:.2f}× "
+                   f"({'met' if ok else 'missed'})")
+    return out
+
+
+def _verdicts(res: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
     for key, r in res.items():
         if not key.startswith(("c", "s-c")) or not r["overhead_ms"]:
             continue

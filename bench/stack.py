@@ -32,7 +32,7 @@ def sweep_stale_dirs() -> None:
 
 
 class Stack:
-    """Fake upstream + memproxy on a fresh SQLite file in a temporary directory.
+    """Fake upstream + memproxy on a fresh SQLite file in a temporary directory (or `db_url`).
 
     `prepare(db_url)` runs before memproxy starts (to pre-populate the database). Use as a
     context manager; everything is stopped and deleted on exit (and at interpreter exit).
@@ -42,7 +42,8 @@ class Stack:
                  memproxy_env: dict[str, str] | None = None, keep_dir: bool = False,
                  memproxy_cmd: Sequence[str] | None = None,
                  context_window: int = DEFAULT_CONTEXT_WINDOW,
-                 upstream_args: Sequence[str] = (), memproxy_src: Path | None = None) -> None:
+                 upstream_args: Sequence[str] = (), memproxy_src: Path | None = None,
+                 db_url: str | None = None) -> None:
         self.prepare = prepare
         self.context_window = context_window
         self.upstream_args = list(upstream_args)  # extra options for bench.fake_upstream
@@ -57,7 +58,8 @@ class Stack:
         sweep_stale_dirs()
         self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
         (self.tmp / "owner.pid").write_text(str(os.getpid()))
-        self.db_url = f"sqlite:///{self.tmp / 'bench.db'}"
+        # a fresh SQLite file unless given (bench.infra.postgres_database for Postgres)
+        self.db_url = db_url or f"sqlite:///{self.tmp / 'bench.db'}"
         self.upstream: Child | None = None
         self.memproxy: Child | None = None
         self.upstream_url = ""

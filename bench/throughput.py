@@ -15,6 +15,10 @@ three modes run back to back:
 a shared two-core machine move with everything else running on it.
 
     python -m bench throughput [--concurrency 1,4,16,64] [--duration 5] [--out DIR]
+                               [--backend sqlite,postgres] [--workers 1,2]
+
+With several backends or worker counts, each deployment runs in turn and a first table puts
+their stateful turns/s side by side.
 """
 
 from __future__ import annotations
@@ -230,15 +234,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per run")
     parser.add_argument("--agents", type=int, default=200, help="distinct agents")
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--workers", type=int, default=1, help="memproxy worker processes")
+    parser.add_argument("--backend", "--backends", dest="backend", default="sqlite",
+                        help="sqlite, postgres or both (comma-separated): each is measured in "
+                             "turn and the stateful turns/s of all are compared in one table")
+    parser.add_argument("--workers", default="1",
+                        help="memproxy worker processes, or a comma-separated list (1,2): one "
+                             "run per backend and count")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="fake model latency")
     parser.add_argument("--out", type=Path, help="directory for throughput.json/.md/.png")
     return parser
 
 
+def deployments(args: argparse.Namespace) -> list[Deployment]:
+    backends = [b.strip() for b in str(args.backend).split(",") if b.strip()]
+    workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    if not backends or set(backends) - {"sqlite", "postgres"} or not workers or min(workers) < 1:
+        raise SystemExit("--backend: sqlite and/or postgres; --workers: counts >= 1")
+    return [Deployment(b, w, args.latency_ms) for b in backends for w in workers]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    deployment = Deployment(args.backend, args.workers, args.latency_ms)
+    chosen = deployments(args)
+    runs = [run_one(args, d, alone=len(chosen) == 1) for d in chosen]
+    if len(runs) == 1:
+        return runs[0]
+    text = "\n\n".join([compare(runs), *(r["markdown"] for r in runs)])
+    if args.out:
+        (args.out / "throughput.md").write_text(text + "\n")
+        (args.out / "throughput.json").write_text(json.dumps(runs, indent=2, default=str))
+    return {"runs": runs, "markdown": text}
+
+
+def compare(runs: Sequence[dict[str, Any]]) -> str:
+    """Stateful turns/s of every deployment at each concurrency, side by side (issue 19:
+    Postgres beside SQLite, and 2 processes ≥ 1 on Postgres)."""
+    labels = [Deployment(**r["deployment"]).label for r in runs]
+    levels = sorted({row["concurrency"] for r in runs for row in r["rows"]})
+    table = []
+    for c in levels:
+        cells = []
+        for r in runs:
+            row = _by(r["rows"], "stateful", c)
+            cells.append(f"{row['rps']:,.0f}" if row else "–")
+        table.append([str(c), *cells])
+    return "\n".join(["## Stateful turns/s by deployment (same run)", "",
+                      markdown_table(["concurrency", *labels], table)])
+
+
+def run_one(args: argparse.Namespace, deployment: Deployment, *, alone: bool = True
+            ) -> dict[str, Any]:
     concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     info = machine_info()
     eprint(f"throughput: {deployment.label}, concurrency {concurrencies}, "
@@ -252,10 +296,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "deployment": vars(deployment), "rows": rows, "summary": summary,
               "markdown": text}
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "throughput.json").write_text(json.dumps(result, indent=2, default=str))
-        (args.out / "throughput.md").write_text(text + "\n")
-        plot(args.out / "throughput.png", rows, f"memproxy throughput ({deployment.label})")
+        out = args.out if alone else args.out / f"{deployment.backend}-{deployment.workers}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "throughput.json").write_text(json.dumps(result, indent=2, default=str))
+        (out / "throughput.md").write_text(text + "\n")
+        plot(out / "throughput.png", rows, f"memproxy throughput ({deployment.label})")
     return result
 
 

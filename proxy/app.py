@@ -61,7 +61,8 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         cap_content_loggers(settings)  # no SQL arguments or headers at DEBUG (obs/logs.py)
         store = open_store(settings.database.url,
-                           sqlite_synchronous=settings.database.sqlite_synchronous)
+                           sqlite_synchronous=settings.database.sqlite_synchronous,
+                           postgres_input_commit=settings.database.postgres_input_commit)
         await store.open()
         upstream = UpstreamClient(
             settings.upstream,

@@ -70,6 +70,12 @@ class DatabaseSettings(_Section):
     # SQLite's `PRAGMA synchronous` (docs/storage.md): NORMAL survives a process crash, FULL
     # also the last commits across a power loss, at an fsync per commit. Postgres ignores it.
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Postgres (docs/storage.md, "Durability: Postgres"): "durable" commits a turn's input
+    # after its WAL flush, like every other write; "fast" does not wait for that flush (the
+    # turn's outcome still does, and flushes the input with it): only a crash of the Postgres
+    # server in the ~0.6 s before can lose the input of a turn not yet answered. SQLite
+    # ignores it.
+    postgres_input_commit: Literal["durable", "fast"] = "durable"
 
     @field_validator("url")
     @classmethod

@@ -149,7 +149,8 @@ async def check_database(settings: Settings) -> int:
             path = _sqlite_file(url)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             _probe_write(path)
-        store = open_store(url, sqlite_synchronous=settings.database.sqlite_synchronous)
+        store = open_store(url, sqlite_synchronous=settings.database.sqlite_synchronous,
+                           postgres_input_commit=settings.database.postgres_input_commit)
         await store.open()
         try:
             stored_keys = await store.count_api_keys()

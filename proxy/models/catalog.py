@@ -41,6 +41,7 @@ class ModelCatalog:
         self._no_tools: set[str] = set()  # models the upstream said take no tools
         self._dirty: set[str] = set()
         self._last_flush = time.monotonic()
+        self._flushing: asyncio.Task[None] | None = None  # flush_soon's, off the request path
         self._windows: dict[str, int] | None = None
         self._windows_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
@@ -137,8 +138,20 @@ class ModelCatalog:
         if isinstance(reported, int) and self.calibration.observe(model, local_tokens, reported):
             self._dirty.add(model)
 
+    def flush_soon(self) -> None:
+        """`flush()` in a background task when one is due (issue 19: the turn that crossed
+        FLUSH_EVERY_SECONDS used to wait for a commit per changed model before its answer was
+        sent). What it would lose to a crash is what a crash loses anyway: the calibration
+        learned since the last flush, which the next turns learn again."""
+        if (self._dirty and time.monotonic() - self._last_flush >= FLUSH_EVERY_SECONDS
+                and (self._flushing is None or self._flushing.done())):
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
     async def flush(self, *, force: bool = False) -> None:
-        """Persist changed factors, at most every FLUSH_EVERY_SECONDS unless forced."""
+        """Persist changed factors, at most every FLUSH_EVERY_SECONDS unless forced (a forced
+        flush, at shutdown, first waits for a background one still running)."""
+        if force and self._flushing is not None:
+            await asyncio.wait([self._flushing])
         now = time.monotonic()
         if not self._dirty or (not force and now - self._last_flush < FLUSH_EVERY_SECONDS):
             return

@@ -33,11 +33,14 @@ def sqlite_path(url: str) -> str:
     return os.path.expanduser(path)
 
 
-def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
+def open_store(url: str, *, sqlite_synchronous: str = "NORMAL",
+               postgres_input_commit: str = "durable") -> Store:
     """A store for `url`, not yet opened: the caller awaits `store.open()`.
 
     `sqlite_synchronous` is `[database] sqlite_synchronous` ("NORMAL" or "FULL"), the SQLite
-    store's `PRAGMA synchronous`; Postgres has its own durability settings and ignores it."""
+    store's `PRAGMA synchronous`; Postgres has its own durability settings and ignores it.
+    `postgres_input_commit` is `[database] postgres_input_commit` ("durable" or "fast"),
+    whether a turn's input waits for Postgres's WAL flush; SQLite ignores it."""
     if url.startswith(("postgresql://", "postgres://")):
         # Imported lazily: asyncpg is an optional dependency, needed only for Postgres.
         try:
@@ -49,5 +52,5 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
             ) from exc
         # `?fts=simple` (or another text-search configuration) is read by PostgresStore and
         # removed from the URL handed to asyncpg; the default is english.
-        return PostgresStore(url)
+        return PostgresStore(url, input_commit=postgres_input_commit)
     return SQLiteStore(sqlite_path(url), synchronous=sqlite_synchronous)

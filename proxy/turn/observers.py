@@ -3,7 +3,8 @@ cases in the session.
 
 A finished turn is handed to each observer in order, after its result is committed; none of
 them is needed for the answer. The service's default list: embed the new rows (in the
-background), record metrics, and flush the model catalog's learned calibration. (A client
+background), record metrics, and flush the model catalog's learned calibration (in the
+background too: observers run before the answer is sent, so each must be cheap). (A client
 that resends its history without naming the conversation finds it by the history's path:
 core/tree.py, nothing to record here.)
 """
@@ -39,7 +40,7 @@ class Embedder(Protocol):
 
 
 class CatalogFlush(Protocol):
-    async def flush(self, *, force: bool = False) -> None: ...
+    def flush_soon(self) -> None: ...
 
 
 @dataclass
@@ -71,9 +72,10 @@ class RecordMetrics:
 
 @dataclass
 class FlushCatalog:
-    """Persist what the turn taught the calibration (rate-limited by the catalog)."""
+    """Persist what the turn taught the calibration (rate-limited by the catalog), in the
+    background: observers run before the answer is sent, and this write is not part of it."""
 
     catalog: CatalogFlush
 
     async def turn_finished(self, turn: FinishedTurn) -> None:
-        await self.catalog.flush()
+        self.catalog.flush_soon()

@@ -42,6 +42,33 @@ def test_a_refusal_survives_a_restart_and_calibration_flushes(store_backend: Bac
     store_backend.run(body)
 
 
+def test_a_due_flush_runs_in_the_background_and_a_forced_one_waits_for_it(
+        store_backend: Backend) -> None:
+    """flush_soon (the turn observer's, issue 19) writes nothing until a flush is due, then
+    starts one without waiting; the shutdown's forced flush waits for it, so what was learned
+    is stored."""
+    import time
+
+    from proxy.models import catalog as catalog_module
+
+    async def body(s: Any) -> None:
+        c = catalog(s)
+        c.observe("gemma3:4b", 100, {"prompt_tokens": 130})
+        c.flush_soon()  # not due yet: the catalog was just created
+        assert c._flushing is None
+        c._last_flush = time.monotonic() - catalog_module.FLUSH_EVERY_SECONDS
+        c.flush_soon()
+        running = c._flushing
+        assert running is not None
+        c.flush_soon()  # one at a time
+        assert c._flushing is running
+        await c.flush(force=True)
+        assert running.done()
+        assert "calibration" in await s.get_model_stats("gemma3:4b")
+
+    store_backend.run(body)
+
+
 def test_a_search_bounded_to_the_newest_matches(store_backend: Backend) -> None:
     """`newest` (automatic recall's cost bound) ranks only the agent's newest full-text
     matches; the other filters (roles, dates, visibility) apply to those, on both backends."""

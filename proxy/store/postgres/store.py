@@ -41,6 +41,7 @@ from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
+from .held_leases import HeldLeases
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql
 from .sql import (
@@ -48,6 +49,7 @@ from .sql import (
     AGENT,
     CONV,
     MSG,
+    RELEASE_LEASE,
     SQL_CONTEXT,
     SQL_VISIBLE,
     UPSERT_BLOCKS,
@@ -118,13 +120,19 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
     dialect = "postgres"
 
     def __init__(self, url: str, fts_config: str | None = None, *, min_size: int = 1,
-                 max_size: int = 10) -> None:
+                 max_size: int = 10, input_commit: str = "durable") -> None:
         self.dsn, url_fts = split_url(url)
         self.requested_fts_config = check_fts_config(fts_config or url_fts or "english")
         self.fts_config = self.requested_fts_config  # the database's, once open
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
+        self._leases = HeldLeases()  # released by finish_turn (turns.py)
+        # `[database] postgres_input_commit`: "fast" commits begin_turn without waiting for
+        # the WAL flush (docs/storage.md, "Durability: Postgres")
+        if input_commit not in ("durable", "fast"):
+            raise ValueError(f"input_commit must be 'durable' or 'fast', not {input_commit!r}")
+        self.input_commit = input_commit
 
     # --- plumbing -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -333,12 +341,17 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
 
     async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool:
         """Take or renew the conversation's lease; False while another owner holds a live one.
-        Expiry is measured on the database server's clock."""
-        return await self._execute(ACQUIRE_LEASE, conversation_pk, owner, float(ttl_s)) == 1
+        Expiry is measured on the database server's clock. The store remembers the lease, so
+        that `finish_turn` releases it in the turn's own statement (turns.py)."""
+        taken = await self._execute(ACQUIRE_LEASE, conversation_pk, owner, float(ttl_s)) == 1
+        if taken:
+            self._leases.taken(conversation_pk, owner)
+        return taken
 
     async def release_lease(self, conversation_pk: int, owner: str) -> None:
-        await self._execute("DELETE FROM leases WHERE conversation_pk = $1 AND owner = $2",
-                            conversation_pk, owner)
+        """Delete the lease row, unless the turn's `finish_turn` did already (no round trip)."""
+        if self._leases.release(conversation_pk, owner):
+            await self._execute(RELEASE_LEASE, conversation_pk, owner)
 
     # --- archival memory ------------------------------------------------------------------
     async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage:

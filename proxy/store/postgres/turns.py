@@ -51,6 +51,7 @@ from .admin import revision_arrays
 from .sql import (
     CONV,
     DISCARD,
+    NO_FLUSH,
     TURN,
     block_arrays,
     conversation_row,
@@ -61,6 +62,9 @@ from .sql import (
     turn_row,
 )
 from .tree import move_path, truncate_after
+
+if TYPE_CHECKING:
+    from .held_leases import HeldLeases
 
 T = TypeVar("T")
 
@@ -197,15 +201,22 @@ def _insert_messages(p: _Params, agent_pk: str, parent: str, sources: str) -> tu
 
 
 @functools.cache
-def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str:
+def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool,
+              flush: bool = True) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 request_hash, $5 idempotency_key, then
     supersede_from_seq (if `supersede`), parent_seq (if `parent`) and the message arrays (if
     `messages`). The inputs chain under parent_seq (default: the newest row); the active rows
     after it (from supersede_from_seq on, with that) are superseded, unless `moved`: then the
-    caller moved the active path already (tree.move_path), in the same transaction."""
+    caller moved the active path already (tree.move_path), in the same transaction.
+    Without `flush` (`[database] postgres_input_commit = "fast"`), its commit does not wait
+    for the WAL flush (docs/storage.md, "Durability: Postgres")."""
     p = _Params(5)
     ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
             _NEXT_SEQ]
+    if not flush:  # `c` depends on it, so it runs whenever anything is written
+        ctes[0] = ("c AS (SELECT agent_pk FROM conversations WHERE pk = $1"
+                   " AND EXISTS (SELECT FROM nf) FOR NO KEY UPDATE)")
+        ctes.insert(0, NO_FLUSH)
     supersede_from = p("integer")[0] if supersede else None
     # without parent_seq: under the row before supersede_from_seq, else the newest row
     under = p("integer")[0] if parent else (
@@ -230,10 +241,13 @@ def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool) -> str
 
 
 @functools.cache
-def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) -> str:
+def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
+               lease: bool = False) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5 response; then the arrays of
-    the parts present: messages, blocks, passages, revisions. Returns the conversation's
-    agent_pk, or no row (nothing written) if the turn is unknown or already done."""
+    the parts present: messages, blocks, passages, revisions; then, with `lease`, the owner
+    whose lease of the conversation the statement releases (held_leases.py). Returns the
+    conversation's agent_pk, or no row (nothing written) if the turn is unknown or already
+    done."""
     p = _Params(5)
     ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
             " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
@@ -264,6 +278,9 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool) ->
         ctes.append("r AS (INSERT INTO block_revisions (agent_pk, label, old_value, new_value,"
                     " source, turn_id, created_at) SELECT $4, u.label, u.old, u.new, u.source,"
                     f" u.turn_id, u.created_at FROM c, {source} ORDER BY u.i)")
+    if lease:  # only once the turn is stored (`c` has a row): else the statement writes nothing
+        ctes.append("l AS (DELETE FROM leases WHERE conversation_pk = $1"
+                    f" AND owner = {p('text')[0]} AND EXISTS (SELECT FROM c))")
     return f"WITH {', '.join(ctes)} SELECT agent_pk FROM c"
 
 
@@ -274,6 +291,8 @@ class PostgresTurnsMixin:
         @property
         def pool(self) -> asyncpg.Pool: ...
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
+        _leases: HeldLeases
+        input_commit: str
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
@@ -307,7 +326,7 @@ class PostgresTurnsMixin:
         if inputs:
             args += message_arrays(inputs)  # may raise before anything is sent
         sql = begin_sql(supersede_from_seq is not None and not moved, parent_seq is not None,
-                        moved, bool(inputs))
+                        moved, bool(inputs), self.input_commit == "durable")
         if moved:
             first = await self._moved_begin(conversation_pk, parent_seq, supersede_from_seq,
                                             sql, args)
@@ -349,7 +368,8 @@ class PostgresTurnsMixin:
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
                           result: TurnResult) -> None:
         """One statement: mark the turn done, lock the conversation, append the turn's
-        messages, upsert blocks (recording their revisions), add passages. Raises LookupError
+        messages, upsert blocks (recording their revisions), add passages, and release the
+        conversation's lease if this store holds it (held_leases.py). Raises LookupError
         (writing nothing) if the turn is unknown or already done, so a turn's output can never
         be stored twice."""
         now = time.time()
@@ -362,10 +382,20 @@ class PostgresTurnsMixin:
         for arrays in parts:
             if arrays[0]:
                 args += arrays
-        sql = finish_sql(*(bool(arrays[0]) for arrays in parts))
-        locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
-                                          conversation_pk, turn_id)
+        owner = self._leases.for_finish(conversation_pk)
+        if owner is not None:
+            args.append(owner)
+        sql = finish_sql(*(bool(arrays[0]) for arrays in parts), lease=owner is not None)
+        try:
+            locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
+                                              conversation_pk, turn_id)
+        except BaseException:
+            if owner is not None:
+                self._leases.restore(conversation_pk, owner)
+            raise
         if locked is None:
+            if owner is not None:
+                self._leases.restore(conversation_pk, owner)
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:

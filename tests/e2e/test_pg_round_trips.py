@@ -1,0 +1,109 @@
+"""Issue 19's regression guard: what a stateful turn costs Postgres, in statements.
+
+Every statement memproxy sends on its pooled connections is counted (asyncpg's query logger,
+installed on each connection the store opens), through a real server, the openai SDK and the
+scripted upstream. A turn must stay at: take the lease (a commit without WAL flush), load the
+state, store the input, store the output and release the lease — four statements, two of them
+durable commits (one with `[database] postgres_input_commit = "fast"`), each one round trip once its statement is prepared (asyncpg caches prepared
+statements per connection: a second run of the same turn shape prepares nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from proxy.store.postgres import store as pg_store
+from tests import storage
+
+MODEL = "gpt-4o-mini"
+# load, begin, finish + release; and the lease acquire (no WAL flush, see sql.ACQUIRE_LEASE)
+MAX_STATEMENTS_PER_TURN = 4
+# durable commits: the input before the model is called (unless postgres_input_commit is
+# "fast"), the outcome after
+
+
+def durable_write(sql: str) -> bool:
+    """A statement that commits a write and waits for its WAL flush."""
+    reads = sql.lstrip().upper().startswith("SELECT")
+    return not reads and "set_config('synchronous_commit', 'off', true)" not in sql
+
+
+class Recorder:
+    """Statements and statement preparations on every connection the store opens."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statements: list[str] = []
+        self.prepared: list[str] = []
+
+    def __call__(self, record) -> None:
+        with self.lock:
+            self.statements.append(record.query)
+
+    def settled(self) -> tuple[list[str], list[str]]:
+        """What was sent since the last `take`, once nothing more arrives: the loggers run
+        on the server's loop after their statement, and release_lease after the response."""
+        seen = -1
+        while seen != len(self.statements):
+            seen = len(self.statements)
+            time.sleep(0.3)
+        return self.take()
+
+    def take(self) -> tuple[list[str], list[str]]:
+        with self.lock:
+            out = (self.statements, self.prepared)
+            self.statements, self.prepared = [], []
+        return out
+
+
+@pytest.fixture
+def recorder(monkeypatch) -> Recorder:
+    rec = Recorder()
+    init = pg_store._Connection.__init__
+
+    def counting_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.add_query_logger(rec)
+
+    prepare = pg_store._Connection._get_statement
+
+    async def counting_prepare(self, query, *args, **kwargs):
+        record_class = kwargs.get("record_class") or self._protocol.get_record_class()
+        key = (query, record_class, bool(kwargs.get("ignore_custom_codec")))
+        if not kwargs.get("use_cache", True) or self._stmt_cache.get(key) is None:
+            with rec.lock:
+                rec.prepared.append(query)
+        return await prepare(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(pg_store._Connection, "__init__", counting_init)
+    monkeypatch.setattr(pg_store._Connection, "_get_statement", counting_prepare)
+    return rec
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize(("input_commit", "durable_commits"), [("durable", 2), ("fast", 1)])
+def test_a_turn_on_postgres_is_four_statements_and_prepares_nothing_twice(
+        recorder, make_proxy, fake_upstream, input_commit, durable_commits):
+    proxy = make_proxy({"database": {"postgres_input_commit": input_commit}})
+    client = proxy.client()
+
+    def turn(text: str) -> None:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
+                                       extra_headers={"X-Agent-Id": "rt"})
+
+    turn("first")  # creates the agent and conversation, prepares the statements
+    turn("second")
+    recorder.take()
+    turn("third")
+    statements, prepared = recorder.settled()
+    assert len(statements) <= MAX_STATEMENTS_PER_TURN, statements
+    assert len([s for s in statements if durable_write(s)]) == durable_commits, statements
+    assert prepared == []
+    # and the turns are all there, each question with its answer
+    stored = storage.roles_and_texts(storage.transcript(proxy.settings.database.url, "rt"))
+    assert stored == [(role, text) for n, q in enumerate(("first", "second", "third"), 1)
+                      for role, text in (("user", q),
+                                         ("assistant", f"Echo: {q} (saw {n} user messages)"))]
