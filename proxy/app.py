@@ -28,6 +28,7 @@ from .obs.logs import cap_content_loggers
 from .obs.metrics import Metrics
 from .store import open_store
 from .turn import StatefulService
+from .turn.retention import Retention
 from .ui import ui_routes
 from .upstream import UpstreamClient
 from .upstream.http11.transport import lean_transport
@@ -74,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
         await service.summaries.start()  # summaries of paged-out messages (docs/paging.md)
         app.state.memproxy = state = AppState(settings, store, upstream, auth, service)
         expiry = expire_responses_every(store, settings.responses.ttl_days)
+        retention = Retention(store, settings.retention)  # docs/forgetting.md
+        retention.start()
         tune_gc()  # after start-up: see gc_tuning.py
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
@@ -88,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
             await inflight.wait_idle(SHUTDOWN_UNWIND_S)
             await state.background_responses.aclose()
             await expiry.aclose()
+            await retention.aclose()
             await service.catalog.flush(force=True)
             await service.extractor.drain()  # fact extractions still running (docs/memory.md)
             await service.summaries.aclose()  # a summary still running stays queued

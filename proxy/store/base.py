@@ -31,6 +31,7 @@ from ..core.types import (
     TurnState,
 )
 from .admin_types import AgentDump, AgentStats, ConversationStats
+from .forget_types import ForgetStore
 from .response_types import ApiConversation, StoredResponse
 from .summary_jobs import SummaryJobStore, SummaryWork
 
@@ -400,7 +401,7 @@ class ResponseStore(Protocol):
 
 
 class Store(StoreLifecycle, TurnStore, LookupStore, SearchStore, AdminStore, ApiKeyStore,
-            ModelStatsStore, ResponseStore, SummaryJobStore, Protocol):
+            ModelStatsStore, ResponseStore, SummaryJobStore, ForgetStore, Protocol):
     """Every role at once: what a backend implements (SQLiteStore, PostgresStore) and what the
     app holds. Code that needs one role takes that role, so that a test fake implements only
     that role's methods."""

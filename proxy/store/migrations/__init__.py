@@ -36,6 +36,7 @@ from . import (
     v8_responses,
     v9_message_names_searchable,
     v10_summary_jobs,
+    v12_forgetting,
 )
 
 
@@ -78,6 +79,9 @@ MIGRATIONS: list[Migration] = [
                "postgres": v9_message_names_searchable.POSTGRES}),
     Migration(10, "background summary jobs",
               {"sqlite": v10_summary_jobs.SQLITE, "postgres": v10_summary_jobs.POSTGRES}),
+    # 11 is taken by another branch (the lead renumbers at merge).
+    Migration(12, "forgetting",
+              {"sqlite": v12_forgetting.SQLITE, "postgres": v12_forgetting.POSTGRES}),
 ]
 
 

@@ -41,6 +41,7 @@ from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
+from .forget import PostgresForget
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql
 from .sql import (
@@ -103,7 +104,7 @@ class _Connection(asyncpg.Connection):
 
 class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                     PostgresDumpMixin, PostgresVectors, PostgresResponsesMixin,
-                    PostgresSummaryJobs):
+                    PostgresSummaryJobs, PostgresForget):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
     The turn calls (turns.py), the operator API (agents REST, block history,

@@ -30,6 +30,7 @@ from ..migrations import apply_sqlite
 from ..summary_jobs import SummaryChanged, SummaryWork
 from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
+from .forget import SQLiteForget
 from .fts import (
     NEIGHBOURS_SQL,
     hit_row,
@@ -77,7 +78,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors,
-                  SQLiteResponsesMixin, SQLiteSummaryJobs):
+                  SQLiteResponsesMixin, SQLiteSummaryJobs, SQLiteForget):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
     A turn's own reads and writes are in `turns.py`; the operator API (agents REST,

@@ -1,0 +1,150 @@
+"""Deleting and forgetting on Postgres (store/forget_types.py, docs/forgetting.md).
+
+As on SQLite (store/sqlite/forget.py): a conversation goes with one DELETE (messages, turns,
+leases, summary job and vectors cascade; the search vector is a column of the message row; the
+epoch trigger fires); a forgotten message is emptied in place, which recomputes its generated
+tsvector to nothing, and its vector row, its turn's stored response and any summary that may
+have covered it go in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...core.forgetting import redact
+from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
+from .sql import rows_changed
+
+if TYPE_CHECKING:
+    import asyncpg
+
+_AUDIT = ("INSERT INTO forget_log (tenant, agent_id, actor, kind, conversations, messages,"
+          " passages, responses, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+
+
+async def audit(conn: asyncpg.Connection, tenant: str, agent_id: str, actor: str, kind: str,
+                removed: Removed, now: float) -> None:
+    await conn.execute(_AUDIT, tenant, agent_id, actor, kind, removed.conversations,
+                       removed.messages, removed.passages, removed.responses, now)
+
+
+async def _forget_messages(conn: asyncpg.Connection, agent_pk: int,
+                           keys: list[tuple[str, int]], now: float) -> int:
+    if not keys:
+        return 0
+    rows = await conn.fetch(
+        "SELECT m.pk, m.conversation_pk, m.data, m.turn_id, m.in_context"
+        " FROM unnest($2::text[], $3::int[]) k(cid, seq)"
+        " JOIN conversations c ON c.agent_pk = $1 AND c.conversation_id = k.cid"
+        " JOIN messages m ON m.conversation_pk = c.pk AND m.seq = k.seq"
+        " WHERE m.forgotten_at IS NULL FOR UPDATE OF m",
+        agent_pk, [k[0] for k in keys], [k[1] for k in keys])
+    if not rows:
+        return 0
+    steps = sorted({(r[1], r[3]) for r in rows})  # the turns' internal steps go with them
+    rows += await conn.fetch(
+        "SELECT m.pk, m.conversation_pk, m.data, m.turn_id, m.in_context"
+        " FROM unnest($1::bigint[], $2::text[]) t(cpk, turn_id)"
+        " JOIN messages m ON m.conversation_pk = t.cpk AND m.turn_id = t.turn_id"
+        " WHERE NOT m.visible AND m.forgotten_at IS NULL AND NOT (m.pk = ANY($3::bigint[]))"
+        " FOR UPDATE OF m", [s[0] for s in steps], [s[1] for s in steps], [r[0] for r in rows])
+    pks = [r[0] for r in rows]
+    await conn.execute(
+        "UPDATE messages m SET data = u.data::json, text = '', forgotten_at = $3"
+        " FROM unnest($1::bigint[], $2::text[]) u(pk, data) WHERE m.pk = u.pk",
+        pks, [json.dumps(redact(json.loads(r[2])), ensure_ascii=False) for r in rows], now)
+    await conn.execute("DELETE FROM message_vectors WHERE message_pk = ANY($1::bigint[])", pks)
+    await conn.execute("UPDATE turns SET response = NULL WHERE turn_id = ANY($1::text[])",
+                       sorted({r[3] for r in rows}))
+    paged_out = sorted({r[1] for r in rows if not r[4]})  # their summary may mention them
+    if paged_out:
+        await conn.execute("UPDATE conversations SET summary = '' WHERE pk = ANY($1::bigint[])",
+                           paged_out)
+        await conn.execute("UPDATE messages SET summary = NULL WHERE conversation_pk ="
+                           " ANY($1::bigint[]) AND summary IS NOT NULL", paged_out)
+        await conn.execute("DELETE FROM summary_jobs WHERE conversation_pk = ANY($1::bigint[])",
+                           paged_out)
+    await conn.execute("UPDATE conversation_epoch SET value = value + 1 WHERE id = 1")
+    return len(rows)
+
+
+class PostgresForget:
+    """`ForgetStore` of `PostgresStore`."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore
+        pool: asyncpg.Pool
+
+        def _transaction(self) -> Any: ...
+
+    async def delete_conversation(self, tenant: str, agent_id: str, agent_pk: int,
+                                  conversation_id: str, actor: str) -> Removed | None:
+        now = time.time()
+        async with self._transaction() as conn:
+            pk = await conn.fetchval("SELECT pk FROM conversations WHERE agent_pk = $1"
+                                     " AND conversation_id = $2 FOR UPDATE",
+                                     agent_pk, conversation_id)
+            if pk is None:
+                return None
+            messages = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE conversation_pk = $1", pk)
+            await conn.execute("DELETE FROM tree_backfill WHERE conversation_pk = $1", pk)
+            await conn.execute("DELETE FROM conversations WHERE pk = $1", pk)
+            responses = rows_changed(await conn.execute(
+                "DELETE FROM responses WHERE tenant = $1 AND agent_id = $2"
+                " AND conversation_id = $3", tenant, agent_id, conversation_id))
+            removed = Removed(conversations=1, messages=messages, responses=responses)
+            await audit(conn, tenant, agent_id, actor, DELETE_CONVERSATION, removed, now)
+            return removed
+
+    async def forget(self, tenant: str, agent_id: str, agent_pk: int,
+                     messages: list[tuple[str, int]], passage_pks: list[int], *, actor: str,
+                     kind: str = FORGET) -> Removed:
+        now = time.time()
+        async with self._transaction() as conn:
+            removed = Removed(messages=await _forget_messages(conn, agent_pk, messages, now))
+            if passage_pks:
+                removed.passages = rows_changed(await conn.execute(
+                    "DELETE FROM passages WHERE agent_pk = $1 AND pk = ANY($2::bigint[])",
+                    agent_pk, passage_pks))
+            if not removed.empty:
+                await audit(conn, tenant, agent_id, actor, kind, removed, now)
+            return removed
+
+    async def expired_messages(self, agent_pk: int, before: float, limit: int
+                               ) -> list[tuple[str, int]]:
+        rows = await self.pool.fetch(
+            "SELECT c.conversation_id, m.seq FROM messages m"
+            " JOIN conversations c ON c.pk = m.conversation_pk"
+            " WHERE m.agent_pk = $1 AND m.created_at < $2 AND m.forgotten_at IS NULL"
+            " ORDER BY m.created_at LIMIT $3", agent_pk, before, limit)
+        return [(r[0], r[1]) for r in rows]
+
+    async def expire_agent_responses(self, tenant: str, agent_id: str, before: float) -> int:
+        return rows_changed(await self.pool.execute(
+            "DELETE FROM responses WHERE tenant = $1 AND agent_id = $2 AND created_at < $3",
+            tenant, agent_id, before))
+
+    async def retention_agents(self, after_pk: int, limit: int
+                               ) -> list[tuple[int, str, str, dict]]:
+        rows = await self.pool.fetch(
+            "SELECT pk, tenant, agent_id, settings FROM agents WHERE pk > $1 ORDER BY pk"
+            " LIMIT $2", after_pk, limit)
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    async def audit_log(self, tenant: str, agent_id: str | None, limit: int
+                        ) -> list[AuditEntry]:
+        rows = await self.pool.fetch(
+            "SELECT pk, tenant, agent_id, actor, kind, conversations, messages, passages,"
+            " responses, created_at FROM forget_log WHERE tenant = $1"
+            " AND ($2::text IS NULL OR agent_id = $2) ORDER BY pk DESC LIMIT $3",
+            tenant, agent_id, limit)
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], Removed(r[5], r[6], r[7], r[8]), r[9])
+                for r in rows]
+
+    async def tenant_usage(self, tenant: str) -> Usage:
+        row = await self.pool.fetchrow(
+            "SELECT count(*), coalesce(sum(passage_count), 0), coalesce(sum(recall_count), 0)"
+            " FROM agents WHERE tenant = $1", tenant)
+        return Usage(agents=row[0], passages=int(row[1]), messages=int(row[2]))
