@@ -49,7 +49,9 @@ BASES = ["/v1", "", "/agents/{agent}/v1", "/agents/{agent}/conversations/{conver
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    metrics = request.app.state.memproxy.service.metrics
+    state = request.app.state.memproxy
+    metrics = state.service.metrics
+    metrics.set_tenant_usage(await state.store.usage_by_tenant())
     return Response(metrics.render(), media_type=metrics.content_type)
 
 

@@ -62,9 +62,10 @@ class TurnStore(Protocol):
         keep one turn at a time per conversation. Closed with the store."""
 
     async def ensure_agent(
-        self, tenant: str, agent_id: str, default_blocks: list[Block]
+        self, tenant: str, agent_id: str, default_blocks: list[Block], *, max_agents: int = 0
     ) -> Agent:
-        """Return the agent, creating it with `default_blocks` if it does not exist."""
+        """Return the agent, creating it with `default_blocks` if it does not exist; creating
+        one past `max_agents` of its tenant (0 = no quota) raises 403 quota_exceeded."""
 
     async def update_agent_settings(self, agent_pk: int, settings: dict) -> None:
         """Replace the agent's settings document (what memproxy learned, operator choices)."""
@@ -219,7 +220,7 @@ class AdminStore(Protocol):
 
     async def create_agent(
         self, tenant: str, agent_id: str, blocks: list[Block], settings: dict,
-        *, source: str = "api",
+        *, source: str = "api", max_agents: int = 0,
     ) -> Agent | None:
         """Create the agent with these blocks and settings; None if it already exists. Blocks
         with a value are recorded as revisions from "" with `source`."""
@@ -274,7 +275,11 @@ class AdminStore(Protocol):
         Turns the hits of any search backend (full-text or hybrid) into whole rows for the
         REST API (proxy/api/transcripts.py)."""
 
-    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str], *,
+                             max_passages: int = 0) -> Passage:
+        """Add a passage; past `max_passages` of the agent (0 = no quota) 403 quota_exceeded,
+        checked in the inserting transaction."""
+        ...
 
     async def list_passages_page(
         self, agent_pk: int, *, tags: list[str] | None = None, limit: int = 100, offset: int = 0

@@ -24,7 +24,7 @@ import time
 
 from ..config import RetentionSettings
 from ..core.forgetting import cutoff, retention_days
-from ..store.forget_types import RETENTION, Removed, ForgetStore
+from ..store.forget_types import RETENTION, ForgetStore, Removed
 
 log = logging.getLogger("memproxy.retention")
 AGENT_PAGE = 200

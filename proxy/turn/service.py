@@ -31,6 +31,7 @@ from ..core.prompts import (
     client_system_text,
     render_system,
 )
+from ..core.quotas import passage_quota
 from ..core.recall import user_text
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
@@ -205,7 +206,9 @@ class StatefulService:
         key = (tenant, agent_id)
         agent = self._agents.get(key)
         if agent is None:
-            agent = await self.store.ensure_agent(tenant, agent_id, self.default_blocks)
+            agent = await self.store.ensure_agent(
+                tenant, agent_id, self.default_blocks,
+                max_agents=self.settings.limits.agents_per_tenant)
             if len(self._agents) >= ID_CACHE_SIZE:
                 self._agents.clear()
                 self._conversations.clear()
@@ -365,6 +368,8 @@ class StatefulService:
                 await self.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
             raise
         memory = MemoryState.of(stored.state.blocks)
+        memory.passage_quota = passage_quota(self.settings.limits,
+                                             stored.state.archival_passages)
         upstream = ToolFallback(self.upstream, self.catalog, request.model, client_tools,
                                 tools=tools_ok, on_switch=lambda: system_for(False))
         loop = TurnLoop(

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...core.forgetting import redact
+from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
 from .sql import rows_changed
 
@@ -68,6 +69,22 @@ async def _forget_messages(conn: asyncpg.Connection, agent_pk: int,
                            paged_out)
     await conn.execute("UPDATE conversation_epoch SET value = value + 1 WHERE id = 1")
     return len(rows)
+
+
+async def check_agent_quota(conn: asyncpg.Connection, tenant: str, agent_id: str,
+                            max_agents: int) -> None:
+    """Raise `quota_exceeded` when creating `agent_id` would pass `[limits] agents_per_tenant`.
+    A transaction-scoped advisory lock per tenant serializes concurrent creators, so a burst at
+    the edge cannot overshoot (the count is read after the lock, so it sees their commits)."""
+    if not max_agents:
+        return
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('memproxy-agents:' || $1,"
+                       " 0))", tenant)
+    if await conn.fetchval("SELECT 1 FROM agents WHERE tenant = $1 AND agent_id = $2",
+                           tenant, agent_id) is not None:
+        return
+    if await conn.fetchval("SELECT count(*) FROM agents WHERE tenant = $1", tenant) >= max_agents:
+        raise quota_exceeded("agents_per_tenant", max_agents)
 
 
 class PostgresForget:
@@ -148,3 +165,9 @@ class PostgresForget:
             "SELECT count(*), coalesce(sum(passage_count), 0), coalesce(sum(recall_count), 0)"
             " FROM agents WHERE tenant = $1", tenant)
         return Usage(agents=row[0], passages=int(row[1]), messages=int(row[2]))
+
+    async def usage_by_tenant(self) -> dict[str, tuple[int, int, int]]:
+        rows = await self.pool.fetch(
+            "SELECT tenant, count(*), coalesce(sum(passage_count), 0),"
+            " coalesce(sum(recall_count), 0) FROM agents GROUP BY tenant")
+        return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}

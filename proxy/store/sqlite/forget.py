@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ...core.forgetting import redact
+from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
 
 if TYPE_CHECKING:
@@ -82,6 +83,20 @@ def _forget_messages(db: sqlite3.Connection, agent_pk: int, keys: list[tuple[str
         db.execute("DELETE FROM summary_jobs WHERE conversation_pk = ?", (conversation_pk,))
     db.execute("UPDATE conversation_epoch SET value = value + 1 WHERE id = 1")
     return len(rows)
+
+
+def check_agent_quota(db: sqlite3.Connection, tenant: str, agent_id: str, max_agents: int
+                      ) -> None:
+    """Raise `quota_exceeded` when creating `agent_id` would pass `[limits] agents_per_tenant`
+    (inside the creating transaction; SQLite serializes writers, so no burst overshoots)."""
+    if not max_agents:
+        return
+    if db.execute("SELECT 1 FROM agents WHERE tenant = ? AND agent_id = ?",
+                  (tenant, agent_id)).fetchone() is not None:
+        return
+    count = db.execute("SELECT count(*) FROM agents WHERE tenant = ?", (tenant,)).fetchone()[0]
+    if count >= max_agents:
+        raise quota_exceeded("agents_per_tenant", max_agents)
 
 
 class SQLiteForget:
@@ -169,3 +184,9 @@ class SQLiteForget:
             "SELECT count(*), coalesce(sum(passage_count), 0), coalesce(sum(recall_count), 0)"
             " FROM agents WHERE tenant = ?", (tenant,)).fetchone())
         return Usage(agents=row[0], passages=row[1], messages=row[2])
+
+    async def usage_by_tenant(self) -> dict[str, tuple[int, int, int]]:
+        rows = await self._read(lambda db: db.execute(
+            "SELECT tenant, count(*), coalesce(sum(passage_count), 0),"
+            " coalesce(sum(recall_count), 0) FROM agents GROUP BY tenant").fetchall())
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
