@@ -80,3 +80,8 @@ class UsageObject(_Out):
     passages: int
     messages: int
     limits: dict[str, int]
+
+
+class Purged(_Out):
+    object: Literal["purge"]
+    purged: bool

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from ..core.forgetting import matches_all, query_words
 from ..core.messages import message_text
-from ..errors import bad_request
+from ..errors import ProxyError, bad_request
 from .forget_schemas import ForgetRequest
 from .rest import (
     MAX_PAGE,
@@ -109,3 +109,12 @@ async def usage(request: Request, scope: Scope) -> Response:
                           "passages_per_agent": limits.passages_per_agent,
                           "archival_inserts_per_turn": limits.archival_inserts_per_turn}})
 
+
+
+@endpoint
+async def purge(request: Request, scope: Scope) -> Response:
+    """Admin only: erase physically what forgetting left behind (store `purge`)."""
+    if not scope.caller.admin:
+        raise ProxyError(403, "purging needs an admin key", code="admin_required")
+    await scope.state.store.purge()
+    return ok({"object": "purge", "purged": True})

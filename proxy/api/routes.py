@@ -97,6 +97,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              forget_schemas.AuditList, tag="forgetting", query=(
                  Param("agent_id", {"type": "string"}, "Only this agent's entries."),
                  _limit(100), TENANT)),
+    Endpoint("POST", "/v1/purge", forgetting.purge,
+             "Admin only: erase forgotten text left in index segments, logs and dead rows",
+             forget_schemas.Purged, body_required=False, tag="forgetting"),
     Endpoint("GET", "/v1/usage", forgetting.usage,
              "The tenant's counts and quotas (no content)", forget_schemas.UsageObject,
              tag="forgetting", query=(TENANT,)),

@@ -98,6 +98,10 @@ class ForgetStore(Protocol):
 
     async def tenant_usage(self, tenant: str) -> Usage: ...
 
+    async def purge(self) -> None:
+        """Erase physically what forgetting left behind (index segments, logs, dead rows)."""
+        ...
+
     async def usage_by_tenant(self) -> dict[str, tuple[int, int, int]]:
         """Every tenant's (agents, passages, messages), for /metrics."""
         ...

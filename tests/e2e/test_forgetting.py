@@ -209,3 +209,31 @@ def test_retention_forgets_old_messages_and_responses(make_proxy, fake_upstream,
     say(later.client(), f"New news about {SECRET}", "c2")
     time.sleep(1.0)  # several passes of the job; nothing asserted on timing
     assert rows_holding(database_url, SECRET) != []
+
+
+def test_purge_erases_the_bytes(setup, database_url):
+    """After a forget and a purge, not even the index terms are left in the database files
+    (SQLite: every file beside it read raw; Postgres: the tables are VACUUMed, checked by SQL
+    above). Purging needs an admin key where keys are configured (tests/e2e/test_quotas.py's
+    server has none: the open server's caller is an admin)."""
+    proxy, client, api = setup
+    say(client, f"The password hint is {SECRET}", "c1")
+    api.post(f"/v1/agents/{AGENT}/passages", json={"text": f"{SECRET} hint"})
+    assert api.post(f"/v1/agents/{AGENT}/forget", json={"query": SECRET}).json()["removed"][
+        "messages"] == 2
+    purged = api.post("/v1/purge")
+    assert purged.status_code == 200 and purged.json() == {"object": "purge", "purged": True}
+    assert rows_holding(database_url, SECRET) == []
+    if database_url.startswith("sqlite"):
+        import glob
+        for path in glob.glob(database_url.removeprefix("sqlite:///") + "*"):
+            with open(path, "rb") as f:
+                data = f.read().lower()
+            assert SECRET.lower().encode() not in data, path
+
+
+def test_purge_needs_an_admin_key(make_proxy):
+    proxy = make_proxy({"auth": {"keys": {"key-a": "tenant-a"}, "admin_keys": ["admin-key"]}})
+    tenant = AgentsApi.connect(proxy.url, "key-a").post("/v1/purge")
+    assert tenant.status_code == 403 and tenant.json()["error"]["code"] == "admin_required"
+    assert AgentsApi.connect(proxy.url, "admin-key").post("/v1/purge").status_code == 200

@@ -21,6 +21,8 @@ from .sql import rows_changed
 if TYPE_CHECKING:
     import asyncpg
 
+_PURGED = ("messages", "message_vectors", "passages", "passage_vectors", "turns",
+           "conversations", "summary_jobs", "responses", "response_items")
 _AUDIT = ("INSERT INTO forget_log (tenant, agent_id, actor, kind, conversations, messages,"
           " passages, responses, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
 
@@ -171,3 +173,12 @@ class PostgresForget:
             "SELECT tenant, count(*), coalesce(sum(passage_count), 0),"
             " coalesce(sum(recall_count), 0) FROM agents GROUP BY tenant")
         return {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    async def purge(self) -> None:
+        """VACUUM the tables forgetting touches, so the dead row versions that still hold
+        forgotten text are removed from their indexes and their space made reusable. The bytes
+        stay in the data files until overwritten: `VACUUM FULL` (an exclusive lock, run by
+        the operator) rewrites the tables for a physical erasure (docs/forgetting.md)."""
+        async with self.pool.acquire() as conn:
+            for table in _PURGED:
+                await conn.execute(f"VACUUM {table}")

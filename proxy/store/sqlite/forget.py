@@ -99,6 +99,25 @@ def check_agent_quota(db: sqlite3.Connection, tenant: str, agent_id: str, max_ag
         raise quota_exceeded("agents_per_tenant", max_agents)
 
 
+def _securely(db: sqlite3.Connection, run: Callable[[sqlite3.Connection], Any]) -> Any:
+    """`run(db)` with `secure_delete` on: the bytes of what it deletes or shortens are zeroed
+    in the pages it frees, not left behind in the file."""
+    db.execute("PRAGMA secure_delete = ON")
+    try:
+        return run(db)
+    finally:
+        db.execute("PRAGMA secure_delete = OFF")
+
+
+def _compact_index(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA secure_delete = ON")
+    try:
+        db.execute("INSERT INTO messages_fts (messages_fts) VALUES ('optimize')")
+        db.execute("INSERT INTO passages_fts (passages_fts) VALUES ('optimize')")
+    finally:
+        db.execute("PRAGMA secure_delete = OFF")
+
+
 class SQLiteForget:
     """`ForgetStore` of `SQLiteStore`."""
 
@@ -126,7 +145,7 @@ class SQLiteForget:
             audit(db, tenant, agent_id, actor, DELETE_CONVERSATION, removed, now)
             return removed
 
-        return await self._write(run)
+        return await self._write(_securely, run)
 
     async def forget(self, tenant: str, agent_id: str, agent_pk: int,
                      messages: list[tuple[str, int]], passage_pks: list[int], *, actor: str,
@@ -144,7 +163,7 @@ class SQLiteForget:
                 audit(db, tenant, agent_id, actor, kind, removed, now)
             return removed
 
-        return await self._write(run)
+        return await self._write(_securely, run)
 
     async def expired_messages(self, agent_pk: int, before: float, limit: int
                                ) -> list[tuple[str, int]]:
@@ -190,3 +209,12 @@ class SQLiteForget:
             "SELECT tenant, count(*), coalesce(sum(passage_count), 0),"
             " coalesce(sum(recall_count), 0) FROM agents GROUP BY tenant").fetchall())
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    async def purge(self) -> None:
+        """Erase what forgetting left physically behind: FTS5 keeps a deleted row's terms in
+        its index segments until they are merged, and the write-ahead log keeps old page
+        images until a checkpoint. Rewrites both full-text indexes (secure_delete on, so the
+        freed pages are zeroed), then checkpoints and truncates the log. Costs a rewrite of the
+        indexes: an operator's command (`memproxy purge`), not part of every forget."""
+        await self._write(_compact_index)
+        await self._read(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
