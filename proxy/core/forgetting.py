@@ -60,8 +60,9 @@ def matches_all(words: list[str], text: str) -> bool:
 
     The full-text search that finds candidates is an OR of stemmed terms, made to rank, not to
     decide: forgetting "my dog Rex" must not empty every message that says "my". So a candidate
-    is forgotten only when each query word is found among its words, either as a prefix
-    ("dog" in "dogs") or the other way round within two letters ("dogs" for "dog")."""
+    is forgotten only when each query word is among its words: the same word, or one with an
+    ending of up to three letters more ("dog" finds "dogs", "walk" finds "walking") or two
+    fewer ("dogs" finds "dog")."""
     if not words:
         return False
     tokens = {t.lower() for t in _WORD.findall(text)}
@@ -69,6 +70,8 @@ def matches_all(words: list[str], text: str) -> bool:
 
 
 def _same_word(word: str, token: str) -> bool:
-    if token.startswith(word):
+    if word == token:
         return True
-    return word.startswith(token) and len(token) >= max(3, len(word) - 2)
+    if len(word) >= 3 and token.startswith(word) and len(token) - len(word) <= 3:
+        return True  # dog → dogs, walk → walking
+    return len(token) >= 3 and word.startswith(token) and len(word) - len(token) <= 2

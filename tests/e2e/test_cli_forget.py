@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.test_cli import Cli, _clean_environment, cli  # noqa: F401 (fixtures)
+from tests.e2e import test_cli
+from tests.e2e.test_cli import Cli
+
+# the fixtures of test_cli.py, registered here as module attributes
+cli = test_cli.cli
+_clean_environment = test_cli._clean_environment
 
 
 def test_forget_delete_and_log(cli: Cli):
