@@ -39,6 +39,7 @@ class Removed(_Out):
     messages: int
     passages: int
     responses: int
+    blocks: int
 
 
 class ConversationDeleted(_Out):
@@ -64,6 +65,7 @@ class AuditEntryObject(_Out):
     messages: int
     passages: int
     responses: int
+    blocks: int
     created_at: float
 
 

@@ -71,7 +71,8 @@ async def forget_memories(request: Request, scope: Scope) -> Response:
     store, who = scope.state.store, actor(scope)
     total = await store.forget(agent.tenant, agent.agent_id, agent.pk,
                                [(m.conversation_id, m.seq) for m in body.messages],
-                               list(dict.fromkeys(body.passages)), actor=who)
+                               list(dict.fromkeys(body.passages)), actor=who,
+                               words=words or None)
     for _ in range(MAX_ROUNDS if words else 0):
         hits = await store.search_agent_messages(agent.pk, query, limit=SEARCH_PAGE)
         keys = [(cid, m.seq) for cid, m, _ in hits if matches_all(words, message_text(m.data))]

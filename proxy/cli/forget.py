@@ -27,7 +27,7 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
 
 def _removed(removed: dict[str, Any]) -> str:
     return ", ".join(f"{removed.get(k, 0)} {k}" for k in
-                     ("conversations", "messages", "passages", "responses"))
+                     ("conversations", "messages", "passages", "responses", "blocks"))
 
 
 def _message_key(value: str) -> dict[str, Any]:
@@ -70,10 +70,10 @@ async def cmd_log(api: Api, args: argparse.Namespace) -> int:
         print_json(page["data"])
         return 0
     rows = [[format_time(e["created_at"]), e["agent_id"], e["kind"], e["actor"],
-             e["conversations"], e["messages"], e["passages"], e["responses"]]
+             e["conversations"], e["messages"], e["passages"], e["responses"], e["blocks"]]
             for e in page["data"]]
     print(format_table(["when", "agent", "kind", "by", "conversations", "messages", "passages",
-                        "responses"], rows))
+                        "responses", "blocks"], rows))
     return 0
 
 

@@ -75,3 +75,11 @@ def _same_word(word: str, token: str) -> bool:
     if len(word) >= 3 and token.startswith(word) and len(token) - len(word) <= 3:
         return True  # dog → dogs, walk → walking
     return len(token) >= 3 and word.startswith(token) and len(word) - len(token) <= 2
+
+
+def scrub_lines(words: list[str], text: str) -> str:
+    """`text` (a memory block, a block revision) without its lines that hold every word of a
+    forget query: what the model wrote down from a forgotten message is a line of a block."""
+    if not words or not text:
+        return text
+    return "\n".join(line for line in text.split("\n") if not matches_all(words, line))

@@ -20,16 +20,19 @@ class Removed:
     messages: int = 0
     passages: int = 0
     responses: int = 0
+    blocks: int = 0  # memory blocks with lines removed (a forget query's words)
 
     def add(self, other: Removed) -> None:
         self.conversations += other.conversations
         self.messages += other.messages
         self.passages += other.passages
         self.responses += other.responses
+        self.blocks += other.blocks
 
     @property
     def empty(self) -> bool:
-        return not (self.conversations or self.messages or self.passages or self.responses)
+        return not (self.conversations or self.messages or self.passages or self.responses
+                    or self.blocks)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -72,9 +75,10 @@ class ForgetStore(Protocol):
 
     async def forget(self, tenant: str, agent_id: str, agent_pk: int,
                      messages: list[tuple[str, int]], passage_pks: list[int], *, actor: str,
-                     kind: str = FORGET) -> Removed:
+                     kind: str = FORGET, words: list[str] | None = None) -> Removed:
         """Empty these messages ((conversation id, seq)) and delete these passages of the
-        agent, in one transaction, recorded in the audit log (core/forgetting.py)."""
+        agent, and with `words` remove the lines holding them all from its memory blocks and
+        their revisions, in one transaction, recorded in the audit log (core/forgetting.py)."""
         ...
 
     async def expired_messages(self, agent_pk: int, before: float, limit: int

@@ -152,7 +152,7 @@ def test_forget_by_query_and_by_id(setup, database_url, fake_upstream):
     assert result.status_code == 200, result.text
     # the first message has both words (and its echo); the archive turn lacks "dog"
     assert result.json()["removed"] == {"conversations": 0, "messages": 2, "passages": 0,
-                                        "responses": 0}
+                                        "responses": 0, "blocks": 0}
     result = api.post(f"/v1/agents/{AGENT}/forget", json={"query": SECRET})
     assert result.json()["removed"]["passages"] == 1
     assert result.json()["removed"]["messages"] >= 2  # the archive turn and its steps
@@ -237,3 +237,20 @@ def test_purge_needs_an_admin_key(make_proxy):
     tenant = AgentsApi.connect(proxy.url, "key-a").post("/v1/purge")
     assert tenant.status_code == 403 and tenant.json()["error"]["code"] == "admin_required"
     assert AgentsApi.connect(proxy.url, "admin-key").post("/v1/purge").status_code == 200
+
+
+def test_forget_removes_what_memory_blocks_wrote_down(setup, database_url, fake_upstream):
+    """"My name is X" makes the model append "Name: X" to the human block: forgetting X removes
+    that line from the block and from the block's history too (undo cannot bring it back)."""
+    proxy, client, api = setup
+    say(client, f"My name is {SECRET}", "c1")
+    api.put(f"/v1/agents/{AGENT}/blocks/notes", json={"value": f"likes tea\n{SECRET} is tall"})
+    human = api.get(f"/v1/agents/{AGENT}/blocks/human").json()["value"]
+    assert SECRET in human
+    removed = api.post(f"/v1/agents/{AGENT}/forget", json={"query": SECRET}).json()["removed"]
+    assert removed["blocks"] == 2 and removed["messages"] >= 2
+    assert api.get(f"/v1/agents/{AGENT}/blocks/notes").json()["value"] == "likes tea"
+    assert SECRET not in api.get(f"/v1/agents/{AGENT}/blocks/human").json()["value"]
+    nothing_of(api, database_url, SECRET)
+    say(client, "What is my name?", "c1")
+    assert SECRET not in json.dumps(fake_upstream.last.json)

@@ -13,6 +13,7 @@ from proxy.core.forgetting import (
     query_words,
     redact,
     retention_days,
+    scrub_lines,
 )
 from proxy.core.quotas import passage_quota
 from proxy.core.tools import MemoryState, execute_memory_tool
@@ -45,6 +46,13 @@ def test_a_query_matches_only_rows_with_every_word():
     assert not matches_all(query_words("dog"), "doggedly")
     assert not matches_all([], "anything")
     assert query_words("?! --") == []
+
+
+def test_scrub_lines_drops_only_lines_with_every_word():
+    words = query_words("Rex dog")
+    assert scrub_lines(words, "Name: Ada\nHer dog Rex\nRex the cat") == "Name: Ada\nRex the cat"
+    assert scrub_lines([], "keep\nall") == "keep\nall"
+    assert scrub_lines(words, "") == ""
 
 
 def test_retention_days_and_cutoff():

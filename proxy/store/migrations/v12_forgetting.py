@@ -28,6 +28,7 @@ SQLITE: tuple[str, ...] = (
         messages INTEGER NOT NULL DEFAULT 0,
         passages INTEGER NOT NULL DEFAULT 0,
         responses INTEGER NOT NULL DEFAULT 0,
+        blocks INTEGER NOT NULL DEFAULT 0,
         created_at REAL NOT NULL)""",
     "CREATE INDEX forget_log_agent ON forget_log (tenant, agent_id, pk)",
 )
@@ -46,6 +47,7 @@ POSTGRES: tuple[str, ...] = (
         messages bigint NOT NULL DEFAULT 0,
         passages bigint NOT NULL DEFAULT 0,
         responses bigint NOT NULL DEFAULT 0,
+        blocks bigint NOT NULL DEFAULT 0,
         created_at double precision NOT NULL)""",
     "CREATE INDEX forget_log_agent ON forget_log (tenant, agent_id, pk)",
 )

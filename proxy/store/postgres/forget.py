@@ -13,7 +13,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...core.forgetting import redact
+from ...core.forgetting import redact, scrub_lines
 from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
 from .sql import rows_changed
@@ -24,13 +24,36 @@ if TYPE_CHECKING:
 _PURGED = ("messages", "message_vectors", "passages", "passage_vectors", "turns",
            "conversations", "summary_jobs", "responses", "response_items")
 _AUDIT = ("INSERT INTO forget_log (tenant, agent_id, actor, kind, conversations, messages,"
-          " passages, responses, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+          " passages, responses, blocks, created_at)"
+          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
 
 
 async def audit(conn: asyncpg.Connection, tenant: str, agent_id: str, actor: str, kind: str,
                 removed: Removed, now: float) -> None:
     await conn.execute(_AUDIT, tenant, agent_id, actor, kind, removed.conversations,
-                       removed.messages, removed.passages, removed.responses, now)
+                       removed.messages, removed.passages, removed.responses, removed.blocks,
+                       now)
+
+
+async def _scrub_blocks(conn: asyncpg.Connection, agent_pk: int, words: list[str],
+                        now: float) -> int:
+    changed = 0
+    for label, value in await conn.fetch(
+            "SELECT label, value FROM blocks WHERE agent_pk = $1 FOR UPDATE", agent_pk):
+        scrubbed = scrub_lines(words, value)
+        if scrubbed != value:
+            await conn.execute("UPDATE blocks SET value = $1, updated_at = $2"
+                               " WHERE agent_pk = $3 AND label = $4", scrubbed, now, agent_pk,
+                               label)
+            changed += 1
+    for pk, old, new in await conn.fetch(
+            "SELECT pk, old_value, new_value FROM block_revisions WHERE agent_pk = $1",
+            agent_pk):
+        if (scrub_lines(words, old), scrub_lines(words, new)) != (old, new):
+            await conn.execute("UPDATE block_revisions SET old_value = $1, new_value = $2"
+                               " WHERE pk = $3", scrub_lines(words, old),
+                               scrub_lines(words, new), pk)
+    return changed
 
 
 async def _forget_messages(conn: asyncpg.Connection, agent_pk: int,
@@ -119,10 +142,12 @@ class PostgresForget:
 
     async def forget(self, tenant: str, agent_id: str, agent_pk: int,
                      messages: list[tuple[str, int]], passage_pks: list[int], *, actor: str,
-                     kind: str = FORGET) -> Removed:
+                     kind: str = FORGET, words: list[str] | None = None) -> Removed:
         now = time.time()
         async with self._transaction() as conn:
             removed = Removed(messages=await _forget_messages(conn, agent_pk, messages, now))
+            if words:
+                removed.blocks = await _scrub_blocks(conn, agent_pk, words, now)
             if passage_pks:
                 removed.passages = rows_changed(await conn.execute(
                     "DELETE FROM passages WHERE agent_pk = $1 AND pk = ANY($2::bigint[])",
@@ -156,10 +181,10 @@ class PostgresForget:
                         ) -> list[AuditEntry]:
         rows = await self.pool.fetch(
             "SELECT pk, tenant, agent_id, actor, kind, conversations, messages, passages,"
-            " responses, created_at FROM forget_log WHERE tenant = $1"
+            " responses, blocks, created_at FROM forget_log WHERE tenant = $1"
             " AND ($2::text IS NULL OR agent_id = $2) ORDER BY pk DESC LIMIT $3",
             tenant, agent_id, limit)
-        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], Removed(r[5], r[6], r[7], r[8]), r[9])
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], Removed(*r[5:10]), r[10])
                 for r in rows]
 
     async def tenant_usage(self, tenant: str) -> Usage:

@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...core.forgetting import redact
+from ...core.forgetting import redact, scrub_lines
 from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
 
@@ -37,9 +37,26 @@ def audit(db: sqlite3.Connection, tenant: str, agent_id: str, actor: str, kind: 
           removed: Removed, now: float) -> None:
     db.execute(
         "INSERT INTO forget_log (tenant, agent_id, actor, kind, conversations, messages,"
-        " passages, responses, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " passages, responses, blocks, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (tenant, agent_id, actor, kind, removed.conversations, removed.messages,
-         removed.passages, removed.responses, now))
+         removed.passages, removed.responses, removed.blocks, now))
+
+
+def _scrub_blocks(db: sqlite3.Connection, agent_pk: int, words: list[str], now: float) -> int:
+    changed = 0
+    for label, value in db.execute("SELECT label, value FROM blocks WHERE agent_pk = ?",
+                                   (agent_pk,)).fetchall():
+        scrubbed = scrub_lines(words, value)
+        if scrubbed != value:
+            db.execute("UPDATE blocks SET value = ?, updated_at = ? WHERE agent_pk = ?"
+                       " AND label = ?", (scrubbed, now, agent_pk, label))
+            changed += 1
+    for pk, old, new in db.execute("SELECT pk, old_value, new_value FROM block_revisions"
+                                   " WHERE agent_pk = ?", (agent_pk,)).fetchall():
+        if (scrub_lines(words, old), scrub_lines(words, new)) != (old, new):
+            db.execute("UPDATE block_revisions SET old_value = ?, new_value = ? WHERE pk = ?",
+                       (scrub_lines(words, old), scrub_lines(words, new), pk))
+    return changed
 
 
 def _forget_messages(db: sqlite3.Connection, agent_pk: int, keys: list[tuple[str, int]],
@@ -149,11 +166,13 @@ class SQLiteForget:
 
     async def forget(self, tenant: str, agent_id: str, agent_pk: int,
                      messages: list[tuple[str, int]], passage_pks: list[int], *, actor: str,
-                     kind: str = FORGET) -> Removed:
+                     kind: str = FORGET, words: list[str] | None = None) -> Removed:
         now = time.time()
 
         def run(db: sqlite3.Connection) -> Removed:
             removed = Removed(messages=_forget_messages(db, agent_pk, messages, now))
+            if words:
+                removed.blocks = _scrub_blocks(db, agent_pk, words, now)
             for i in range(0, len(passage_pks), _BATCH):
                 part = passage_pks[i:i + _BATCH]
                 removed.passages += db.execute(
@@ -193,9 +212,9 @@ class SQLiteForget:
             params.append(agent_id)
         rows = await self._read(lambda db: db.execute(
             "SELECT pk, tenant, agent_id, actor, kind, conversations, messages, passages,"
-            f" responses, created_at FROM forget_log WHERE {where} ORDER BY pk DESC LIMIT ?",
-            (*params, limit)).fetchall())
-        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], Removed(r[5], r[6], r[7], r[8]), r[9])
+            f" responses, blocks, created_at FROM forget_log WHERE {where} ORDER BY pk DESC"
+            " LIMIT ?", (*params, limit)).fetchall())
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], Removed(*r[5:10]), r[10])
                 for r in rows]
 
     async def tenant_usage(self, tenant: str) -> Usage:
