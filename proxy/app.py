@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
         service = StatefulService(settings, store, upstream, Metrics())
         await service.embeddings.start()  # hybrid search + background embedding, if enabled
         await service.summaries.start()  # summaries of paged-out messages (docs/paging.md)
+        await service.storage.start()  # [limits] storage_mb_per_tenant, if set
         app.state.memproxy = state = AppState(settings, store, upstream, auth, service)
         expiry = expire_responses_every(store, settings.responses.ttl_days)
         retention = Retention(store, settings.retention)  # docs/forgetting.md
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> Starlette:
             await state.background_responses.aclose()
             await expiry.aclose()
             await retention.aclose()
+            await service.storage.aclose()
             await service.catalog.flush(force=True)
             await service.extractor.drain()  # fact extractions still running (docs/memory.md)
             await service.summaries.aclose()  # a summary still running stays queued

@@ -284,6 +284,9 @@ class LimitsSettings(_Section):
     agents_per_tenant: int = Field(default=0, ge=0)
     passages_per_agent: int = Field(default=0, ge=0)
     archival_inserts_per_turn: int = Field(default=0, ge=0)
+    # Measured in the background every storage_check_s (turn/storage_meter.py).
+    storage_mb_per_tenant: int = Field(default=0, ge=0)
+    storage_check_s: float = Field(default=300.0, gt=0)
 
 
 class LoggingSettings(_Section):

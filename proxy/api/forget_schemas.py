@@ -81,6 +81,8 @@ class UsageObject(_Out):
     agents: int
     passages: int
     messages: int
+    storage_bytes: int | None = Field(description="The last background measurement (with"
+                                      " storage_mb_per_tenant set; else null).")
     limits: dict[str, int]
 
 

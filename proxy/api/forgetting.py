@@ -104,11 +104,14 @@ async def forget_log(request: Request, scope: Scope) -> Response:
 async def usage(request: Request, scope: Scope) -> Response:
     counts = await scope.state.store.tenant_usage(scope.tenant)
     limits = scope.state.settings.limits
+    meter = scope.state.service.storage
     return ok({"object": "usage", "tenant": scope.tenant, "agents": counts.agents,
                "passages": counts.passages, "messages": counts.messages,
+               "storage_bytes": meter.measured.get(scope.tenant, 0) if meter.quota_mb else None,
                "limits": {"agents_per_tenant": limits.agents_per_tenant,
                           "passages_per_agent": limits.passages_per_agent,
-                          "archival_inserts_per_turn": limits.archival_inserts_per_turn}})
+                          "archival_inserts_per_turn": limits.archival_inserts_per_turn,
+                          "storage_mb_per_tenant": limits.storage_mb_per_tenant}})
 
 
 

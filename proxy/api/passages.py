@@ -55,6 +55,7 @@ async def create_passage(request: Request, scope: Scope) -> Response:
     body = await read_model(request, scope, PassageCreate)
     if any(not tag for tag in body.tags):
         raise bad_request("tags must not be empty strings", param="tags", code="invalid_body")
+    scope.state.service.storage.check(scope.tenant)
     passage = await scope.state.store.insert_passage(
         agent.pk, body.text, body.tags,
         max_passages=scope.state.settings.limits.passages_per_agent)

@@ -106,6 +106,10 @@ class ForgetStore(Protocol):
         """Erase physically what forgetting left behind (index segments, logs, dead rows)."""
         ...
 
+    async def storage_by_tenant(self) -> dict[str, int]:
+        """Every tenant's stored bytes (messages, passages, blocks); a scan, for the meter."""
+        ...
+
     async def usage_by_tenant(self) -> dict[str, tuple[int, int, int]]:
         """Every tenant's (agents, passages, messages), for /metrics."""
         ...

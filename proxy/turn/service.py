@@ -67,6 +67,7 @@ from .observers import EmbedNewRows, FlushCatalog, RecordMetrics, TurnObserver
 from .recall import recall_section, wanted
 from .request import Replay, TurnRequest
 from .session import TurnEffects, TurnSession
+from .storage_meter import StorageMeter
 from .tool_fallback import ToolFallback
 from .window import TurnWindow
 
@@ -145,6 +146,8 @@ class StatefulService:
         self._agents: dict[tuple[str, str], Agent] = {}
         self._conversations: dict[tuple[int, str], int] = {}
         self.contexts = ContextCache(settings.agent.context_cache_messages)
+        self.storage = StorageMeter(store, settings.limits.storage_mb_per_tenant,
+                                    settings.limits.storage_check_s)  # the app starts it
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
             Block(label=label, value=b.value, description=b.description, limit=b.limit,
@@ -161,6 +164,7 @@ class StatefulService:
                 "messages must contain at least one user, assistant or tool message",
                 param="messages",
             )
+        self.storage.check(request.caller.tenant)  # in memory: no round trip
         agent = await self._agent(request.caller.tenant, request.identity.agent_id)
         conversation_id = request.identity.conversation_id or await self._conversation_for(
             agent, client_messages)

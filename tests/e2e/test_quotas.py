@@ -84,3 +84,33 @@ def test_passages_per_agent_in_a_turn(make_proxy):
     assert answer.startswith("I could not update my memory") and "quota" in answer
     texts = [p["text"] for p in api.get("/v1/agents/keeper/passages").json()["data"]]
     assert texts == ["the first fact"]
+
+
+def test_storage_mb_per_tenant(make_proxy):
+    """Measured in the background (every 0.1 s here): once the tenant's bytes pass the quota,
+    its next turn and passage are refused, another tenant's are not."""
+    import time
+
+    proxy = make_proxy({**KEYS, "limits": {"storage_mb_per_tenant": 1, "storage_check_s": 0.1}})
+    a = AgentsApi.connect(proxy.url, "key-a")
+    assert a.get("/v1/usage").json()["storage_bytes"] == 0
+    big = "x" * 600_000
+    assert a.post("/v1/agents/big/passages", json={"text": big}).status_code == 404
+    assert a.post("/v1/agents", json={"id": "big"}).status_code == 201
+    assert a.post("/v1/agents/big/passages", json={"text": big}).status_code == 201
+    assert a.post("/v1/agents/big/passages", json={"text": big}).status_code == 201
+    deadline = time.monotonic() + 30
+    while a.get("/v1/usage").json()["storage_bytes"] < 1024 * 1024:
+        assert time.monotonic() < deadline, "never measured"
+        time.sleep(0.05)
+    quota_error(a.post("/v1/agents/big/passages", json={"text": "more"}),
+                "storage_mb_per_tenant")
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        proxy.client(api_key="key-a").chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Agent-Id": "big"})
+    assert caught.value.body["param"] == "storage_mb_per_tenant"
+    assert len(a.get("/v1/agents/big/passages").json()["data"]) == 2
+    proxy.client(api_key="key-b").chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"X-Agent-Id": "small"})

@@ -207,3 +207,15 @@ class PostgresForget:
         async with self.pool.acquire() as conn:
             for table in _PURGED:
                 await conn.execute(f"VACUUM {table}")
+
+    async def storage_by_tenant(self) -> dict[str, int]:
+        """Bytes of every tenant's messages, passages and blocks (one grouped scan)."""
+        rows = await self.pool.fetch(
+            "SELECT a.tenant, sum(s.n) FROM agents a JOIN ("
+            " SELECT agent_pk, sum(octet_length(data::text)) AS n FROM messages"
+            " GROUP BY agent_pk UNION ALL"
+            " SELECT agent_pk, sum(octet_length(text)) FROM passages GROUP BY agent_pk"
+            " UNION ALL"
+            " SELECT agent_pk, sum(octet_length(value)) FROM blocks GROUP BY agent_pk"
+            ") s ON s.agent_pk = a.pk GROUP BY a.tenant")
+        return {r[0]: int(r[1] or 0) for r in rows}

@@ -237,3 +237,15 @@ class SQLiteForget:
         indexes: an operator's command (`memproxy purge`), not part of every forget."""
         await self._write(_compact_index)
         await self._read(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+
+    async def storage_by_tenant(self) -> dict[str, int]:
+        """Bytes of every tenant's messages, passages and blocks (one grouped scan)."""
+        rows = await self._read(lambda db: db.execute(
+            "SELECT a.tenant, sum(s.n) FROM agents a JOIN ("
+            " SELECT agent_pk, sum(length(CAST(data AS BLOB))) AS n FROM messages"
+            " GROUP BY agent_pk UNION ALL"
+            " SELECT agent_pk, sum(length(CAST(text AS BLOB))) FROM passages GROUP BY agent_pk"
+            " UNION ALL"
+            " SELECT agent_pk, sum(length(CAST(value AS BLOB))) FROM blocks GROUP BY agent_pk"
+            ") s ON s.agent_pk = a.pk GROUP BY a.tenant").fetchall())
+        return {r[0]: int(r[1] or 0) for r in rows}
