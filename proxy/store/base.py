@@ -292,12 +292,15 @@ class AdminStore(Protocol):
         """The whole agent, read in one consistent snapshot; None if it does not exist."""
 
     async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
-                           replace: bool = False) -> Agent:
+                           replace: bool = False, max_agents: int = 0, max_passages: int = 0
+                           ) -> Agent:
         """Write `dump` as agent `agent_id` of `tenant` in one transaction, keeping seqs, flags,
         timestamps, summaries, heads and settings; each block is recorded as an "import"
         revision. AgentExistsError if the agent exists and `replace` is not set (with it, the
         old agent is deleted first, in the same transaction). Turn ids that already exist
-        elsewhere in the database are renamed consistently."""
+        elsewhere in the database are renamed consistently. Past `max_agents` of the tenant or
+        with more than `max_passages` passages (0 = no quota): 403 quota_exceeded, nothing
+        written."""
 
 
 @dataclass(frozen=True)

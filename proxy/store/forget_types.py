@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from ..errors import quota_exceeded
+
 # The kinds of the audit log.
 DELETE_CONVERSATION = "delete_conversation"
 FORGET = "forget"
@@ -61,6 +63,13 @@ class Usage:
     agents: int
     passages: int
     messages: int
+
+
+def check_import_passages(dump: Any, max_passages: int) -> None:
+    """An imported agent brings all its passages at once: more than the quota is refused
+    (inside the import's transaction, before anything is written)."""
+    if max_passages and len(dump.passages) > max_passages:
+        raise quota_exceeded("passages_per_agent", max_passages)
 
 
 class ForgetStore(Protocol):

@@ -114,3 +114,22 @@ def test_storage_mb_per_tenant(make_proxy):
     proxy.client(api_key="key-b").chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hi"}],
         extra_headers={"X-Agent-Id": "small"})
+
+
+def test_import_respects_the_quotas(make_proxy):
+    proxy = make_proxy({"limits": {"agents_per_tenant": 1, "passages_per_agent": 1}})
+    api = AgentsApi.connect(proxy.url)
+    assert api.post("/v1/agents/one/passages", json={"text": "a"}).status_code == 404
+    assert api.post("/v1/agents", json={"id": "one"}).status_code == 201
+    assert api.post("/v1/agents/one/passages", json={"text": "a"}).status_code == 201
+    document = api.get("/v1/agents/one/export").json()
+    quota_error(api.post("/v1/agents/import", params={"id": "two"}, json=document),
+                "agents_per_tenant")
+    # replacing the one agent is no new agent; two passages are over the passage quota
+    document["passages"].append(dict(document["passages"][0], text="b"))
+    quota_error(api.post("/v1/agents/import", params={"replace": "true"}, json=document),
+                "passages_per_agent")
+    assert [p["text"] for p in api.get("/v1/agents/one/passages").json()["data"]] == ["a"]
+    document["passages"].pop()
+    assert api.post("/v1/agents/import", params={"replace": "true"},
+                    json=document).status_code == 201
