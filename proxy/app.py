@@ -51,7 +51,10 @@ BASES = ["/v1", "", "/agents/{agent}/v1", "/agents/{agent}/conversations/{conver
 async def metrics_endpoint(request: Request) -> Response:
     state = request.app.state.memproxy
     metrics = state.service.metrics
-    metrics.set_tenant_usage(await state.store.usage_by_tenant())
+    try:
+        metrics.set_tenant_usage(await state.store.usage_by_tenant())
+    except Exception:  # the store down must not take the other series with it
+        log.exception("metrics: could not read usage per tenant")
     return Response(metrics.render(), media_type=metrics.content_type)
 
 

@@ -31,7 +31,8 @@ from .rest import (
 )
 
 SEARCH_PAGE = 500  # candidates per round of a query
-MAX_ROUNDS = 200  # a query forgets up to SEARCH_PAGE * MAX_ROUNDS rows per request
+MAX_CANDIDATES = 50_000  # the widest a round looks when the best candidates all miss a word
+MAX_ROUNDS = 200  # bounds one request's work; a repeat forgets the rest
 
 
 def actor(scope: Scope) -> str:
@@ -73,19 +74,22 @@ async def forget_memories(request: Request, scope: Scope) -> Response:
                                [(m.conversation_id, m.seq) for m in body.messages],
                                list(dict.fromkeys(body.passages)), actor=who,
                                words=words or None)
+    limit = SEARCH_PAGE
     for _ in range(MAX_ROUNDS if words else 0):
-        hits = await store.search_agent_messages(agent.pk, query, limit=SEARCH_PAGE)
+        # Candidates are ranked by any word: when a whole page of them misses some word, the
+        # rows holding all of them may rank below it, so the next round looks wider.
+        hits = await store.search_agent_messages(agent.pk, query, limit=limit)
         keys = [(cid, m.seq) for cid, m, _ in hits if matches_all(words, message_text(m.data))]
-        passages = []
-        if body.archival:
-            found = await store.search_passages(agent.pk, query, top_k=SEARCH_PAGE)
-            passages = [p.pk for p in found if matches_all(words, p.text)]
-        if not keys and not passages:
+        found = await store.search_passages(agent.pk, query, top_k=limit) if body.archival else []
+        passages = [p.pk for p in found if matches_all(words, p.text)]
+        full = len(hits) >= limit or len(found) >= limit
+        if keys or passages:
+            total.add(await store.forget(agent.tenant, agent.agent_id, agent.pk, keys, passages,
+                                         actor=who))
+        elif not full or limit >= MAX_CANDIDATES:
             break
-        total.add(await store.forget(agent.tenant, agent.agent_id, agent.pk, keys, passages,
-                                     actor=who))
-        if len(hits) < SEARCH_PAGE and (not body.archival or len(found) < SEARCH_PAGE):
-            break
+        else:
+            limit = min(limit * 4, MAX_CANDIDATES)
     forget(scope, agent.agent_id)
     return ok({"object": "forget.result", "agent_id": agent.agent_id,
                "removed": total.as_dict()})
