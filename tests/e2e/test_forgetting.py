@@ -195,6 +195,9 @@ def test_retention_forgets_old_messages_and_responses(make_proxy, fake_upstream,
     proxy = make_proxy(settings())
     client, api = proxy.client(), AgentsApi.connect(proxy.url)
     say(client, f"Old news about {SECRET}", "c1")
+    stored = proxy.client(base_url=f"{proxy.url}/agents/{AGENT}/v1").responses.create(
+        model=MODEL, input=f"Responses API news about {SECRET}")
+    assert proxy.http().get(f"/v1/responses/{stored.id}").status_code == 200
     proxy.stop()
     # a second server whose retention keeps messages 0.5 s, checking every 0.1 s
     later = make_proxy(settings(retention={"messages_days": 0.5 / 86400, "interval_s": 0.1,
@@ -202,6 +205,7 @@ def test_retention_forgets_old_messages_and_responses(make_proxy, fake_upstream,
     api = AgentsApi.connect(later.url)
     wait_until(lambda: rows_holding(database_url, SECRET) == [])
     nothing_of(api, database_url, SECRET)
+    assert later.http().get(f"/v1/responses/{stored.id}").status_code == 404
     log = api.get("/v1/forget-log").json()["data"]
     assert log and log[-1]["kind"] == "retention" and log[-1]["actor"] == "retention"
     # an agent's own setting overrides: 0 keeps forever
