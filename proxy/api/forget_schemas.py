@@ -3,11 +3,13 @@ Like schemas.py: strict request bodies, response models for `/openapi.json` only
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_FORGET_ITEMS = 10_000
+MAX_SEQ = 2**31 - 1  # a message seq is a 32-bit integer on Postgres
+MAX_PK = 2**63 - 1  # a passage id a 64-bit one
 
 
 class _Body(BaseModel):
@@ -20,7 +22,7 @@ class _Out(BaseModel):
 
 class MessageKey(_Body):
     conversation_id: str = Field(min_length=1, max_length=200)
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_SEQ)
 
 
 class ForgetRequest(_Body):
@@ -30,7 +32,8 @@ class ForgetRequest(_Body):
     query: str | None = Field(None, max_length=2000, description=(
         "Forget every message and passage whose text holds all the words of this."))
     messages: list[MessageKey] = Field(default_factory=list, max_length=MAX_FORGET_ITEMS)
-    passages: list[int] = Field(default_factory=list, max_length=MAX_FORGET_ITEMS)
+    passages: list[Annotated[int, Field(ge=1, le=MAX_PK)]] = Field(
+        default_factory=list, max_length=MAX_FORGET_ITEMS)
     archival: bool = Field(True, description="Also forget passages matching `query`.")
 
 

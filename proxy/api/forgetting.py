@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core.forgetting import matches_all, query_words
+from ..core.identity import validate_id
 from ..core.messages import message_text
 from ..errors import ProxyError, bad_request
 from .forget_schemas import ForgetRequest
@@ -62,6 +63,11 @@ async def forget_memories(request: Request, scope: Scope) -> Response:
     agent = await load_agent(request, scope)
     body = await read_model(request, scope, ForgetRequest)
     query = (body.query or "").strip()
+    if "\x00" in query:
+        raise bad_request("query must not contain NUL characters", param="query",
+                          code="invalid_parameter")
+    for key in body.messages:
+        validate_id(key.conversation_id, "conversation_id")
     words = query_words(query)
     if body.query is not None and not words:
         raise bad_request("query must hold at least one word", param="query",

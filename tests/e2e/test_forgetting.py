@@ -182,7 +182,12 @@ def test_forget_rejects_bad_bodies(setup):
     say(client, "hello", "c1")
     for body, code in (({}, "invalid_parameter"), ({"query": "?!"}, "invalid_parameter"),
                        ({"query": 3}, None), ({"messages": [{"conversation_id": "c1"}]}, None),
-                       ({"what": 1}, None)):
+                       ({"what": 1}, None), ({"passages": [2**70]}, None),
+                       ({"passages": [0]}, None),
+                       ({"messages": [{"conversation_id": "c1", "seq": 2**40}]}, None),
+                       ({"messages": [{"conversation_id": "c\u0000", "seq": 1}]}, None),
+                       ({"messages": [{"conversation_id": "a b/c", "seq": 1}]}, None),
+                       ({"query": "dog\u0000"}, "invalid_parameter")):
         response = api.post(f"/v1/agents/{AGENT}/forget", json=body)
         assert response.status_code == 400, (body, response.text)
         if code:
