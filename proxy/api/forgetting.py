@@ -15,7 +15,6 @@ from starlette.responses import Response
 
 from ..core.forgetting import matches_all, query_words
 from ..core.identity import validate_id
-from ..core.messages import message_text
 from ..errors import ProxyError, bad_request
 from .forget_schemas import ForgetRequest
 from .rest import (
@@ -82,10 +81,10 @@ async def forget_memories(request: Request, scope: Scope) -> Response:
                                words=words or None)
     limit = SEARCH_PAGE
     for _ in range(MAX_ROUNDS if words else 0):
-        # Candidates are ranked by any word: when a whole page of them misses some word, the
-        # rows holding all of them may rank below it, so the next round looks wider.
-        hits = await store.search_agent_messages(agent.pk, query, limit=limit)
-        keys = [(cid, m.seq) for cid, m, _ in hits if matches_all(words, message_text(m.data))]
+        # Candidates match any word: when a whole page of them misses some word, the rows
+        # holding all of them may be past it, so the next round looks wider.
+        hits = await store.forget_candidates(agent.pk, query, limit)
+        keys = [(cid, seq) for cid, seq, text in hits if matches_all(words, text)]
         found = await store.search_passages(agent.pk, query, top_k=limit) if body.archival else []
         passages = [p.pk for p in found if matches_all(words, p.text)]
         full = len(hits) >= limit or len(found) >= limit

@@ -90,6 +90,12 @@ class ForgetStore(Protocol):
         their revisions, in one transaction, recorded in the audit log (core/forgetting.py)."""
         ...
 
+    async def forget_candidates(self, agent_pk: int, query: str, limit: int
+                                ) -> list[tuple[str, int, str]]:
+        """(conversation id, seq, text) of not-yet-forgotten messages the full-text index
+        matches for any word of `query`, superseded ones included; unranked."""
+        ...
+
     async def expired_messages(self, agent_pk: int, before: float, limit: int
                                ) -> list[tuple[str, int]]:
         """Up to `limit` of the agent's messages written before `before`, not yet forgotten."""

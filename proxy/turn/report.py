@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from .. import tokens
-
 from ..core.identity import DEFAULT_CONVERSATION
 from ..core.prompts import MemoryStats, render_system
 from ..core.tools import MEMORY_TOOLS

@@ -263,3 +263,18 @@ def test_forget_removes_what_memory_blocks_wrote_down(setup, database_url, fake_
     nothing_of(api, database_url, SECRET)
     say(client, "What is my name?", "c1")
     assert SECRET not in json.dumps(fake_upstream.last.json)
+
+
+def test_forget_reaches_superseded_messages(setup, database_url):
+    """A chat UI that edits its first message supersedes the old branch: search no longer
+    shows it, the export and the database still hold it, and forgetting must reach it."""
+    proxy, client, api = setup
+    headers = {"X-Agent-Id": AGENT, "X-Conversation-Id": "edited"}
+    client.chat.completions.create(model=MODEL, extra_headers=headers, messages=[
+        {"role": "user", "content": f"Tell me about {SECRET}"}])
+    client.chat.completions.create(model=MODEL, extra_headers=headers, messages=[
+        {"role": "user", "content": "Tell me about cats"}])
+    assert SECRET in json.dumps(api.get(f"/v1/agents/{AGENT}/export").json())
+    removed = api.post(f"/v1/agents/{AGENT}/forget", json={"query": SECRET}).json()["removed"]
+    assert removed["messages"] == 2
+    nothing_of(api, database_url, SECRET)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.forgetting import redact, scrub_lines
 from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
+from .search import tsquery_text
 from .sql import rows_changed
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class PostgresForget:
 
     if TYPE_CHECKING:  # provided by PostgresStore
         pool: asyncpg.Pool
+        fts_config: str
 
         def _transaction(self) -> Any: ...
 
@@ -219,3 +221,19 @@ class PostgresForget:
             " SELECT agent_pk, sum(octet_length(value)) FROM blocks GROUP BY agent_pk"
             ") s ON s.agent_pk = a.pk GROUP BY a.tenant")
         return {r[0]: int(r[1] or 0) for r in rows}
+
+    async def forget_candidates(self, agent_pk: int, query: str, limit: int
+                                ) -> list[tuple[str, int, str]]:
+        """(conversation id, seq, text) of up to `limit` of the agent's not-yet-forgotten
+        messages whose search vector matches any word of `query`, superseded ones included
+        (internal steps have no vector: they go with their turn's visible messages), unranked."""
+        text = tsquery_text(query)
+        if text is None:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT c.conversation_id, m.seq, m.text FROM messages m"
+            " JOIN conversations c ON c.pk = m.conversation_pk"
+            f" WHERE m.agent_pk = $1 AND m.tsv @@ (websearch_to_tsquery('{self.fts_config}',"
+            " memproxy_fold($2)) && memproxy_scope_query($1)) AND m.forgotten_at IS NULL"
+            " LIMIT $3", agent_pk, text, limit)
+        return [(r[0], r[1], r[2]) for r in rows]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.forgetting import redact, scrub_lines
 from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
+from .fts import message_match
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -141,6 +142,7 @@ class SQLiteForget:
     if TYPE_CHECKING:  # provided by SQLiteStore
         async def _read(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         async def _write(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+        async def _index_pending(self) -> None: ...
 
     async def delete_conversation(self, tenant: str, agent_id: str, agent_pk: int,
                                   conversation_id: str, actor: str) -> Removed | None:
@@ -249,3 +251,19 @@ class SQLiteForget:
             " SELECT agent_pk, sum(length(CAST(value AS BLOB))) FROM blocks GROUP BY agent_pk"
             ") s ON s.agent_pk = a.pk GROUP BY a.tenant").fetchall())
         return {r[0]: int(r[1] or 0) for r in rows}
+
+    async def forget_candidates(self, agent_pk: int, query: str, limit: int
+                                ) -> list[tuple[str, int, str]]:
+        """(conversation id, seq, text) of up to `limit` of the agent's not-yet-forgotten
+        messages the full-text index matches for any word of `query`: every row, superseded
+        and internal ones too (search shows neither), unranked."""
+        expr = message_match(query, agent_pk)
+        if expr is None:
+            return []
+        await self._index_pending()
+        return await self._read(lambda db: db.execute(
+            "SELECT c.conversation_id, m.seq, m.text FROM messages_fts"
+            " CROSS JOIN messages m ON m.pk = messages_fts.rowid"
+            " JOIN conversations c ON c.pk = m.conversation_pk"
+            " WHERE messages_fts MATCH ? AND m.forgotten_at IS NULL LIMIT ?",
+            (expr, limit)).fetchall())
