@@ -30,6 +30,7 @@ from .obs.logs import cap_content_loggers
 from .obs.metrics import Metrics
 from .store import open_store
 from .turn import StatefulService
+from .turn.retention import Retention
 from .ui import ui_routes
 from .upstream import UpstreamClient
 from .upstream.http11.transport import lean_transport
@@ -50,7 +51,12 @@ BASES = ["/v1", "", "/agents/{agent}/v1", "/agents/{agent}/conversations/{conver
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    metrics = request.app.state.memproxy.service.metrics
+    state = request.app.state.memproxy
+    metrics = state.service.metrics
+    try:
+        metrics.set_tenant_usage(await state.store.usage_by_tenant())
+    except Exception:  # the store down must not take the other series with it
+        log.exception("metrics: could not read usage per tenant")
     return Response(metrics.render(), media_type=metrics.content_type)
 
 
@@ -75,8 +81,11 @@ def create_app(settings: Settings) -> Starlette:
         service = StatefulService(settings, store, upstream, Metrics())
         await service.embeddings.start()  # hybrid search + background embedding, if enabled
         await service.summaries.start()  # summaries of paged-out messages (docs/paging.md)
+        await service.storage.start()  # [limits] storage_mb_per_tenant, if set
         app.state.memproxy = state = AppState(settings, store, upstream, auth, service)
         expiry = expire_responses_every(store, settings.responses.ttl_days)
+        retention = Retention(store, settings.retention)  # docs/forgetting.md
+        retention.start()
         tune_gc()  # after start-up: see gc_tuning.py
         if upstream.resolve_key(None) is None and not settings.upstream.forward_client_key:
             log.warning(
@@ -93,6 +102,8 @@ def create_app(settings: Settings) -> Starlette:
             await inflight.wait_idle(SHUTDOWN_UNWIND_S)
             await state.background_responses.aclose()
             await expiry.aclose()
+            await retention.aclose()
+            await service.storage.aclose()
             await service.catalog.flush(force=True)
             await service.extractor.drain()  # fact extractions still running (docs/memory.md)
             await service.summaries.aclose()  # a summary still running stays queued

@@ -291,6 +291,14 @@ class LimitsSettings(_Section):
     # Per API key (per tenant on an open server), per process; 0 = no limit.
     requests_per_minute: int = Field(default=0, ge=0)
     concurrent_turns: int = Field(default=0, ge=0)
+    # Per-tenant quotas (docs/forgetting.md, "Quotas"); 0 = off. Checked inside the write
+    # transaction that would go over them, so a burst cannot overshoot.
+    agents_per_tenant: int = Field(default=0, ge=0)
+    passages_per_agent: int = Field(default=0, ge=0)
+    archival_inserts_per_turn: int = Field(default=0, ge=0)
+    # Measured in the background every storage_check_s (turn/storage_meter.py).
+    storage_mb_per_tenant: int = Field(default=0, ge=0)
+    storage_check_s: float = Field(default=300.0, gt=0)
 
 
 class LoggingSettings(_Section):
@@ -347,6 +355,16 @@ class ResponsesSettings(_Section):
     max_chain: int = Field(default=10_000, ge=1)
 
 
+class RetentionSettings(_Section):
+    """Forgetting old data in the background (docs/forgetting.md); 0 = keep forever. An agent's
+    settings `retention_messages_days` / `retention_responses_days` override these."""
+
+    messages_days: float = Field(default=0.0, ge=0)
+    responses_days: float = Field(default=0.0, ge=0)
+    interval_s: float = Field(default=3600.0, gt=0)  # how often the job runs
+    batch: int = Field(default=500, ge=1, le=10_000)  # messages per transaction
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -361,6 +379,7 @@ class Settings(_Section):
     embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
     ab: ABSettings = Field(default_factory=ABSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("models")
     @classmethod

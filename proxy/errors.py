@@ -150,3 +150,11 @@ def validation_error(exc: ValidationError, prefix: str = "") -> ProxyError:
     field = _field((*((prefix,) if prefix else ()), *first["loc"])) or None
     reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
     return bad_request(f"{field or 'body'}: {reason}", param=field, code="invalid_body")
+
+
+def quota_exceeded(quota: str, limit: int) -> ProxyError:
+    """A per-tenant quota (`[limits] quota`) would be exceeded: 403 `quota_exceeded`, nothing
+    written (docs/forgetting.md, "Quotas"). Not a 429: waiting does not help, so SDKs must not
+    retry it."""
+    return ProxyError(403, f"quota exceeded: at most {limit} ({quota.replace('_', ' ')})",
+                      code="quota_exceeded", param=quota)

@@ -82,7 +82,9 @@ async def create_agent(request: Request, scope: Scope) -> Response:
     service = scope.state.service
     blocks = service.default_blocks if body.blocks is None else checked_blocks(
         [Block(b.label, b.value, b.description, b.limit, b.read_only) for b in body.blocks])
-    agent = await scope.state.store.create_agent(scope.tenant, agent_id, blocks, body.settings)
+    agent = await scope.state.store.create_agent(
+        scope.tenant, agent_id, blocks, body.settings,
+        max_agents=scope.state.settings.limits.agents_per_tenant)
     if agent is None:
         raise ProxyError(409, f"agent {agent_id!r} already exists", code="conflict",
                          param="id")

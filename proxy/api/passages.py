@@ -55,7 +55,10 @@ async def create_passage(request: Request, scope: Scope) -> Response:
     body = await read_model(request, scope, PassageCreate)
     if any(not tag for tag in body.tags):
         raise bad_request("tags must not be empty strings", param="tags", code="invalid_body")
-    passage = await scope.state.store.insert_passage(agent.pk, body.text, body.tags)
+    scope.state.service.storage.check(scope.tenant)
+    passage = await scope.state.store.insert_passage(
+        agent.pk, body.text, body.tags,
+        max_passages=scope.state.settings.limits.passages_per_agent)
     scope.state.service.embeddings.notify(agent.pk)  # embed it in the background, if enabled
     return ok(views.passage_object(passage), 201)
 

@@ -42,9 +42,12 @@ async def import_agent(request: Request, scope: Scope) -> Response:
         raise bad_request("the document names no agent id; pass ?id=", param="id",
                           code="invalid_id")
     validate_id(agent_id, "id")
+    limits = scope.state.settings.limits
+    scope.state.service.storage.check(scope.tenant)
     try:
-        agent = await scope.state.store.import_agent(scope.tenant, agent_id, dump,
-                                                     replace=replace)
+        agent = await scope.state.store.import_agent(
+            scope.tenant, agent_id, dump, replace=replace, max_agents=limits.agents_per_tenant,
+            max_passages=limits.passages_per_agent)
     except AgentExistsError:
         raise ProxyError(409, f"agent {agent_id!r} already exists; pass ?replace=true to"
                          " overwrite it or ?id= to import under another id", code="conflict",

@@ -9,7 +9,17 @@ from typing import Any
 from starlette.routing import Route
 
 from ..portable.document import AgentDocument
-from . import agent_messages, agents, blocks, passages, portable_routes, schemas, transcripts
+from . import (
+    agent_messages,
+    agents,
+    blocks,
+    forget_schemas,
+    forgetting,
+    passages,
+    portable_routes,
+    schemas,
+    transcripts,
+)
 from .endpoints import Endpoint, Param, PathParams
 from .letta_schemas import LETTA_STREAM, LettaMessagesRequest, LettaResponse
 from .openapi import openapi_endpoint
@@ -73,6 +83,26 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", f"{A}/conversations", transcripts.list_conversations,
              "Conversations, newest activity first", schemas.ConversationList,
              tag="transcripts", query=(TENANT,)),
+    Endpoint("DELETE", f"{A}/conversations/{{conversation}}", forgetting.delete_conversation,
+             "Delete a conversation and everything of it (messages, index and vector rows,"
+             " turns, summaries, its stored responses); audited",
+             forget_schemas.ConversationDeleted, tag="forgetting", query=(TENANT,)),
+    Endpoint("POST", f"{A}/forget", forgetting.forget_memories,
+             "Forget messages and passages by query (all its words) or by id: their text,"
+             " index and vector rows go; audited without the content",
+             forget_schemas.ForgetResult, body=(forget_schemas.ForgetRequest,),
+             tag="forgetting", query=(TENANT,)),
+    Endpoint("GET", "/v1/forget-log", forgetting.forget_log,
+             "The audit log of deletes, forgets and retention, newest first (counts only)",
+             forget_schemas.AuditList, tag="forgetting", query=(
+                 Param("agent_id", {"type": "string"}, "Only this agent's entries."),
+                 _limit(100), TENANT)),
+    Endpoint("POST", "/v1/purge", forgetting.purge,
+             "Admin only: erase forgotten text left in index segments, logs and dead rows",
+             forget_schemas.Purged, body_required=False, tag="forgetting"),
+    Endpoint("GET", "/v1/usage", forgetting.usage,
+             "The tenant's counts and quotas (no content)", forget_schemas.UsageObject,
+             tag="forgetting", query=(TENANT,)),
     Endpoint("GET", f"{A}/conversations/{{conversation}}/messages", transcripts.list_messages,
              "A page of messages, or full-text hits with ?query=", schemas.MessageList,
              tag="transcripts", query=(

@@ -15,7 +15,7 @@ import sys
 
 from .. import __version__
 from ..config import ConfigError, load_settings, unknown_variables
-from . import ab, agents, chat, keys, load, memory, messages, migrate, serve, transfer
+from . import ab, agents, chat, forget, keys, load, memory, messages, migrate, serve, transfer
 from .client import connect
 from .common import CLI_VARIABLES, CONFIG_ENV, CliError, connection_parent, json_parent
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(sub, connection, json_out)
     memory.register(sub, connection, json_out)
     messages.register(sub, connection, json_out)
+    forget.register(sub, connection, json_out)
     transfer.register(sub, connection)
     load.register(sub, connection)
     chat.register(sub, connection)

@@ -171,6 +171,9 @@ class MemoryState:
     changed: set[str] = field(default_factory=set)
     new_passages: list[tuple[str, list[str]]] = field(default_factory=list)
     revisions: list[BlockRevision] = field(default_factory=list)  # every edit, in order
+    # The most passages this turn may add ([limits] archival_inserts_per_turn, and the room
+    # left under passages_per_agent when the turn started); None = no quota.
+    passage_quota: int | None = None
 
     @classmethod
     def of(cls, blocks: list[Block]) -> MemoryState:
@@ -273,6 +276,9 @@ def core_memory_replace(state: MemoryState, args: dict[str, Any]) -> str:
 
 def archival_memory_insert(state: MemoryState, args: dict[str, Any]) -> str:
     content = _require_str(args, "content")
+    if state.passage_quota is not None and len(state.new_passages) >= state.passage_quota:
+        raise ToolError(f"archival memory quota reached ({state.passage_quota} more passages"
+                        " allowed in this turn); nothing saved")
     state.new_passages.append((content, _tags(args) or []))
     return "OK: saved to archival memory."
 

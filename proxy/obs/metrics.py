@@ -100,6 +100,21 @@ class Metrics:
             ["reason"], registry=r,
         )
 
+        # Per-tenant usage (docs/forgetting.md, "Quotas"): counts read from the store at
+        # each scrape (one grouped query over the agents table), never content.
+        self.tenant_usage = Gauge(
+            "memproxy_tenant_usage", "A tenant's agents, archival passages and messages.",
+            ["tenant", "kind"], registry=r,
+        )
+
+    def set_tenant_usage(self, usage: dict[str, tuple[int, int, int]]) -> None:
+        """`usage`: tenant -> (agents, passages, messages); tenants gone are dropped."""
+        self.tenant_usage.clear()
+        for tenant, (agents, passages, messages) in usage.items():
+            self.tenant_usage.labels(tenant, "agents").set(agents)
+            self.tenant_usage.labels(tenant, "passages").set(passages)
+            self.tenant_usage.labels(tenant, "messages").set(messages)
+
     # proxy.upstream.UpstreamObserver, so the upstream client reports here
     def upstream_failure(self, upstream: str, kind: str) -> None:
         self.upstream_failures.labels(upstream, kind).inc()

@@ -31,6 +31,7 @@ from ..core.types import (
     TurnState,
 )
 from .admin_types import AgentDump, AgentStats, ConversationStats
+from .forget_types import ForgetStore
 from .response_types import ApiConversation, StoredResponse
 from .summary_jobs import SummaryJobStore, SummaryWork
 
@@ -61,9 +62,10 @@ class TurnStore(Protocol):
         keep one turn at a time per conversation. Closed with the store."""
 
     async def ensure_agent(
-        self, tenant: str, agent_id: str, default_blocks: list[Block]
+        self, tenant: str, agent_id: str, default_blocks: list[Block], *, max_agents: int = 0
     ) -> Agent:
-        """Return the agent, creating it with `default_blocks` if it does not exist."""
+        """Return the agent, creating it with `default_blocks` if it does not exist; creating
+        one past `max_agents` of its tenant (0 = no quota) raises 403 quota_exceeded."""
 
     async def update_agent_settings(self, agent_pk: int, settings: dict) -> None:
         """Replace the agent's settings document (what memproxy learned, operator choices)."""
@@ -218,7 +220,7 @@ class AdminStore(Protocol):
 
     async def create_agent(
         self, tenant: str, agent_id: str, blocks: list[Block], settings: dict,
-        *, source: str = "api",
+        *, source: str = "api", max_agents: int = 0,
     ) -> Agent | None:
         """Create the agent with these blocks and settings; None if it already exists. Blocks
         with a value are recorded as revisions from "" with `source`."""
@@ -273,7 +275,11 @@ class AdminStore(Protocol):
         Turns the hits of any search backend (full-text or hybrid) into whole rows for the
         REST API (proxy/api/transcripts.py)."""
 
-    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage: ...
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str], *,
+                             max_passages: int = 0) -> Passage:
+        """Add a passage; past `max_passages` of the agent (0 = no quota) 403 quota_exceeded,
+        checked in the inserting transaction."""
+        ...
 
     async def list_passages_page(
         self, agent_pk: int, *, tags: list[str] | None = None, limit: int = 100, offset: int = 0
@@ -286,12 +292,15 @@ class AdminStore(Protocol):
         """The whole agent, read in one consistent snapshot; None if it does not exist."""
 
     async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
-                           replace: bool = False) -> Agent:
+                           replace: bool = False, max_agents: int = 0, max_passages: int = 0
+                           ) -> Agent:
         """Write `dump` as agent `agent_id` of `tenant` in one transaction, keeping seqs, flags,
         timestamps, summaries, heads and settings; each block is recorded as an "import"
         revision. AgentExistsError if the agent exists and `replace` is not set (with it, the
         old agent is deleted first, in the same transaction). Turn ids that already exist
-        elsewhere in the database are renamed consistently."""
+        elsewhere in the database are renamed consistently. Past `max_agents` of the tenant or
+        with more than `max_passages` passages (0 = no quota): 403 quota_exceeded, nothing
+        written."""
 
 
 @dataclass(frozen=True)
@@ -400,7 +409,7 @@ class ResponseStore(Protocol):
 
 
 class Store(StoreLifecycle, TurnStore, LookupStore, SearchStore, AdminStore, ApiKeyStore,
-            ModelStatsStore, ResponseStore, SummaryJobStore, Protocol):
+            ModelStatsStore, ResponseStore, SummaryJobStore, ForgetStore, Protocol):
     """Every role at once: what a backend implements (SQLiteStore, PostgresStore) and what the
     app holds. Code that needs one role takes that role, so that a test fake implements only
     that role's methods."""

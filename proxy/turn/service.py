@@ -31,6 +31,7 @@ from ..core.prompts import (
     client_system_text,
     render_system,
 )
+from ..core.quotas import passage_quota
 from ..core.recall import user_text
 from ..core.tools import MemoryState, ToolContext, memory_tools_for
 from ..core.types import (
@@ -66,6 +67,7 @@ from .observers import EmbedNewRows, FlushCatalog, RecordMetrics, TurnObserver
 from .recall import recall_section, wanted
 from .request import Replay, TurnRequest
 from .session import TurnEffects, TurnSession
+from .storage_meter import StorageMeter
 from .tool_fallback import ToolFallback
 from .window import TurnWindow
 
@@ -144,6 +146,8 @@ class StatefulService:
         self._agents: dict[tuple[str, str], Agent] = {}
         self._conversations: dict[tuple[int, str], int] = {}
         self.contexts = ContextCache(settings.agent.context_cache_messages)
+        self.storage = StorageMeter(store, settings.limits.storage_mb_per_tenant,
+                                    settings.limits.storage_check_s)  # the app starts it
         self.base_instructions = settings.agent.base_instructions or BASE_INSTRUCTIONS
         self.default_blocks = [
             Block(label=label, value=b.value, description=b.description, limit=b.limit,
@@ -160,6 +164,7 @@ class StatefulService:
                 "messages must contain at least one user, assistant or tool message",
                 param="messages",
             )
+        self.storage.check(request.caller.tenant)  # in memory: no round trip
         agent = await self._agent(request.caller.tenant, request.identity.agent_id)
         conversation_id = request.identity.conversation_id or await self._conversation_for(
             agent, client_messages)
@@ -205,7 +210,9 @@ class StatefulService:
         key = (tenant, agent_id)
         agent = self._agents.get(key)
         if agent is None:
-            agent = await self.store.ensure_agent(tenant, agent_id, self.default_blocks)
+            agent = await self.store.ensure_agent(
+                tenant, agent_id, self.default_blocks,
+                max_agents=self.settings.limits.agents_per_tenant)
             if len(self._agents) >= ID_CACHE_SIZE:
                 self._agents.clear()
                 self._conversations.clear()
@@ -365,6 +372,8 @@ class StatefulService:
                 await self.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
             raise
         memory = MemoryState.of(stored.state.blocks)
+        memory.passage_quota = passage_quota(self.settings.limits,
+                                             stored.state.archival_passages)
         upstream = ToolFallback(self.upstream, self.catalog, request.model, client_tools,
                                 tools=tools_ok, on_switch=lambda: system_for(False))
         loop = TurnLoop(

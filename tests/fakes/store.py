@@ -42,6 +42,7 @@ from proxy.core.types import (
     TurnResult,
     TurnState,
 )
+from proxy.errors import quota_exceeded
 from tests.fakes.summary_jobs import InMemorySummaryJobs
 
 T = TypeVar("T")
@@ -104,11 +105,13 @@ class InMemoryTurnStore(InMemorySummaryJobs):
 
     # --- agents and conversations ---------------------------------------------------------
     async def ensure_agent(self, tenant: str, agent_id: str,
-                           default_blocks: list[Block]) -> Agent:
+                           default_blocks: list[Block], *, max_agents: int = 0) -> Agent:
         self._called("ensure_agent")
         for agent in self.agents.values():
             if (agent.tenant, agent.agent_id) == (tenant, agent_id):
                 return _copy(agent)
+        if max_agents and sum(a.tenant == tenant for a in self.agents.values()) >= max_agents:
+            raise quota_exceeded("agents_per_tenant", max_agents)
         now = time.time()
         agent = Agent(next(self._pks), tenant, agent_id, now, {})
         self.agents[agent.pk] = agent

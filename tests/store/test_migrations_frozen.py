@@ -51,6 +51,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     10: ("background summary jobs",
          "fb9a6ecb81635223f197cd5886ee1acf03787d1e2dce29fb751cc2fc8951ab52",
          "76f5d8e8ee9dc52ba6086994bf3f976e4736dda2db19c03ca11b4a291a97fcbf"),
+    11: ("forgetting",
+         "f7b509ac1ca5eac84e8f831e35caf7d9c81098ff40b0bef17112965605b03388",
+         "888773fb6db5b3887356376c799ef52c860aae72b74fcc1973a7bd80d1203eb0"),
 }
 
 

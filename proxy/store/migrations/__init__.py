@@ -36,6 +36,7 @@ from . import (
     v8_responses,
     v9_message_names_searchable,
     v10_summary_jobs,
+    v11_forgetting,
 )
 
 
@@ -78,6 +79,8 @@ MIGRATIONS: list[Migration] = [
                "postgres": v9_message_names_searchable.POSTGRES}),
     Migration(10, "background summary jobs",
               {"sqlite": v10_summary_jobs.SQLITE, "postgres": v10_summary_jobs.POSTGRES}),
+    Migration(11, "forgetting",
+              {"sqlite": v11_forgetting.SQLITE, "postgres": v11_forgetting.POSTGRES}),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
 from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
+from .forget import check_agent_quota
 from .search import conversation_search_sql, message_search_sql
 from .sql import (
     AGENT,
@@ -108,9 +109,11 @@ class PostgresAdminMixin:
         return {r[0]: AgentStats(r[1], r[2], r[3]) for r in rows}
 
     async def create_agent(self, tenant: str, agent_id: str, blocks: list[Block],
-                           settings: dict[str, Any], *, source: str = "api") -> Agent | None:
+                           settings: dict[str, Any], *, source: str = "api",
+                           max_agents: int = 0) -> Agent | None:
         now = time.time()
         async with self._transaction() as conn:
+            await check_agent_quota(conn, tenant, agent_id, max_agents)
             pk = await conn.fetchval(
                 "INSERT INTO agents (tenant, agent_id, created_at, settings)"
                 " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (tenant, agent_id) DO NOTHING"

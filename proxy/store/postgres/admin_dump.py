@@ -22,7 +22,9 @@ from ..admin_types import (
     import_revisions,
     turn_renames,
 )
+from ..forget_types import check_import_passages
 from .admin import INSERT_REVISIONS, block_row, revision_arrays, snapshot
+from .forget import check_agent_quota
 from .sql import (
     AGENT,
     MSG,
@@ -125,7 +127,10 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 async def _import(conn: asyncpg.Connection, tenant: str, agent_id: str, dump: AgentDump,
-                  replace: bool, now: float) -> Agent:
+                  replace: bool, now: float, max_agents: int = 0, max_passages: int = 0
+                  ) -> Agent:
+    await check_agent_quota(conn, tenant, agent_id, max_agents)
+    check_import_passages(dump, max_passages)
     old_pk = await conn.fetchval("SELECT pk FROM agents WHERE tenant = $1 AND agent_id = $2"
                                  " FOR UPDATE", tenant, agent_id)
     old_values: dict[str, str] = {}
@@ -195,11 +200,13 @@ class PostgresDumpMixin:
             return await _export(conn, agent_pk)
 
     async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
-                           replace: bool = False) -> Agent:
+                           replace: bool = False, max_agents: int = 0, max_passages: int = 0
+                           ) -> Agent:
         """One transaction; a large import then has its tables analyzed in the background
         (statistics.py): until then a turn would plan with no or stale statistics."""
         async with self._transaction() as conn:
-            agent = await _import(conn, tenant, agent_id, dump, replace, time.time())
+            agent = await _import(conn, tenant, agent_id, dump, replace, time.time(),
+                                  max_agents, max_passages)
         conversations = dump.conversations
         self.statistics.wrote({
             "agents": 1, "blocks": len(dump.blocks), "block_revisions": len(dump.revisions),

@@ -37,10 +37,12 @@ from ...core.types import (
     Passage,
     StoredMessage,
 )
+from ...errors import quota_exceeded
 from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
+from .forget import PostgresForget, check_agent_quota
 from .held_leases import HeldLeases
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql
@@ -103,9 +105,12 @@ class _Connection(asyncpg.Connection):
         return ""
 
 
+_INSERT_PASSAGE = ("INSERT INTO passages (agent_pk, text, tags, created_at)"
+                   " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk")
+
 class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                     PostgresDumpMixin, PostgresVectors, PostgresResponsesMixin,
-                    PostgresSummaryJobs):
+                    PostgresSummaryJobs, PostgresForget):
     """`Store` on a Postgres database. Create, then `await store.open()`.
 
     The turn calls (turns.py), the operator API (agents REST, block history,
@@ -216,7 +221,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                                     tenant, agent_id)
         return None if row is None else agent_row(row)
 
-    async def ensure_agent(self, tenant: str, agent_id: str, default_blocks: list[Block]) -> Agent:
+    async def ensure_agent(self, tenant: str, agent_id: str, default_blocks: list[Block], *,
+                           max_agents: int = 0) -> Agent:
         """Read first; create race-free only if missing (INSERT ... ON CONFLICT DO NOTHING
         decides the winner, and only the creating call inserts the default blocks)."""
         agent = await self.get_agent(tenant, agent_id)
@@ -224,6 +230,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             return agent
         now = time.time()
         async with self._transaction() as conn:
+            await check_agent_quota(conn, tenant, agent_id, max_agents)
             pk = await conn.fetchval(
                 "INSERT INTO agents (tenant, agent_id, created_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (tenant, agent_id) DO NOTHING RETURNING pk", tenant, agent_id, now)
@@ -354,11 +361,20 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             await self._execute(RELEASE_LEASE, conversation_pk, owner)
 
     # --- archival memory ------------------------------------------------------------------
-    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage:
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str], *,
+                             max_passages: int = 0) -> Passage:
         now, text, tags = time.time(), clean(text), strip_nul(list(tags))
-        pk = await self.pool.fetchval(
-            "INSERT INTO passages (agent_pk, text, tags, created_at)"
-            " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk", agent_pk, text, dumps(tags), now)
+        args = (agent_pk, text, dumps(tags), now)
+        if not max_passages:  # no quota: one statement, no transaction round trips
+            pk = await self.pool.fetchval(_INSERT_PASSAGE, *args)
+        else:
+            async with self._transaction() as conn:
+                # the agent row locked: concurrent inserts are counted one after the other
+                count = await conn.fetchval(
+                    "SELECT passage_count FROM agents WHERE pk = $1 FOR UPDATE", agent_pk)
+                if count is not None and count >= max_passages:
+                    raise quota_exceeded("passages_per_agent", max_passages)
+                pk = await conn.fetchval(_INSERT_PASSAGE, *args)
         self.statistics.wrote({"passages": 1})  # `memproxy load` stores files this way
         return Passage(pk=pk, text=text, tags=tags, created_at=now)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
 from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
 from . import rows as core
+from .forget import check_agent_quota
 from .fts import MESSAGE_BM25, message_match, message_search_sql
 
 if TYPE_CHECKING:
@@ -105,10 +106,12 @@ class SQLiteAdminMixin:
         return {r[0]: AgentStats(r[1], r[2], r[3]) for r in rows}
 
     async def create_agent(self, tenant: str, agent_id: str, blocks: list[Block],
-                           settings: dict[str, Any], *, source: str = "api") -> Agent | None:
+                           settings: dict[str, Any], *, source: str = "api",
+                           max_agents: int = 0) -> Agent | None:
         now = time.time()
 
         def run(db: sqlite3.Connection) -> Agent | None:
+            check_agent_quota(db, tenant, agent_id, max_agents)
             cur = db.execute(
                 "INSERT INTO agents (tenant, agent_id, created_at, settings) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (tenant, agent_id) DO NOTHING",

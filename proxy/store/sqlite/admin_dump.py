@@ -22,8 +22,10 @@ from ..admin_types import (
     import_revisions,
     turn_renames,
 )
+from ..forget_types import check_import_passages
 from . import rows as core
 from .admin import insert_revisions
+from .forget import check_agent_quota
 from .fts import index_pending
 from .tree import backfill_trees
 
@@ -80,7 +82,9 @@ def _export(db: sqlite3.Connection, agent_pk: int) -> AgentDump | None:
 
 
 def _import(db: sqlite3.Connection, tenant: str, agent_id: str, dump: AgentDump, replace: bool,
-            now: float) -> Agent:
+            now: float, max_agents: int = 0, max_passages: int = 0) -> Agent:
+    check_agent_quota(db, tenant, agent_id, max_agents)
+    check_import_passages(dump, max_passages)
     row = db.execute("SELECT pk FROM agents WHERE tenant = ? AND agent_id = ?",
                      (tenant, agent_id)).fetchone()
     old_values: dict[str, str] = {}
@@ -147,5 +151,7 @@ class SQLiteDumpMixin:
         return await self._read(_export, agent_pk)
 
     async def import_agent(self, tenant: str, agent_id: str, dump: AgentDump, *,
-                           replace: bool = False) -> Agent:
-        return await self._write(_import, tenant, agent_id, dump, replace, time.time())
+                           replace: bool = False, max_agents: int = 0, max_passages: int = 0
+                           ) -> Agent:
+        return await self._write(_import, tenant, agent_id, dump, replace, time.time(),
+                                 max_agents, max_passages)

@@ -24,12 +24,14 @@ from ...core.types import (
     Passage,
     StoredMessage,
 )
+from ...errors import quota_exceeded
 from ..base import ApiKeyEntry
 from ..leases import FileLeases, LeaseStore
 from ..migrations import apply_sqlite
 from ..summary_jobs import SummaryChanged, SummaryWork
 from .admin import SQLiteAdminMixin
 from .admin_dump import SQLiteDumpMixin
+from .forget import SQLiteForget, check_agent_quota
 from .fts import (
     NEIGHBOURS_SQL,
     hit_row,
@@ -77,7 +79,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQLiteVectors,
-                  SQLiteResponsesMixin, SQLiteSummaryJobs):
+                  SQLiteResponsesMixin, SQLiteSummaryJobs, SQLiteForget):
     """`Store` on one SQLite file. Create, then `await store.open()`.
 
     A turn's own reads and writes are in `turns.py`; the operator API (agents REST,
@@ -153,7 +155,8 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
                                     (tenant, agent_id))
         return None if row is None else _agent(row)
 
-    async def ensure_agent(self, tenant: str, agent_id: str, default_blocks: list[Block]) -> Agent:
+    async def ensure_agent(self, tenant: str, agent_id: str, default_blocks: list[Block], *,
+                           max_agents: int = 0) -> Agent:
         """Read first (the common case costs no write); create race-free only if missing.
 
         INSERT ... ON CONFLICT DO NOTHING decides the winner; only the creating call inserts
@@ -165,6 +168,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         now = time.time()
 
         def create(db: sqlite3.Connection) -> Agent:
+            check_agent_quota(db, tenant, agent_id, max_agents)
             cur = db.execute(
                 "INSERT INTO agents (tenant, agent_id, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (tenant, agent_id) DO NOTHING", (tenant, agent_id, now))
@@ -353,10 +357,19 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
                             (conversation_pk, owner))
 
     # --- archival memory ------------------------------------------------------------------
-    async def insert_passage(self, agent_pk: int, text: str, tags: list[str]) -> Passage:
+    async def insert_passage(self, agent_pk: int, text: str, tags: list[str], *,
+                             max_passages: int = 0) -> Passage:
         now, tags = time.time(), list(tags)
-        pk = await self.lanes.write_fast(
-            lambda db: db.execute(_INSERT_PASSAGE, (agent_pk, text, _dumps(tags), now)).lastrowid)
+
+        def insert(db: sqlite3.Connection) -> int:
+            if max_passages:  # writes are serialized: the count cannot move under us
+                row = db.execute("SELECT passage_count FROM agents WHERE pk = ?",
+                                 (agent_pk,)).fetchone()
+                if row is not None and row[0] >= max_passages:
+                    raise quota_exceeded("passages_per_agent", max_passages)
+            return db.execute(_INSERT_PASSAGE, (agent_pk, text, _dumps(tags), now)).lastrowid
+
+        pk = await self.lanes.write_fast(insert)
         return Passage(pk=pk, text=text, tags=tags, created_at=now)
 
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,

@@ -113,6 +113,10 @@ export const api = {
     request("POST", `${agentPath(agent)}/passages`, { params: { tenant }, body: { text, tags } }),
   deletePassage: (tenant, agent, id) =>
     request("DELETE", `${agentPath(agent)}/passages/${enc(id)}`, { params: { tenant } }),
+  deleteConversation: (tenant, agent, conversation) =>
+    request("DELETE", `${agentPath(agent)}/conversations/${enc(conversation)}`, { params: { tenant } }),
+  forget: (tenant, agent, body) =>
+    request("POST", `${agentPath(agent)}/forget`, { params: { tenant }, body }),
   context: (tenant, agent, conversation, model) =>
     request("GET", `${agentPath(agent)}/context`, { params: { tenant, conversation, model } }),
 };

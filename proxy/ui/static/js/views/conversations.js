@@ -113,7 +113,58 @@ function transcript(route, ctx) {
     replace(list);
     load(undefined);
   });
-  return { element: h("div", { class: "transcript-box" }, toggles, list, footer), load };
+  const reload = () => {
+    replace(list);
+    load(undefined);
+  };
+  return { element: h("div", { class: "transcript-box" }, toggles, list, footer), load, reload };
+}
+
+function removedText(removed) {
+  return ["messages", "passages", "blocks", "responses"]
+    .map((k) => `${formatNumber(removed[k] || 0)} ${k}`).join(", ");
+}
+
+// Forgetting (docs/forgetting.md): delete this conversation, or forget every message, passage
+// and memory-block line that holds all the words of a query. Both ask first; neither undoes.
+function forgetTools(route, ctx, reload) {
+  const out = h("div", { class: "forget-result", "aria-live": "polite" });
+  const input = h("input", { id: uid("forget-query"), type: "search", required: true });
+  const form = h(
+    "form",
+    { class: "inline-form forget-form", "aria-label": "Forget" },
+    field("Forget everything holding all of these words", input),
+    h("button", { type: "submit" }, "Forget"),
+    h("button", { type: "button", class: "danger", onclick: removeConversation },
+      "Delete this conversation"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const query = input.value.trim();
+    if (!query || !window.confirm(`Forget every message, passage and memory line of ${route.agent} `
+      + `holding all of “${query}”? This cannot be undone: export the agent first if you may need it.`)) return;
+    try {
+      const result = await api.forget(route.tenant, route.agent, { query });
+      replace(out, h("p", {}, `Forgotten: ${removedText(result.removed)}.`));
+      input.value = "";
+      reload();
+    } catch (error) {
+      replace(out, explainError(error));
+    }
+  });
+  async function removeConversation() {
+    if (!window.confirm(`Delete conversation ${route.conversation} and everything of it? `
+      + "This cannot be undone: export the agent first if you may need it.")) return;
+    try {
+      await api.deleteConversation(route.tenant, route.agent, route.conversation);
+      const hash = ctx.routeHash({ ...route, tab: "conversations", conversation: null });
+      if (window.location.hash === hash) window.dispatchEvent(new HashChangeEvent("hashchange"));
+      else window.location.hash = hash;  // the list again, without it
+    } catch (error) {
+      replace(out, explainError(error));
+    }
+  }
+  return h("details", { class: "forget" }, h("summary", {}, "Forget…"), form, out);
 }
 
 /** Render the conversations tab: the list, then the selected conversation's transcript. */
@@ -149,6 +200,7 @@ export async function renderConversations(panel, route, ctx) {
         : null,
       searchForm(selected, ctx, results),
       results,
+      forgetTools(selected, ctx, view.reload),
       view.element,
     ),
   );
