@@ -54,6 +54,10 @@ class Snippet:
         return replace(self, before=(), after=())
 
 
+# The shortest line a snippet can have: what is left of a budget below its cost fits nothing.
+_SHORTEST = Snippet("user", "x", 0.0)
+
+
 def user_text(messages: Sequence[Message]) -> str:
     """The newest user message among `messages` (the turn's new input), clipped; "" when the
     turn brings none (a tool result, a regeneration)."""
@@ -114,13 +118,15 @@ def _said_line(snippet: Snippet, limit: int) -> str:
     return f"[{stamp(snippet.created_at)}] {who}: {_clip(snippet.text, limit)}"
 
 
+def _context_lines(snippet: Snippet) -> list[str]:
+    return ([f"  (before) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.before]
+            + [f"  (after) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.after])
+
+
 def render_line(snippet: Snippet) -> str:
     """`- [date] user said: …`, its neighbouring turns indented under it (marked before or
     after, so the hit stays the line that starts with `-`)."""
-    lines = [f"- {_said_line(snippet, SNIPPET_CHARS)}"]
-    lines += [f"  (before) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.before]
-    lines += [f"  (after) {_said_line(s, NEIGHBOUR_CHARS)}" for s in snippet.after]
-    return "\n".join(lines)
+    return "\n".join([f"- {_said_line(snippet, SNIPPET_CHARS)}", *_context_lines(snippet)])
 
 
 def select_snippets(
@@ -132,19 +138,26 @@ def select_snippets(
     without case and spacing). A snippet too big for what is left is skipped, not cut."""
     skip = {_key(t) for t in seen}
     left = budget_tokens - count(f"{RECALL_OPEN}\n{RECALL_HEADER}\n{RECALL_CLOSE}")
+    shortest = count(render_line(_SHORTEST)) + 1
     chosen: list[Snippet] = []
     for snippet in found:
+        if left < shortest:  # nothing fits any more: stop counting (this runs every turn)
+            break
         key = _key(snippet.text)
         if not key or key in skip:
             continue
         snippet = replace(snippet, before=_unseen(snippet.before, skip | {key}),
                           after=_unseen(snippet.after, skip | {key}))
-        cost = count(render_line(snippet)) + 1
-        if cost > left and (snippet.before or snippet.after):  # the hit alone, then
-            snippet = snippet.bare()
-            cost = count(render_line(snippet)) + 1
+        # Each line is counted once, the hit's first: its context is added only if it fits
+        # too (a line and its newline cost at most their counts plus one).
+        cost = count(render_line(snippet.bare())) + 1
         if cost > left:
             continue
+        context = sum(count(line) + 1 for line in _context_lines(snippet))
+        if cost + context <= left:
+            cost += context
+        else:  # the hit alone, then
+            snippet = snippet.bare()
         skip.update(_key(s.text) for s in (snippet, *snippet.before, *snippet.after))
         chosen.append(snippet)
         left -= cost
