@@ -174,6 +174,8 @@ class MemoryState:
     # The most passages this turn may add ([limits] archival_inserts_per_turn, and the room
     # left under passages_per_agent when the turn started); None = no quota.
     passage_quota: int | None = None
+    # [limits] passages_per_agent itself (0 = off): the store checks it again on commit.
+    passage_cap: int = 0
 
     @classmethod
     def of(cls, blocks: list[Block]) -> MemoryState:

@@ -141,6 +141,10 @@ class TurnResult:
     response: dict[str, Any]
     revisions: list[BlockRevision] = field(default_factory=list)
     """The turn's block edits in order (their turn_id is the finished turn's)."""
+    max_passages: int = 0
+    """[limits] passages_per_agent (0 = off), checked again when the passages are written:
+    the turn's own allowance was counted when it started, and another turn of the same agent
+    may have added passages since. Those beyond the cap then are not stored."""
 
 
 @dataclass

@@ -145,9 +145,11 @@ class TurnStore(Protocol):
         """Mark a failed turn open again so that it can be continued."""
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None:
+                          result: TurnResult) -> int:
         """Write the turn's steps, final message, memory edits and response atomically; the
-        messages chain from the message `begin_turn` recorded for the turn's reply."""
+        messages chain from the message `begin_turn` recorded for the turn's reply. Returns
+        how many of `result.passages` were stored: fewer when `result.max_passages` was
+        reached meanwhile (another turn of the agent added passages after this one began)."""
 
     async def fail_turn(self, turn_id: str, error: dict) -> None: ...
 

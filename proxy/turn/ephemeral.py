@@ -35,7 +35,16 @@ from ..core.prompts import (
 )
 from ..core.reconcile import Action, Decision
 from ..core.tools import MemoryState, SearchBackend, ToolContext, memory_tools_for
-from ..core.types import Agent, Block, Conversation, Message, MessageHit, Passage, StoredMessage
+from ..core.types import (
+    Agent,
+    Block,
+    Conversation,
+    Message,
+    MessageHit,
+    Passage,
+    StoredMessage,
+    TurnResult,
+)
 from ..errors import bad_request
 from ..obs.metrics import Metrics
 from ..store.base import LookupStore
@@ -78,8 +87,9 @@ class _Discard:
     its end (finish, fail, discard) and a page-out's `evict_messages` are accepted and
     dropped; the summary a page-out makes lives in the turn's in-memory conversation only."""
 
-    async def finish_turn(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
+                          result: TurnResult) -> int:
+        return len(result.passages)  # none is kept, and none was held back by a quota
 
     async def fail_turn(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -374,6 +374,7 @@ class StatefulService:
         memory = MemoryState.of(stored.state.blocks)
         memory.passage_quota = passage_quota(self.settings.limits,
                                              stored.state.archival_passages)
+        memory.passage_cap = self.settings.limits.passages_per_agent
         upstream = ToolFallback(self.upstream, self.catalog, request.model, client_tools,
                                 tools=tools_ok, on_switch=lambda: system_for(False))
         loop = TurnLoop(

@@ -140,10 +140,15 @@ class TurnSession:
             passages=self.memory.new_passages,
             response=self.response,
             revisions=self.memory.revisions,
+            max_passages=self.memory.passage_cap,
         )
-        await self.effects.store.finish_turn(
+        stored = await self.effects.store.finish_turn(
             self.turn_id, self.conversation.pk, self.agent.pk, result
         )
+        if stored < len(result.passages):
+            log.warning("archival passages not stored: the agent reached [limits]"
+                        " passages_per_agent = %d while turn %s ran (%d of %d kept)",
+                        result.max_passages, self.turn_id, stored, len(result.passages))
         self._finished = True
         finished = FinishedTurn(
             agent=self.agent, conversation=self.conversation, turn_id=self.turn_id, done=done,

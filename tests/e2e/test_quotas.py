@@ -12,6 +12,7 @@ import pytest
 
 from tests.agents_api_check import AgentsApi
 from tests.e2e.test_hybrid_search import metric
+from tests.fakes.faults import Fault
 from tests.openapi_check import validate_error
 
 MODEL = "gpt-4o-mini"
@@ -84,6 +85,31 @@ def test_passages_per_agent_in_a_turn(make_proxy):
     assert answer.startswith("I could not update my memory") and "quota" in answer
     texts = [p["text"] for p in api.get("/v1/agents/keeper/passages").json()["data"]]
     assert texts == ["the first fact"]
+
+
+def test_concurrent_turns_at_the_passage_cap_do_not_overshoot(make_proxy, fake_upstream):
+    """Each turn's room is counted when it starts; four turns of one agent in four
+    conversations all start with room for one more passage, and their first upstream answers
+    are held until all four have started. Only one passage may be stored: the store counts
+    again when each turn finishes. Every client still gets its answer."""
+    proxy = make_proxy({"limits": {"passages_per_agent": 2}})
+    api, chat = AgentsApi.connect(proxy.url), proxy.client()
+    assert api.post("/v1/agents", json={"id": "keeper"}).status_code == 201
+    assert api.post("/v1/agents/keeper/passages", json={"text": "old"}).status_code == 201
+    fake_upstream.push(*(Fault.delay(0.5) for _ in range(4)))
+
+    def turn(n: int) -> str:
+        return chat.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Remember in archive: fact {n}"}],
+            extra_headers={"X-Agent-Id": "keeper", "X-Conversation-Id": f"c{n}"},
+        ).choices[0].message.content
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(turn, range(4)))
+    assert answers == ["Got it, I'll remember that."] * 4  # each was told "stored" in its turn
+    texts = [p["text"] for p in api.get("/v1/agents/keeper/passages").json()["data"]]
+    assert len(texts) == 2 and "old" in texts
+    assert api.get("/v1/usage").json()["passages"] == 2
 
 
 def test_storage_mb_per_tenant(make_proxy):

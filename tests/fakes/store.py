@@ -346,9 +346,10 @@ class InMemoryTurnStore(InMemorySummaryJobs):
                 m.superseded, m.in_context = True, False
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None:
+                          result: TurnResult) -> int:
         """All of the turn's outcome, once: LookupError (writing nothing) for an unknown or
-        already finished turn."""
+        already finished turn. Passages past `result.max_passages` are dropped; returns how
+        many were stored."""
         self._called("finish_turn")
         turn = self.turns.get(turn_id)
         if turn is None or turn.conversation_pk != conversation_pk or turn.status == "done":
@@ -368,8 +369,12 @@ class InMemoryTurnStore(InMemorySummaryJobs):
         self.revisions.extend(
             BlockRevision(**{**vars(r), "turn_id": turn_id, "created_at": now})
             for r in result.revisions)
-        self.passages.setdefault(agent_pk, []).extend(
-            Passage(next(self._pks), text, list(tags), now) for text, tags in result.passages)
+        stored = self.passages.setdefault(agent_pk, [])
+        passages = result.passages
+        if result.max_passages:
+            passages = passages[:max(0, result.max_passages - len(stored))]
+        stored.extend(Passage(next(self._pks), text, list(tags), now) for text, tags in passages)
+        return len(passages)
 
     def _evict_rows(self, conversation_pk: int, through_seq: int) -> int:
         """Messages up to `through_seq` leave the context (`evict_messages`, summary_jobs.py)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from proxy.core.types import Block, NewMessage
+from proxy.core.types import Block, NewMessage, TurnResult
 from proxy.store import open_store
 from tests import store_backends
 from tests.store_backends import DEFAULT_BLOCKS, Backend, assistant, result, setup, user
@@ -733,7 +733,7 @@ def test_postgres_concurrent_turns_from_two_processes(postgres_url: str) -> None
                 a.finish_turn("race", conv.pk, agent.pk, result(assistant("from a"))),
                 b.finish_turn("race", conv.pk, agent.pk, result(assistant("from b"))),
                 return_exceptions=True)
-            assert sorted(type(o).__name__ for o in outcomes) == ["LookupError", "NoneType"]
+            assert sorted(type(o).__name__ for o in outcomes) == ["LookupError", "int"]
             assert len(await a.list_messages(conv.pk, after_seq=240)) == 2
         finally:
             await a.close()
@@ -822,5 +822,36 @@ def test_begin_turn_returns_the_first_seq_and_load_turn_state_reads_it_all(
         await s.delete_agent(other.pk)
         with pytest.raises(LookupError):
             await s.load_turn_state(other.pk, empty.pk)
+
+    store_backend.run(body)
+
+
+def test_finish_turn_keeps_passages_within_the_agents_cap(store_backend: Backend) -> None:
+    """A turn's passage allowance is counted when it starts; turns of the same agent in other
+    conversations may add passages meanwhile. finish_turn counts again when it writes, so
+    concurrent turns at the edge of [limits] passages_per_agent never overshoot it."""
+    async def body(s: Any) -> None:
+        agent, _ = await setup(s)
+        await s.insert_passage(agent.pk, "already there", [])
+        convs = [await s.ensure_conversation(agent.pk, f"c{n}") for n in range(6)]
+        for n, conv in enumerate(convs):
+            await s.begin_turn(conv.pk, f"t{n}", f"h{n}", None, [user("hi")])
+
+        def finishing(n: int, conv: Any) -> Any:
+            return s.finish_turn(f"t{n}", conv.pk, agent.pk, TurnResult(
+                [assistant("ok")], [], [(f"fact {n}.{k}", []) for k in range(2)],
+                {"id": f"r{n}"}, max_passages=6))
+
+        stored = await asyncio.gather(*(finishing(n, c) for n, c in enumerate(convs)))
+        assert sum(stored) == 5 and sorted(stored)[-1] == 2  # 1 + 5 = the cap of 6
+        assert await s.count_passages(agent.pk) == 6
+        # every turn is done and its answer stored, even where its passages were not
+        for conv in convs:
+            assert (await s.last_turn(conv.pk)).status == "done"
+            assert [m.data["content"] for m in await s.list_messages(conv.pk)] == ["hi", "ok"]
+        # without a cap nothing is held back
+        await s.begin_turn(convs[0].pk, "t9", "h9", None, [user("again")])
+        assert await s.finish_turn("t9", convs[0].pk, agent.pk, result(
+            assistant("ok"), passages=[("free", [])])) == 1
 
     store_backend.run(body)

@@ -242,12 +242,16 @@ def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool,
 
 @functools.cache
 def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
-               lease: bool = False) -> str:
+               lease: bool = False, capped: bool = False) -> str:
     """$1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5 response; then the arrays of
-    the parts present: messages, blocks, passages, revisions; then, with `lease`, the owner
-    whose lease of the conversation the statement releases (held_leases.py). Returns the
-    conversation's agent_pk, or no row (nothing written) if the turn is unknown or already
-    done."""
+    the parts present: messages, blocks, passages (with `capped`, followed by the agent's
+    passage cap), revisions; then, with `lease`, the owner whose lease of the conversation
+    the statement releases (held_leases.py). Returns the number of passages stored, or no
+    row (nothing written) if the turn is unknown or already done.
+
+    With `capped` the agent's row is locked before its passages are counted: a concurrent
+    turn's insert waits, and this statement then reads the count that turn left (READ
+    COMMITTED re-reads a locked row's newest version), so two turns can't overshoot."""
     p = _Params(5)
     ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
             " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
@@ -270,8 +274,15 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
             " read_only = excluded.read_only, updated_at = excluded.updated_at)")
     if passages:
         source = _unnest(p, ("text", "tags"), ("text[]", "jsonb[]"))
+        room = ""
+        if capped:
+            ctes.append("q AS (SELECT passage_count FROM agents a JOIN c ON a.pk = c.agent_pk"
+                        " FOR NO KEY UPDATE OF a)")
+            source = f"q, {source}"
+            room = f" WHERE u.i <= {p('integer')[0]} - q.passage_count"
         ctes.append("p AS (INSERT INTO passages (agent_pk, text, tags, created_at)"
-                    f" SELECT $4, u.text, u.tags, $3 FROM c, {source} ORDER BY u.i)")
+                    f" SELECT $4, u.text, u.tags, $3 FROM c, {source}{room} ORDER BY u.i"
+                    " RETURNING 1)")
     if revisions:  # revision ids are handed out in array order
         source = _unnest(p, ("label", "old", "new", "source", "turn_id", "created_at"),
                          ("text[]", "text[]", "text[]", "text[]", "text[]", "float8[]"))
@@ -281,7 +292,8 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
     if lease:  # only once the turn is stored (`c` has a row): else the statement writes nothing
         ctes.append("l AS (DELETE FROM leases WHERE conversation_pk = $1"
                     f" AND owner = {p('text')[0]} AND EXISTS (SELECT FROM c))")
-    return f"WITH {', '.join(ctes)} SELECT agent_pk FROM c"
+    stored = "(SELECT count(*) FROM p)" if passages else "0"
+    return f"WITH {', '.join(ctes)} SELECT {stored} FROM c"
 
 
 class PostgresTurnsMixin:
@@ -366,12 +378,13 @@ class PostgresTurnsMixin:
         return turn_state(row, known)
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None:
+                          result: TurnResult) -> int:
         """One statement: mark the turn done, lock the conversation, append the turn's
-        messages, upsert blocks (recording their revisions), add passages, and release the
-        conversation's lease if this store holds it (held_leases.py). Raises LookupError
-        (writing nothing) if the turn is unknown or already done, so a turn's output can never
-        be stored twice."""
+        messages, upsert blocks (recording their revisions), add passages (within
+        `result.max_passages`), and release the conversation's lease if this store holds it
+        (held_leases.py). Raises LookupError (writing nothing) if the turn is unknown or
+        already done, so a turn's output can never be stored twice. Returns the number of
+        passages stored."""
         now = time.time()
         # Everything is serialised first: a value that cannot be encoded fails the call
         # before any statement runs.
@@ -379,13 +392,17 @@ class PostgresTurnsMixin:
                  passage_arrays(result.passages),
                  revision_arrays(result.revisions, turn_id, now))
         args: list[Any] = [conversation_pk, turn_id, now, agent_pk, dumps(result.response)]
+        capped = bool(result.passages) and result.max_passages > 0
         for arrays in parts:
             if arrays[0]:
                 args += arrays
+                if capped and arrays is parts[2]:
+                    args.append(result.max_passages)
         owner = self._leases.for_finish(conversation_pk)
         if owner is not None:
             args.append(owner)
-        sql = finish_sql(*(bool(arrays[0]) for arrays in parts), lease=owner is not None)
+        sql = finish_sql(*(bool(arrays[0]) for arrays in parts), lease=owner is not None,
+                         capped=capped)
         try:
             locked = await self._locked_retry(lambda db: db.fetchval(sql, *args), _LOCK_FINISH,
                                               conversation_pk, turn_id)
@@ -397,6 +414,7 @@ class PostgresTurnsMixin:
             if owner is not None:
                 self._leases.restore(conversation_pk, owner)
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
+        return int(locked)
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:
         """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""

@@ -126,13 +126,15 @@ class SQLiteTurns:
         return await self.lanes.read_fast(run)
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
-                          result: TurnResult) -> None:
+                          result: TurnResult) -> int:
         """One transaction: mark the turn done, append its messages, upsert blocks (recording
-        their revisions), add passages. Raises LookupError (writing nothing) if the turn is
-        unknown or already done, so a turn's output can never be stored twice."""
+        their revisions), add passages (no more than `result.max_passages` allows, counted
+        inside the transaction: writes are serialised). Raises LookupError (writing nothing)
+        if the turn is unknown or already done, so a turn's output can never be stored
+        twice. Returns the number of passages stored."""
         now = time.time()
 
-        def run(db: sqlite3.Connection) -> None:
+        def run(db: sqlite3.Connection) -> int:
             follows = db.execute(
                 "UPDATE turns SET status = 'done', finished_at = ?, response = ?"
                 " WHERE turn_id = ? AND conversation_pk = ? AND status != 'done'"
@@ -148,11 +150,17 @@ class SQLiteTurns:
                 _upsert_blocks(db, agent_pk, result.blocks, now)
             if result.revisions:
                 insert_revisions(db, agent_pk, result.revisions, turn_id, now)
-            if result.passages:
+            passages = result.passages
+            if passages and result.max_passages:
+                count = db.execute("SELECT passage_count FROM agents WHERE pk = ?",
+                                   (agent_pk,)).fetchone()
+                passages = passages[:max(0, result.max_passages - (count[0] if count else 0))]
+            if passages:
                 db.executemany(_INSERT_PASSAGE, ((agent_pk, text, _dumps(list(tags)), now)
-                                                 for text, tags in result.passages))
+                                                 for text, tags in passages))
+            return len(passages)
 
-        await self.lanes.write_fast(run)
+        return await self.lanes.write_fast(run)
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:
         """Mark an open (or failed) turn failed with `error`; a done turn is left alone."""
