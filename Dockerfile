@@ -6,6 +6,7 @@
 # caller would be an admin). To run it open on purpose, on a network you trust, add
 # -e MEMPROXY_SERVER_ALLOW_OPEN=true. See docs/security.md.
 # CI has no Docker engine; .ci/docker-steps runs these install steps in a fresh virtualenv.
+# With Open WebUI (and optionally Postgres): compose.yaml, checked by tests/e2e/test_compose.py.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

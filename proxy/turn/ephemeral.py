@@ -168,7 +168,7 @@ async def start_ephemeral(service: ServiceParts, request: TurnRequest,
     window = await TurnWindow.open(
         conversation=conversation, context=context, system_text=system_text,
         tools=memory_tools_for(client_tools, read_only=True) if tools_ok else client_tools,
-        body=request.body,
+        client_tools=client_tools, body=request.body,
         api_key=api_key, protect_from_seq=input_seq, settings=service.settings.memory,
         store=discard,  # type: ignore[arg-type]  # only evict_messages is called
         upstream=service.upstream, catalog=service.catalog,

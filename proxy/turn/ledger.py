@@ -51,6 +51,10 @@ class TokenLedger:
     messages: list[int]  # each in-context message, oldest first
     summary: int = 0
     pressure: int = 0
+    # the client's own share of `tools` (the rest are memproxy's memory tools): counted apart
+    # only so that a prompt that cannot fit can say whose tools fill the window (overflow.py)
+    client_tools: int = 0
+    client_tool_count: int = 0
     _scaled: list[int] | None = field(default=None, repr=False)  # per message, calibrated
     _scaled_sum: int = field(default=0, repr=False)
 
@@ -64,6 +68,7 @@ class TokenLedger:
         summary: str | None,
         tools: Sequence[dict[str, Any]],
         context: Sequence[StoredMessage],
+        client_tools: Sequence[dict[str, Any]] = (),
     ) -> TokenLedger:
         stable, volatile = system_parts(system_text)
         ledger = cls(
@@ -73,6 +78,8 @@ class TokenLedger:
             metadata=tokens.count_text(volatile, model),
             tools=tokens.count_tools(list(tools), model),
             messages=[message_tokens(m, model) for m in context],
+            client_tools=tokens.count_tools(list(client_tools), model),
+            client_tool_count=len(client_tools),
         )
         ledger.set_summary(summary)
         return ledger

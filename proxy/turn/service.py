@@ -360,7 +360,7 @@ class StatefulService:
             window = await TurnWindow.open(
                 conversation=conversation, context=stored.context, system_text=system_text,
                 tools=memory_tools_for(client_tools) if tools_ok else client_tools,
-                body=request.body,
+                client_tools=client_tools, body=request.body,
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
                 store=self.store, upstream=self.upstream, catalog=self.catalog,
                 may_page=request.may_page,

@@ -13,7 +13,8 @@ is immediate, the summary a durable job), or by the turn itself with `[memory] s
 
 Failure rules: a failed summarizer still pages out (the summary keeps a gap note); an upstream
 "context length exceeded" pages out more and retries (bounded); only an input that cannot fit
-even alone is a 400 `context_length_exceeded`.
+even alone is a 400 `context_length_exceeded`, which names what fills the window
+(overflow.py: the client's tools, memory, the reserve, the messages).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..core.types import Conversation, Message, StoredMessage
 from ..errors import ProxyError
 from ..store.base import TurnStore
 from .ledger import PRESSURE_NOTE, TokenLedger
+from .overflow import ContextCost, context_length_error
 from .summarizer import CHARS_PER_TOKEN, Summarizer
 
 TOOL_RESULT_SHARE = 0.1  # one tool result may use at most this share of the window
@@ -53,17 +55,6 @@ class Calibrations(Protocol):
     async def factor(self, model: str) -> float: ...
 
     def observe(self, model: str, local_tokens: int, usage: dict[str, Any] | None) -> None: ...
-
-
-def context_length_error(needed: int, window: int) -> ProxyError:
-    return ProxyError(
-        400,
-        f"This model's maximum context length is {window} tokens, but the new input alone"
-        f" needs about {needed} tokens with memory and the reserved output. Send a shorter"
-        " message or a smaller max_tokens.",
-        param="messages",
-        code="context_length_exceeded",
-    )
 
 
 def overflow_error(needed: int, window: int) -> ProxyError:
@@ -120,6 +111,7 @@ class TurnWindow:
         tools: list[dict[str, Any]],
         body: dict[str, Any],
         api_key: str | None,
+        client_tools: list[dict[str, Any]] | None = None,
         protect_from_seq: int | None,
         settings: MemorySettings,
         store: TurnStore,
@@ -133,7 +125,8 @@ class TurnWindow:
         window = await catalog.window(model, api_key)
         ledger = TokenLedger.count(model=model, factor=await catalog.factor(model),
                                    system_text=system_text, summary=conversation.summary,
-                                   tools=tools, context=context)
+                                   tools=tools, context=context,
+                                   client_tools=client_tools or ())
         turn = cls(
             conversation=conversation, system_text=system_text, context=list(context),
             ledger=ledger, window=window,
@@ -189,6 +182,19 @@ class TurnWindow:
             compact_at=s.compact_at,
             compact_to=s.compact_to,
         )
+
+    def cost(self, extra_tokens: int, messages: int) -> ContextCost:
+        """The budget split by what the user can change: the client's tools, memory (every
+        other fixed part), the reserve, and `messages` plus this turn's memory steps
+        (`extra_tokens`). The parts add up to what the budget compares with the window."""
+        ledger = self.ledger
+        fixed = ledger.fixed()
+        client = min(ledger.scale(ledger.client_tools), ledger.scale(ledger.tools))
+        return ContextCost(
+            model=self.model, window=self.window, client_tools=client,
+            client_tool_count=ledger.client_tool_count, memory=fixed - client,
+            reserve=self.reserve_output,
+            messages=messages + ledger.fixed(extra_tokens) - fixed)
 
     def _extra_tokens(self, extra: list[Message] | None) -> int:
         return sum(tokens.count_message(m, self.model) for m in extra or [])
@@ -252,8 +258,7 @@ class TurnWindow:
             budget = self.budget(extra_tokens)
             protected = self._protected_tokens()
             if not fits_alone(budget, protected):
-                raise context_length_error(budget.fixed + protected + budget.reserve_output,
-                                           self.window)
+                raise context_length_error(self.cost(extra_tokens, protected))
             before = budget.fixed + self.ledger.messages_total() + budget.reserve_output
             result = under_threshold(budget, before, force_to) or plan(
                 budget, self._items(), protect_from_seq=self.protect_from_seq,
@@ -299,7 +304,8 @@ class TurnWindow:
         if self.estimate(extra) > self.window:
             self._drop_tool_results(extra, self.window)
         if self.estimate(extra) > self.window:
-            raise context_length_error(self.estimate(extra), self.window)
+            raise context_length_error(self.cost(self._extra_tokens(extra),
+                                                 self.ledger.messages_total()))
         return self.base_prompt() if len(self.context) != before else None
 
     async def shrink(self, extra: list[Message], attempt: int) -> list[Message] | None:

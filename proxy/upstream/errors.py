@@ -20,6 +20,7 @@ import httpx
 
 from ..errors import RETRYABLE_STATUSES, UpstreamError
 from ..fastjson import dumps, loads  # request bodies and answers are on the hot path
+from ..models.tool_support import says_no_tools
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -133,12 +134,16 @@ def error_from_response(
     except ValueError:
         payload = None
     error = error_from_payload(status, payload, headers=headers, secrets=secrets)
-    if error is not None:
-        return error
-    text = content[: MAX_TEXT * 4].decode("utf-8", "replace").strip()
-    text = redact(text, secrets)[:MAX_TEXT]
-    message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
-    return UpstreamError(status, message, headers=_kept_headers(headers))
+    if error is None:
+        text = content[: MAX_TEXT * 4].decode("utf-8", "replace").strip()
+        text = redact(text, secrets)[:MAX_TEXT]
+        message = f"upstream returned HTTP {status}" + (f": {text}" if text else "")
+        error = UpstreamError(status, message, headers=_kept_headers(headers))
+    if error.retryable and says_no_tools(error.message):
+        # llama.cpp refuses tools with a 500: the same request again is refused again, and
+        # the turn's fallback to no tools (turn/tool_fallback.py) should not wait for retries
+        error.retryable = False
+    return error
 
 
 def error_from_body(

@@ -109,3 +109,18 @@ def test_the_extraction_request_shows_the_profile_and_the_message():
     system, user = extraction_request("My name is Ada", "")
     assert system["role"] == "system" and NONE in system["content"]
     assert "(empty)" in user["content"] and user["content"].endswith("My name is Ada")
+
+
+def test_a_refusal_sent_as_a_500_is_not_retried():
+    """llama.cpp refuses tools with HTTP 500: retrying it only delays the turn's fallback."""
+    import json
+
+    from proxy.upstream.errors import error_from_response
+
+    body = {"error": {"code": 500, "message": "tools param requires --jinja flag",
+                      "type": "server_error"}}
+    refusal = error_from_response(500, json.dumps(body).encode(), {})
+    assert (refusal.status, refusal.retryable, rejects_tools(refusal)) == (500, False, True)
+    crash = error_from_response(500, b'{"error": {"message": "CUDA out of memory"}}', {})
+    assert crash.retryable
+    assert error_from_response(500, b"tools param requires --jinja flag", {}).retryable is False
