@@ -126,7 +126,8 @@ function rawView(data) {
     h(
       "p",
       { class: "muted" },
-      `${messages.length} messages, ${tools.length} tools, model ${request.model || "unknown"}`,
+      `Conversation ${data.conversation_id}: ${messages.length} messages, ${tools.length} tools, `
+        + `model ${request.model || "unknown"}`,
       data.paged_out ? ` · the next turn first pages out ${data.paged_out} messages` : "",
       ". The upstream key is sent as a header and is never part of this body.",
     ),
