@@ -163,13 +163,17 @@ async function contextFollowsPicker(page) {
     const el = document.querySelector("pre.raw-json");
     return el && el.textContent.includes(text);
   }, expect.raw_message);
-  summary.rawNote = await page.locator(".raw-request > p").textContent();
+  summary.rawNote = await page.locator(".raw-request > p").first().textContent();
   const raw = JSON.parse(await pre.textContent());
   assert.deepEqual(raw.messages[raw.messages.length - 1], { role: "user", content: expect.raw_message });
   assert.equal(raw.messages[0].role, "system");
   assert.match(raw.messages[0].content, /Name: Ada/);
   assert.ok(Array.isArray(raw.tools) && raw.tools.length > 0);
   assert.equal((await pre.textContent()).includes(key), false);
+  // the readable list shows the same messages, newlines as newlines
+  const readable = page.locator(".raw-messages > li");
+  assert.equal(await readable.count(), raw.messages.length);
+  assert.equal(await readable.first().locator("pre").textContent(), raw.messages[0].content);
   summary.raw = raw;
   await page.locator("details.raw-box").scrollIntoViewIfNeeded();
   await shot(page, "context-raw", false);

@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { append, explainError, field, formatNumber, h, replace, uid } from "../dom.js";
+import { contentText } from "./messages.js";
 
 // Report keys (proxy/turn/report.py, from turn/ledger.py) in prompt order, with readable names.
 const PARTS = [
@@ -131,8 +132,28 @@ function rawView(data) {
       data.paged_out ? ` · the next turn first pages out ${data.paged_out} messages` : "",
       ". The upstream key is sent as a header and is never part of this body.",
     ),
-    h("pre", { class: "raw-json", tabindex: "0", "aria-label": "The next upstream request as JSON" },
-      JSON.stringify(request, null, 2)),
+    h("h4", {}, "Messages, as text"),
+    h("ol", { class: "raw-messages" }, messages.map((m, i) => h(
+      "li",
+      { dataset: { role: String(m.role || "") } },
+      h("span", { class: "muted" }, `${i + 1}. `),
+      h("span", { class: "raw-role" }, String(m.role || "?")),
+      Array.isArray(m.tool_calls) && m.tool_calls.length
+        ? h("span", { class: "muted" }, ` calls ${m.tool_calls.map((c) => (c.function || {}).name).join(", ")}`)
+        : null,
+      h("pre", {}, contentText(m.content)),
+    ))),
+    tools.length
+      ? h("p", {}, "Tools offered: ", tools.map((t, i) => [i ? ", " : "", h("code", {}, (t.function || {}).name || "?")]),
+        request.tool_choice ? ` · tool_choice ${JSON.stringify(request.tool_choice)}` : "")
+      : h("p", { class: "muted" }, "No tools offered."),
+    h(
+      "details",
+      { class: "raw-json-box", open: true },
+      h("summary", {}, "The exact JSON body"),
+      h("pre", { class: "raw-json", tabindex: "0", "aria-label": "The next upstream request as JSON" },
+        JSON.stringify(request, null, 2)),
+    ),
   );
 }
 
