@@ -61,6 +61,28 @@ async function historyDiffs(page) {
   assert.ok((await full.locator(".revision-values pre").last().textContent()).includes("CHANGED note 20"));
   // the first revision of the block: everything inserted
   assert.ok((await notes.locator("li.revision").nth(1).locator("pre.diff ins").count()) >= 1);
+  // the diff's invariants on random texts: kept + deleted gives the old text, kept + inserted
+  // the new one, and the large-input fallbacks keep them too
+  const invariants = await page.evaluate(async () => {
+    const { diffWords } = await import(new URL("static/js/diff.js", document.baseURI).href);
+    const words = ["a", "b", "cat", "dog", " ", "\n", "  ", "é", "🙂"];
+    let seed = 7;
+    const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+    const text = (n) => Array.from({ length: n }, () => words[rnd(words.length)]).join("");
+    const failures = [];
+    for (const size of [0, 1, 5, 40, 200, 1200]) {
+      for (let k = 0; k < 6; k += 1) {
+        const a = text(size);
+        const b = rnd(2) ? text(size) : a.slice(0, a.length / 2) + text(3) + a.slice(a.length / 2);
+        const ops = diffWords(a, b);
+        const old = ops.filter(([kind]) => kind !== "ins").map(([, t]) => t).join("");
+        const now = ops.filter(([kind]) => kind !== "del").map(([, t]) => t).join("");
+        if (old !== a || now !== b) failures.push([size, k]);
+      }
+    }
+    return failures;
+  });
+  assert.deepEqual(invariants, [], "diff invariants");
   summary.diff = { inserted, deleted, height };
   await full.locator("summary").click();
   await newest.scrollIntoViewIfNeeded();
