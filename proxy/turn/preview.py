@@ -12,7 +12,7 @@ replaced:
   message; for a conversation whose client resends its history, a chat UI's: the active path,
   then the message), and the context with that input in it is what `store_input` would return
   (`context_with_input`), but nothing is stored;
-- the turn is prepared by `StatefulService._prepare` itself (system prompt, automatic recall,
+- the turn is prepared by `StatefulService.prepare` itself (system prompt, automatic recall,
   the window and its page-outs, the loop), with `Sinks` that write nothing: a page-out is
   planned as the turn would plan it and shows the gap note a background summary shows first;
 - the loop runs its first step, and the upstream it calls records the body and stops it.
@@ -126,7 +126,7 @@ async def next_request(
     pages = _PlannedPageOut()
     sinks = Sinks(store=_NoWrites(), upstream=_CaptureUpstream(), background=pages)
     async with AsyncExitStack() as stack:
-        session = await service._prepare(request, api_key, stored, [], stack, sinks)
+        session = await service.prepare(request, api_key, stored, [], stack, sinks)
         try:
             async for _ in session.loop.run():
                 pass

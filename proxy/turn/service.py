@@ -210,7 +210,7 @@ class StatefulService:
             if plan.reload:  # the path moved: what this process keeps of the context is stale
                 self.contexts.forget(conversation.pk)
             stored = StoredTurn(agent, state, turn_id, context, plan)
-            session = await self._prepare(request, api_key, stored, system_messages, stack)
+            session = await self.prepare(request, api_key, stored, system_messages, stack)
         except BaseException:
             await stack.aclose()
             raise
@@ -335,7 +335,7 @@ class StatefulService:
         self.metrics.reconcile.labels(plan.decision.action.value).inc()
         return plan
 
-    async def _prepare(
+    async def prepare(
         self,
         request: TurnRequest,
         api_key: str | None,
