@@ -174,6 +174,12 @@ async function contextFollowsPicker(page) {
   numbers.default = await count("default");
   assert.equal(await page.locator(".context-out dd", { hasText: "long" }).count(), 0,
     "nothing of the other conversation is left on screen");
+  // picked twice in a row: whichever answer comes last, the screen shows the last pick
+  await picker.selectOption("long");
+  await picker.selectOption("default");
+  await page.waitForLoadState("networkidle");
+  assert.equal(await count("default"), numbers.default);
+  assert.equal(await page.locator(".context-out dd", { hasText: "long" }).count(), 0);
   summary.context = numbers;
 
   // The raw next request for a typed message.

@@ -98,6 +98,18 @@ def test_the_raw_view_shows_the_page_out_the_turn_makes(make_proxy, fake_upstrea
     assert preview["request"] == sent
 
 
+def test_the_raw_view_of_a_model_without_tools(make_proxy, fake_upstream):
+    """No memory tools offered, the no-tools instructions and automatic recall: the turn's
+    tool fallback and system text, as the upstream then receives them."""
+    server = make_proxy({"models": {MODEL: {"tools": False}}})
+    api = AgentsApi.connect(server.url)
+    say(server, "My name is Ada", "first")
+    say(server, "I like tea", "talk")
+    preview = raw(api, "talk", "What is my name?")["request"]
+    assert "tools" not in preview and "tool_choice" not in preview
+    assert preview == first_call_of_next_turn(server, fake_upstream, "What is my name?", "talk")
+
+
 def test_raw_view_errors(make_proxy):
     server = make_proxy()
     api = AgentsApi.connect(server.url)
