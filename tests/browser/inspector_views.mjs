@@ -149,6 +149,7 @@ async function branches(page) {
   assert.ok((await point.locator("li.message.superseded.role-user", { hasText: "Hi again" }).count()) === 1);
   const active = page.locator("ol.transcript > li.message.role-user", { hasText: "Hi once more" });
   assert.equal(await active.count(), 1, "the edited message is on the active path");
+  assert.equal(await active.locator(".badge.branch-badge").textContent(), "current version (2 of 2)");
   await point.scrollIntoViewIfNeeded();
   await shot(page, "branch-open", false);
   summary.branch = { superseded, summaryText };

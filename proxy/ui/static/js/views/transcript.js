@@ -72,7 +72,7 @@ function branchPoint(anchor, branches, state) {
     h(
       "summary",
       {},
-      badge("branch", "branch"),
+      badge("branch", "branch-badge"),
       anchor ? ` Branched after #${anchor}: ` : " Branched at the start: ",
       `${count} other ${count === 1 ? "version" : "versions"} (${messages} superseded `
         + `${messages === 1 ? "message" : "messages"}, replaced by an edit or a regenerate)`,
@@ -84,7 +84,7 @@ function branchPoint(anchor, branches, state) {
     replace(body, branches.map((messagesOfBranch, i) => h(
       "div",
       { class: "branch-version" },
-      h("p", { class: "muted branch-label" }, `Version ${i + 1} of ${count} other`),
+      h("p", { class: "muted branch-label" }, `Version ${i + 1} of ${count + 1} (superseded)`),
       h("ol", { class: "messages" }, messagesOfBranch.map((m) => messageItem(m))),
     )));
   };
@@ -126,7 +126,15 @@ export function transcript(route, ctx) {
     const items = [];
     if (branches.has(0)) items.push(branchPoint(0, branches.get(0), state));
     for (const message of active) {
-      items.push(messageItem(message));
+      const item = messageItem(message);
+      const others = branches.get(message.parent_seq);
+      if (others && (message.parent_seq !== 0 || message === active[0])) {
+        // the active path's side of a branch point: the version the context holds
+        const n = others.length + 1;
+        item.querySelector(".message-head").append(badge(`current version (${n} of ${n})`, "branch-badge"));
+        item.classList.add("branch-current");
+      }
+      items.push(item);
       if (branches.has(message.seq)) items.push(branchPoint(message.seq, branches.get(message.seq), state));
     }
     replace(list, items);
