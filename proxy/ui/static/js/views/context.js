@@ -14,6 +14,7 @@ const PARTS = [
   ["metadata", "Memory metadata"],
   ["summary", "Summary"],
   ["pressure", "Memory-pressure note"],
+  ["recall", "Automatic recall"],
   ["messages", "Messages in context"],
   ["tools", "Tool schemas"],
   ["reserved_output", "Reserved for output"],
