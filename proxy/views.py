@@ -62,7 +62,7 @@ def message_object(message: StoredMessage, *, score: float | None = None,
         "tool_call_id": call_id if isinstance(call_id, str) else None,
         "turn_id": message.turn_id, "created_at": message.created_at,
         "in_context": message.in_context, "visible": message.visible,
-        "superseded": message.superseded,
+        "superseded": message.superseded, "parent_seq": message.parent_seq,
     }
     if score is not None:
         out["score"] = score

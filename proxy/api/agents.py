@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import views
-from ..core.identity import validate_id
+from ..core.identity import DEFAULT_CONVERSATION, validate_id
 from ..core.types import Agent, Block
 from ..errors import ProxyError, bad_request
 from ..portable.rows import checked_blocks
+from ..turn.preview import next_request
 from ..turn.report import context_report
 from .rest import (
     MAX_PAGE,
@@ -123,10 +124,17 @@ async def agent_context(request: Request, scope: Scope) -> Response:
     conversation = request.query_params.get("conversation")
     if conversation is not None:
         validate_id(conversation, "conversation")
+    fmt = request.query_params.get("format") or "report"
+    if fmt not in ("report", "raw"):
+        raise bad_request("format must be report or raw", param="format",
+                          code="invalid_parameter")
     state = scope.state
-    report = await context_report(
-        state.service, agent.tenant, agent.agent_id, conversation,
-        request.query_params.get("model"),
-        state.upstream.resolve_key(request.headers.get("authorization")),
-        message=request.query_params.get("message"))
-    return ok(report)
+    args = (state.service, agent.tenant, agent.agent_id, conversation,
+            request.query_params.get("model"),
+            state.upstream.resolve_key(request.headers.get("authorization")))
+    message = request.query_params.get("message")
+    if fmt == "raw":  # the next turn's own code path, its effects captured (turn/preview.py)
+        raw = await next_request(*args, message=message)
+        return ok({"object": "context.request", "agent_id": agent.agent_id,
+                   "conversation_id": conversation or DEFAULT_CONVERSATION, **raw})
+    return ok(await context_report(*args, message=message))

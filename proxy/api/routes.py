@@ -107,6 +107,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "A page of messages, or full-text hits with ?query=", schemas.MessageList,
              tag="transcripts", query=(
                  Param("after", {"type": "integer", "minimum": 0}, "Messages after this seq."),
+                 Param("before", {"type": "integer", "minimum": 1},
+                       "Messages before this seq (the `next_before` of a newest-first page)."),
+                 Param("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
+                       "asc: oldest first; desc: newest first (a transcript opened at its"
+                       " end)."),
                  _limit(100),
                  Param("include_superseded", {"type": "boolean"}, "Show replaced messages."),
                  Param("query", {"type": "string"}, "Full-text search, best first."),
@@ -146,8 +151,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", f"{A}/passages/{{passage}}", passages.delete_passage,
              "Delete a passage", schemas.PassageDeleted, tag="memory", query=(TENANT,)),
     Endpoint("GET", f"{A}/context", agents.agent_context,
-             "The next prompt's token breakdown", schemas.ContextReport, query=(
+             "The next prompt's token breakdown, or with format=raw the next upstream"
+             " request itself", schemas.ContextAnswer, query=(
                  Param("conversation", {"type": "string"}, "Default `default`."),
+                 Param("format", {"type": "string", "enum": ["report", "raw"],
+                                  "default": "report"},
+                       "report: tokens per part; raw: the JSON body the upstream will receive"
+                       " on the next turn (for `message` as the new user message)."),
                  Param("model", {"type": "string"}, "Default: the last turn's model."),
                  Param("message", {"type": "string"},
                        "A next user message: shows and counts what automatic recall would add"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from ..core.types import DEFAULT_BLOCK_LIMIT, MAX_BLOCK_LIMIT
 
@@ -126,6 +126,9 @@ class MessageObject(_Out):
     in_context: bool
     visible: bool
     superseded: bool
+    parent_seq: int | None = Field(None, description="The message it follows in the"
+                                   " conversation tree (0: the first); messages sharing a"
+                                   " parent are branches (docs/conversation-tree.md).")
     score: float | None = Field(None, description="Only in search results.")
     conversation_id: str | None = Field(None, description="Only in agent-wide search results.")
 
@@ -170,6 +173,8 @@ class MessageList(_Out):
     has_more: bool
     next_after: int | None = Field(None, description="Pass back as ?after= (pages, not "
                                                      "searches).")
+    next_before: int | None = Field(None, description="order=desc pages only: pass back as"
+                                    " ?before= for the older page.")
 
 
 class PassageList(_Out):
@@ -220,6 +225,25 @@ class ContextReport(_Out):
     summary: str
     tools: bool
     auto_recall: ContextRecall
+
+
+class ContextRequest(_Out):
+    """GET /v1/agents/{a}/context?format=raw: the body of the next turn's first upstream call,
+    made by the turn's own code with its effects captured (turn/preview.py)."""
+
+    object: Literal["context.request"]
+    agent_id: str
+    conversation_id: str
+    model: str
+    request: dict[str, Any] = Field(description="The chat completions body the upstream will"
+                                    " receive: model, messages (the system message with the"
+                                    " memory blocks first), tools, tool_choice, stream and"
+                                    " the model parameters.")
+    paged_out: int = Field(description="Messages the next turn pages out before this call.")
+
+
+class ContextAnswer(RootModel[ContextReport | ContextRequest]):
+    """The token breakdown, or with `format=raw` the next upstream request."""
 
 
 class ErrorDetail(_Out):

@@ -41,13 +41,18 @@ async def list_conversations(request: Request, scope: Scope) -> Response:
 
 @endpoint
 async def list_messages(request: Request, scope: Scope) -> Response:
-    """A page by seq (oldest first, `next_after` for the next), or with `query` the best
-    full-text hits of this conversation (`score`, best first)."""
+    """A page by seq (oldest first, `next_after` for the next; or with `order=desc` newest
+    first, `next_before` for the older page: a transcript opened at its end), or with `query`
+    the best full-text hits of this conversation (`score`, best first)."""
     agent = await load_agent(request, scope)
     conversation = await load_conversation(request, scope, agent)
     after = query_int(request, "after", 0, 0, MAX_SEQ)
+    before = query_int(request, "before", MAX_SEQ, 1, MAX_SEQ)
     limit = query_int(request, "limit", 100, 1, MAX_PAGE)
     superseded = query_bool(request, "include_superseded")
+    order = request.query_params.get("order") or "asc"
+    if order not in ("asc", "desc"):
+        raise bad_request("order must be asc or desc", param="order", code="invalid_parameter")
     query = (request.query_params.get("query") or "").strip()
     store = scope.state.store
     if query:
@@ -55,11 +60,15 @@ async def list_messages(request: Request, scope: Scope) -> Response:
                                                limit=limit + 1, include_superseded=superseded)
         data = [views.message_object(m, score=score) for m, score in hits[:limit]]
         return ok(views.list_object(data, len(hits) > limit, next_after=None))
+    newest_first = order == "desc"
     rows = await store.list_messages(conversation.pk, after_seq=after, limit=limit + 1,
-                                     include_superseded=superseded)
+                                     include_superseded=superseded, before_seq=before,
+                                     newest_first=newest_first)
     page, has_more = rows[:limit], len(rows) > limit
-    return ok(views.list_object([views.message_object(m) for m in page], has_more,
-                                next_after=page[-1].seq if has_more else None))
+    cursor = page[-1].seq if has_more else None
+    extra = ({"next_after": None, "next_before": cursor} if newest_first
+             else {"next_after": cursor})
+    return ok(views.list_object([views.message_object(m) for m in page], has_more, **extra))
 
 
 @endpoint

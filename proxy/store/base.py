@@ -111,7 +111,12 @@ class TurnStore(Protocol):
         after_seq: int = 0,
         limit: int = 100,
         include_superseded: bool = False,
-    ) -> list[StoredMessage]: ...
+        before_seq: int | None = None,
+        newest_first: bool = False,
+    ) -> list[StoredMessage]:
+        """A page of the full transcript (internal steps included): seq > after_seq and, when
+        given, seq < before_seq; oldest first, or newest first (a transcript opened at its
+        end, paged backwards with `before_seq`)."""
 
     async def begin_turn(
         self,

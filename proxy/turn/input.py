@@ -276,11 +276,17 @@ async def store_input(
         moved = await store.load_turn_state(agent.pk, conversation.pk)
         conversation.summary = moved.conversation.summary
         return turn_id, moved.context
-    context = plan.context + [
+    return turn_id, context_with_input(plan, turn_id, first_seq, now)
+
+
+def context_with_input(plan: InputPlan, turn_id: str, first_seq: int, now: float
+                       ) -> list[StoredMessage]:
+    """The context once the plan's input is stored from `first_seq` on (also what a preview
+    of the next request assumes: turn/preview.py)."""
+    return plan.context + [
         StoredMessage(seq=first_seq + i, data=m.data, turn_id=turn_id, created_at=now,
                       tokens=m.tokens, visible_hash=m.visible_hash,
                       parent_seq=plan.parent_seq if i == 0 else first_seq + i - 1,
                       path_hash=m.path_hash)
         for i, m in enumerate(plan.inputs)
     ]
-    return turn_id, context

@@ -19,6 +19,7 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import Settings
 from ..core.identity import DEFAULT_CONVERSATION
@@ -93,6 +94,18 @@ class StoredTurn:
             recall_messages=self.state.recall_messages + len(self.plan.decision.new_input),
             archival_passages=self.state.archival_passages,
         )
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Where a prepared turn writes and whom it calls: the service's own store, upstream and
+    summary queue, or a preview's (preview.py) that write nothing and capture the first
+    upstream request. Preparing is the same code either way, so the preview is the request the
+    next turn sends."""
+
+    store: Any  # a TurnStore: page-outs (inline summaries) and discarding an overflowing turn
+    upstream: Any  # core.loop.Upstream: the loop's calls
+    background: Any  # window.PageOut | None: page-outs with background summaries
 
 
 class UndeliveredTurns:
@@ -197,7 +210,7 @@ class StatefulService:
             if plan.reload:  # the path moved: what this process keeps of the context is stale
                 self.contexts.forget(conversation.pk)
             stored = StoredTurn(agent, state, turn_id, context, plan)
-            session = await self._prepare(request, api_key, stored, system_messages, stack)
+            session = await self.prepare(request, api_key, stored, system_messages, stack)
         except BaseException:
             await stack.aclose()
             raise
@@ -322,19 +335,22 @@ class StatefulService:
         self.metrics.reconcile.labels(plan.decision.action.value).inc()
         return plan
 
-    async def _prepare(
+    async def prepare(
         self,
         request: TurnRequest,
         api_key: str | None,
         stored: StoredTurn,
         system_messages: list[Message],
         stack: AsyncExitStack,
+        sinks: Sinks | None = None,
     ) -> TurnSession:
         """The running turn: its system prompt, its window (paged out to fit) and its loop.
 
         A model that takes no tools (`models/tool_support.py`) is offered none of memproxy's and
         gets the no-tools instructions; automatic recall (recall.py) adds the section of what
-        its memory holds about the new message, per `[memory] auto_recall`."""
+        its memory holds about the new message, per `[memory] auto_recall`. `sinks` replaces
+        where it writes and whom it calls (a preview: preview.py)."""
+        sinks = sinks or self.sinks()
         agent, conversation = stored.agent, stored.state.conversation
         turn_id, plan = stored.turn_id, stored.plan
         tools_ok = await self.catalog.tools_supported(request.model)
@@ -362,20 +378,18 @@ class StatefulService:
                 tools=memory_tools_for(client_tools) if tools_ok else client_tools,
                 client_tools=client_tools, body=request.body,
                 api_key=api_key, protect_from_seq=protect_from, settings=self.settings.memory,
-                store=self.store, upstream=self.upstream, catalog=self.catalog,
-                may_page=request.may_page,
-                background=self.summaries if self.settings.memory.summaries == "background"
-                else None,
+                store=sinks.store, upstream=sinks.upstream, catalog=self.catalog,
+                may_page=request.may_page, background=sinks.background,
             )
         except ProxyError as exc:
             if exc.code == "context_length_exceeded":  # leave the conversation as it was
-                await self.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
+                await sinks.store.discard_turn(turn_id, {"type": "ProxyError", "status": 400})
             raise
         memory = MemoryState.of(stored.state.blocks)
         memory.passage_quota = passage_quota(self.settings.limits,
                                              stored.state.archival_passages)
         memory.passage_cap = self.settings.limits.passages_per_agent
-        upstream = ToolFallback(self.upstream, self.catalog, request.model, client_tools,
+        upstream = ToolFallback(sinks.upstream, self.catalog, request.model, client_tools,
                                 tools=tools_ok, on_switch=lambda: system_for(False))
         loop = TurnLoop(
             upstream=upstream,
@@ -408,6 +422,11 @@ class StatefulService:
             turn_id=turn_id, loop=loop, memory=memory, window=window, decision=plan.decision,
             exit_stack=stack, reply_hash=plan.reply_hash,
         )
+
+    def sinks(self) -> Sinks:
+        """The real ones: this service's store, upstream and (by config) summary queue."""
+        background = self.summaries if self.settings.memory.summaries == "background" else None
+        return Sinks(self.store, self.upstream, background)
 
     def _system_text(self, stored: StoredTurn, system_messages: list[Message], *,
                      tools: bool, recall: str) -> str:

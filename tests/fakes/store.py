@@ -262,11 +262,13 @@ class InMemoryTurnStore(InMemorySummaryJobs):
         return self._rows(conversation_pk, lambda m: m.visible and not m.superseded)
 
     async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = 100,
-                            include_superseded: bool = False) -> list[StoredMessage]:
+                            include_superseded: bool = False, before_seq: int | None = None,
+                            newest_first: bool = False) -> list[StoredMessage]:
         self._called("list_messages")
         rows = self._rows(conversation_pk, lambda m: m.seq > after_seq
+                          and (before_seq is None or m.seq < before_seq)
                           and (include_superseded or not m.superseded))
-        return rows[:limit]
+        return (rows[::-1] if newest_first else rows)[:limit]
 
     async def find_turn(self, conversation_pk: int, *, idempotency_key: str | None = None,
                         request_hash: str | None = None) -> Turn | None:

@@ -237,6 +237,29 @@ def test_list_messages_paging_and_supersede(store_backend: Backend) -> None:
     store_backend.run(body)
 
 
+def test_list_messages_newest_first_and_before(store_backend: Backend) -> None:
+    """The inspector opens a transcript at its end: newest first, paged back by seq."""
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        for i in range(3):
+            await s.begin_turn(conv.pk, f"t{i}", "h", None, [user(f"question {i}")])
+            await s.finish_turn(f"t{i}", conv.pk, agent.pk, result(assistant(f"answer {i}")))
+        newest = await s.list_messages(conv.pk, limit=2, newest_first=True)
+        assert [m.seq for m in newest] == [6, 5]
+        older = await s.list_messages(conv.pk, limit=3, newest_first=True, before_seq=5)
+        assert [m.seq for m in older] == [4, 3, 2]
+        assert [m.seq for m in await s.list_messages(conv.pk, before_seq=3)] == [1, 2]
+        assert [m.seq for m in await s.list_messages(conv.pk, after_seq=2, before_seq=5)] == [3, 4]
+        # a regenerate supersedes seq 6: hidden unless asked for, in both orders
+        await s.begin_turn(conv.pk, "t9", "h", None, [user("question 2, edited")],
+                           supersede_from_seq=5)
+        assert [m.seq for m in await s.list_messages(conv.pk, newest_first=True)] == [7, 4, 3, 2, 1]
+        assert [m.seq for m in await s.list_messages(
+            conv.pk, newest_first=True, include_superseded=True, limit=3)] == [7, 6, 5]
+
+    store_backend.run(body)
+
+
 def test_concurrent_begin_turns_get_consecutive_seqs(store_backend: Backend) -> None:
     async def body(s: Any) -> None:
         agent = await s.ensure_agent("t", "a", DEFAULT_BLOCKS)

@@ -304,12 +304,17 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         return [message_row(r) for r in await self._fetch(SQL_VISIBLE, conversation_pk)]
 
     async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = 100,
-                            include_superseded: bool = False) -> list[StoredMessage]:
-        """A page of the full transcript (internal steps included) by seq > after_seq."""
+                            include_superseded: bool = False, before_seq: int | None = None,
+                            newest_first: bool = False) -> list[StoredMessage]:
+        """A page of the full transcript (internal steps included) by seq > after_seq (and
+        < before_seq), oldest or newest first."""
         hide = "" if include_superseded else " AND NOT superseded"
+        order = "DESC" if newest_first else "ASC"
+        before = 2**31 - 1 if before_seq is None else before_seq  # seq is an int4
         rows = await self._fetch(
-            f"{MSG} WHERE conversation_pk = $1 AND seq > $2{hide} ORDER BY seq LIMIT $3",
-            conversation_pk, after_seq, limit)
+            f"{MSG} WHERE conversation_pk = $1 AND seq > $2 AND seq < $3{hide}"
+            f" ORDER BY seq {order} LIMIT $4",
+            conversation_pk, after_seq, before, limit)
         return [message_row(r) for r in rows]
 
     async def count_messages(self, agent_pk: int) -> int:

@@ -278,12 +278,18 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         return await self._fetch(SQL_VISIBLE, (conversation_pk,), _message)
 
     async def list_messages(self, conversation_pk: int, *, after_seq: int = 0, limit: int = 100,
-                            include_superseded: bool = False) -> list[StoredMessage]:
-        """A page of the full transcript (internal steps included) by seq > after_seq."""
+                            include_superseded: bool = False, before_seq: int | None = None,
+                            newest_first: bool = False) -> list[StoredMessage]:
+        """A page of the full transcript (internal steps included) by seq > after_seq (and
+        < before_seq), oldest or newest first."""
         hide = "" if include_superseded else " AND superseded = 0"
+        before = "" if before_seq is None else " AND seq < ?"
+        order = "DESC" if newest_first else "ASC"
+        params = (conversation_pk, after_seq,
+                  *(() if before_seq is None else (before_seq,)), limit)
         return await self._fetch(
-            f"{_MSG} WHERE conversation_pk = ? AND seq > ?{hide} ORDER BY seq LIMIT ?",
-            (conversation_pk, after_seq, limit), _message)
+            f"{_MSG} WHERE conversation_pk = ? AND seq > ?{before}{hide} ORDER BY seq {order}"
+            " LIMIT ?", params, _message)
 
     async def count_messages(self, agent_pk: int) -> int:
         """Messages in the agent's recall memory: visible and not superseded, all conversations.

@@ -101,9 +101,13 @@ export const api = {
     }),
   listConversations: (tenant, agent) =>
     request("GET", `${agentPath(agent)}/conversations`, { params: { tenant } }),
-  listMessages: (tenant, agent, conversation, { after, limit = 50, includeSuperseded, query } = {}) =>
+  listMessages: (tenant, agent, conversation,
+    { after, before, order, limit = 50, includeSuperseded, query } = {}) =>
     request("GET", `${agentPath(agent)}/conversations/${enc(conversation)}/messages`, {
-      params: { tenant, after, limit, query, include_superseded: includeSuperseded ? "true" : undefined },
+      params: {
+        tenant, after, before, order, limit, query,
+        include_superseded: includeSuperseded ? "true" : undefined,
+      },
     }),
   searchMessages: (tenant, agent, query, limit = 50) =>
     request("GET", `${agentPath(agent)}/messages`, { params: { tenant, query, limit } }),
@@ -117,6 +121,8 @@ export const api = {
     request("DELETE", `${agentPath(agent)}/conversations/${enc(conversation)}`, { params: { tenant } }),
   forget: (tenant, agent, body) =>
     request("POST", `${agentPath(agent)}/forget`, { params: { tenant }, body }),
-  context: (tenant, agent, conversation, model) =>
-    request("GET", `${agentPath(agent)}/context`, { params: { tenant, conversation, model } }),
+  context: (tenant, agent, conversation, model, { format, message } = {}) =>
+    request("GET", `${agentPath(agent)}/context`, {
+      params: { tenant, conversation, model, format, message },
+    }),
 };

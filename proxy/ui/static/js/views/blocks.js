@@ -6,6 +6,7 @@ import { api } from "../api.js";
 import {
   append, badge, charCount, errorBox, explainError, field, formatNumber, h, replace, timeEl, uid,
 } from "../dom.js";
+import { diffElement } from "../diff.js";
 
 function counterText(chars, limit) {
   const over = limit !== null && limit !== undefined && chars > limit;
@@ -17,12 +18,22 @@ function valuePre(value) {
   return value ? h("pre", { class: "value" }, value) : h("p", { class: "muted value" }, "(empty)");
 }
 
+// A revision is its diff (words inserted and deleted, long unchanged stretches elided); the
+// full values before and after are one click away, collapsed, so a long history stays short.
 function revisionItem(revision, onUndo) {
+  const before = revision.old_value ?? "";
+  const after = revision.new_value ?? "";
+  const sizes = `${formatNumber(charCount(before))} → ${formatNumber(charCount(after))} characters`;
   const values = h(
-    "div",
-    { class: "revision-values" },
-    h("div", {}, h("span", { class: "muted" }, "Before"), valuePre(revision.old_value)),
-    h("div", {}, h("span", { class: "muted" }, "After"), valuePre(revision.new_value)),
+    "details",
+    { class: "revision-full" },
+    h("summary", {}, `Full texts before and after (${sizes})`),
+    h(
+      "div",
+      { class: "revision-values" },
+      h("div", {}, h("span", { class: "muted" }, "Before"), valuePre(before)),
+      h("div", {}, h("span", { class: "muted" }, "After"), valuePre(after)),
+    ),
   );
   return h(
     "li",
@@ -35,6 +46,7 @@ function revisionItem(revision, onUndo) {
       timeEl(revision.created_at),
       h("button", { type: "button", class: "small", onclick: () => onUndo(revision) }, `Undo change #${revision.id}`),
     ),
+    diffElement(before, after),
     values,
   );
 }

@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { append, explainError, field, formatNumber, h, replace, uid } from "../dom.js";
+import { contentText } from "./messages.js";
 
 // Report keys (proxy/turn/report.py, from turn/ledger.py) in prompt order, with readable names.
 const PARTS = [
@@ -13,6 +14,7 @@ const PARTS = [
   ["metadata", "Memory metadata"],
   ["summary", "Summary"],
   ["pressure", "Memory-pressure note"],
+  ["recall", "Automatic recall"],
   ["messages", "Messages in context"],
   ["tools", "Tool schemas"],
   ["reserved_output", "Reserved for output"],
@@ -114,32 +116,113 @@ function report(data) {
   );
 }
 
+// The raw view: the JSON body the upstream receives on the next turn (`?format=raw`, made by
+// the turn's own code: turn/preview.py), for an optional next user message.
+function rawView(data) {
+  const request = data.request || {};
+  const messages = Array.isArray(request.messages) ? request.messages : [];
+  const tools = Array.isArray(request.tools) ? request.tools : [];
+  return h(
+    "div",
+    { class: "raw-request" },
+    h(
+      "p",
+      { class: "muted" },
+      `Conversation ${data.conversation_id}: ${messages.length} messages, ${tools.length} tools, `
+        + `model ${request.model || "unknown"}`,
+      data.paged_out ? ` · the next turn first pages out ${data.paged_out} messages` : "",
+      ". The upstream key is sent as a header and is never part of this body.",
+    ),
+    h("h4", {}, "Messages, as text"),
+    h("ol", { class: "raw-messages" }, messages.map((m, i) => h(
+      "li",
+      { dataset: { role: String(m.role || "") } },
+      h("span", { class: "muted" }, `${i + 1}. `),
+      h("span", { class: "raw-role" }, String(m.role || "?")),
+      Array.isArray(m.tool_calls) && m.tool_calls.length
+        ? h("span", { class: "muted" }, ` calls ${m.tool_calls.map((c) => (c.function || {}).name).join(", ")}`)
+        : null,
+      h("pre", {}, contentText(m.content)),
+    ))),
+    tools.length
+      ? h("p", {}, "Tools offered: ", tools.map((t, i) => [i ? ", " : "", h("code", {}, (t.function || {}).name || "?")]),
+        request.tool_choice ? ` · tool_choice ${JSON.stringify(request.tool_choice)}` : "")
+      : h("p", { class: "muted" }, "No tools offered."),
+    h(
+      "details",
+      { class: "raw-json-box", open: true },
+      h("summary", {}, "The exact JSON body"),
+      h("pre", { class: "raw-json", tabindex: "0", "aria-label": "The next upstream request as JSON" },
+        JSON.stringify(request, null, 2)),
+    ),
+  );
+}
+
 /** Render the context tab: a conversation and model picker, then the report. */
 export async function renderContext(panel, route, ctx) {
   const conversation = h("select", { id: uid("context-conversation") });
   const model = h("input", { id: uid("context-model"), type: "text", placeholder: "the last turn's model" });
+  const message = h("input", { id: uid("context-message"), type: "text", placeholder: "none" });
   const out = h("div", { class: "context-out", "aria-live": "polite" });
+  const rawOut = h("div", { class: "raw-out", "aria-live": "polite" });
+  const rawBox = h(
+    "details",
+    { class: "raw-box" },
+    h("summary", {}, "Raw request: the next prompt exactly as the upstream receives it"),
+    rawOut,
+  );
   const form = h(
     "form",
     { class: "inline-form", "aria-label": "Context window options" },
     field("Conversation", conversation),
     field("Model (optional)", model),
+    field("Next message (optional)", message, "shown as the new user message in the raw request"),
     h("button", { type: "submit" }, "Show context"),
   );
-  append(panel, [h("h3", {}, "Context window"), form, out]);
+  append(panel, [h("h3", {}, "Context window"), form, out, rawBox]);
+
+  // Each load is numbered: an answer that arrives after a newer request was made (another
+  // conversation picked meanwhile) is dropped instead of showing another chat's numbers.
+  let loads = 0;
+  const options = () => [route.tenant, route.agent, conversation.value || undefined,
+    model.value.trim() || undefined];
+
+  async function loadRaw(mine) {
+    replace(rawOut, h("p", { class: "muted" }, "Building the next request…"));
+    try {
+      const data = await api.context(...options(), { format: "raw", message: message.value.trim() || undefined });
+      if (ctx.isCurrent() && mine === loads) replace(rawOut, rawView(data));
+    } catch (error) {
+      if (ctx.isCurrent() && mine === loads) replace(rawOut, explainError(error));
+    }
+  }
 
   async function load() {
+    loads += 1;
+    const mine = loads;
+    out.dataset.conversation = conversation.value;
     replace(out, h("p", { class: "muted" }, "Measuring the next prompt…"));
+    if (rawBox.open) loadRaw(mine);
+    else replace(rawOut);
     try {
-      const data = await api.context(route.tenant, route.agent, conversation.value || undefined, model.value.trim() || undefined);
-      if (ctx.isCurrent()) replace(out, report(data));
+      const data = await api.context(...options());
+      if (ctx.isCurrent() && mine === loads) replace(out, report(data));
     } catch (error) {
-      if (ctx.isCurrent()) replace(out, explainError(error));
+      if (ctx.isCurrent() && mine === loads) replace(out, explainError(error));
     }
   }
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     load();
+  });
+  conversation.addEventListener("change", () => {
+    // The address follows the picker (without a re-render), so a reload shows the same chat.
+    const hash = ctx.routeHash({ ...route, tab: "context", conversation: conversation.value || null });
+    window.history.replaceState(null, "", hash);
+    load();
+  });
+  rawBox.addEventListener("toggle", () => {
+    if (rawBox.open && !rawOut.childElementCount) loadRaw(loads);
   });
 
   try {

@@ -1,10 +1,11 @@
-// Conversations and transcripts: the agent's conversations, one transcript paged with
-// `?after=`, superseded messages on request (`include_superseded=true`), and full-text search
-// in this conversation or across all of the agent's conversations.
+// Conversations and transcripts: the agent's conversations, one transcript (transcript.js:
+// opened at the newest message, its branches marked), and full-text search in this
+// conversation or across all of the agent's conversations.
 
 import { api } from "../api.js";
 import { append, explainError, field, formatNumber, h, replace, timeEl, uid } from "../dom.js";
 import { messageItem } from "./messages.js";
+import { transcript } from "./transcript.js";
 
 const PAGE = 50;
 
@@ -73,51 +74,6 @@ function searchForm(route, ctx, results) {
     }
   });
   return form;
-}
-
-function transcript(route, ctx) {
-  const list = h("ol", { class: "messages transcript", "aria-label": `Transcript of ${route.conversation}` });
-  const footer = h("div", { class: "pager" });
-  const superseded = h("input", { type: "checkbox", id: uid("superseded") });
-  const toggles = h(
-    "div",
-    { class: "toggles" },
-    h("label", { class: "check" }, superseded, " Show superseded messages"),
-    h("span", { class: "legend muted" }, "Memory steps are the model's internal memory-tool calls and "
-      + "results, never sent to the client."),
-  );
-
-  async function load(after) {
-    replace(footer, h("p", { class: "muted" }, "Loading messages…"));
-    let page;
-    try {
-      page = await api.listMessages(route.tenant, route.agent, route.conversation, {
-        after, limit: PAGE, includeSuperseded: superseded.checked,
-      });
-    } catch (error) {
-      replace(footer, explainError(error));
-      return;
-    }
-    if (!ctx.isCurrent()) return;
-    const rows = page.data || [];
-    append(list, rows.map((m) => messageItem(m)));
-    const last = rows.length ? rows[rows.length - 1].seq : after;
-    const next = page.next_after ?? last;
-    replace(
-      footer,
-      list.children.length === 0 ? h("p", {}, "No messages in this conversation.") : null,
-      page.has_more ? h("button", { type: "button", onclick: () => load(next) }, "Load more messages") : null,
-    );
-  }
-  superseded.addEventListener("change", () => {
-    replace(list);
-    load(undefined);
-  });
-  const reload = () => {
-    replace(list);
-    load(undefined);
-  };
-  return { element: h("div", { class: "transcript-box" }, toggles, list, footer), load, reload };
 }
 
 function removedText(removed) {
@@ -204,5 +160,5 @@ export async function renderConversations(panel, route, ctx) {
       view.element,
     ),
   );
-  await view.load(undefined);
+  await view.load();
 }
