@@ -10,12 +10,16 @@ An `otid` makes a retry idempotent: the first message's `otid` is the turn's ide
 so a retry of a finished turn is answered from the store (the turn's rows read back, nothing
 stored twice, no upstream call) and a retry of a failed one continues it.
 
-The stream variant runs the same turn and sends the whole messages once it is done (Letta's
-`stream_tokens: false`): errors before that keep their HTTP status.
+The stream variant runs the same turn and sends each step's messages as the step finishes
+(Letta's step streaming, `stream_tokens: false`): a memory tool's call and result as soon as
+the tool has run, the answer at the end. Streaming starts once the first step is done, so an
+error in it keeps its HTTP status; a later one is an error event, then `stop_reason: error`.
+A replay streams the stored messages at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,9 +30,10 @@ from starlette.responses import Response, StreamingResponse
 
 from ..core.caller import Caller
 from ..core.identity import DEFAULT_CONVERSATION, Identity, validate_id
-from ..core.letta_messages import TurnFacts, letta_response
+from ..core.letta_messages import TurnFacts, letta_response, only_types, to_letta
+from ..core.loop import Event, StepStarted, TurnDone
 from ..core.types import Message, Turn
-from ..errors import bad_request
+from ..errors import InternalError, MemproxyError, bad_request
 from ..obs.logs import annotate
 from ..store.base import TurnStore
 from ..turn import Replay, TurnRequest, TurnSession
@@ -39,6 +44,9 @@ from .letta_schemas import LettaMessageCreate, LettaMessagesRequest
 from .middleware import annotate_turn
 from .ratelimit import end_turn, start_turn
 from .rest import Scope, endpoint, path_id, read_model
+from .storage_full import is_storage_full, storage_full_error
+
+log = logging.getLogger("memproxy.agent_messages")
 
 MAX_TURN_ROWS = 10_000  # a turn's rows read back for a replay: inputs plus two per step
 
@@ -55,9 +63,9 @@ class TurnAnswer:
 async def send_messages(request: Request, scope: Scope) -> Response:
     """JSON, or server-sent events with Letta's `"streaming": true`."""
     body = await read_model(request, scope, LettaMessagesRequest)
-    answer = await _run(request, scope, body)
     if body.streaming:
-        return _stream(answer)
+        return await _stream(request, scope, body)
+    answer = await _run(request, scope, body)
     return Response(sse.dumps(answer.letta), media_type="application/json",
                     headers=answer.headers)
 
@@ -65,15 +73,33 @@ async def send_messages(request: Request, scope: Scope) -> Response:
 @endpoint
 async def send_messages_stream(request: Request, scope: Scope) -> Response:
     body = await read_model(request, scope, LettaMessagesRequest)
-    return _stream(await _run(request, scope, body))
+    return await _stream(request, scope, body)
 
 
-def _stream(answer: TurnAnswer) -> Response:
-    return StreamingResponse(_events(answer.letta), media_type="text/event-stream",
-                             headers={**answer.headers, "cache-control": "no-cache"})
+async def _stream(request: Request, scope: Scope, body: LettaMessagesRequest) -> Response:
+    started = time.perf_counter()
+    outcome = await _start(request, scope, body, started)
+    include = body.include_return_message_types
+    if isinstance(outcome, Replay):
+        answer = await _replayed(scope.state.store, outcome, include, started)
+        return _streaming(_whole(answer.letta), answer.headers)
+    session = outcome
+    events = session.events()
+    try:  # the first step runs before the answer starts: its errors keep their status
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        _turn_over(session)
+        raise
+    return _streaming(_live(session, first, events, include), session.headers())
 
 
-async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
+def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
+
+
+async def _whole(letta: dict[str, Any]) -> AsyncIterator[bytes]:
     for message in letta["messages"]:
         yield sse.event(message)
     yield sse.event(letta["stop_reason"])
@@ -81,8 +107,67 @@ async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
     yield sse.DONE
 
 
+async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event],
+                include: list[str] | None) -> AsyncIterator[bytes]:
+    """Each step's messages once the step is done: `to_letta` of the output so far is
+    prefix-stable (ids by position), so only the new tail is sent and every message has the
+    id and date the stored turn (and its replay) gives it."""
+    sent = 0
+    try:
+        while not isinstance(event, TurnDone):
+            if isinstance(event, StepStarted) and event.output:
+                letta = to_letta(event.output, TurnFacts(session.turn_id, event.created))
+                for message in only_types(letta[sent:], include):
+                    yield sse.event(message)
+                sent = len(letta)
+            event = await anext(events)
+        assert session.response is not None
+        facts = TurnFacts(session.turn_id, int(session.response["created"]))
+        output = [m.data for m in event.messages]
+        whole = letta_response(output, facts, usage=session.response.get("usage") or {})
+        for message in only_types(whole["messages"][sent:], include):
+            yield sse.event(message)
+        yield sse.event(whole["stop_reason"])
+        yield sse.event(whole["usage"])
+        session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
+    except MemproxyError as exc:
+        yield sse.event(exc.body)
+        yield sse.event(_STOPPED_BY_ERROR)
+    except Exception as exc:
+        if is_storage_full(exc):  # the turn could not be stored: say so, no traceback
+            log.error("stream failed: the database's storage is full")
+            yield sse.event(storage_full_error().body)
+        else:
+            log.exception("agent messages stream failed")
+            yield sse.event(InternalError().body)
+        yield sse.event(_STOPPED_BY_ERROR)
+    finally:
+        await events.aclose()
+        _turn_over(session)
+    yield sse.DONE
+
+
+_STOPPED_BY_ERROR = {"message_type": "stop_reason", "stop_reason": "error"}
+
+
+def _turn_over(session: TurnSession) -> None:
+    annotate_turn(session)
+    end_turn()
+
+
 async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> TurnAnswer:
     started = time.perf_counter()
+    outcome = await _start(request, scope, body, started)
+    include = body.include_return_message_types
+    if isinstance(outcome, Replay):
+        return await _replayed(scope.state.store, outcome, include, started)
+    return await _finished(outcome, include)
+
+
+async def _start(request: Request, scope: Scope, body: LettaMessagesRequest,
+                 started: float) -> TurnSession | Replay:
+    """The turn started (its first upstream call not yet made), or the replay of a finished
+    one; `started` is when the request's handling began (for the overhead figures)."""
     state = scope.state
     agent_id = path_id(request, "agent", "agent_id")
     conversation_id = validate_id(body.conversation_id or DEFAULT_CONVERSATION,
@@ -108,13 +193,11 @@ async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> Tu
         max_steps=max_steps,
     )
     api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-    include = body.include_return_message_types
     outcome = await start_turn(state.service, turn_request, api_key)  # [limits] slot
     if isinstance(outcome, Replay):
         end_turn()
         annotate(mode="replay")
-        return await _replayed(state.store, outcome, include, started)
-    return await _finished(outcome, include)
+    return outcome
 
 
 def _given_messages(body: LettaMessagesRequest) -> list[LettaMessageCreate]:
@@ -162,8 +245,7 @@ async def _finished(session: TurnSession, include: list[str] | None) -> TurnAnsw
         async for _event in session.events():
             pass
     finally:
-        annotate_turn(session)
-        end_turn()
+        _turn_over(session)
     assert session.done is not None and session.response is not None
     session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     facts = TurnFacts(session.turn_id, int(session.response["created"]))

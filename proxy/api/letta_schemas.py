@@ -139,8 +139,10 @@ class LettaResponse(_Out):
 # (JSON text), or `[DONE]`.
 LETTA_STREAM = {
     "title": "LettaStreamEvent", "type": "object",
-    "description": "text/event-stream: `data: {message}` per message, then the stop_reason "
-                   "and usage_statistics objects, then `data: [DONE]`.",
+    "description": "text/event-stream: `data: {message}` per message as each step "
+                   "finishes, then the stop_reason and usage_statistics objects, then "
+                   "`data: [DONE]`; an error after the first step is `data: {\"error\": "
+                   "...}` and a stop_reason `error`.",
     "properties": {"data": {"type": "string"}, "event": {"type": "string"},
                    "id": {"type": "string"}, "retry": {"type": "integer"}},
     "required": ["data"]}

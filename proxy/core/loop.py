@@ -180,9 +180,10 @@ class TurnLoop:
         first: Answer | None = None
         step = Answer()
         calls = 0
+        created = 0  # the first answer's `created` (or the clock's then): the turn's
         for index in range(self.max_steps):
             if index:
-                yield StepStarted(index)
+                yield StepStarted(index, [dict(m.data) for m in stored], created)
             last_step = index == self.max_steps - 1
             for _attempt in range(2):  # an empty answer is asked for once more
                 self.deadline.check()
@@ -197,7 +198,9 @@ class TurnLoop:
                     break
             if step.empty and not side_text:
                 raise empty_response()
-            first = first or step
+            if first is None:
+                first = step
+                created = step.created or int(time.time())
             internal = [c for c in step.calls if _name(c) not in self.client_names]
             client_calls = [c for c in step.calls if _name(c) in self.client_names]
             for number, call in enumerate(internal):
@@ -254,7 +257,7 @@ class TurnLoop:
                 steps=calls,
                 response_id=first.response_id or "chatcmpl-memproxy",
                 model=step.model or first.model or str(self.base_body.get("model", "")),
-                created=first.created or int(time.time()),
+                created=created,
                 system_fingerprint=step.fingerprint,
                 tool_calls=tool_counts,
                 logprobs=step.logprobs,

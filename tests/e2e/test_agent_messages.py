@@ -184,6 +184,68 @@ def test_stream(server, api, fake_upstream):
     assert len(rows(api)) == 4
 
 
+def stream_events(server, body: dict) -> tuple[int, list]:
+    """POST to /messages/stream: the status and the decoded events (`[DONE]` as a string)."""
+    with httpx.stream("POST", f"{server.url}/v1/agents/ada/messages/stream", timeout=30,
+                      json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            return response.status_code, [response.json()]
+        lines = [line for line in response.iter_lines() if line]
+    return 200, [line.removeprefix("data: ") if line == "data: [DONE]"
+                 else json.loads(line.removeprefix("data: ")) for line in lines]
+
+
+def test_stream_sends_memory_steps_as_they_happen(server, api, fake_upstream):
+    """A memory step is sent when it has run, before the next model call: a failure of that
+    call reaches the client after the step, as an error event and `stop_reason: error`."""
+    fake_upstream.push(Reply(tool_calls=[("core_memory_append",
+                                          {"label": "human", "content": "Name: Ada"})]),
+                       Fault.http(500, "boom", type="server_error"))
+    status, events = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "live-1"}], "model": MODEL})
+    assert status == 200
+    assert [e.get("message_type") if isinstance(e, dict) else e for e in events] == [
+        "tool_call_message", "tool_return_message", None, "stop_reason", "[DONE]"]
+    call, result, error, stop = events[:4]
+    assert call["tool_call"]["name"] == result["name"] == "core_memory_append"
+    assert result["status"] == "success"
+    assert error["error"]["message"] and stop["stop_reason"] == "error"
+    assert len(fake_upstream.requests) == 2
+    # the failed turn kept its input; the same otid continues it, and the finished turn's
+    # messages carry the ids the live stream gave its first step
+    status, again = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "live-1"}], "model": MODEL})
+    assert status == 200
+    assert [e["message_type"] for e in again[:-1]] == [
+        *TYPES_OF_AN_EDIT, "stop_reason", "usage_statistics"]
+    assert api.get("/v1/agents/ada/blocks/human").json()["value"] == "Name: Ada"
+    replayed = say(api, "My name is Ada", otid="live-1").json()
+    assert replayed["messages"] == again[:3]
+
+
+def test_stream_ids_match_the_stored_turn_and_filters_apply(server, api):
+    status, events = stream_events(server, {
+        "input": "My name is Ada", "model": MODEL, "streaming": True,
+        "include_return_message_types": ["tool_return_message", "assistant_message"]})
+    assert status == 200
+    assert [e["message_type"] for e in events[:-1]] == [
+        "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    turn = rows(api)[-1]["turn_id"]
+    assert [e["id"] for e in events[:2]] == [f"message-{turn}-1", f"message-{turn}-2"]
+    assert events[0]["date"] == events[1]["date"]
+
+
+def test_stream_errors_of_the_first_step_keep_their_status(server, api, fake_upstream):
+    fake_upstream.push(Fault.http(500, "boom", type="server_error"))
+    status, events = stream_events(server, {"input": "hello", "model": MODEL})
+    assert status == 500, events
+    assert events[0]["error"]["message"]
+    fake_upstream.push(Fault.http(400, "bad model", param="model"))
+    status, events = stream_events(server, {"input": "hello", "model": MODEL})
+    assert status == 400 and "bad model" in events[0]["error"]["message"]
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({}, "messages"),
     ({"messages": []}, "messages"),
