@@ -83,6 +83,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", f"{A}/conversations", transcripts.list_conversations,
              "Conversations, newest activity first", schemas.ConversationList,
              tag="transcripts", query=(TENANT,)),
+    Endpoint("POST", f"{A}/conversations", transcripts.create_conversation,
+             "Create an empty conversation (a turn also creates its conversation)",
+             schemas.ConversationObject, 201, (schemas.ConversationCreate,),
+             tag="transcripts", query=(TENANT,)),
     Endpoint("DELETE", f"{A}/conversations/{{conversation}}", forgetting.delete_conversation,
              "Delete a conversation and everything of it (messages, index and vector rows,"
              " turns, summaries, its stored responses); audited",
