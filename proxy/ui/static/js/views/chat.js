@@ -107,7 +107,9 @@ function blockPanel(route) {
 
 function conversationBar(route, ctx, conversations, current) {
   const go = (conversation) => {
-    window.location.hash = ctx.routeHash({ ...route, tab: "chat", conversation });
+    const hash = ctx.routeHash({ ...route, tab: "chat", conversation });
+    if (window.location.hash === hash) window.dispatchEvent(new HashChangeEvent("hashchange"));
+    else window.location.hash = hash;
   };
   const pickId = uid("chat-conversation");
   const ids = conversations.map((c) => c.id);
@@ -260,7 +262,9 @@ export async function renderChat(panel, route, ctx) {
     event.preventDefault();
     const text = input.value.trim();
     if (!text || send.disabled) return;
-    append(log, messageItem({ seq: "new", role: "user", content: text, visible: true }));
+    append(log, h("li", { class: "message role-user live", dataset: { messageType: "user_message" } },
+      h("div", { class: "message-head" }, h("span", { class: "role" }, "user"), h("span", {}, "sent now")),
+      h("div", { class: "content" }, text)));
     input.value = "";
     turn(text, newOtid());
   });
