@@ -60,7 +60,7 @@ export async function renderAgentList(root, ctx) {
     if (!ctx.isCurrent()) return;
     agents.push(...(page.data || []));
     if (agents.length === 0) {
-      replace(body, h("p", {}, "No agents yet. An agent is created on its first chat request "
+      replace(body, h("p", {}, "No agents yet. Create one with New agent above, or on its first chat request "
         + "(for example with base URL /agents/NAME/v1)."));
       return;
     }
