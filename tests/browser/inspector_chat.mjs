@@ -111,6 +111,23 @@ async function chat(page) {
   await answer.nth(1).waitFor();
   summary.secondAnswer = (await answer.nth(1).locator(".content").textContent()).trim();
 
+  // A turn whose second model call fails: the memory step is shown, then the error and Retry,
+  // which resends the same otid and so continues the failed turn (stored once).
+  await page.getByLabel("Message", { exact: true }).fill("Remember in archive: the locker code is 4711");
+  await page.getByLabel("Message", { exact: true }).press("Enter");
+  const failed = page.locator(".chat-log li.turn-error");
+  await failed.waitFor();
+  summary.failedTurnError = (await failed.locator(".error").textContent()).trim();
+  assert.equal(await page.locator('.chat-log li[data-message-type="tool_call_message"]').count(), 2,
+    "the failed turn's memory step was shown before its error");
+  await shot(page, "chat-failed-turn");
+  await failed.getByRole("button", { name: /^Retry/ }).click();
+  await answer.nth(2).waitFor();
+  summary.retriedAnswer = (await answer.nth(2).locator(".content").textContent()).trim();
+  assert.equal(await failed.count(), 0, "the error box goes with the retry");
+  const passages = await rest("GET", `/v1/agents/${agent}/passages`);
+  summary.passagesAfterRetry = passages.body.data.map((p) => p.text);
+
   // Opened again, the chat shows the stored transcript, memory steps included.
   await page.reload();
   await page.locator(".chat-log li.message").first().waitFor();

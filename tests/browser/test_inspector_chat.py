@@ -7,6 +7,8 @@ with its answer. tests/browser/inspector_chat.mjs drives the page with playwrigh
 an agent (model, two blocks, one read-only), creates a conversation from the chat panel, sends
 the message and sees the memory step arrive (marked, the `human` block flagged) before the
 answer, then the block refreshed and marked changed; a second turn with the agent's own model;
+a third whose second model call fails (the memory step shown, then the error; Retry continues
+the turn with the same otid);
 creates and deletes a block, deletes the conversation and the agent (each delete asked first,
 once refused). Every new view is saved as a screenshot under the test's tmp dir; the paths are
 printed. The server's state is checked through the API at each step (in the script) and after.
@@ -31,7 +33,8 @@ TENANT = "acme"
 AGENT = "ada-chat"
 SECOND_STEP_DELAY_S = 3.0  # the answer's model call: the memory step is on the page before it
 MIN_SCREENSHOT_BYTES = 10_000
-SHOTS = ("create-agent", "chat-memory-step", "chat-answer", "new-block", "agents-after-delete")
+SHOTS = ("create-agent", "chat-memory-step", "chat-answer", "chat-failed-turn", "new-block",
+         "agents-after-delete")
 
 
 def _tail(text: str, limit: int = 6000) -> str:
@@ -44,10 +47,15 @@ def test_chat_and_create_delete_in_headless_chromium(make_proxy, fake_upstream,
     chromium = browser_env.chromium()
     node = browser_env.node()
     key = f"sk-inspector-{secrets.token_hex(8)}"
-    proxy = make_proxy({"auth": {"keys": {key: TENANT}}})
+    proxy = make_proxy({"auth": {"keys": {key: TENANT}}, "upstream": {"max_retries": 0}})
     fake_upstream.push(
+        # turn 1: the memory call, then (late) the scripted answer to its result
         Reply(tool_calls=[("core_memory_append", {"label": "human", "content": "Name: Ada"})]),
-        Fault.delay(SECOND_STEP_DELAY_S))  # then the scripted answer to the tool result
+        Fault.delay(SECOND_STEP_DELAY_S),
+        Fault.delay(0),  # turn 2: the scripted answer ("Your name is Ada.")
+        # turn 3: an archival insert, then the model call after it fails; its retry is scripted
+        Reply(tool_calls=[("archival_memory_insert", {"content": "the locker code is 4711"})]),
+        Fault.http(500, "the model server fell over", type="server_error"))
 
     shots = tmp_path / "screenshots"
     shots.mkdir()
@@ -74,15 +82,19 @@ def test_chat_and_create_delete_in_headless_chromium(make_proxy, fake_upstream,
     assert summary["stepBeforeAnswer"] is True, summary
     assert summary["memorySteps"] == 2  # the call and its result
     assert summary["secondAnswer"] == "Your name is Ada."
-    # reopened: user, memory call, result, answer, user, answer
-    assert (summary["reloadedRows"], summary["reloadedMemorySteps"]) == (6, 2), summary
+    # a later step's failure: shown after the memory step; the retry continued the turn
+    assert "the model server fell over" in summary["failedTurnError"]
+    assert summary["retriedAnswer"] == "Got it, I'll remember that."
+    assert summary["passagesAfterRetry"] == ["the locker code is 4711"]
+    # reopened: user, memory call, result, answer, user, answer, then the retried turn's four
+    assert (summary["reloadedRows"], summary["reloadedMemorySteps"]) == (10, 4), summary
     assert summary["newBlock"] == ["likes tea", 100, True]
     assert summary["blockDeleted"] is True
     assert summary["conversationsLeft"] == []
     assert summary["agentDeleted"] is True and summary["agentListedAfterDelete"] == 0
 
     # the turns went through Letta's step stream with the agent's model, in "first-chat"
-    assert [r.json["model"] for r in fake_upstream.requests] == ["gpt-4o-mini"] * 3
+    assert [r.json["model"] for r in fake_upstream.requests] == ["gpt-4o-mini"] * 7
     with proxy.http(headers={"Authorization": f"Bearer {key}"}) as http:
         assert http.get(f"/v1/agents/{AGENT}").status_code == 404
 

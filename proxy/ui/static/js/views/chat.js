@@ -197,6 +197,10 @@ export async function renderChat(panel, route, ctx) {
   const here = { ...route, conversation: current };
   const blocks = blockPanel(here);
   const log = h("ol", { class: "messages chat-log", "aria-label": `Chat in ${current}`, "aria-live": "polite" });
+  const add = (item) => { // the newest at the bottom, in view
+    append(log, item);
+    log.scrollTop = log.scrollHeight;
+  };
   const configured = agent.settings && typeof agent.settings.model === "string" ? agent.settings.model : "";
   const model = h("input", { id: uid("chat-model"), value: configured, spellcheck: "false",
     placeholder: "the agent's model, or its last turn's" });
@@ -225,7 +229,7 @@ export async function renderChat(panel, route, ctx) {
         } else if (event.message_type === "usage_statistics") {
           usage = event;
         } else {
-          append(log, liveItem(event));
+          add(liveItem(event));
           if (event.message_type === "tool_call_message" && BLOCK_TOOLS.has((event.tool_call || {}).name)) {
             try {
               const label = JSON.parse(event.tool_call.arguments || "{}").label;
@@ -247,12 +251,16 @@ export async function renderChat(panel, route, ctx) {
       const retry = h("button", { type: "button", onclick: () => { box.remove(); turn(text, otid); } },
         "Retry (continues the same turn)");
       const box = h("li", { class: "message turn-error" }, errorBox(failed), retry);
-      append(log, box);
+      add(box);
       turnState.textContent = "The turn failed.";
+      ctx.setStatus(`The turn failed: ${failed.message || "error"}`, "error");
       return;
     }
     const parts = [`Turn done (${stop || "end_turn"})`];
-    if (usage) parts.push(`${usage.step_count} steps, ${formatNumber(usage.total_tokens)} tokens`);
+    if (usage) {
+      const steps = usage.step_count === 1 ? "1 step" : `${usage.step_count} steps`;
+      parts.push(`${steps}, ${formatNumber(usage.total_tokens)} tokens`);
+    }
     if (changed.length) parts.push(`blocks changed: ${changed.join(", ")}`);
     turnState.textContent = `${parts.join("; ")}.`;
     ctx.setStatus(turnState.textContent);
@@ -262,7 +270,7 @@ export async function renderChat(panel, route, ctx) {
     event.preventDefault();
     const text = input.value.trim();
     if (!text || send.disabled) return;
-    append(log, h("li", { class: "message role-user live", dataset: { messageType: "user_message" } },
+    add(h("li", { class: "message role-user live", dataset: { messageType: "user_message" } },
       h("div", { class: "message-head" }, h("span", { class: "role" }, "user"), h("span", {}, "sent now")),
       h("div", { class: "content" }, text)));
     input.value = "";
@@ -286,4 +294,5 @@ export async function renderChat(panel, route, ctx) {
       blocks.element),
   );
   await Promise.all([loadHistory(here, log), blocks.load(false)]);
+  log.scrollTop = log.scrollHeight;
 }
