@@ -102,6 +102,7 @@ async function chat(page) {
   assert.match(await humanBlock.locator("pre.value").textContent(), /Name: Ada/);
   assert.match(await page.locator(".turn-state").textContent(), /blocks changed: human/);
   summary.memorySteps = await page.locator(".chat-log li.memory-step").count();
+  await page.locator(".chat-bar option", { hasText: "first-chat (2 messages)" }).waitFor({ state: "attached" });
   await shot(page, "chat-answer");
 
   // The next turn needs no model field: the agent's settings.model; it sees the memory.

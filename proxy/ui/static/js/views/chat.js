@@ -114,12 +114,10 @@ function conversationBar(route, ctx, conversations, current) {
   const pickId = uid("chat-conversation");
   const ids = conversations.map((c) => c.id);
   if (!ids.includes(current)) ids.unshift(current);
+  const optionText = (id, known) => (known ? `${id} (${formatNumber(known.messages)} messages)` : `${id} (new)`);
   const pick = h("select", { id: pickId, onchange: () => go(pick.value) },
-    ids.map((id) => {
-      const known = conversations.find((c) => c.id === id);
-      const label = known ? `${id} (${formatNumber(known.messages)} messages)` : `${id} (new)`;
-      return h("option", { value: id, selected: id === current }, label);
-    }));
+    ids.map((id) => h("option", { value: id, selected: id === current },
+      optionText(id, conversations.find((c) => c.id === id)))));
   const out = h("div", { class: "chat-bar-message", "aria-live": "polite" });
   const newId = h("input", { id: uid("new-conversation"), required: true, maxlength: "200", spellcheck: "false" });
   const create = h("form", { class: "inline-form new-conversation", "aria-label": "New conversation" },
@@ -152,8 +150,23 @@ function conversationBar(route, ctx, conversations, current) {
       }
     },
   }, "Delete this conversation");
-  return h("div", { class: "chat-bar" },
-    h("div", { class: "inline-form" }, field("Conversation", pick), remove), create, out);
+  /** After a turn: the current conversation's count again (and it can be deleted now). */
+  async function recount() {
+    try {
+      const known = ((await api.listConversations(route.tenant, route.agent)).data || [])
+        .find((c) => c.id === current);
+      if (!known) return;
+      pick.selectedOptions[0].textContent = optionText(current, known);
+      remove.disabled = false;
+    } catch {
+      // the count is a nicety; the chat itself already said how the turn went
+    }
+  }
+  return {
+    element: h("div", { class: "chat-bar" },
+      h("div", { class: "inline-form" }, field("Conversation", pick), remove), create, out),
+    recount,
+  };
 }
 
 async function loadHistory(route, log) {
@@ -196,6 +209,7 @@ export async function renderChat(panel, route, ctx) {
   const current = route.conversation || (conversations[0] && conversations[0].id) || "default";
   const here = { ...route, conversation: current };
   const blocks = blockPanel(here);
+  const bar = conversationBar(here, ctx, conversations, current);
   const log = h("ol", { class: "messages chat-log", "aria-label": `Chat in ${current}`, "aria-live": "polite" });
   const add = (item) => { // the newest at the bottom, in view
     append(log, item);
@@ -246,7 +260,7 @@ export async function renderChat(panel, route, ctx) {
       failed = error;
     }
     send.disabled = false;
-    const changed = await blocks.load(true);
+    const [changed] = await Promise.all([blocks.load(true), bar.recount()]);
     if (failed) {
       const retry = h("button", { type: "button", onclick: () => { box.remove(); turn(text, otid); } },
         "Retry (continues the same turn)");
@@ -285,7 +299,7 @@ export async function renderChat(panel, route, ctx) {
 
   replace(
     body,
-    conversationBar(here, ctx, conversations, current),
+    bar.element,
     h("div", { class: "chat-columns" },
       h("section", { class: "chat-main", "aria-label": `Conversation ${current}` },
         h("p", { class: "legend muted" }, "Memory steps (the model's memory-tool calls and results) "
