@@ -12,7 +12,10 @@ stored twice, no upstream call) and a retry of a failed one continues it.
 
 The stream variant runs the same turn and sends each step's messages as the step finishes
 (Letta's step streaming, `stream_tokens: false`): a memory tool's call and result as soon as
-the tool has run, the answer at the end. Streaming starts once the first step is done, so an
+the tool has run, the answer at the end. With `stream_tokens: true` the model is streamed too
+and its text goes out as it comes, as `assistant_message` chunks carrying the id the message
+will have; a text that turns out to stand beside a memory call is then sent whole as the
+`reasoning_message` of that same id (the chunks' text was not the answer). Streaming starts once the first step is done, so an
 error in it keeps its HTTP status; a later one is an error event, then `stop_reason: error`.
 A replay streams the stored messages at once.
 """
@@ -30,8 +33,14 @@ from starlette.responses import Response, StreamingResponse
 
 from ..core.caller import Caller
 from ..core.identity import DEFAULT_CONVERSATION, Identity, validate_id
-from ..core.letta_messages import TurnFacts, letta_response, only_types, to_letta
-from ..core.loop import Event, StepStarted, TurnDone
+from ..core.letta_messages import (
+    TurnFacts,
+    assistant_chunk,
+    letta_response,
+    only_types,
+    to_letta,
+)
+from ..core.loop import TEXT_SEPARATOR, Event, StepStarted, TextDelta, TurnDone
 from ..core.types import Message, Turn
 from ..errors import InternalError, MemproxyError, bad_request
 from ..obs.logs import annotate
@@ -78,7 +87,7 @@ async def send_messages_stream(request: Request, scope: Scope) -> Response:
 
 async def _stream(request: Request, scope: Scope, body: LettaMessagesRequest) -> Response:
     started = time.perf_counter()
-    outcome = await _start(request, scope, body, started)
+    outcome = await _start(request, scope, body, started, tokens=bool(body.stream_tokens))
     include = body.include_return_message_types
     if isinstance(outcome, Replay):
         answer = await _replayed(scope.state.store, outcome, include, started)
@@ -111,8 +120,11 @@ async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event]
                 include: list[str] | None) -> AsyncIterator[bytes]:
     """Each step's messages once the step is done: `to_letta` of the output so far is
     prefix-stable (ids by position), so only the new tail is sent and every message has the
-    id and date the stored turn (and its replay) gives it."""
-    sent = 0
+    id and date the stored turn (and its replay) gives it. Text deltas (`stream_tokens`) are
+    chunks of the message at the next position; the answer they made is not sent again."""
+    sent = 0  # Letta messages of the output sent whole (or, the answer, as chunks)
+    chunked: set[int] = set()  # positions whose text went out as chunks
+    chunks = include is None or "assistant_message" in include
     try:
         while not isinstance(event, TurnDone):
             if isinstance(event, StepStarted) and event.output:
@@ -120,13 +132,22 @@ async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event]
                 for message in only_types(letta[sent:], include):
                     yield sse.event(message)
                 sent = len(letta)
+            elif isinstance(event, TextDelta) and chunks:
+                text = event.text if sent in chunked else event.text.removeprefix(
+                    TEXT_SEPARATOR)  # the loop's separator from an earlier step's text
+                if text:
+                    chunked.add(sent)
+                    yield sse.event(_chunk(session, sent, text))
             event = await anext(events)
         assert session.response is not None
         facts = TurnFacts(session.turn_id, int(session.response["created"]))
         output = [m.data for m in event.messages]
         whole = letta_response(output, facts, usage=session.response.get("usage") or {})
-        for message in only_types(whole["messages"][sent:], include):
-            yield sse.event(message)
+        for position, message in enumerate(whole["messages"][sent:], start=sent):
+            if position in chunked and message["message_type"] == "assistant_message":
+                continue  # streamed already, chunk by chunk
+            if include is None or message["message_type"] in include:
+                yield sse.event(message)
         yield sse.event(whole["stop_reason"])
         yield sse.event(whole["usage"])
         session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
@@ -150,6 +171,11 @@ async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event]
 _STOPPED_BY_ERROR = {"message_type": "stop_reason", "stop_reason": "error"}
 
 
+def _chunk(session: TurnSession, position: int, text: str) -> dict[str, Any]:
+    facts = TurnFacts(session.turn_id, session.loop.created or int(time.time()))
+    return assistant_chunk(facts, position, text)
+
+
 def _turn_over(session: TurnSession) -> None:
     annotate_turn(session)
     end_turn()
@@ -165,9 +191,10 @@ async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> Tu
 
 
 async def _start(request: Request, scope: Scope, body: LettaMessagesRequest,
-                 started: float) -> TurnSession | Replay:
+                 started: float, *, tokens: bool = False) -> TurnSession | Replay:
     """The turn started (its first upstream call not yet made), or the replay of a finished
-    one; `started` is when the request's handling began (for the overhead figures)."""
+    one; `started` is when the request's handling began (for the overhead figures); `tokens`
+    streams the model's answers (Letta's `stream_tokens`)."""
     state = scope.state
     agent_id = path_id(request, "agent", "agent_id")
     conversation_id = validate_id(body.conversation_id or DEFAULT_CONVERSATION,
@@ -186,7 +213,7 @@ async def _start(request: Request, scope: Scope, body: LettaMessagesRequest,
     turn_request = TurnRequest(
         caller=Caller(scope.tenant, scope.caller.admin, scope.caller.key),
         identity=Identity(agent_id=agent_id, conversation_id=conversation_id, source="path"),
-        body={"model": model, "messages": messages, "stream": False},
+        body={"model": model, "messages": messages, "stream": tokens},
         started=started,
         idempotency_key=f"otid:{otid}" if otid else None,
         route=Route.within(state.settings.upstream.request_deadline_s),

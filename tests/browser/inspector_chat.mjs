@@ -97,6 +97,9 @@ async function chat(page) {
   await shot(page, "chat-memory-step");
 
   await answer.waitFor();
+  await page.locator(".turn-state", { hasText: "Turn done" }).waitFor();
+  assert.equal(await answer.count(), 1, "the answer's chunks join one message");
+  summary.answerChunks = Number(await answer.getAttribute("data-chunks"));
   assert.equal((await answer.locator(".content").textContent()).trim(), "Got it, I'll remember that.");
   await humanBlock.locator(".badge.changed").waitFor();
   assert.match(await humanBlock.locator("pre.value").textContent(), /Name: Ada/);
@@ -110,6 +113,7 @@ async function chat(page) {
   await page.getByLabel("Message", { exact: true }).fill("What is my name?");
   await page.getByRole("button", { name: "Send", exact: true }).click();
   await answer.nth(1).waitFor();
+  await page.locator(".turn-state", { hasText: "Turn done" }).waitFor();
   summary.secondAnswer = (await answer.nth(1).locator(".content").textContent()).trim();
 
   // A turn whose second model call fails: the memory step is shown, then the error and Retry,
@@ -124,6 +128,7 @@ async function chat(page) {
   await shot(page, "chat-failed-turn");
   await failed.getByRole("button", { name: /^Retry/ }).click();
   await answer.nth(2).waitFor();
+  await page.locator(".turn-state", { hasText: "Turn done" }).waitFor();
   summary.retriedAnswer = (await answer.nth(2).locator(".content").textContent()).trim();
   assert.equal(await failed.count(), 0, "the error box goes with the retry");
   const passages = await rest("GET", `/v1/agents/${agent}/passages`);

@@ -81,6 +81,8 @@ def test_chat_and_create_delete_in_headless_chromium(make_proxy, fake_upstream,
     # the memory step was on the page while the answer's model call was still running
     assert summary["stepBeforeAnswer"] is True, summary
     assert summary["memorySteps"] == 2  # the call and its result
+    assert summary["answerChunks"] > 1, "the answer streamed in, in pieces joined on the page"
+    assert all(r.json["stream"] is True for r in fake_upstream.requests)  # stream_tokens
     assert summary["secondAnswer"] == "Your name is Ada."
     # a later step's failure: shown after the memory step; the retry continued the turn
     assert "the model server fell over" in summary["failedTurnError"]

@@ -236,6 +236,55 @@ def test_stream_ids_match_the_stored_turn_and_filters_apply(server, api):
     assert events[0]["date"] == events[1]["date"]
 
 
+def test_stream_tokens_sends_the_answer_in_chunks_of_its_stored_id(server, api, fake_upstream):
+    """Letta's `stream_tokens: true`: the memory steps whole, the answer as `assistant_message`
+    chunks that share the id the stored message has (and are not sent again whole)."""
+    status, events = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "tok-1"}], "model": MODEL,
+        "stream_tokens": True})
+    assert status == 200 and events[-1] == "[DONE]"
+    assert fake_upstream.last.json["stream"] is True
+    kinds = [e["message_type"] for e in events[:-1]]
+    assert kinds[:2] == ["tool_call_message", "tool_return_message"]
+    assert kinds[-2:] == ["stop_reason", "usage_statistics"]
+    chunks = events[2:-3]
+    assert len(chunks) > 1 and {c["message_type"] for c in chunks} == {"assistant_message"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert "".join(c["content"] for c in chunks) == "Got it, I'll remember that."
+    replayed = say(api, "My name is Ada", otid="tok-1").json()
+    assert replayed["messages"][:2] == events[:2]
+    answer = replayed["messages"][2]
+    assert (answer["id"], answer["date"]) == (chunks[0]["id"], chunks[0]["date"])
+    assert answer["content"] == "Got it, I'll remember that."
+    # filtered out, the chunks are not sent either
+    status, quiet = stream_events(server, {"input": "hello", "model": MODEL, "stream_tokens": True,
+                                           "include_return_message_types": ["tool_call_message"]})
+    assert [e["message_type"] for e in quiet[:-1]] == ["stop_reason", "usage_statistics"]
+
+
+def test_stream_tokens_text_beside_a_memory_call_is_resent_as_reasoning(server, api,
+                                                                         fake_upstream):
+    fake_upstream.push(Reply(content="Let me note that.", tool_calls=[
+        ("core_memory_append", {"label": "human", "content": "Name: Ada"})]))
+    status, events = stream_events(server, {"input": "My name is Ada", "model": MODEL,
+                                            "stream_tokens": True})
+    assert status == 200
+    messages = events[:-3]
+    side = [e for e in messages if e["id"] == messages[0]["id"]]
+    assert {e["message_type"] for e in side} == {"assistant_message", "reasoning_message"}
+    assert "".join(e["content"] for e in side if e["message_type"] == "assistant_message") == (
+        "Let me note that.")
+    whole = side[-1]
+    assert whole["message_type"] == "reasoning_message"
+    assert whole["reasoning"] == "Let me note that."
+    rest = messages[len(side):]
+    assert [e["message_type"] for e in rest[:2]] == ["tool_call_message", "tool_return_message"]
+    answer = rest[2:]
+    assert "".join(e["content"] for e in answer) == "Got it, I'll remember that."
+    turn = rows(api)[-1]["turn_id"]
+    assert {e["id"] for e in answer} == {f"message-{turn}-3"}
+
+
 def test_stream_errors_of_the_first_step_keep_their_status(server, api, fake_upstream):
     fake_upstream.push(Fault.http(500, "boom", type="server_error"))
     status, events = stream_events(server, {"input": "hello", "model": MODEL})

@@ -1,7 +1,9 @@
 // The Chat tab: talk to the agent from the page. One conversation at a time (pick one, or
-// create one); a message goes through Letta's step stream (api.streamMessages), so the model's
-// memory steps (memory-tool calls, their results, text beside them) appear as each step
-// finishes, marked as memory steps, before the answer. The agent's memory blocks sit beside the
+// create one); a message goes through Letta's stream with `stream_tokens` (api.streamMessages):
+// the model's memory steps (memory-tool calls, their results, text beside them) appear as each
+// step finishes, marked as memory steps, and the answer streams in piece by piece (chunks of
+// one id, joined here; text that turns out to stand beside a memory call comes again whole as
+// that id's reasoning_message, which replaces it). The agent's memory blocks sit beside the
 // chat: a block a memory tool is changing is flagged at once, and when the turn is over the
 // blocks are read again and the ones that changed are marked.
 //
@@ -227,7 +229,10 @@ export async function renderChat(panel, route, ctx) {
     h("div", { class: "actions" }, send), turnState);
 
   async function turn(text, otid) {
-    const request = { messages: [{ role: "user", content: text, otid }], conversation_id: current };
+    const request = {
+      messages: [{ role: "user", content: text, otid }], conversation_id: current, stream_tokens: true,
+    };
+    const shown = new Map(); // message id -> its item: chunks join it, a whole message replaces it
     if (model.value.trim()) request.model = model.value.trim();
     send.disabled = true;
     turnState.textContent = "Waiting for the model…";
@@ -243,7 +248,20 @@ export async function renderChat(panel, route, ctx) {
         } else if (event.message_type === "usage_statistics") {
           usage = event;
         } else {
-          add(liveItem(event));
+          const item = shown.get(event.id);
+          if (item && event.message_type === "assistant_message") {
+            append(item.querySelector(".content"), event.content || "");
+            item.dataset.chunks = String(Number(item.dataset.chunks || "1") + 1);
+            log.scrollTop = log.scrollHeight;
+          } else if (item) {
+            const whole = liveItem(event);
+            item.replaceWith(whole);
+            shown.set(event.id, whole);
+          } else {
+            const fresh = liveItem(event);
+            if (event.id) shown.set(event.id, fresh);
+            add(fresh);
+          }
           if (event.message_type === "tool_call_message" && BLOCK_TOOLS.has((event.tool_call || {}).name)) {
             try {
               const label = JSON.parse(event.tool_call.arguments || "{}").label;
@@ -253,7 +271,7 @@ export async function renderChat(panel, route, ctx) {
             }
           }
           turnState.textContent = event.message_type === "assistant_message"
-            ? "Answered." : "Memory step done; the model continues…";
+            ? "The answer is coming in…" : "Memory step done; the model continues…";
         }
       });
     } catch (error) {
