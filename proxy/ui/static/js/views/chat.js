@@ -277,6 +277,7 @@ export async function renderChat(panel, route, ctx) {
     } catch (error) {
       failed = error;
     }
+    if (!failed && !stop) failed = { message: "The stream ended before the turn did (the connection was lost?)." };
     send.disabled = false;
     const [changed] = await Promise.all([blocks.load(true), bar.recount()]);
     if (failed) {
