@@ -10,12 +10,19 @@ An `otid` makes a retry idempotent: the first message's `otid` is the turn's ide
 so a retry of a finished turn is answered from the store (the turn's rows read back, nothing
 stored twice, no upstream call) and a retry of a failed one continues it.
 
-The stream variant runs the same turn and sends the whole messages once it is done (Letta's
-`stream_tokens: false`): errors before that keep their HTTP status.
+The stream variant runs the same turn and sends each step's messages as the step finishes
+(Letta's step streaming, `stream_tokens: false`): a memory tool's call and result as soon as
+the tool has run, the answer at the end. With `stream_tokens: true` the model is streamed too
+and its text goes out as it comes, as `assistant_message` chunks carrying the id the message
+will have; a text that turns out to stand beside a memory call is then sent whole as the
+`reasoning_message` of that same id (the chunks' text was not the answer). Streaming starts once the first step is done, so an
+error in it keeps its HTTP status; a later one is an error event, then `stop_reason: error`.
+A replay streams the stored messages at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,9 +33,16 @@ from starlette.responses import Response, StreamingResponse
 
 from ..core.caller import Caller
 from ..core.identity import DEFAULT_CONVERSATION, Identity, validate_id
-from ..core.letta_messages import TurnFacts, letta_response
+from ..core.letta_messages import (
+    TurnFacts,
+    assistant_chunk,
+    letta_response,
+    only_types,
+    to_letta,
+)
+from ..core.loop import TEXT_SEPARATOR, Event, StepStarted, TextDelta, TurnDone
 from ..core.types import Message, Turn
-from ..errors import bad_request
+from ..errors import InternalError, MemproxyError, bad_request
 from ..obs.logs import annotate
 from ..store.base import TurnStore
 from ..turn import Replay, TurnRequest, TurnSession
@@ -39,6 +53,9 @@ from .letta_schemas import LettaMessageCreate, LettaMessagesRequest
 from .middleware import annotate_turn
 from .ratelimit import end_turn, start_turn
 from .rest import Scope, endpoint, path_id, read_model
+from .storage_full import is_storage_full, storage_full_error
+
+log = logging.getLogger("memproxy.agent_messages")
 
 MAX_TURN_ROWS = 10_000  # a turn's rows read back for a replay: inputs plus two per step
 
@@ -55,9 +72,9 @@ class TurnAnswer:
 async def send_messages(request: Request, scope: Scope) -> Response:
     """JSON, or server-sent events with Letta's `"streaming": true`."""
     body = await read_model(request, scope, LettaMessagesRequest)
-    answer = await _run(request, scope, body)
     if body.streaming:
-        return _stream(answer)
+        return await _stream(request, scope, body)
+    answer = await _run(request, scope, body)
     return Response(sse.dumps(answer.letta), media_type="application/json",
                     headers=answer.headers)
 
@@ -65,15 +82,33 @@ async def send_messages(request: Request, scope: Scope) -> Response:
 @endpoint
 async def send_messages_stream(request: Request, scope: Scope) -> Response:
     body = await read_model(request, scope, LettaMessagesRequest)
-    return _stream(await _run(request, scope, body))
+    return await _stream(request, scope, body)
 
 
-def _stream(answer: TurnAnswer) -> Response:
-    return StreamingResponse(_events(answer.letta), media_type="text/event-stream",
-                             headers={**answer.headers, "cache-control": "no-cache"})
+async def _stream(request: Request, scope: Scope, body: LettaMessagesRequest) -> Response:
+    started = time.perf_counter()
+    outcome = await _start(request, scope, body, started, tokens=bool(body.stream_tokens))
+    include = body.include_return_message_types
+    if isinstance(outcome, Replay):
+        answer = await _replayed(scope.state.store, outcome, include, started)
+        return _streaming(_whole(answer.letta), answer.headers)
+    session = outcome
+    events = session.events()
+    try:  # the first step runs before the answer starts: its errors keep their status
+        first = await anext(events)
+    except BaseException:
+        await events.aclose()
+        _turn_over(session)
+        raise
+    return _streaming(_live(session, first, events, include), session.headers())
 
 
-async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
+def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> Response:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={**headers, "cache-control": "no-cache"})
+
+
+async def _whole(letta: dict[str, Any]) -> AsyncIterator[bytes]:
     for message in letta["messages"]:
         yield sse.event(message)
     yield sse.event(letta["stop_reason"])
@@ -81,8 +116,85 @@ async def _events(letta: dict[str, Any]) -> AsyncIterator[bytes]:
     yield sse.DONE
 
 
+async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event],
+                include: list[str] | None) -> AsyncIterator[bytes]:
+    """Each step's messages once the step is done: `to_letta` of the output so far is
+    prefix-stable (ids by position), so only the new tail is sent and every message has the
+    id and date the stored turn (and its replay) gives it. Text deltas (`stream_tokens`) are
+    chunks of the message at the next position; the answer they made is not sent again."""
+    sent = 0  # Letta messages of the output sent whole (or, the answer, as chunks)
+    chunked: set[int] = set()  # positions whose text went out as chunks
+    chunks = include is None or "assistant_message" in include
+    try:
+        while not isinstance(event, TurnDone):
+            if isinstance(event, StepStarted) and event.output:
+                letta = to_letta(event.output, TurnFacts(session.turn_id, event.created))
+                for message in only_types(letta[sent:], include):
+                    yield sse.event(message)
+                sent = len(letta)
+            elif isinstance(event, TextDelta) and chunks:
+                text = event.text if sent in chunked else event.text.removeprefix(
+                    TEXT_SEPARATOR)  # the loop's separator from an earlier step's text
+                if text:
+                    chunked.add(sent)
+                    yield sse.event(_chunk(session, sent, text))
+            event = await anext(events)
+        assert session.response is not None
+        facts = TurnFacts(session.turn_id, int(session.response["created"]))
+        output = [m.data for m in event.messages]
+        whole = letta_response(output, facts, usage=session.response.get("usage") or {})
+        for position, message in enumerate(whole["messages"][sent:], start=sent):
+            if position in chunked and message["message_type"] == "assistant_message":
+                continue  # streamed already, chunk by chunk
+            if include is None or message["message_type"] in include:
+                yield sse.event(message)
+        yield sse.event(whole["stop_reason"])
+        yield sse.event(whole["usage"])
+        session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
+    except MemproxyError as exc:
+        yield sse.event(exc.body)
+        yield sse.event(_STOPPED_BY_ERROR)
+    except Exception as exc:
+        if is_storage_full(exc):  # the turn could not be stored: say so, no traceback
+            log.error("stream failed: the database's storage is full")
+            yield sse.event(storage_full_error().body)
+        else:
+            log.exception("agent messages stream failed")
+            yield sse.event(InternalError().body)
+        yield sse.event(_STOPPED_BY_ERROR)
+    finally:
+        await events.aclose()
+        _turn_over(session)
+    yield sse.DONE
+
+
+_STOPPED_BY_ERROR = {"message_type": "stop_reason", "stop_reason": "error"}
+
+
+def _chunk(session: TurnSession, position: int, text: str) -> dict[str, Any]:
+    facts = TurnFacts(session.turn_id, session.loop.created or int(time.time()))
+    return assistant_chunk(facts, position, text)
+
+
+def _turn_over(session: TurnSession) -> None:
+    annotate_turn(session)
+    end_turn()
+
+
 async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> TurnAnswer:
     started = time.perf_counter()
+    outcome = await _start(request, scope, body, started)
+    include = body.include_return_message_types
+    if isinstance(outcome, Replay):
+        return await _replayed(scope.state.store, outcome, include, started)
+    return await _finished(outcome, include)
+
+
+async def _start(request: Request, scope: Scope, body: LettaMessagesRequest,
+                 started: float, *, tokens: bool = False) -> TurnSession | Replay:
+    """The turn started (its first upstream call not yet made), or the replay of a finished
+    one; `started` is when the request's handling began (for the overhead figures); `tokens`
+    streams the model's answers (Letta's `stream_tokens`)."""
     state = scope.state
     agent_id = path_id(request, "agent", "agent_id")
     conversation_id = validate_id(body.conversation_id or DEFAULT_CONVERSATION,
@@ -101,20 +213,18 @@ async def _run(request: Request, scope: Scope, body: LettaMessagesRequest) -> Tu
     turn_request = TurnRequest(
         caller=Caller(scope.tenant, scope.caller.admin, scope.caller.key),
         identity=Identity(agent_id=agent_id, conversation_id=conversation_id, source="path"),
-        body={"model": model, "messages": messages, "stream": False},
+        body={"model": model, "messages": messages, "stream": tokens},
         started=started,
         idempotency_key=f"otid:{otid}" if otid else None,
         route=Route.within(state.settings.upstream.request_deadline_s),
         max_steps=max_steps,
     )
     api_key = state.upstream.resolve_key(request.headers.get("authorization"))
-    include = body.include_return_message_types
     outcome = await start_turn(state.service, turn_request, api_key)  # [limits] slot
     if isinstance(outcome, Replay):
         end_turn()
         annotate(mode="replay")
-        return await _replayed(state.store, outcome, include, started)
-    return await _finished(outcome, include)
+    return outcome
 
 
 def _given_messages(body: LettaMessagesRequest) -> list[LettaMessageCreate]:
@@ -162,8 +272,7 @@ async def _finished(session: TurnSession, include: list[str] | None) -> TurnAnsw
         async for _event in session.events():
             pass
     finally:
-        annotate_turn(session)
-        end_turn()
+        _turn_over(session)
     assert session.done is not None and session.response is not None
     session.metrics.overhead.labels("stateful").observe(session.overhead_ms() / 1000)
     facts = TurnFacts(session.turn_id, int(session.response["created"]))

@@ -53,6 +53,9 @@ class LettaMessagesRequest(_Body):
     streaming: bool = Field(False, description="Answer as server-sent events (as "
                                                "`/messages/stream` does).")
     use_assistant_message: bool = True
+    stream_tokens: bool | None = Field(
+        None, description="With a stream: the model's text as `assistant_message` chunks that "
+                          "share the stored message's id.")
     include_return_message_types: list[Literal[
         "reasoning_message", "tool_call_message", "tool_return_message",
         "assistant_message"]] | None = None
@@ -62,7 +65,6 @@ class LettaMessagesRequest(_Body):
     assistant_message_tool_name: str | None = None
     assistant_message_tool_kwarg: str | None = None
     enable_thinking: str | bool | None = None
-    stream_tokens: bool | None = None
     include_pings: bool | None = None
     background: bool | None = None
     client_skills: list[dict[str, Any]] | None = None
@@ -139,8 +141,10 @@ class LettaResponse(_Out):
 # (JSON text), or `[DONE]`.
 LETTA_STREAM = {
     "title": "LettaStreamEvent", "type": "object",
-    "description": "text/event-stream: `data: {message}` per message, then the stop_reason "
-                   "and usage_statistics objects, then `data: [DONE]`.",
+    "description": "text/event-stream: `data: {message}` per message as each step "
+                   "finishes, then the stop_reason and usage_statistics objects, then "
+                   "`data: [DONE]`; an error after the first step is `data: {\"error\": "
+                   "...}` and a stop_reason `error`.",
     "properties": {"data": {"type": "string"}, "event": {"type": "string"},
                    "id": {"type": "string"}, "retry": {"type": "integer"}},
     "required": ["data"]}

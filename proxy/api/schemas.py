@@ -56,6 +56,10 @@ class BlockPut(_Body):
     read_only: bool | None = Field(None, description="Kept when omitted (false for a new block).")
 
 
+class ConversationCreate(_Body):
+    id: str = Field(description="The new conversation's id (the rules of agent ids).")
+
+
 class UndoRequest(_Body):
     revision: int | None = Field(None, description="The revision to undo; default the newest.")
 

@@ -1,5 +1,8 @@
-"""Transcripts: an agent's conversations, a conversation's messages (paged or searched), and
-full-text search across all of an agent's conversations (docs/api.md).
+"""Transcripts: an agent's conversations (listed, or created empty), a conversation's messages
+(paged or searched), and full-text search across all of an agent's conversations (docs/api.md).
+
+A conversation is also created by its first turn; creating one ahead lets a client (the
+inspector's Chat panel) show and pick it before anything is said in it.
 
 Messages are shown as stored, internal memory steps (`visible: false`) and, on request,
 superseded ones included, so an operator sees what the model saw. Searches cover the visible
@@ -14,7 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import views
-from ..errors import bad_request
+from ..core.identity import validate_id
+from ..errors import ProxyError, bad_request
+from ..store.admin_types import ConversationStats
 from .rest import (
     MAX_PAGE,
     Scope,
@@ -26,7 +31,9 @@ from .rest import (
     query_date,
     query_int,
     query_list,
+    read_model,
 )
+from .schemas import ConversationCreate
 
 SEARCH_ROLES = frozenset({"user", "assistant", "tool"})
 MAX_SEQ = 2**31 - 1
@@ -37,6 +44,20 @@ async def list_conversations(request: Request, scope: Scope) -> Response:
     agent = await load_agent(request, scope)
     stats = await scope.state.store.list_conversation_stats(agent.pk)
     return ok(views.list_object([views.conversation_object(s) for s in stats]))
+
+
+@endpoint
+async def create_conversation(request: Request, scope: Scope) -> Response:
+    """An empty conversation of an existing agent; `409 conflict` if the id is taken."""
+    agent = await load_agent(request, scope)
+    body = await read_model(request, scope, ConversationCreate)
+    conversation_id = validate_id(body.id, "id")
+    store = scope.state.store
+    if await store.get_conversation(agent.pk, conversation_id) is not None:
+        raise ProxyError(409, f"conversation {conversation_id!r} already exists",
+                         code="conflict", param="id")
+    conversation = await store.ensure_conversation(agent.pk, conversation_id)
+    return ok(views.conversation_object(ConversationStats(conversation, 0, None)), 201)
 
 
 @endpoint

@@ -97,6 +97,12 @@ def to_letta(messages: Iterable[Message], facts: TurnFacts) -> list[dict[str, An
     return out
 
 
+def assistant_chunk(facts: TurnFacts, index: int, text: str) -> dict[str, Any]:
+    """A piece of the model's text as Letta's token stream (`stream_tokens`) sends it: an
+    `assistant_message` with the id, otid and date of the whole message at `index`."""
+    return {**_base(facts, index, "assistant_message"), "content": text}
+
+
 def step_count(messages: Iterable[Message]) -> int:
     """One model call per assistant message: what Letta counts as steps."""
     return sum(1 for m in messages if m.get("role") == "assistant")

@@ -142,6 +142,9 @@ class TurnLoop:
         self._held: list[TextDelta] = []  # a step's text not yet known to be the answer
         self._streamed = False  # some text reached the streaming client
         self.first_token_upstream_seconds: float | None = None
+        # The turn's `created` (every Letta message's date) as soon as it is known: the first
+        # streamed chunk's, else the first answer's, else the clock's then; TurnDone repeats it.
+        self.created: int | None = None
 
     @property
     def prompt(self) -> list[Message]:
@@ -182,7 +185,7 @@ class TurnLoop:
         calls = 0
         for index in range(self.max_steps):
             if index:
-                yield StepStarted(index)
+                yield StepStarted(index, [dict(m.data) for m in stored], self.created or 0)
             last_step = index == self.max_steps - 1
             for _attempt in range(2):  # an empty answer is asked for once more
                 self.deadline.check()
@@ -197,7 +200,9 @@ class TurnLoop:
                     break
             if step.empty and not side_text:
                 raise empty_response()
-            first = first or step
+            if first is None:
+                first = step
+                self.created = self.created or step.created or int(time.time())
             internal = [c for c in step.calls if _name(c) not in self.client_names]
             client_calls = [c for c in step.calls if _name(c) in self.client_names]
             for number, call in enumerate(internal):
@@ -254,7 +259,7 @@ class TurnLoop:
                 steps=calls,
                 response_id=first.response_id or "chatcmpl-memproxy",
                 model=step.model or first.model or str(self.base_body.get("model", "")),
-                created=first.created or int(time.time()),
+                created=self.created or int(time.time()),
                 system_fingerprint=step.fingerprint,
                 tool_calls=tool_counts,
                 logprobs=step.logprobs,
@@ -383,7 +388,10 @@ class TurnLoop:
                 if self.first_token_upstream_seconds is None:
                     self.first_token_upstream_seconds = self.upstream_seconds
                 text: TextDelta | None = None
-                for piece in builder.feed(chunk):
+                pieces = builder.feed(chunk)
+                if self.created is None:
+                    self.created = builder.answer.created or int(time.time())
+                for piece in pieces:
                     if isinstance(piece, TextPiece):
                         text = text or TextDelta("")
                         text.text += piece.text

@@ -96,9 +96,16 @@ class ToolCallDelta:
 
 @dataclass
 class StepStarted:
-    """Sent before each upstream call after the first (a chance to keep connections alive)."""
+    """Sent before each upstream call after the first (a chance to keep connections alive).
+
+    `output` is what the turn has produced so far (the memory steps before this call: each
+    assistant message with its calls, then their results), so a client of Letta's step stream
+    sees them as they happen; `created` is the turn's `created` (the first answer's), which
+    the finished turn's `TurnDone.created` repeats."""
 
     step: int
+    output: list[Message] = field(default_factory=list)
+    created: int = 0
 
 
 @dataclass

@@ -184,6 +184,117 @@ def test_stream(server, api, fake_upstream):
     assert len(rows(api)) == 4
 
 
+def stream_events(server, body: dict) -> tuple[int, list]:
+    """POST to /messages/stream: the status and the decoded events (`[DONE]` as a string)."""
+    with httpx.stream("POST", f"{server.url}/v1/agents/ada/messages/stream", timeout=30,
+                      json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            return response.status_code, [response.json()]
+        lines = [line for line in response.iter_lines() if line]
+    return 200, [line.removeprefix("data: ") if line == "data: [DONE]"
+                 else json.loads(line.removeprefix("data: ")) for line in lines]
+
+
+def test_stream_sends_memory_steps_as_they_happen(server, api, fake_upstream):
+    """A memory step is sent when it has run, before the next model call: a failure of that
+    call reaches the client after the step, as an error event and `stop_reason: error`."""
+    fake_upstream.push(Reply(tool_calls=[("core_memory_append",
+                                          {"label": "human", "content": "Name: Ada"})]),
+                       Fault.http(500, "boom", type="server_error"))
+    status, events = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "live-1"}], "model": MODEL})
+    assert status == 200
+    assert [e.get("message_type") if isinstance(e, dict) else e for e in events] == [
+        "tool_call_message", "tool_return_message", None, "stop_reason", "[DONE]"]
+    call, result, error, stop = events[:4]
+    assert call["tool_call"]["name"] == result["name"] == "core_memory_append"
+    assert result["status"] == "success"
+    assert error["error"]["message"] and stop["stop_reason"] == "error"
+    assert len(fake_upstream.requests) == 2
+    # the failed turn kept its input; the same otid continues it, and the finished turn's
+    # messages carry the ids the live stream gave its first step
+    status, again = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "live-1"}], "model": MODEL})
+    assert status == 200
+    assert [e["message_type"] for e in again[:-1]] == [
+        *TYPES_OF_AN_EDIT, "stop_reason", "usage_statistics"]
+    assert api.get("/v1/agents/ada/blocks/human").json()["value"] == "Name: Ada"
+    replayed = say(api, "My name is Ada", otid="live-1").json()
+    assert replayed["messages"] == again[:3]
+
+
+def test_stream_ids_match_the_stored_turn_and_filters_apply(server, api):
+    status, events = stream_events(server, {
+        "input": "My name is Ada", "model": MODEL, "streaming": True,
+        "include_return_message_types": ["tool_return_message", "assistant_message"]})
+    assert status == 200
+    assert [e["message_type"] for e in events[:-1]] == [
+        "tool_return_message", "assistant_message", "stop_reason", "usage_statistics"]
+    turn = rows(api)[-1]["turn_id"]
+    assert [e["id"] for e in events[:2]] == [f"message-{turn}-1", f"message-{turn}-2"]
+    assert events[0]["date"] == events[1]["date"]
+
+
+def test_stream_tokens_sends_the_answer_in_chunks_of_its_stored_id(server, api, fake_upstream):
+    """Letta's `stream_tokens: true`: the memory steps whole, the answer as `assistant_message`
+    chunks that share the id the stored message has (and are not sent again whole)."""
+    status, events = stream_events(server, {"messages": [
+        {"role": "user", "content": "My name is Ada", "otid": "tok-1"}], "model": MODEL,
+        "stream_tokens": True})
+    assert status == 200 and events[-1] == "[DONE]"
+    assert fake_upstream.last.json["stream"] is True
+    kinds = [e["message_type"] for e in events[:-1]]
+    assert kinds[:2] == ["tool_call_message", "tool_return_message"]
+    assert kinds[-2:] == ["stop_reason", "usage_statistics"]
+    chunks = events[2:-3]
+    assert len(chunks) > 1 and {c["message_type"] for c in chunks} == {"assistant_message"}
+    assert len({c["id"] for c in chunks}) == 1
+    assert "".join(c["content"] for c in chunks) == "Got it, I'll remember that."
+    replayed = say(api, "My name is Ada", otid="tok-1").json()
+    assert replayed["messages"][:2] == events[:2]
+    answer = replayed["messages"][2]
+    assert (answer["id"], answer["date"]) == (chunks[0]["id"], chunks[0]["date"])
+    assert answer["content"] == "Got it, I'll remember that."
+    # filtered out, the chunks are not sent either
+    status, quiet = stream_events(server, {"input": "hello", "model": MODEL, "stream_tokens": True,
+                                           "include_return_message_types": ["tool_call_message"]})
+    assert [e["message_type"] for e in quiet[:-1]] == ["stop_reason", "usage_statistics"]
+
+
+def test_stream_tokens_text_beside_a_memory_call_is_resent_as_reasoning(server, api,
+                                                                         fake_upstream):
+    fake_upstream.push(Reply(content="Let me note that.", tool_calls=[
+        ("core_memory_append", {"label": "human", "content": "Name: Ada"})]))
+    status, events = stream_events(server, {"input": "My name is Ada", "model": MODEL,
+                                            "stream_tokens": True})
+    assert status == 200
+    messages = events[:-3]
+    side = [e for e in messages if e["id"] == messages[0]["id"]]
+    assert {e["message_type"] for e in side} == {"assistant_message", "reasoning_message"}
+    assert "".join(e["content"] for e in side if e["message_type"] == "assistant_message") == (
+        "Let me note that.")
+    whole = side[-1]
+    assert whole["message_type"] == "reasoning_message"
+    assert whole["reasoning"] == "Let me note that."
+    rest = messages[len(side):]
+    assert [e["message_type"] for e in rest[:2]] == ["tool_call_message", "tool_return_message"]
+    answer = rest[2:]
+    assert "".join(e["content"] for e in answer) == "Got it, I'll remember that."
+    turn = rows(api)[-1]["turn_id"]
+    assert {e["id"] for e in answer} == {f"message-{turn}-3"}
+
+
+def test_stream_errors_of_the_first_step_keep_their_status(server, api, fake_upstream):
+    fake_upstream.push(Fault.http(500, "boom", type="server_error"))
+    status, events = stream_events(server, {"input": "hello", "model": MODEL})
+    assert status == 500, events
+    assert events[0]["error"]["message"]
+    fake_upstream.push(Fault.http(400, "bad model", param="model"))
+    status, events = stream_events(server, {"input": "hello", "model": MODEL})
+    assert status == 400 and "bad model" in events[0]["error"]["message"]
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({}, "messages"),
     ({"messages": []}, "messages"),

@@ -104,6 +104,7 @@ ENDPOINTS: list[tuple[str, str, Any, list[list[str]]]] = [
     ("PUT", f"/v1/agents/{AGENT}/blocks/notes", {"value": "likes tea"},
      [["value"], ["description"], ["limit"]]),
     ("POST", f"/v1/agents/{AGENT}/passages", {"text": "a fact"}, [["text"], ["tags"]]),
+    ("POST", f"/v1/agents/{AGENT}/conversations", {"id": "fb-chat"}, [["id"], ["x_fuzz"]]),
     ("POST", f"/v1/agents/{AGENT}/messages", {"messages": [{"role": "user", "content": "hi"}]},
      [["messages", "#", "content"], ["messages", "#", "role"], ["messages"]]),
     ("POST", f"/v1/agents/{AGENT}/messages/stream",

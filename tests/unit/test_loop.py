@@ -144,6 +144,25 @@ def test_memory_call_then_text(stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
+def test_each_step_started_carries_the_output_so_far_and_the_turn_created(stream):
+    """What Letta's step stream sends as the turn goes (api/agent_messages.py)."""
+    script = Script(
+        {"content": None, "tool_calls": [call("c1", "core_memory_append",
+                                              {"label": "human", "content": "A"})]},
+        {"content": None, "tool_calls": [call("c2", "conversation_search", {"query": "q"})]},
+        {"content": "Done."},
+    )
+    events, _ = run_loop(script, stream=stream)
+    started = [e for e in events if isinstance(e, StepStarted)]
+    done = events[-1]
+    assert [e.step for e in started] == [1, 2]
+    assert [[m["role"] for m in e.output] for e in started] == [
+        ["assistant", "tool"], ["assistant", "tool", "assistant", "tool"]]
+    assert started[1].output == [m.data for m in done.messages][:4]
+    assert started[0].created == started[1].created == done.created == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
 def test_text_beside_a_memory_call_is_an_internal_step_not_the_answer(stream):
     script = Script(
         {"content": "Let me note that.", "tool_calls": [

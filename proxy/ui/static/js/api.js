@@ -89,6 +89,12 @@ const agentPath = (agent) => `/v1/agents/${enc(agent)}`;
 export const api = {
   listAgents: (after, limit = 100) => request("GET", "/v1/agents", { params: { after, limit } }),
   getAgent: (tenant, agent) => request("GET", agentPath(agent), { params: { tenant } }),
+  createAgent: (body) => request("POST", "/v1/agents", { body }),
+  deleteAgent: (tenant, agent) => request("DELETE", agentPath(agent), { params: { tenant } }),
+  deleteBlock: (tenant, agent, label) =>
+    request("DELETE", `${agentPath(agent)}/blocks/${enc(label)}`, { params: { tenant } }),
+  createConversation: (tenant, agent, id) =>
+    request("POST", `${agentPath(agent)}/conversations`, { params: { tenant }, body: { id } }),
   listBlocks: (tenant, agent) => request("GET", `${agentPath(agent)}/blocks`, { params: { tenant } }),
   putBlock: (tenant, agent, label, fields) =>
     request("PUT", `${agentPath(agent)}/blocks/${enc(label)}`, { params: { tenant }, body: fields }),
@@ -126,3 +132,48 @@ export const api = {
       params: { tenant, conversation, model, format, message },
     }),
 };
+
+/**
+ * One turn through Letta's step stream (`POST /v1/agents/{a}/messages/stream`, docs/agents-as-a-service.md):
+ * `onEvent(object)` for every `data:` event as it arrives (a message, the stop_reason, the usage
+ * statistics, or `{error}` when a later step failed). An error before the stream starts (the
+ * first step's, or a bad body) throws an ApiError, as every other call does.
+ */
+export async function streamMessages(tenant, agent, body, onEvent) {
+  const headers = { Accept: "text/event-stream", "Content-Type": "application/json" };
+  const key = keyStore.get();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  let response;
+  try {
+    response = await fetch(apiUrl(`${agentPath(agent)}/messages/stream`, { tenant }), {
+      method: "POST", headers, body: JSON.stringify(body), cache: "no-store", credentials: "omit",
+    });
+  } catch (err) {
+    throw new ApiError(0, { message: `memproxy is unreachable: ${err.message}`, code: "network_error" });
+  }
+  if (!response.ok || !response.body) {
+    let error = { message: `HTTP ${response.status}` };
+    try {
+      error = (await response.json()).error || error;
+    } catch {
+      // not JSON: the status alone
+    }
+    throw new ApiError(response.status, error);
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let end = buffer.indexOf("\n\n");
+    while (end >= 0) {
+      const data = buffer.slice(0, end).split("\n")
+        .filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trim()).join("\n");
+      buffer = buffer.slice(end + 2);
+      if (data && data !== "[DONE]") onEvent(JSON.parse(data));
+      end = buffer.indexOf("\n\n");
+    }
+    if (done) return;
+  }
+}

@@ -1,6 +1,6 @@
 // Entry point: the key form, the status line and a tiny hash router.
 //   #/                                  agents list
-//   #/agent/TENANT/AGENT/TAB[/CONV]     one agent; TAB = blocks | conversations | passages | context
+//   #/agent/TENANT/AGENT/TAB[/CONV]     one agent; TAB = blocks | conversations | passages | context | chat
 
 import { keyStore } from "./api.js";
 import { replace } from "./dom.js";

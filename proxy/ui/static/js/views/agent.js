@@ -4,8 +4,10 @@
 import { api } from "../api.js";
 import { append, explainError, formatNumber, h, timeEl } from "../dom.js";
 import { renderBlocks } from "./blocks.js";
+import { renderChat } from "./chat.js";
 import { renderContext } from "./context.js";
 import { renderConversations } from "./conversations.js";
+import { deleteAgentButton } from "./create.js";
 import { renderPassages } from "./passages.js";
 
 export const TABS = [
@@ -13,6 +15,7 @@ export const TABS = [
   { id: "conversations", label: "Conversations", render: renderConversations },
   { id: "passages", label: "Archival passages", render: renderPassages },
   { id: "context", label: "Context window", render: renderContext },
+  { id: "chat", label: "Chat", render: renderChat },
 ];
 
 function header(agent, route) {
@@ -67,7 +70,7 @@ export async function renderAgent(root, route, ctx) {
   }
   if (!ctx.isCurrent()) return;
   const panel = h("section", { class: "tab-panel", "aria-labelledby": "agent-title" });
-  append(root, [header(agent, route), tabBar(route, ctx), panel]);
+  append(root, [header(agent, route), deleteAgentButton(route, ctx), tabBar(route, ctx), panel]);
   const tab = TABS.find((t) => t.id === route.tab) || TABS[0];
   await tab.render(panel, { ...route, agentObject: agent }, ctx);
 }

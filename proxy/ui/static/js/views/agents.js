@@ -3,6 +3,7 @@
 
 import { api } from "../api.js";
 import { append, explainError, formatNumber, h, replace, timeEl } from "../dom.js";
+import { newAgentForm } from "./create.js";
 
 function agentRow(agent, showTenant, ctx) {
   const stats = agent.stats || {};
@@ -44,7 +45,7 @@ function table(agents, ctx) {
 export async function renderAgentList(root, ctx) {
   const heading = h("h2", { tabindex: "-1" }, "Agents");
   const body = h("div", { class: "agents-body" }, h("p", { class: "muted" }, "Loading agents…"));
-  append(root, [heading, body]);
+  append(root, [heading, newAgentForm(ctx), body]);
   document.title = "Agents — memproxy inspector";
 
   const agents = [];
@@ -59,7 +60,7 @@ export async function renderAgentList(root, ctx) {
     if (!ctx.isCurrent()) return;
     agents.push(...(page.data || []));
     if (agents.length === 0) {
-      replace(body, h("p", {}, "No agents yet. An agent is created on its first chat request "
+      replace(body, h("p", {}, "No agents yet. Create one with New agent above, or on its first chat request "
         + "(for example with base URL /agents/NAME/v1)."));
       return;
     }

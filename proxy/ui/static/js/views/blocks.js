@@ -7,6 +7,7 @@ import {
   append, badge, charCount, errorBox, explainError, field, formatNumber, h, replace, timeEl, uid,
 } from "../dom.js";
 import { diffElement } from "../diff.js";
+import { addDeleteButtons, newBlockForm } from "./create.js";
 
 function counterText(chars, limit) {
   const over = limit !== null && limit !== undefined && chars > limit;
@@ -205,6 +206,8 @@ export async function renderBlocks(panel, route, ctx) {
     const blocks = page.data || [];
     if (blocks.length === 0) replace(list, h("p", {}, "This agent has no memory blocks."));
     else replace(list, blocks.map((b) => blockEditor(b, route, ctx)));
+    addDeleteButtons(list, route, ctx);
+    append(panel, newBlockForm(route, ctx, blocks.map((b) => b.label)));
   } catch (error) {
     if (ctx.isCurrent()) replace(list, explainError(error));
   }
