@@ -247,6 +247,11 @@ async function phone(browser) {
   await page.locator("pre.raw-json").waitFor();
   await noOverflow(page, "context");
   await shot(page, "phone-context");
+  await openTab(page, "chat", "edits");
+  await page.locator("form.chat-form").waitFor();
+  await page.locator("ol.chat-log li.message").first().waitFor();
+  await noOverflow(page, "chat");
+  await shot(page, "phone-chat");
   await page.close();
 }
 

@@ -106,7 +106,7 @@ def test_inspector_views_in_headless_chromium(make_proxy, fake_upstream, tmp_pat
     assert summary["transcript"]["pagesOlder"] >= 1
     assert summary["branch"]["superseded"] == 2
     assert summary["context"] == {"default": in_context["default"], "long": in_context["long"]}
-    assert set(summary["phone"]) >= {"agents", "blocks", "conversations", "context"}
+    assert set(summary["phone"]) >= {"agents", "blocks", "conversations", "context", "chat"}
     for name, path in summary["screenshots"].items():
         data = Path(path).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
