@@ -9,6 +9,7 @@ a browser of its own: the test drives the system Chromium through `executablePat
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -82,3 +83,24 @@ def node() -> str:
         pytest.fail(f"`{' '.join(command)}` failed (exit {done.returncode}):\n"
                     f"{_tail(done.stdout + done.stderr)}", pytrace=False)
     return str(executable)
+
+
+def run_script(script: Path, args: list[str], env: dict[str, str], timeout_s: float) -> dict:
+    """Run a browser script (`node SCRIPT ARGS` with `env` over the process environment) and
+    return the one JSON line it prints on success; a timeout, a non-zero exit or any other
+    output fails the test with the script's output."""
+    try:
+        done = subprocess.run([node(), str(script), *args], cwd=script.parent,
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"node {script.name} did not finish within {timeout_s} s; "
+                    f"stdout: {exc.stdout!r}; stderr: {exc.stderr!r}", pytrace=False)
+    assert done.returncode == 0, (f"node {script.name} exited {done.returncode}\n"
+                                  f"stderr:\n{_tail(done.stderr, 6000)}\n"
+                                  f"stdout:\n{_tail(done.stdout, 6000)}")
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line, got: {done.stdout!r}"
+    summary = json.loads(lines[0])
+    assert summary["ok"] is True, summary
+    return summary

@@ -9,19 +9,10 @@
 // on any failed check prints the reason to stderr and exits 1.
 
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 
-// playwright-core is installed in tests/node (one package.json for the Node tests).
-const require = createRequire(new URL("../node/package.json", import.meta.url));
-const { chromium } = require("playwright-core");
+import { env, main, newRun } from "./harness.mjs";
 
 const TIMEOUT_MS = 15_000;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`environment variable ${name} is not set`);
-  return value;
-}
 
 const base = env("MEMPROXY_URL");
 const key = env("MEMPROXY_KEY");
@@ -32,8 +23,8 @@ const screenshot = process.argv[2];
 if (!screenshot) throw new Error("usage: node inspector.mjs SCREENSHOT.png");
 
 const extraShots = process.env.MEMPROXY_SCREENSHOTS === "all"; // one per tab, for review
-const summary = { ok: false };
-const pageErrors = [];
+const run = newRun();
+const { summary, pageErrors } = run;
 
 /** With MEMPROXY_SCREENSHOTS=all, a full-page screenshot next to the main one. */
 async function shot(page, name) {
@@ -205,40 +196,25 @@ async function contextTab(page) {
   assert.ok(summary.window > 0);
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath, headless: true });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(TIMEOUT_MS);
-    page.on("pageerror", (error) => pageErrors.push(error.message));
+main(run, executablePath, async (browser) => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(TIMEOUT_MS);
+  page.on("pageerror", (error) => pageErrors.push(error.message));
 
-    await page.goto(`${base}/ui`);
-    assert.ok(page.url().endsWith("/ui/"), `redirected to ${page.url()}`);
-    // No key yet: the server refuses, and the page says where to put one.
-    await page.getByRole("alert").filter({ hasText: "API key" }).waitFor();
+  await page.goto(`${base}/ui`);
+  assert.ok(page.url().endsWith("/ui/"), `redirected to ${page.url()}`);
+  // No key yet: the server refuses, and the page says where to put one.
+  await page.getByRole("alert").filter({ hasText: "API key" }).waitFor();
 
-    await page.getByLabel("API key").fill(key);
-    await page.getByRole("button", { name: "Use key" }).click();
-    await page.getByRole("link", { name: agent, exact: true }).click();
-    await page.getByRole("heading", { name: `Agent ${agent}` }).waitFor();
-    assert.equal(await page.evaluate(() => sessionStorage.length), 1, "the key is kept for this tab");
+  await page.getByLabel("API key").fill(key);
+  await page.getByRole("button", { name: "Use key" }).click();
+  await page.getByRole("link", { name: agent, exact: true }).click();
+  await page.getByRole("heading", { name: `Agent ${agent}` }).waitFor();
+  assert.equal(await page.evaluate(() => sessionStorage.length), 1, "the key is kept for this tab");
 
-    await blocksTab(page);
-    await conversationsTab(page);
-    await passagesTab(page);
-    await contextTab(page);
-    await page.screenshot({ path: screenshot, fullPage: true });
-
-    assert.deepEqual(pageErrors, [], "uncaught errors in the page");
-    summary.ok = true;
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  process.stderr.write(`${error.stack || error}\nsummary so far: ${JSON.stringify(summary)}\n`);
-  if (pageErrors.length) process.stderr.write(`page errors: ${JSON.stringify(pageErrors)}\n`);
-  process.exit(1);
+  await blocksTab(page);
+  await conversationsTab(page);
+  await passagesTab(page);
+  await contextTab(page);
+  await page.screenshot({ path: screenshot, fullPage: true });
 });

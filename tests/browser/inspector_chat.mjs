@@ -10,19 +10,11 @@
 // check prints the reason to stderr and exits 1.
 
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 import path from "node:path";
 
-const require = createRequire(new URL("../node/package.json", import.meta.url));
-const { chromium } = require("playwright-core");
+import { env, main, newRun, signedInPage } from "./harness.mjs";
 
 const TIMEOUT_MS = 20_000;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`environment variable ${name} is not set`);
-  return value;
-}
 
 const base = env("MEMPROXY_URL");
 const key = env("MEMPROXY_KEY");
@@ -31,8 +23,8 @@ const executablePath = env("MEMPROXY_CHROMIUM");
 const shotDir = process.argv[2];
 if (!shotDir) throw new Error("usage: node inspector_chat.mjs SCREENSHOT_DIR");
 
-const summary = { ok: false, screenshots: {} };
-const pageErrors = [];
+const run = newRun({ screenshots: {} });
+const { summary, pageErrors } = run;
 
 async function shot(page, name) {
   const file = path.join(shotDir, `${name}.png`);
@@ -199,33 +191,14 @@ async function deleteAgent(page) {
   await shot(page, "agents-after-delete");
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath, headless: true });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(TIMEOUT_MS);
-    page.on("pageerror", (error) => pageErrors.push(error.message));
-    await page.goto(`${base}/ui/`);
-    await page.getByLabel("API key").fill(key);
-    await page.getByRole("button", { name: "Use key" }).click();
-    await page.getByRole("heading", { name: "Agents" }).waitFor();
+main(run, executablePath, async (browser) => {
+  const page = await signedInPage(browser, run, {
+    base, key, timeoutMs: TIMEOUT_MS, viewport: { width: 1280, height: 900 } });
+  await page.getByRole("heading", { name: "Agents" }).waitFor();
 
-    await createAgent(page);
-    await chat(page);
-    await blocks(page);
-    await deleteConversation(page);
-    await deleteAgent(page);
-
-    assert.deepEqual(pageErrors, [], "uncaught errors in the page");
-    summary.ok = true;
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  process.stderr.write(`${error.stack || error}\nsummary so far: ${JSON.stringify(summary)}\n`);
-  if (pageErrors.length) process.stderr.write(`page errors: ${JSON.stringify(pageErrors)}\n`);
-  process.exit(1);
+  await createAgent(page);
+  await chat(page);
+  await blocks(page);
+  await deleteConversation(page);
+  await deleteAgent(page);
 });

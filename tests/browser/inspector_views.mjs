@@ -4,19 +4,11 @@
 // Prints one JSON summary line on stdout; screenshots go to $MEMPROXY_SHOTS.
 
 import assert from "node:assert/strict";
-import { createRequire } from "node:module";
 import path from "node:path";
 
-const require = createRequire(new URL("../node/package.json", import.meta.url));
-const { chromium } = require("playwright-core");
+import { env, main, newRun, signedInPage } from "./harness.mjs";
 
 const TIMEOUT_MS = 15_000;
-
-function env(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`environment variable ${name} is not set`);
-  return value;
-}
 
 const base = env("MEMPROXY_URL");
 const key = env("MEMPROXY_KEY");
@@ -24,8 +16,8 @@ const agent = env("MEMPROXY_AGENT");
 const executablePath = env("MEMPROXY_CHROMIUM");
 const shotsDir = env("MEMPROXY_SHOTS");
 const expect = JSON.parse(env("MEMPROXY_EXPECT"));
-const summary = { ok: false, screenshots: {}, phone: {} };
-const pageErrors = [];
+const run = newRun({ screenshots: {}, phone: {} });
+const { summary, pageErrors } = run;
 
 async function shot(page, name, fullPage = true) {
   const file = path.join(shotsDir, `${name}.png`);
@@ -217,12 +209,9 @@ async function noOverflow(page, name) {
 }
 
 async function phone(browser) {
-  const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
-  page.setDefaultTimeout(TIMEOUT_MS);
-  page.on("pageerror", (error) => pageErrors.push(error.message));
-  await page.goto(`${base}/ui/`);
-  await page.getByLabel("API key").fill(key);
-  await page.getByRole("button", { name: "Use key" }).click();
+  const page = await signedInPage(browser, run, {
+    base, key, timeoutMs: TIMEOUT_MS, viewport: { width: 390, height: 844 }, isMobile: true,
+    hasTouch: true });
   await page.getByRole("link", { name: agent, exact: true }).waitFor();
   await noOverflow(page, "agents");
   await shot(page, "phone-agents");
@@ -255,34 +244,15 @@ async function phone(browser) {
   await page.close();
 }
 
-async function main() {
-  const browser = await chromium.launch({ executablePath, headless: true });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.setDefaultTimeout(TIMEOUT_MS);
-    page.on("pageerror", (error) => pageErrors.push(error.message));
-    await page.goto(`${base}/ui/`);
-    await page.getByLabel("API key").fill(key);
-    await page.getByRole("button", { name: "Use key" }).click();
-    await page.getByRole("link", { name: agent, exact: true }).click();
-    await page.getByRole("heading", { name: `Agent ${agent}` }).waitFor();
+main(run, executablePath, async (browser) => {
+  const page = await signedInPage(browser, run, {
+    base, key, timeoutMs: TIMEOUT_MS, viewport: { width: 1280, height: 900 } });
+  await page.getByRole("link", { name: agent, exact: true }).click();
+  await page.getByRole("heading", { name: `Agent ${agent}` }).waitFor();
 
-    await historyDiffs(page);
-    await longTranscript(page);
-    await branches(page);
-    await contextFollowsPicker(page);
-    await phone(browser);
-
-    assert.deepEqual(pageErrors, [], "uncaught errors in the page");
-    summary.ok = true;
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((error) => {
-  process.stderr.write(`${error.stack || error}\nsummary so far: ${JSON.stringify(summary)}\n`);
-  if (pageErrors.length) process.stderr.write(`page errors: ${JSON.stringify(pageErrors)}\n`);
-  process.exit(1);
+  await historyDiffs(page);
+  await longTranscript(page);
+  await branches(page);
+  await contextFollowsPicker(page);
+  await phone(browser);
 });

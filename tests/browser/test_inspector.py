@@ -11,10 +11,7 @@ the prompt the upstream received must carry the text typed into the browser.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,9 +28,6 @@ BLOCK_TEXT = 'Name: Ada Lovelace\nFavourite colour: ultramarine-7Q <b>bold?</b> 
 MIN_SCREENSHOT_BYTES = 20_000
 
 
-def _tail(text: str, limit: int = 6000) -> str:
-    return text if len(text) <= limit else "...\n" + text[-limit:]
-
 
 def _system_text(body: dict) -> str:
     return "\n".join(str(m.get("content") or "") for m in body["messages"]
@@ -43,7 +37,7 @@ def _system_text(body: dict) -> str:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_inspector_in_headless_chromium(make_proxy, fake_upstream, tmp_path: Path) -> None:
     chromium = browser_env.chromium()
-    node = browser_env.node()
+    browser_env.node()  # a missing node or playwright-core skips (or fails in CI) here
     key = f"sk-inspector-{secrets.token_hex(8)}"
     proxy = make_proxy({"auth": {"keys": {key: TENANT}}})
 
@@ -67,26 +61,13 @@ def test_inspector_in_headless_chromium(make_proxy, fake_upstream, tmp_path: Pat
 
     screenshot = tmp_path / "inspector.png"
     env = {
-        **os.environ,
         "MEMPROXY_URL": proxy.url,
         "MEMPROXY_KEY": key,
         "MEMPROXY_AGENT": AGENT,
         "MEMPROXY_BLOCK_TEXT": BLOCK_TEXT,
         "MEMPROXY_CHROMIUM": chromium,
     }
-    try:
-        done = subprocess.run([node, str(SCRIPT), str(screenshot)], cwd=SCRIPT.parent, env=env,
-                              capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"node {SCRIPT.name} did not finish within {RUN_TIMEOUT_S} s; "
-                    f"stdout: {exc.stdout!r}; stderr: {exc.stderr!r}", pytrace=False)
-    assert done.returncode == 0, (f"node {SCRIPT.name} exited {done.returncode}\n"
-                                  f"stderr:\n{_tail(done.stderr)}\nstdout:\n{_tail(done.stdout)}")
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one JSON line, got: {done.stdout!r}"
-    summary = json.loads(lines[0])
-    assert summary["ok"] is True
+    summary = browser_env.run_script(SCRIPT, [str(screenshot)], env, RUN_TIMEOUT_S)
     assert summary["memorySteps"] >= 2
     assert summary["superseded"] == 2, summary
     assert summary["searchHits"] >= 1
