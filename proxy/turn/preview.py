@@ -28,14 +28,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from ..core.caller import Caller
-from ..core.identity import DEFAULT_CONVERSATION, Identity
+from ..core.identity import Identity
 from ..core.messages import request_hash
 from ..core.reconcile import Action, Decision
 from ..core.summary import pending_note
 from ..core.types import Conversation, StoredMessage
-from ..errors import ProxyError
 from .background_summaries import transcript
 from .input import InputPlan, client_hashes, context_with_input, plan_input, read_history
+from .report import inspected
 from .request import TurnRequest
 from .service import Sinks, StatefulService, StoredTurn
 from .summarizer import max_summary_chars
@@ -101,17 +101,9 @@ async def next_request(
     upstream call for `message` (or for the conversation as it stands), `paged_out` the
     messages that turn would page out first."""
     store = service.store
-    agent = await store.get_agent(tenant, agent_id)
-    if agent is None:
-        raise ProxyError(404, f"no agent {agent_id!r}", code="agent_not_found", param="agent")
-    conversation = await store.get_conversation(agent.pk, conversation_id or DEFAULT_CONVERSATION)
-    if conversation is None:
-        raise ProxyError(404, f"no conversation {conversation_id!r}",
-                         code="conversation_not_found", param="conversation")
+    agent, conversation, model = await inspected(store, tenant, agent_id, conversation_id,
+                                                 model)
     state = await store.load_turn_state(agent.pk, conversation.pk)
-    if not model:
-        last = await store.last_turn(conversation.pk)
-        model = str(((last.response if last else None) or {}).get("model") or "")
     new: list[dict[str, Any]] = [{"role": "user", "content": message}] if message else []
     if new and conversation.resends_history:  # a chat UI's: the active path, then the message
         new = [dict(m.data) for m in await store.visible_transcript(conversation.pk)] + new

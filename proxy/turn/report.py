@@ -20,11 +20,29 @@ from .. import tokens
 from ..core.identity import DEFAULT_CONVERSATION
 from ..core.prompts import MemoryStats, render_system
 from ..core.tools import MEMORY_TOOLS
+from ..core.types import Agent, Conversation
 from ..errors import ProxyError
 from .ledger import TokenLedger
 from .recall import recall_section, wanted
 from .service import StatefulService
 from .window import reserved_output
+
+
+async def inspected(store: Any, tenant: str, agent_id: str, conversation_id: str | None,
+                    model: str | None) -> tuple[Agent, Conversation, str]:
+    """The agent and conversation a report is about (404s naming which is missing), and the
+    model it is for: the one asked for, else the conversation's last turn's."""
+    agent = await store.get_agent(tenant, agent_id)
+    if agent is None:
+        raise ProxyError(404, f"no agent {agent_id!r}", code="agent_not_found", param="agent")
+    conversation = await store.get_conversation(agent.pk, conversation_id or DEFAULT_CONVERSATION)
+    if conversation is None:
+        raise ProxyError(404, f"no conversation {conversation_id!r}",
+                         code="conversation_not_found", param="conversation")
+    if not model:
+        last = await store.last_turn(conversation.pk)
+        model = str(((last.response if last else None) or {}).get("model") or "")
+    return agent, conversation, model
 
 
 async def context_report(
@@ -37,16 +55,8 @@ async def context_report(
     message: str | None = None,
 ) -> dict[str, Any]:
     store = service.store
-    agent = await store.get_agent(tenant, agent_id)
-    if agent is None:
-        raise ProxyError(404, f"no agent {agent_id!r}", code="agent_not_found", param="agent")
-    conversation = await store.get_conversation(agent.pk, conversation_id or DEFAULT_CONVERSATION)
-    if conversation is None:
-        raise ProxyError(404, f"no conversation {conversation_id!r}",
-                         code="conversation_not_found", param="conversation")
-    if not model:
-        last = await store.last_turn(conversation.pk)
-        model = str(((last.response if last else None) or {}).get("model") or "")
+    agent, conversation, model = await inspected(store, tenant, agent_id, conversation_id,
+                                                 model)
     blocks = await store.get_blocks(agent.pk)
     context = await store.context_messages(conversation.pk)
     stats = MemoryStats.of(blocks, recall_messages=await store.count_messages(agent.pk),
