@@ -100,3 +100,19 @@ export function charCount(text) {
   for (const _ of text) n += 1;
   return n;
 }
+
+/**
+ * `await load()` for a view being drawn into `body`: its result, or null when it failed (its
+ * error explained in `body`) or when the page moved on meanwhile (`ctx.isCurrent()` false:
+ * then nothing is touched, so a slow answer never draws over another view).
+ */
+export async function loadFor(body, ctx, load) {
+  let result;
+  try {
+    result = await load();
+  } catch (error) {
+    if (ctx.isCurrent()) replace(body, explainError(error));
+    return null;
+  }
+  return ctx.isCurrent() ? result : null;
+}

@@ -12,7 +12,7 @@
 
 import { api, streamMessages } from "../api.js";
 import {
-  append, badge, charCount, errorBox, explainError, field, formatNumber, h, replace, uid,
+  append, badge, charCount, errorBox, explainError, field, formatNumber, h, loadFor, replace, uid,
 } from "../dom.js";
 import { messageItem } from "./messages.js";
 
@@ -200,14 +200,9 @@ export async function renderChat(panel, route, ctx) {
   const agent = route.agentObject || {};
   const body = h("div", { class: "chat" }, h("p", { class: "muted" }, "Loading conversations…"));
   append(panel, body);
-  let conversations;
-  try {
-    conversations = (await api.listConversations(route.tenant, route.agent)).data || [];
-  } catch (error) {
-    if (ctx.isCurrent()) replace(body, explainError(error));
-    return;
-  }
-  if (!ctx.isCurrent()) return;
+  const listed = await loadFor(body, ctx, () => api.listConversations(route.tenant, route.agent));
+  if (listed === null) return;
+  const conversations = listed.data || [];
   const current = route.conversation || (conversations[0] && conversations[0].id) || "default";
   const here = { ...route, conversation: current };
   const blocks = blockPanel(here);

@@ -3,7 +3,9 @@
 // conversation or across all of the agent's conversations.
 
 import { api } from "../api.js";
-import { append, explainError, field, formatNumber, h, replace, timeEl, uid } from "../dom.js";
+import {
+  append, explainError, field, formatNumber, h, loadFor, replace, timeEl, uid,
+} from "../dom.js";
 import { messageItem } from "./messages.js";
 import { transcript } from "./transcript.js";
 
@@ -127,14 +129,9 @@ function forgetTools(route, ctx, reload) {
 export async function renderConversations(panel, route, ctx) {
   const body = h("div", { class: "conversations" }, h("p", { class: "muted" }, "Loading conversations…"));
   append(panel, body);
-  let conversations;
-  try {
-    conversations = (await api.listConversations(route.tenant, route.agent)).data || [];
-  } catch (error) {
-    if (ctx.isCurrent()) replace(body, explainError(error));
-    return;
-  }
-  if (!ctx.isCurrent()) return;
+  const listed = await loadFor(body, ctx, () => api.listConversations(route.tenant, route.agent));
+  if (listed === null) return;
+  const conversations = listed.data || [];
   if (conversations.length === 0) {
     replace(body, h("p", {}, "This agent has no conversations yet."));
     return;
