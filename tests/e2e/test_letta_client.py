@@ -1,7 +1,7 @@
 """Letta's own Python SDK (`letta-client`, when installed) against memproxy's agents-as-a-service
 endpoint (docs/agents-as-a-service.md): it sends its request shapes and parses the answers into
-its own models, on both backends. Skipped when the SDK is not installed (it is not a test
-dependency: `pip install letta-client` to run it)."""
+its own models, on both backends. `letta-client` is in the `test` extra; the test is skipped
+only where that extra was not installed."""
 
 from __future__ import annotations
 
@@ -38,3 +38,18 @@ def test_letta_sdk_create_stream_and_otid_retry(letta, fake_upstream):
     assert [e.message_type for e in events] == [
         "assistant_message", "stop_reason", "usage_statistics"]
     assert events[0].content == "Your name is Ada."
+
+
+def test_letta_sdk_streams_steps_and_tokens(letta, fake_upstream):
+    """Letta's SDK reading the step stream: the memory step's call and result come before the
+    answer, and with `stream_tokens` the answer arrives in pieces of one message id."""
+    events = list(letta.agents.messages.create(
+        agent_id="bea", input="My name is Bea", streaming=True, stream_tokens=True,
+        override_model=MODEL))
+    kinds = [e.message_type for e in events]
+    assert kinds[:2] == ["tool_call_message", "tool_return_message"], kinds
+    pieces = [e for e in events if e.message_type == "assistant_message"]
+    assert len(pieces) > 1 and len({p.id for p in pieces}) == 1
+    assert "".join(p.content for p in pieces) == "Got it, I'll remember that."
+    assert kinds[-2:] == ["stop_reason", "usage_statistics"]
+    assert all(r.json["stream"] is True for r in fake_upstream.requests)
