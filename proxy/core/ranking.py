@@ -16,6 +16,10 @@ measured with `python -m bench recall` on LoCoMo):
   message's score is raised by a fraction of its best adjacent message's score (same
   conversation, seq ± 1, among the candidates), so a pair that is relevant together outranks an
   isolated keyword hit. This helps full-text alone as much as hybrid.
+- **Dates the query names.** "What did Maria donate in December 2023?" is about what was said
+  then: candidates stored within a day or month the query names (core/dates.py
+  `named_periods`) gain a share of the best candidate's score, so the ranking needs no scale
+  (bm25 alone or fused scores alike) and words still decide within the period and outside it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ K = TypeVar("K", bound=Hashable)
 TEXT_WEIGHT = 0.7
 # The share of its best neighbour's score that a message gains.
 NEIGHBOUR_WEIGHT = 0.4
+# The share of the best candidate's score that a message within a period the query names gains.
+PERIOD_WEIGHT = 0.4
 
 
 def normalized(ranking: Sequence[tuple[K, float]],
@@ -79,6 +85,22 @@ def with_neighbours(ranking: Sequence[tuple[K, float]],
                                         default=0.0)
               for key, score in base.items()}
     return sorted(raised.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def in_periods(ranking: Sequence[tuple[K, float]], created: Callable[[K], float],
+               periods: Sequence[tuple[float, float]],
+               weight: float = PERIOD_WEIGHT) -> list[tuple[K, float]]:
+    """Each score plus `weight` × the best score of the ranking when `created(key)` falls in
+    one of the [start, end) `periods`. Best first; ties keep the given order. No periods, or
+    no positive score: the ranking as given."""
+    best = max((score for _, score in ranking), default=0.0)
+    if not periods or best <= 0:
+        return list(ranking)
+    order = {key: i for i, (key, _) in enumerate(ranking)}
+    raised = [(key, score + weight * best
+               if any(start <= created(key) < end for start, end in periods) else score)
+              for key, score in ranking]
+    return sorted(raised, key=lambda item: (-item[1], order[item[0]]))
 
 
 def passage_order(found: list[Passage]) -> list[Passage]:
