@@ -22,8 +22,8 @@ import numpy as np
 
 from ...core.types import MessageHit, Passage
 from ..vector_base import (
-    EMBED_ROLES,
     CONTEXT_CHARS,
+    EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
     PASSAGE,
