@@ -24,6 +24,7 @@ The data is not part of the repository (CC BY-NC 4.0): pass its path.
         [--modes full-text,hybrid,bm25] [--json PATH]
         [--embed-url URL --embed-key KEY --embed-model NAME]   # a real provider instead
         [--query-prefix P --document-prefix P --query-input-type T --document-input-type T]
+        [--document-context-turns N]
 """
 
 from __future__ import annotations
@@ -100,10 +101,10 @@ class Server:
             if embed.embed_key:
                 env["MEMPROXY_EMBEDDINGS_API_KEY"] = embed.embed_key
             for key in ("query_prefix", "document_prefix", "query_input_type",
-                        "document_input_type"):
+                        "document_input_type", "document_context_turns"):
                 value = getattr(embed, key, None)
                 if value:
-                    env[f"MEMPROXY_EMBEDDINGS_{key.upper()}"] = value
+                    env[f"MEMPROXY_EMBEDDINGS_{key.upper()}"] = str(value)
         self.child = Child("memproxy", [
             sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--database-url", db_url, "--upstream-url", "http://127.0.0.1:9/v1"],
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-input-type", help="[embeddings] query_input_type (Voyage: query)")
     parser.add_argument("--document-input-type",
                         help="[embeddings] document_input_type (Voyage: document)")
+    parser.add_argument("--document-context-turns", type=int, default=0,
+                        help="[embeddings] document_context_turns: each turn embedded with "
+                             "this many turns before it (0-3)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -275,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
            f"{sum(len(c.questions) for c in convs)} questions")
     out: dict[str, Any] = {"machine": machine_info(), "data": str(args.data),
                            "conversations": [c.name for c in convs],
-                           "embed_model": args.embed_model, "results": {}}
+                           "embed_model": args.embed_model,
+                           "document_context_turns": args.document_context_turns, "results": {}}
     with tempfile.TemporaryDirectory(prefix="memproxy-recall-") as tmp, \
             embeddings_endpoint(args, Path(tmp)) if "hybrid" in modes else contextlib.nullcontext():
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:

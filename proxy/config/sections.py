@@ -320,6 +320,10 @@ class EmbeddingsSettings(_Section):
     document_prefix: str = Field(default="", max_length=500)
     query_input_type: str | None = Field(default=None, min_length=1, max_length=100)
     document_input_type: str | None = Field(default=None, min_length=1, max_length=100)
+    # A message is embedded together with this many turns before it in its conversation
+    # (each clipped to its last 300 characters): a reply such as "Yes, last Sunday" is found
+    # by what it answers. Passages are embedded alone. 0: each message alone.
+    document_context_turns: int = Field(default=0, ge=0, le=3)
 
     @field_validator("base_url")
     @classmethod

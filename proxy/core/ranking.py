@@ -6,20 +6,25 @@ measured with `python -m bench recall` on LoCoMo):
 
 - **Score fusion, not reciprocal rank fusion.** RRF (k = 60) scores rank 1 in one list like
   rank 3 in both, so turns that are mediocre in both lists pushed out full-text's clear winners:
-  hybrid lost to full-text at every k. Here each list's scores are min-max normalised over its
-  own candidates (bm25 / ts_rank and cosine have no common scale, but within one query the best
-  candidate is 1 and the weakest 0 on either side) and mixed with a fixed weight that trusts
-  full-text more: a strong exact-word match stays on top, a paraphrase that full-text missed
-  still rises above the weak keyword matches.
+  hybrid lost to full-text at every k. Here each list's scores are standardised over its own
+  candidates (bm25 and cosine have no common scale, but within one query each list has a mean
+  and a spread) and mixed with a fixed weight that trusts full-text more: a strong exact-word
+  match stays on top, a paraphrase that full-text missed still rises above the weak keyword
+  matches.
 - **Neighbouring turns.** In a conversation the turn that answers a question is usually next to
   the turn that asks or announces it, and the two share different words with a later query. A
   message's score is raised by a fraction of its best adjacent message's score (same
   conversation, seq ± 1, among the candidates), so a pair that is relevant together outranks an
   isolated keyword hit. This helps full-text alone as much as hybrid.
+- **Dates the query names.** "What did Maria donate in December 2023?" is about what was said
+  then: candidates stored within a day or month the query names (core/dates.py
+  `named_periods`) gain a share of the best candidate's score, so the ranking needs no scale
+  (bm25 alone or fused scores alike) and words still decide within the period and outside it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
@@ -31,6 +36,8 @@ K = TypeVar("K", bound=Hashable)
 TEXT_WEIGHT = 0.7
 # The share of its best neighbour's score that a message gains.
 NEIGHBOUR_WEIGHT = 0.4
+# The share of the best candidate's score that a message within a period the query names gains.
+PERIOD_WEIGHT = 0.4
 
 
 def normalized(ranking: Sequence[tuple[K, float]],
@@ -50,21 +57,47 @@ def normalized(ranking: Sequence[tuple[K, float]],
     return out
 
 
+def standardized(ranking: Sequence[tuple[K, float]],
+                 floor: float | None = None) -> tuple[dict[K, float], float]:
+    """Scores as standard scores over this list ((score − mean) / standard deviation; all 0
+    when they are equal), and the standard score of its weakest candidate, or of `floor` when
+    given (it joins the statistics: the score of what the list left out). A repeated key keeps
+    its first (best) score."""
+    out: dict[K, float] = {}
+    if not ranking:
+        return out, 0.0
+    values = [score for _, score in ranking] + ([] if floor is None else [floor])
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    scale = spread if spread > 0 else 1.0
+    for key, score in ranking:
+        if key not in out:
+            out[key] = (score - mean) / scale
+    return out, (min(values) - mean) / scale
+
+
 def score_fuse(text: Sequence[tuple[K, float]], vector: Sequence[tuple[K, float]],
                text_weight: float = TEXT_WEIGHT, *,
                text_complete: bool = False) -> list[tuple[K, float]]:
-    """Full-text and vector candidates fused: text_weight × normalised text score +
-    (1 − text_weight) × normalised similarity, 0 on a side that did not return the key.
-    Best first; equal scores keep full-text's order, then the vector order.
+    """Full-text and vector candidates fused: text_weight × standard text score +
+    (1 − text_weight) × standard similarity, each side's weakest score for a key it did not
+    return; then mapped to [0, 1] over the fused candidates (best 1, weakest 0) so that later
+    steps add shares of it. Best first; equal scores keep full-text's order, then the vector
+    order.
 
-    A side's 0 stands for "as good as what this list left out": its weakest candidate when the
-    list was cut at the candidate depth. When `text_complete` (full-text returned every match,
-    fewer than it was asked for), what it left out did not match at all, so its 0 is a score
-    of 0 and its weakest match keeps a share of the weight."""
-    t, v = normalized(text, 0.0 if text_complete else None), normalized(vector)
+    Standard scores (z-scores) rather than min-max: min-max rests on the list's two extremes,
+    so one outlying top score squashes every other candidate of its side towards 0, while
+    mean and spread use the whole list (Montague & Aslam, "Relevance score normalization for
+    metasearch", CIKM 2001). A side's missing value stands for "as good as what this list
+    left out": its weakest candidate when the list was cut at the candidate depth. When
+    `text_complete` (full-text returned every match, fewer than it was asked for), what it
+    left out did not match at all, so a score of 0 is what a missing key gets."""
+    t, t_missing = standardized(text, 0.0 if text_complete else None)
+    v, v_missing = standardized(vector)
     order = {key: i for i, key in enumerate([*t, *(k for k in v if k not in t)])}
-    fused = {key: text_weight * t.get(key, 0.0) + (1 - text_weight) * v.get(key, 0.0)
-             for key in order}
+    raw = {key: text_weight * t.get(key, t_missing) + (1 - text_weight) * v.get(key, v_missing)
+           for key in order}
+    fused = normalized(list(raw.items()))
     return sorted(fused.items(), key=lambda item: (-item[1], order[item[0]]))
 
 
@@ -79,6 +112,22 @@ def with_neighbours(ranking: Sequence[tuple[K, float]],
                                         default=0.0)
               for key, score in base.items()}
     return sorted(raised.items(), key=lambda item: (-item[1], order[item[0]]))
+
+
+def in_periods(ranking: Sequence[tuple[K, float]], created: Callable[[K], float],
+               periods: Sequence[tuple[float, float]],
+               weight: float = PERIOD_WEIGHT) -> list[tuple[K, float]]:
+    """Each score plus `weight` × the best score of the ranking when `created(key)` falls in
+    one of the [start, end) `periods`. Best first; ties keep the given order. No periods, or
+    no positive score: the ranking as given."""
+    best = max((score for _, score in ranking), default=0.0)
+    if not periods or best <= 0:
+        return list(ranking)
+    order = {key: i for i, (key, _) in enumerate(ranking)}
+    raised = [(key, score + weight * best
+               if any(start <= created(key) < end for start, end in periods) else score)
+              for key, score in ranking]
+    return sorted(raised, key=lambda item: (-item[1], order[item[0]]))
 
 
 def passage_order(found: list[Passage]) -> list[Passage]:

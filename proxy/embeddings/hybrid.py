@@ -7,8 +7,8 @@ as they use the store. Per search:
    embedding (bounded by `[embeddings] query_timeout_s`) followed by vector top-N over the
    agent's vectors with the same filters (tags; roles and dates; hidden and superseded
    messages left out);
-2. both lists fused by `core.ranking.score_fuse`: each side's scores min-max normalised over
-   its own candidates, 0.7 × full-text + 0.3 × vector (why, and not reciprocal rank fusion:
+2. both lists fused by `core.ranking.score_fuse`: each side's scores standardised over its
+   own candidates, 0.7 × full-text + 0.3 × vector (why, and not reciprocal rank fusion:
    core/ranking.py, docs/search.md);
 3. the top k of the fused list, its fused score (0..1) as `score`.
 

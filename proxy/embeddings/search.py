@@ -13,6 +13,8 @@ It adds two things to the backend's ranking:
   each side of hybrid; automatic recall, whose search runs on every turn, 4 per wanted hit),
   each message's score is raised by a share of its adjacent turn's, and
   the best `limit` are kept;
+- for messages, the dates the query names (`core.dates.named_periods`: "in May 2023", "on
+  3 June, 2023"): candidates stored within them are raised (`core.ranking.in_periods`);
 - a deterministic order among equal scores (the score, then the newest first, then the highest
   key), which neither SQL (ties come in whatever order the index walk yields) nor fusion define.
 """
@@ -22,7 +24,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from ..core.ranking import adjacent_turns, hit_order, passage_order, with_neighbours
+from ..core.dates import named_periods
+from ..core.ranking import adjacent_turns, hit_order, in_periods, passage_order, with_neighbours
 from ..core.types import MessageHit, Passage, StoredMessage
 
 MIN_CONTEXT_DEPTH = 100
@@ -39,11 +42,14 @@ def context_depth(limit: int) -> int:
     return max(limit, min(MAX_CONTEXT_DEPTH, max(MIN_CONTEXT_DEPTH, 2 * limit)))
 
 
-def in_context(hits: list[MessageHit]) -> list[MessageHit]:
-    """`hits` re-scored with their neighbours (core/ranking.py), best first."""
+def in_context(hits: list[MessageHit], query: str = "") -> list[MessageHit]:
+    """`hits` re-scored with their neighbours, then by the dates `query` names
+    (core/ranking.py), best first."""
     by_key = {(h.conversation_id, h.seq): h for h in hits}
     raised = with_neighbours([((h.conversation_id, h.seq), h.score) for h in hits],
                              adjacent_turns)
+    if periods := named_periods(query):
+        raised = in_periods(raised, lambda key: by_key[key].created_at, periods)
     return [replace(by_key[key], score=score) for key, score in raised]
 
 
@@ -83,7 +89,7 @@ class SearchService:
         else:
             hits = await self.backend.search_messages(
                 agent_pk, query, roles=roles, limit=depth, start=start, end=end, newest=newest)
-        return hit_order(in_context(hits))[:limit]
+        return hit_order(in_context(hits, query))[:limit]
 
     async def agent_messages(self, agent_pk: int, query: str, *,
                              roles: list[str] | None = None, limit: int = 20,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Settings
+from ..store.vector_base import CONTEXT_CHARS
 from .client import EmbeddingClient
 from .hybrid import HybridSearch
 from .index import VectorIndex
@@ -34,14 +35,18 @@ _VECTOR_METHODS = ("pending_texts", "put_vectors", "vector_state", "load_vectors
 
 
 def model_key(model: str, dimensions: int | None, document_prefix: str = "",
-              document_input_type: str | None = None) -> str:
+              document_input_type: str | None = None, context_turns: int = 0) -> str:
     """What stored vectors are tagged with: the model, the dimensions when requested, and how
-    documents were marked (prefix, input_type) when they were, so changing any of them
-    re-embeds in the background instead of mixing incomparable vectors. Unmarked documents
-    keep the plain key, so vectors stored before these settings existed stay valid."""
+    documents were made (prefix, input_type, earlier turns embedded with a message) when they
+    differ from the plain text, so changing any of them re-embeds in the background instead
+    of mixing incomparable vectors. Plain documents keep the plain key, so vectors stored
+    before these settings existed stay valid."""
     key = model if dimensions is None else f"{model}@{dimensions}"
-    if document_prefix or document_input_type:
-        marks = json.dumps([document_prefix, document_input_type]).encode()
+    if document_prefix or document_input_type or context_turns:
+        recipe: list[object] = [document_prefix, document_input_type]
+        if context_turns:  # a third element only when set: older marked keys stay the same
+            recipe.append({"context_turns": context_turns, "chars": CONTEXT_CHARS})
+        marks = json.dumps(recipe).encode()
         key += "#doc-" + hashlib.sha256(marks).hexdigest()[:12]
     return key
 
@@ -53,7 +58,8 @@ class EmbeddingService:
         self.store = store
         self.metrics = metrics
         self.model = model_key(self.config.model, self.config.dimensions,
-                               self.config.document_prefix, self.config.document_input_type)
+                               self.config.document_prefix, self.config.document_input_type,
+                               self.config.document_context_turns)
         self.search = SearchService(store)
         self.client: EmbeddingClient | None = None
         self.index: VectorIndex | None = None
@@ -89,7 +95,8 @@ class EmbeddingService:
             metrics=self.metrics, pgvector=pgvector))
         self.worker = EmbeddingWorker(self.store, self._embed_texts, self.model,
                                       batch_size=self.config.batch_size,
-                                      max_queue=self.config.max_queue, metrics=self.metrics)
+                                      max_queue=self.config.max_queue, metrics=self.metrics,
+                                      context_turns=self.config.document_context_turns)
         self.worker.start()
         log.info("hybrid search on: model %s%s", self.model,
                  ", pgvector" if pgvector else ", vectors scored in-process")

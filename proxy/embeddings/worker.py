@@ -53,7 +53,7 @@ class EmbeddingWorker:
 
     def __init__(self, store: VectorStore, embed: Callable[[Sequence[str]], Awaitable[np.ndarray]],
                  model: str, *, batch_size: int = 64, max_queue: int = 10_000,
-                 metrics: Any | None = None,
+                 metrics: Any | None = None, context_turns: int = 0,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
@@ -62,6 +62,7 @@ class EmbeddingWorker:
         self.batch_size = batch_size
         self.max_queue = max(max_queue, batch_size)
         self.metrics = metrics
+        self.context_turns = context_turns  # messages embedded with their earlier turns
         self.sleep = sleep
         self.clock = clock
         self.cursors = {kind: 0 for kind in KINDS}
@@ -160,7 +161,8 @@ class EmbeddingWorker:
         for kind in KINDS:
             while len(self._queue) < self.max_queue:
                 page = await self.store.pending_texts(kind, self.model, self.cursors[kind],
-                                                      self.max_queue - len(self._queue))
+                                                      self.max_queue - len(self._queue),
+                                                      self.context_turns)
                 self.cursors[kind] = page.cursor
                 self._queue.extend(i for i in page.items if (i.kind, i.pk) not in self.skipped)
                 if page.done:

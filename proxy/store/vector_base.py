@@ -35,6 +35,14 @@ ROLE_CODES = {"user": 1, "assistant": 2}
 # fail forever.
 MAX_EMBED_CHARS = 8000
 
+# `[embeddings] document_context_turns`: a message may be embedded together with the turns
+# before it in its conversation (docs/search.md, "Turns embedded with their context"). Each
+# earlier turn contributes at most its last CONTEXT_CHARS characters (the part the message
+# answers), so the message's own text stays within a small model's window (all-MiniLM reads
+# 256 word pieces); at most MAX_CONTEXT_TURNS of them.
+CONTEXT_CHARS = 300
+MAX_CONTEXT_TURNS = 3
+
 # Pending rows are looked for in primary-key ranges of this width, so one catch-up query never
 # scans (and holds a connection for) more than this many rows.
 SCAN_ROWS = 20_000
@@ -51,6 +59,16 @@ def unpack(blob: bytes, dim: int | None = None) -> np.ndarray:
     if dim is not None and vector.shape[0] != dim:
         raise ValueError(f"stored vector has {vector.shape[0]} dimensions, expected {dim}")
     return vector
+
+
+def document_text(text: str, context: Sequence[str] = ()) -> str:
+    """What is embedded for a message: the earlier turns `context` (oldest first), each on its
+    own line, then the message's own text; within MAX_EMBED_CHARS. Without context, the text
+    itself, so vectors stored before context existed are the same vectors."""
+    parts = [c.strip() for c in context if c and c.strip()]
+    if not parts:
+        return text[:MAX_EMBED_CHARS]
+    return "\n".join([*parts, text])[:MAX_EMBED_CHARS]
 
 
 @dataclass(frozen=True)
@@ -103,7 +121,7 @@ class VectorStore(Protocol):
     """The vector methods a store offers (SQLiteVectors, PostgresVectors mixins)."""
 
     async def pending_texts(self, kind: str, model: str, after_pk: int,
-                            limit: int) -> PendingPage: ...
+                            limit: int, context_turns: int = 0) -> PendingPage: ...
 
     async def put_vectors(self, kind: str, model: str,
                           vectors: Sequence[tuple[int, np.ndarray]]) -> int: ...

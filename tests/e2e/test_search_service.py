@@ -136,3 +136,53 @@ def test_changing_the_document_prefix_re_embeds_everything(make_proxy, fake_upst
         time.sleep(0.05)
     say(second.client(), f"Search archive: {QUERY}")
     assert ANSWER in contents(tool_result(fake_upstream))
+
+
+def embedded_texts(fake_upstream: Any) -> set[str]:
+    return {t for r in embed_requests(fake_upstream) for t in r["input"]}
+
+
+def test_messages_are_embedded_with_the_turn_before_them(make_proxy, fake_upstream,
+                                                         database_url):
+    """`document_context_turns = 1`: each message's document is the turn before it, then its
+    own text (the memory tool's internal steps are not turns); passages stay alone."""
+    fake_upstream.embedder = concept_embed
+    proxy = make_proxy(enabled(document_context_turns=1))
+    client = proxy.client()
+    question = "Where did you go hiking last weekend?"
+    answer = say(client, question)
+    stored = f"Remember in archive: {PASSAGES[0]}"
+    assert say(client, stored) == "Got it, I'll remember that."
+    follow_up = "With whom?"
+    say(client, follow_up)
+    wait_for_vectors(database_url, 1, 6)
+
+    texts = embedded_texts(fake_upstream)
+    assert {question, f"{question}\n{answer}", f"{answer}\n{stored}",
+            f"{stored}\nGot it, I'll remember that.",
+            f"Got it, I'll remember that.\n{follow_up}", PASSAGES[0]} <= texts
+    assert follow_up not in texts and answer not in texts
+
+
+def test_switching_context_on_re_embeds_the_messages_with_it(make_proxy, fake_upstream,
+                                                             database_url):
+    """The context is part of the vectors' model key: switched on, every message is embedded
+    again with its turn before (the catch-up), and searches use those vectors alone."""
+    fake_upstream.embedder = concept_embed
+    first = make_proxy(enabled())
+    archive(first.client())
+    wait_for_vectors(database_url, len(PASSAGES), MESSAGES_AFTER_ARCHIVE)
+    first.stop()
+    plain = embedded_texts(fake_upstream)
+    assert f"Remember in archive: {PASSAGES[0]}" in plain
+
+    second = make_proxy(enabled(document_context_turns=1))
+    wanted = {f"Got it, I'll remember that.\nRemember in archive: {PASSAGES[1]}",
+              f"Remember in archive: {PASSAGES[1]}\nGot it, I'll remember that."}
+    deadline = time.monotonic() + 60
+    while not wanted <= embedded_texts(fake_upstream):
+        assert time.monotonic() < deadline, "the messages were not embedded again"
+        time.sleep(0.05)
+    wait_for_vectors(database_url, len(PASSAGES), MESSAGES_AFTER_ARCHIVE)
+    say(second.client(), f"Search archive: {QUERY}")
+    assert ANSWER in contents(tool_result(fake_upstream))

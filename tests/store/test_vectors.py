@@ -18,6 +18,7 @@ from proxy.embeddings import EmbeddingError, EmbeddingWorker, VectorIndex
 from proxy.embeddings.client import normalize_rows
 from proxy.embeddings.index import AgentVectors
 from proxy.store.vector_base import (
+    CONTEXT_CHARS,
     MESSAGE,
     PASSAGE,
     ROLE_CODES,
@@ -163,6 +164,44 @@ def test_pending_rows_and_storing_vectors(store_backend: Backend) -> None:
         assert loaded.roles == [ROLE_CODES["user"], ROLE_CODES["assistant"], ROLE_CODES["user"]]
         assert all(c > 0 for c in loaded.created)
         assert (await s.load_vectors(MESSAGE, agent.pk, MODEL)).pks == []
+
+    store_backend.run(body)
+
+
+def test_messages_are_embedded_with_the_turns_before_them(store_backend: Backend) -> None:
+    """`context_turns`: a message's text comes after its conversation's earlier turns (only
+    turns: not hidden steps, tool calls or results, superseded messages, other conversations),
+    each clipped to its end; passages and the first turn stay alone."""
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        _, other = await setup(s, conversation_id="other")
+        long_question = "x" * 400 + " where did you go hiking?"
+        first = await s.begin_turn(conv.pk, "t1", "h", None, [user(long_question)])
+        await s.finish_turn("t1", conv.pk, agent.pk, result(
+            assistant("", visible=False),
+            NewMessage({"role": "assistant", "content": "calling a tool",
+                        "tool_calls": [{"id": "c1", "type": "function",
+                                        "function": {"name": "f", "arguments": "{}"}}]}),
+            NewMessage({"role": "tool", "tool_call_id": "c1", "content": "client tool result"}),
+            assistant("to the lake"), passages=[("the sedan is red", [])]))
+        await s.begin_turn(other.pk, "o1", "ho", None, [user("another conversation")])
+        await s.begin_turn(conv.pk, "t2", "h2", None, [user("to be replaced")])
+        await s.begin_turn(conv.pk, "t3", "h3", None, [user("with whom?")],
+                           supersede_from_seq=first + 5)  # "to be replaced"
+        clipped = long_question[-CONTEXT_CHARS:]
+        assert len(clipped) == CONTEXT_CHARS and clipped.endswith("hiking?")
+
+        plain = [i.text for i in (await s.pending_texts(MESSAGE, MODEL, 0, 100)).items]
+        one = [i.text for i in (await s.pending_texts(MESSAGE, MODEL, 0, 100, 1)).items]
+        two = [i.text for i in (await s.pending_texts(MESSAGE, MODEL, 0, 100, 2)).items]
+        call = plain[1]  # the call's text (embedded as before) is not a turn for its successors
+        assert call.startswith("calling a tool")
+        assert plain == [long_question, call, "to the lake", "another conversation", "with whom?"]
+        assert one == [long_question, f"{clipped}\n{call}", f"{clipped}\nto the lake",
+                       "another conversation", "to the lake\nwith whom?"]
+        assert two[-1] == f"{clipped}\nto the lake\nwith whom?"
+        passages = await s.pending_texts(PASSAGE, MODEL, 0, 100, 2)
+        assert [i.text for i in passages.items] == ["the sedan is red"]
 
     store_backend.run(body)
 

@@ -63,3 +63,28 @@ def test_document_marks_are_part_of_the_vectors_model_key() -> None:
               model_key("m", 256, "", "document"), model_key("m", 256, "passage: ", "document")}
     assert len(marked) == 4 and all(k.startswith("m@256#doc-") for k in marked)
     assert model_key("m", 256, "passage: ") == model_key("m", 256, "passage: ")
+
+
+def test_turns_embedded_with_their_context_have_their_own_model_key() -> None:
+    """`document_context_turns` changes what is embedded, so it changes the key (the catch-up
+    re-embeds); 0 keeps every key as it was, marked or not."""
+    from proxy.embeddings import model_key
+
+    assert model_key("m", 256, context_turns=0) == "m@256"
+    assert model_key("m", 256, "passage: ", None, 0) == model_key("m", 256, "passage: ")
+    keys = {model_key("m", 256), model_key("m", 256, context_turns=1),
+            model_key("m", 256, context_turns=2), model_key("m", 256, "passage: ", None, 1),
+            model_key("m", 256, "passage: ")}
+    assert len(keys) == 5
+    assert model_key("m", None, context_turns=1).startswith("m#doc-")
+
+
+def test_document_text_puts_the_earlier_turns_first() -> None:
+    from proxy.store.vector_base import MAX_EMBED_CHARS, document_text
+
+    assert document_text("with whom?") == "with whom?"
+    assert document_text("with whom?", ["", "  "]) == "with whom?"  # no context: the plain text
+    assert document_text("with whom?", ["Where did you go?", "To the lake."]) == (
+        "Where did you go?\nTo the lake.\nwith whom?")
+    assert document_text("y" * 9000) == "y" * MAX_EMBED_CHARS
+    assert len(document_text("y" * 9000, ["context"])) == MAX_EMBED_CHARS

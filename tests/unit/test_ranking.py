@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from proxy.core.ranking import (
     adjacent_turns,
+    in_periods,
     normalized,
     score_fuse,
     with_neighbours,
@@ -80,3 +81,24 @@ def test_neighbours_only_raise_and_a_lone_ranking_is_unchanged(ranking, weight) 
 
 def test_adjacent_turns_are_in_the_same_conversation() -> None:
     assert adjacent_turns(("default", 7)) == (("default", 6), ("default", 8))
+
+
+def test_candidates_in_a_named_period_gain_a_share_of_the_best_score() -> None:
+    created = {"old": 10.0, "in": 150.0, "edge": 200.0, "also-in": 100.0}.__getitem__
+    ranking = [("old", 10.0), ("in", 8.0), ("edge", 7.0), ("also-in", 2.0)]
+    raised = in_periods(ranking, created, [(100.0, 200.0)], weight=0.4)
+    assert raised == [("in", 12.0), ("old", 10.0), ("edge", 7.0), ("also-in", 6.0)]
+    assert in_periods(ranking, created, []) == ranking  # no period: as given
+    zero = [("old", 0.0), ("in", 0.0)]
+    assert in_periods(zero, created, [(100.0, 200.0)]) == zero  # nothing to scale by
+
+
+@given(scored, st.floats(0, 30), st.floats(0, 30))
+def test_a_period_never_lowers_a_score_and_keeps_order_within_each_side(ranking, a, b) -> None:
+    lo, hi = min(a, b), max(a, b)
+    raised = dict(in_periods(ranking, float, [(lo, hi)]))
+    inside = [k for k, _ in ranking if lo <= k < hi]
+    outside = [k for k, _ in ranking if not lo <= k < hi]
+    assert all(raised[k] >= s for k, s in ranking)
+    for group in (inside, outside):
+        assert [raised[k] for k in group] == sorted((raised[k] for k in group), reverse=True)

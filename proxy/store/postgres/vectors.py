@@ -25,6 +25,7 @@ import numpy as np
 
 from ...core.types import MessageHit, Passage
 from ..vector_base import (
+    CONTEXT_CHARS,
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
@@ -35,6 +36,7 @@ from ..vector_base import (
     PendingText,
     VectorRows,
     VectorState,
+    document_text,
     pack,
 )
 
@@ -62,6 +64,24 @@ _PENDING = {
         " AND v.model = $3) ORDER BY m.pk LIMIT $4"
     ),
 }
+# With `context_turns` > 0, a message's earlier turns in its conversation (newest first: the
+# last CONTEXT_CHARS of each); a turn as in search.py's neighbours query, read through the
+# messages_visible index (conversation, seq).
+_CONTEXT = (
+    "ARRAY(SELECT right(p.text, {chars}) FROM messages p"
+    " WHERE p.conversation_pk = m.conversation_pk AND p.seq < m.seq AND p.visible"
+    " AND NOT p.superseded AND p.text <> '' AND (p.role = 'user' OR (p.role = 'assistant'"
+    " AND p.data -> 'tool_calls' IS NULL)) ORDER BY p.seq DESC LIMIT {turns})"
+)
+
+
+def _pending_sql(kind: str, context_turns: int) -> str:
+    if kind != MESSAGE or context_turns <= 0:
+        return _PENDING[kind]
+    context = _CONTEXT.format(chars=CONTEXT_CHARS, turns=int(context_turns))
+    return _PENDING[MESSAGE].replace(" FROM messages m", f", {context} FROM messages m", 1)
+
+
 _MAX_PK = {PASSAGE: "SELECT max(pk) FROM passages", MESSAGE: "SELECT max(pk) FROM messages"}
 
 
@@ -167,13 +187,15 @@ class PostgresVectors:
         return self.pgvector
 
     async def pending_texts(self, kind: str, model: str, after_pk: int,
-                            limit: int) -> PendingPage:
-        """Rows of `kind` with pk > `after_pk` (within SCAN_ROWS) lacking a `model` vector."""
+                            limit: int, context_turns: int = 0) -> PendingPage:
+        """Rows of `kind` with pk > `after_pk` (within SCAN_ROWS) lacking a `model` vector;
+        messages' texts with their `context_turns` earlier turns (vector_base.document_text)."""
         pool: Any = self.pool  # type: ignore[attr-defined]
         last = await pool.fetchval(_MAX_PK[kind]) or 0
         upper = after_pk + SCAN_ROWS
-        rows = await pool.fetch(_PENDING[kind], after_pk, upper, model, limit)
-        items = [PendingText(kind, r[0], r[1], r[2]) for r in rows]
+        rows = await pool.fetch(_pending_sql(kind, context_turns), after_pk, upper, model, limit)
+        items = [PendingText(kind, r[0], r[1], r[2] if len(r) == 3
+                             else document_text(r[2], list(r[3])[::-1])) for r in rows]
         if len(items) >= limit:
             return PendingPage(items, items[-1].pk, items[-1].pk >= last)
         return PendingPage(items, min(upper, last), upper >= last)

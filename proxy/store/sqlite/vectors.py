@@ -22,6 +22,7 @@ import numpy as np
 
 from ...core.types import MessageHit, Passage
 from ..vector_base import (
+    CONTEXT_CHARS,
     EMBED_ROLES,
     MAX_EMBED_CHARS,
     MESSAGE,
@@ -32,6 +33,7 @@ from ..vector_base import (
     PendingText,
     VectorRows,
     VectorState,
+    document_text,
     pack,
 )
 
@@ -53,6 +55,24 @@ _PENDING = {
         " AND v.model = ?) ORDER BY m.pk LIMIT ?"
     ),
 }
+# With `context_turns` > 0, a message's earlier turns in its conversation (newest first, as a
+# JSON array: the last CONTEXT_CHARS of each); a turn as in fts.py's NEIGHBOURS_SQL, read
+# through the messages_visible index (conversation, seq).
+_CONTEXT = (
+    "(SELECT json_group_array(t) FROM (SELECT substr(p.text, -{chars}) AS t FROM messages p"
+    " WHERE p.conversation_pk = m.conversation_pk AND p.seq < m.seq AND p.visible = 1"
+    " AND p.superseded = 0 AND p.text <> '' AND (p.role = 'user' OR (p.role = 'assistant'"
+    " AND json_extract(p.data, '$.tool_calls') IS NULL)) ORDER BY p.seq DESC LIMIT {turns}))"
+)
+
+
+def _pending_sql(kind: str, context_turns: int) -> str:
+    if kind != MESSAGE or context_turns <= 0:
+        return _PENDING[kind]
+    context = _CONTEXT.format(chars=CONTEXT_CHARS, turns=int(context_turns))
+    return _PENDING[MESSAGE].replace(" FROM messages m", f", {context} FROM messages m", 1)
+
+
 _MAX_PK = {PASSAGE: "SELECT max(pk) FROM passages", MESSAGE: "SELECT max(pk) FROM messages"}
 # A vector of another model is replaced; a row deleted meanwhile is skipped (the SELECT finds
 # nothing); one written meanwhile by another process is kept (DO NOTHING).
@@ -93,11 +113,13 @@ def _state(db: sqlite3.Connection, kind: str, agent_pk: int) -> VectorState:
 
 
 def _pending(db: sqlite3.Connection, kind: str, model: str, after_pk: int,
-             limit: int) -> PendingPage:
+             limit: int, context_turns: int = 0) -> PendingPage:
     last = db.execute(_MAX_PK[kind]).fetchone()[0] or 0
     upper = after_pk + SCAN_ROWS
-    rows = db.execute(_PENDING[kind], (after_pk, upper, model, limit)).fetchall()
-    items = [PendingText(kind, r[0], r[1], r[2]) for r in rows]
+    rows = db.execute(_pending_sql(kind, context_turns),
+                      (after_pk, upper, model, limit)).fetchall()
+    items = [PendingText(kind, r[0], r[1], r[2] if len(r) == 3
+                         else document_text(r[2], json.loads(r[3])[::-1])) for r in rows]
     if len(items) >= limit:
         return PendingPage(items, items[-1].pk, items[-1].pk >= last)
     return PendingPage(items, min(upper, last), upper >= last)
@@ -130,9 +152,11 @@ class SQLiteVectors:
     """Vector methods for `SQLiteStore` (a mixin: it uses the store's `_read` / `_write`)."""
 
     async def pending_texts(self, kind: str, model: str, after_pk: int,
-                            limit: int) -> PendingPage:
-        """Rows of `kind` with pk > `after_pk` (within SCAN_ROWS) lacking a `model` vector."""
-        return await self._read(_pending, kind, model, after_pk, limit)  # type: ignore[attr-defined]
+                            limit: int, context_turns: int = 0) -> PendingPage:
+        """Rows of `kind` with pk > `after_pk` (within SCAN_ROWS) lacking a `model` vector;
+        messages' texts with their `context_turns` earlier turns (vector_base.document_text)."""
+        return await self._read(_pending, kind, model, after_pk, limit,  # type: ignore[attr-defined]
+                                context_turns)
 
     async def put_vectors(self, kind: str, model: str,
                           vectors: Sequence[tuple[int, np.ndarray]]) -> int:
