@@ -323,7 +323,7 @@ class EmbeddingsSettings(_Section):
     # A message is embedded together with this many turns before it in its conversation
     # (each clipped to its last 300 characters): a reply such as "Yes, last Sunday" is found
     # by what it answers. Passages are embedded alone. 0: each message alone.
-    document_context_turns: int = Field(default=0, ge=0, le=3)
+    document_context_turns: int = Field(default=1, ge=0, le=3)
 
     @field_validator("base_url")
     @classmethod
