@@ -17,8 +17,9 @@ from ..config import Settings, load_settings
 CONFIG_ENV = "MEMPROXY_CONFIG"
 URL_ENV = "MEMPROXY_URL"
 KEY_ENV = "MEMPROXY_API_KEY"
-# The variables the CLI reads itself (MEMPROXY_MODEL: `chat`'s model), besides the settings'.
-CLI_VARIABLES = (CONFIG_ENV, URL_ENV, KEY_ENV, "MEMPROXY_MODEL")
+# The variables the CLI reads itself (MEMPROXY_MODEL, MEMPROXY_CHAT_HISTORY: `chat`'s model and
+# history file), besides the settings'.
+CLI_VARIABLES = (CONFIG_ENV, URL_ENV, KEY_ENV, "MEMPROXY_MODEL", "MEMPROXY_CHAT_HISTORY")
 
 
 class CliError(Exception):
