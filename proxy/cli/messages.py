@@ -105,7 +105,7 @@ async def cmd_messages(api: Api, args: argparse.Namespace) -> int:
             print_json(hits)
         else:
             scores = relative_scores([hit.get("score") for hit in hits])
-            for hit, score in zip(hits, scores):
+            for hit, score in zip(hits, scores, strict=True):
                 print(format_message(hit, prefix=f"{hit.get('conversation_id', '?')} ",
                                      score=score))
             if not hits:
@@ -130,7 +130,7 @@ async def cmd_messages(api: Api, args: argparse.Namespace) -> int:
                 print()
             print(f"── conversation {entry['conversation']}")
         scores = relative_scores([m.get("score") for m in entry["messages"]])
-        for message, score in zip(entry["messages"], scores):
+        for message, score in zip(entry["messages"], scores, strict=True):
             print(format_message(message, score=score))
         if not entry["messages"]:
             print("(no messages)" if not args.search else "(no matches)")
