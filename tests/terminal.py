@@ -23,6 +23,7 @@ import sys
 import termios
 import time
 from collections.abc import Sequence
+from typing import IO
 
 UP = b"\x1b[A"
 DOWN = b"\x1b[B"
@@ -39,14 +40,17 @@ _WRAPPER = ("import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0
 
 class Terminal:
     def __init__(self, argv: Sequence[str], env: dict[str, str], *, cwd: str | None = None,
-                 rows: int = 40, cols: int = 200) -> None:
+                 rows: int = 40, cols: int = 200, stdout: IO[bytes] | None = None) -> None:
+        """`stdout`: a file to redirect the program's stdout to (stdin and stderr stay on the
+        terminal), as `memproxy ... > file` at a shell."""
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.master = master
         self.output = b""
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _WRAPPER, *argv], stdin=slave, stdout=slave,
+                [sys.executable, "-c", _WRAPPER, *argv], stdin=slave,
+                stdout=slave if stdout is None else stdout,
                 stderr=slave, env=env, cwd=cwd, start_new_session=True, close_fds=True)
         finally:
             os.close(slave)

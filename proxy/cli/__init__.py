@@ -17,7 +17,14 @@ from .. import __version__
 from ..config import ConfigError, load_settings, unknown_variables
 from . import ab, agents, chat, forget, keys, load, memory, messages, migrate, serve, transfer
 from .client import connect
-from .common import CLI_VARIABLES, CONFIG_ENV, CliError, connection_parent, json_parent
+from .common import (
+    CLI_VARIABLES,
+    CONFIG_ENV,
+    CliError,
+    CliParser,
+    connection_parent,
+    json_parent,
+)
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "build_parser", "main"]
 
@@ -30,11 +37,12 @@ def app_from_environment():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="memproxy",
         description="An OpenAI-compatible stateful proxy with long-term memory. "
         "Run `memproxy COMMAND --help` for a command's options.",
-        epilog="Data commands (agents, memory, messages, export, import, load, chat, ab) open "
+        epilog="Data commands (agents, memory, messages, forget, purge, forget-log, export, "
+        "import, load, chat, ab) open "
         "the configured database themselves, or call a running server with --url URL "
         "(or $MEMPROXY_URL) and --key KEY (or $MEMPROXY_API_KEY).",
     )

@@ -9,7 +9,10 @@ running server (`--url`), on SQLite and Postgres; `chat` also on a real pseudo-t
   nothing twice (a changed file replaces its old passages);
 - search scores print as a share of the best hit, never `1.12e-06`;
 - `chat` edits lines with readline, recalls them from a history file across sessions, restores
-  the terminal after Ctrl-C, and with piped input prints the answers alone.
+  the terminal after Ctrl-C, and with piped input prints the answers alone;
+- smaller edges: a missing COMMAND lists the commands, `--url` without a scheme or pointing at
+  something that is not a memproxy says so, confirmation prompts go to stderr and take Ctrl-D
+  as no.
 """
 
 from __future__ import annotations
@@ -304,3 +307,54 @@ def test_chat_with_piped_input_prints_the_answers_alone(memproxy: Memproxy, tmp_
     assert done.stdout == b"Got it, I'll remember that.\nYour name is Ada.\n"
     assert done.stderr == b""  # no prompt, no banner, no escape sequences
     assert not (tmp_path / "home" / "data").exists()  # no history without a terminal
+
+
+# --- smaller edges --------------------------------------------------------------------------
+
+def run_plain(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", *argv], env=_clean_environ({}),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_missing_command_lists_the_commands():
+    top = run_plain()
+    assert top.returncode == 2 and top.stdout == ""
+    assert "    agents " in top.stderr and "    chat " in top.stderr
+    assert top.stderr.endswith("memproxy: error: the following arguments are required: COMMAND\n")
+    memory = run_plain("memory")
+    assert memory.returncode == 2 and "    show " in memory.stderr and "    undo " in memory.stderr
+
+
+def test_url_mistakes_are_named(fake_upstream: FakeUpstream):
+    bare = run_plain("agents", "ls", "--url", "localhost:8080")
+    assert (bare.returncode, bare.stderr) == (2, (
+        "memproxy: --url must start with http:// or https://, got 'localhost:8080' "
+        "(did you mean http://localhost:8080?)\n"))
+    root = fake_upstream.url.removesuffix("/v1")  # an OpenAI-compatible server, not memproxy
+    other = run_plain("agents", "ls", "--url", root)
+    assert other.returncode == 1
+    assert other.stderr == (f"memproxy: HTTP 404: Not Found (is {root} a memproxy? --url takes "
+                            "the server's root, e.g. http://127.0.0.1:8080)\n")
+
+
+def test_confirmation_prompts_go_to_stderr_and_ctrl_d_is_no(memproxy: Memproxy, tmp_path: Path):
+    memproxy("agents", "create", "ada")
+    with Terminal(memproxy.argv("agents", "rm", "ada"), memproxy.environ()) as tty:
+        tty.expect("passages? [y/N] ")
+        tty.send(CTRL_D)
+        assert tty.wait() == 1
+        assert tty.output.endswith(b"\r\nmemproxy: not deleted\r\n")
+    with Terminal(memproxy.argv("forget", "ada", "--query", "anything"),
+                  memproxy.environ()) as tty:
+        tty.expect("[y/N] ")
+        tty.send(b"n" + ENTER)
+        assert tty.wait() == 1 and b"memproxy: nothing forgotten" in tty.output
+    log = tmp_path / "rm.log"
+    with log.open("wb") as out, Terminal(memproxy.argv("agents", "rm", "ada"),
+                                         memproxy.environ(), stdout=out) as tty:
+        tty.expect("[y/N] ")  # on the terminal, though stdout is a file
+        tty.send(b"y" + ENTER)
+        assert tty.wait() == 0
+    assert log.read_text() == "deleted agent ada (tenant default)\n"
+    with memproxy.http() as http:
+        assert http.get("/v1/agents/ada").status_code == 404
