@@ -154,7 +154,8 @@ async def cmd_load(api: Api, args: argparse.Namespace) -> int:
     tags = parse_tags(args.tags)
     names = document_names(args.files, args.name)
     # Read and split everything first: a bad file fails the command before anything is stored.
-    documents = [(path, name, read_document(path)) for path, name in zip(args.files, names, strict=True)]
+    documents = [(path, name, read_document(path))
+                 for path, name in zip(args.files, names, strict=True)]
     await api.get(api.agent_path(args.agent))  # an unknown agent fails with the API's message
     path = api.agent_path(args.agent, "passages")
     added = deleted = 0

@@ -102,7 +102,8 @@ def test_help_names_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "keys", "migrate", "agents", "memory", "messages", "export",
+    for command in ("serve", "keys", "migrate", "agents", "memory", "messages", "passages",
+                    "export",
                     "import", "load", "chat", "ab"):
         assert f"    {command} " in out, command
     for argv in (["agents", "ls"], ["memory", "edit"], ["load"], ["chat"], ["ab"]):

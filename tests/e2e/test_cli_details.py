@@ -17,6 +17,7 @@ running server (`--url`), on SQLite and Postgres; `chat` also on a real pseudo-t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -228,6 +229,33 @@ def test_search_scores_print_as_a_share_of_the_best_hit(memproxy: Memproxy):
         assert "e-" not in out
         raw = memproxy("messages", "ada", *argv, "--json").stdout.decode()
         assert '"score"' in raw  # the raw score stays in the JSON
+
+
+def test_passages_lists_and_searches_archival_memory(memproxy: Memproxy, tmp_path: Path):
+    memproxy("agents", "create", "ada")
+    doc = tmp_path / "handbook.md"
+    doc.write_text(sections("parking", "lunch", "holidays"))
+    assert memproxy("load", "ada", str(doc), "--chunk-chars", "400", "--overlap", "0",
+                    "--tags", "hr").returncode == 0
+    with memproxy.http() as http:
+        stored = passages(http)
+    listed = memproxy("passages", "ada").stdout.decode().splitlines()
+    assert listed[0].split() == ["ID", "CREATED", "TAGS", "TEXT"]
+    assert [int(line.split()[0]) for line in listed[1:]] == [p["id"] for p in stored]
+    assert all("file:handbook.md,hr" in line for line in listed[1:])
+    found = memproxy("passages", "ada", "--search", "holidays rule").stdout.decode()
+    header, best, *rest = found.splitlines()
+    assert header.split() == ["ID", "SCORE", "CREATED", "TAGS", "TEXT"]
+    assert best.split()[1] == "100%" and "holidays" in best
+    assert all(line.split()[1].endswith("%") for line in rest) and "e-" not in found
+    raw = json.loads(memproxy("passages", "ada", "--search", "holidays", "--json").stdout)
+    assert raw and isinstance(raw[0]["score"], float)
+    one = memproxy("passages", "ada", "--limit", "1").stdout.decode().splitlines()
+    assert len(one) == 3 and one[2] == "(more than 1: raise --limit)"
+    assert memproxy("passages", "ada", "--tags", "nope").stdout == (
+        b"ID  CREATED  TAGS  TEXT\n(no passages)\n")
+    missing = memproxy("passages", "ghost")
+    assert missing.returncode == 1 and missing.stderr == b"memproxy: no agent 'ghost'\n"
 
 
 # --- chat -------------------------------------------------------------------------------------
