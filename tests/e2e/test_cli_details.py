@@ -386,3 +386,16 @@ def test_confirmation_prompts_go_to_stderr_and_ctrl_d_is_no(memproxy: Memproxy, 
     assert log.read_text() == "deleted agent ada (tenant default)\n"
     with memproxy.http() as http:
         assert http.get("/v1/agents/ada").status_code == 404
+
+
+def test_chat_at_a_terminal_with_stdout_redirected_keeps_the_prompt_out_of_the_file(
+        memproxy: Memproxy, tmp_path: Path):
+    log = tmp_path / "answers.txt"
+    with log.open("wb") as out, Terminal(memproxy.argv("chat", "ada", "--model", MODEL),
+                                         memproxy.environ(), stdout=out) as tty:
+        at = tty.expect("you> ")  # on the terminal (stderr)
+        tty.send(b"hello" + ENTER)
+        tty.expect("you> ", after=at)  # the next prompt: the answer is written
+        tty.send(CTRL_D)
+        assert tty.wait() == 0
+    assert log.read_text() == "Echo: hello (saw 1 user messages)\n"
