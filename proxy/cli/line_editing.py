@@ -109,7 +109,10 @@ class LineEditor:
         self.readline.add_history(line)
         if self.path is not None:
             try:
-                self.readline.append_history_file(1, str(self.path))
+                if hasattr(self.readline, "append_history_file"):
+                    self.readline.append_history_file(1, str(self.path))
+                else:  # a readline without it (some libedit builds): the whole list
+                    self.readline.write_history_file(str(self.path))
             except OSError as exc:
                 self._warn("write", exc)
 

@@ -191,7 +191,8 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
 
     set_ = memory_sub.add_parser(
         "set", parents=[connection], help="replace a block's value (creates custom blocks)",
-        description="Replace LABEL's value with VALUE ('-' reads it from stdin). A new label "
+        description="Replace LABEL's value with VALUE ('-' reads it from stdin, exactly as given: "
+        "UTF-8, no newline added or removed). A new label "
         "creates a custom block.",
     )
     set_.add_argument("agent", help="agent id")

@@ -399,3 +399,19 @@ def test_chat_at_a_terminal_with_stdout_redirected_keeps_the_prompt_out_of_the_f
         tty.send(CTRL_D)
         assert tty.wait() == 0
     assert log.read_text() == "Echo: hello (saw 1 user messages)\n"
+
+
+def test_chat_goes_on_when_the_history_file_cannot_be_used(memproxy: Memproxy,
+                                                            tmp_path: Path):
+    unusable = tmp_path / "a-directory"
+    unusable.mkdir()
+    argv = memproxy.argv("chat", "ada", "--model", MODEL, "--history", str(unusable))
+    with Terminal(argv, memproxy.environ()) as tty:
+        at = tty.expect(f"memproxy: warning: cannot read the chat history {unusable}: "
+                        "Is a directory; lines are not kept")
+        at = tty.expect("you> ", after=at)
+        tty.send(b"helo" + LEFT + b"l" + ENTER)  # line editing works without a file
+        tty.expect("you> ", after=tty.expect("Echo: hello (saw", after=at))
+        tty.send(CTRL_D)
+        assert tty.wait() == 0
+        assert tty.output.count(b"warning") == 1
