@@ -415,3 +415,10 @@ def test_chat_goes_on_when_the_history_file_cannot_be_used(memproxy: Memproxy,
         tty.send(CTRL_D)
         assert tty.wait() == 0
         assert tty.output.count(b"warning") == 1
+
+
+def test_import_from_an_empty_stdin_says_so(memproxy: Memproxy):
+    empty = memproxy("import", "-", stdin=b"")
+    assert empty.returncode == 1
+    assert empty.stderr.decode().startswith(
+        "memproxy: stdin is not a JSON document (it is empty): ")
