@@ -89,7 +89,9 @@ class Terminal:
             self._read(0.2)
         while self._read(0.05):
             pass
-        return self.proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+        if self.proc.poll() is None:
+            raise AssertionError(f"still running after {timeout} s; output: {self.output!r}")
+        return self.proc.returncode
 
     def settings(self) -> list:
         """The terminal's current termios settings (as a program would find them)."""
