@@ -15,9 +15,29 @@ import sys
 
 from .. import __version__
 from ..config import ConfigError, load_settings, unknown_variables
-from . import ab, agents, chat, forget, keys, load, memory, messages, migrate, serve, transfer
+from . import (
+    ab,
+    agents,
+    chat,
+    forget,
+    keys,
+    load,
+    memory,
+    messages,
+    migrate,
+    passages,
+    serve,
+    transfer,
+)
 from .client import connect
-from .common import CLI_VARIABLES, CONFIG_ENV, CliError, connection_parent, json_parent
+from .common import (
+    CLI_VARIABLES,
+    CONFIG_ENV,
+    CliError,
+    CliParser,
+    connection_parent,
+    json_parent,
+)
 
 __all__ = ["CONFIG_ENV", "app_from_environment", "build_parser", "main"]
 
@@ -30,11 +50,13 @@ def app_from_environment():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="memproxy",
         description="An OpenAI-compatible stateful proxy with long-term memory. "
         "Run `memproxy COMMAND --help` for a command's options.",
-        epilog="Data commands (agents, memory, messages, export, import, load, chat, ab) open "
+        epilog="Data commands (agents, memory, messages, passages, forget, purge, forget-log, "
+        "export, "
+        "import, load, chat, ab) open "
         "the configured database themselves, or call a running server with --url URL "
         "(or $MEMPROXY_URL) and --key KEY (or $MEMPROXY_API_KEY).",
     )
@@ -48,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents.register(sub, connection, json_out)
     memory.register(sub, connection, json_out)
     messages.register(sub, connection, json_out)
+    passages.register(sub, connection, json_out)
     forget.register(sub, connection, json_out)
     transfer.register(sub, connection)
     load.register(sub, connection)

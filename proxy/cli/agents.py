@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .client import Api
-from .common import CliError, print_json
+from .common import CliError, confirm, print_json
 from .table import format_count, format_table, format_time
 
 
@@ -87,11 +87,10 @@ async def cmd_rm(api: Api, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise CliError("refusing to delete without confirmation: pass --yes")
-        answer = input(
+        if not confirm(
             f"delete agent {agent['id']} of tenant {agent.get('tenant', '?')} with "
-            f"{stats.get('messages', 0)} messages and {stats.get('passages', 0)} passages? [y/N] "
-        )
-        if answer.strip().lower() not in ("y", "yes"):
+            f"{stats.get('messages', 0)} messages and {stats.get('passages', 0)} passages?"
+        ):
             raise CliError("not deleted")
     await api.delete(api.agent_path(args.agent))
     print(f"deleted agent {agent['id']} (tenant {agent.get('tenant', '?')})")

@@ -4,7 +4,8 @@ Each line is sent as one new user message (the SDK style: memproxy keeps the his
 agent and conversation in headers, and the answer is streamed as it arrives. The official
 `openai` package is used when it is installed, else plain httpx and SSE parsing. In local mode
 the app runs in-process, calling the configured upstream. `/exit` or end of input (Ctrl-D) ends
-the session.
+the session. At a terminal the line is edited with readline and kept in a history file
+(`line_editing.py`); piped input is read as it is, with no prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from .client import LOCAL_BASE_URL, TIMEOUT, Api, ApiError, error_message
 from .common import CliError
+from .line_editing import HISTORY_ENV, LineEditor, history_path
 from .transport import streaming_transport
 
 MODEL_ENV = "MEMPROXY_MODEL"
@@ -168,16 +170,24 @@ async def cmd_chat(api: Api, args: argparse.Namespace) -> int:
     openai = None if args.no_sdk else _openai_module()
     streamer = OpenAIStreamer(openai, api) if openai is not None else HttpxStreamer(api)
     interactive = sys.stdin.isatty()
+    editor = LineEditor.start(history_path(args.history, args.no_history))
+    # The prompt goes where input() writes it (stdout) only at a terminal: `chat a > log`
+    # keeps the answers alone in the file.
+    prompt = "you> " if interactive and sys.stdout.isatty() else ""
     if interactive:
         print(f"chatting with {args.agent} ({model}); /exit or Ctrl-D to leave", file=sys.stderr)
     failures = 0
     try:
         while True:
-            line = await read_line("you> " if interactive else "")
+            if interactive and not prompt:
+                print("you> ", end="", file=sys.stderr, flush=True)
+            line = await read_line(prompt)
             if line is None:
                 if interactive:
                     print(file=sys.stderr)
                 break
+            if editor is not None:
+                editor.remember(line)
             text = line.strip()
             if not text:
                 continue
@@ -199,6 +209,8 @@ async def cmd_chat(api: Api, args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
             sys.stdout.flush()
     finally:
+        if editor is not None:
+            editor.close()
         await streamer.aclose()
     return 1 if failures else 0
 
@@ -207,7 +219,8 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
     chat = sub.add_parser(
         "chat", parents=[connection], help="chat with an agent in the terminal",
         description="Chat with AGENT through memproxy's chat endpoint, streaming the answers. "
-        "Each line you type is one message; /exit or Ctrl-D ends. Reads stdin, so "
+        "Each line you type is one message; /exit or Ctrl-D ends. At a terminal the line is "
+        "edited with readline (arrow keys, Ctrl-R) and kept in a history file. Reads stdin, so "
         "`memproxy chat a < questions.txt` works too. In local mode the app runs in this "
         "process and calls the configured upstream.",
     )
@@ -218,4 +231,10 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
     chat.add_argument("--upstream-url", help="OpenAI-compatible base URL (local mode)")
     chat.add_argument("--no-sdk", action="store_true",
                       help="use plain httpx even when the openai package is installed")
+    history = chat.add_mutually_exclusive_group()
+    history.add_argument("--history", metavar="FILE",
+                         help=f"the history file (default ${HISTORY_ENV}, else "
+                         "$XDG_DATA_HOME/memproxy/chat_history)")
+    history.add_argument("--no-history", action="store_true",
+                         help="keep no history file this session")
     chat.set_defaults(api_func=cmd_chat, api_upstream=True, api_streaming=True)

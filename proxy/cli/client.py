@@ -50,7 +50,18 @@ def error_message(response: httpx.Response) -> tuple[str, str | None]:
         error = payload["error"]
         return str(error.get("message") or f"HTTP {response.status_code}"), error.get("code")
     text = " ".join(response.text.split())[:200]
+    if "html" in response.headers.get("content-type", "") or text.startswith("<"):
+        text = ""  # a web page's markup says nothing on one line
     return f"HTTP {response.status_code}: {text or response.reason_phrase}", None
+
+
+def openai_shaped(response: httpx.Response) -> bool:
+    """Whether the body is an OpenAI-shaped error (`{"error": {...}}`), as memproxy's are."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and isinstance(payload.get("error"), dict)
 
 
 def retry_after(response: httpx.Response) -> float:
@@ -115,6 +126,10 @@ class Api:
             await asyncio.sleep(retry_after(response))
         if response.status_code >= 400:
             message, code = error_message(response)
+            if response.status_code == 404 and not self.local and not openai_shaped(response):
+                # Not memproxy's error shape: the URL is some other server (the upstream's?).
+                message += (f" (is {self.base_url} a memproxy? --url takes the server's root, "
+                            "e.g. http://127.0.0.1:8080)")
             raise ApiError(message, response.status_code, code)
         if not response.content:
             return None
@@ -153,7 +168,8 @@ def normalize_url(url: str) -> str:
     """The server root: `http://h:8080/v1/` → `http://h:8080`."""
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
-        raise CliError(f"--url must start with http:// or https://, got {url!r}", code=2)
+        hint = f" (did you mean http://{url}?)" if url and "://" not in url else ""
+        raise CliError(f"--url must start with http:// or https://, got {url!r}{hint}", code=2)
     if url.endswith("/v1"):
         url = url[:-3]
     return url

@@ -10,15 +10,38 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import Settings, load_settings
 
 CONFIG_ENV = "MEMPROXY_CONFIG"
 URL_ENV = "MEMPROXY_URL"
 KEY_ENV = "MEMPROXY_API_KEY"
-# The variables the CLI reads itself (MEMPROXY_MODEL: `chat`'s model), besides the settings'.
-CLI_VARIABLES = (CONFIG_ENV, URL_ENV, KEY_ENV, "MEMPROXY_MODEL")
+# The variables the CLI reads itself (MEMPROXY_MODEL, MEMPROXY_CHAT_HISTORY: `chat`'s model and
+# history file), besides the settings'.
+CLI_VARIABLES = (CONFIG_ENV, URL_ENV, KEY_ENV, "MEMPROXY_MODEL", "MEMPROXY_CHAT_HISTORY")
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse's parser, except that a missing COMMAND (`memproxy`, `memproxy memory`) shows
+    the commands to choose from, not only a usage line that names none of them."""
+
+    def error(self, message: str) -> NoReturn:
+        if "required: COMMAND" in message:
+            self.print_help(sys.stderr)
+            self.exit(2, f"\n{self.prog}: error: {message}\n")
+        super().error(message)
+
+
+def confirm(question: str) -> bool:
+    """Ask `question [y/N]` at the terminal; only y or yes is yes. The question goes to stderr
+    (stdout may be redirected to a file) and the end of input (Ctrl-D) answers no."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        print(file=sys.stderr)
+        return False
+    return line.strip().lower() in ("y", "yes")
 
 
 class CliError(Exception):

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from .client import Api, path_id
-from .common import CliError, print_json
+from .common import CliError, confirm, print_json
 from .table import format_table, format_time
 
 
@@ -20,8 +20,7 @@ def _confirm(args: argparse.Namespace, what: str) -> None:
         return
     if not sys.stdin.isatty():
         raise CliError("refusing to forget without confirmation: pass --yes")
-    if input(f"{what}? This cannot be undone (export first). [y/N] ").strip().lower() not in (
-            "y", "yes"):
+    if not confirm(f"{what}? This cannot be undone (export first)."):
         raise CliError("nothing forgotten")
 
 

@@ -26,9 +26,7 @@ async def cmd_show(api: Api, args: argparse.Namespace) -> int:
         if args.json:
             print_json(block)
         else:
-            # The bare value, so that `memory show a human > file` keeps it exactly.
-            value = block.get("value") or ""
-            sys.stdout.write(value if value.endswith("\n") or not value else value + "\n")
+            write_exact(block.get("value") or "")
         return 0
     blocks = (await api.get(api.agent_path(args.agent, "blocks"))).get("data", [])
     if args.json:
@@ -46,6 +44,33 @@ async def cmd_show(api: Api, args: argparse.Namespace) -> int:
     return 0
 
 
+def write_exact(value: str) -> None:
+    """`value` on stdout byte for byte (UTF-8, `\r` and a missing final newline kept), so that
+    `memory show a human > f` then `memory set a human - < f` changes nothing. On a terminal a
+    value without a final newline is followed by one on stderr, so the prompt starts a new line
+    without adding anything to what a pipe or file receives."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(value.encode("utf-8"))
+    sys.stdout.buffer.flush()
+    if value and not value.endswith("\n") and sys.stdout.isatty():
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def read_exact_stdin() -> str:
+    """All of stdin as UTF-8, exactly: no newline translation (text-mode stdin would turn
+    `\r\n` into `\n`) and no locale-dependent decoding."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream without bytes underneath (an embedding program's)
+        return sys.stdin.read()
+    data = raw.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"stdin is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                       code=2) from exc
+
+
 def _put_body(value: str, args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"value": value}
     if getattr(args, "description", None) is not None:
@@ -60,7 +85,7 @@ def _saved(block: dict[str, Any]) -> str:
 
 
 async def cmd_set(api: Api, args: argparse.Namespace) -> int:
-    value = sys.stdin.read() if args.value == "-" else args.value
+    value = read_exact_stdin() if args.value == "-" else args.value
     block = await api.put(block_path(api, args.agent, args.label), _put_body(value, args))
     print(_saved(block))
     return 0
@@ -157,7 +182,8 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
 
     show = memory_sub.add_parser(
         "show", parents=[connection, json_out], help="all blocks, or one block's value",
-        description="Show every block of AGENT, or only LABEL's value (exactly, for piping).",
+        description="Show every block of AGENT, or only LABEL's value: exactly its text, "
+        "with no newline added, so `memory show A L > f` and `memory set A L - < f` round-trip.",
     )
     show.add_argument("agent", help="agent id")
     show.add_argument("label", nargs="?", help="block label, e.g. human")
@@ -165,7 +191,8 @@ def register(sub: argparse._SubParsersAction, connection: argparse.ArgumentParse
 
     set_ = memory_sub.add_parser(
         "set", parents=[connection], help="replace a block's value (creates custom blocks)",
-        description="Replace LABEL's value with VALUE ('-' reads it from stdin). A new label "
+        description="Replace LABEL's value with VALUE ('-' reads it from stdin, exactly as given: "
+        "UTF-8, no newline added or removed). A new label "
         "creates a custom block.",
     )
     set_.add_argument("agent", help="agent id")

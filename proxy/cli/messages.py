@@ -15,7 +15,7 @@ from typing import Any
 
 from .client import Api, path_id
 from .common import CliError, positive_int, print_json
-from .table import format_time
+from .table import format_time, relative_scores
 
 DEFAULT_SEARCH_LIMIT = 20
 
@@ -62,13 +62,14 @@ def message_text(message: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_message(message: dict[str, Any], prefix: str = "") -> str:
-    """`#7    2025-01-02 10:00  assistant  [memory] text`, later lines indented."""
+def format_message(message: dict[str, Any], prefix: str = "", score: str | None = None) -> str:
+    """`#7    2025-01-02 10:00  assistant  [memory] text`, later lines indented; a search hit
+    shows `score` (see `table.relative_scores`)."""
     head = (f"{prefix}#{message.get('seq', '?'):<4} {format_time(message.get('created_at'))}  "
             f"{message.get('role', '?'):<9}  ")
     marks = " ".join(markers(message))
-    if "score" in message and message["score"] is not None:
-        marks = (marks + " " if marks else "") + f"(score {float(message['score']):.3g})"
+    if score:
+        marks = (marks + " " if marks else "") + f"(score {score})"
     body = message_text(message)
     lines = body.splitlines() or [""]
     first = (marks + " " if marks else "") + lines[0]
@@ -103,8 +104,10 @@ async def cmd_messages(api: Api, args: argparse.Namespace) -> int:
         if args.json:
             print_json(hits)
         else:
-            for hit in hits:
-                print(format_message(hit, prefix=f"{hit.get('conversation_id', '?')} "))
+            scores = relative_scores([hit.get("score") for hit in hits])
+            for hit, score in zip(hits, scores, strict=True):
+                print(format_message(hit, prefix=f"{hit.get('conversation_id', '?')} ",
+                                     score=score))
             if not hits:
                 print("(no matches)")
         return 0
@@ -126,8 +129,9 @@ async def cmd_messages(api: Api, args: argparse.Namespace) -> int:
             if i:
                 print()
             print(f"── conversation {entry['conversation']}")
-        for message in entry["messages"]:
-            print(format_message(message))
+        scores = relative_scores([m.get("score") for m in entry["messages"]])
+        for message, score in zip(entry["messages"], scores, strict=True):
+            print(format_message(message, score=score))
         if not entry["messages"]:
             print("(no messages)" if not args.search else "(no matches)")
     if not result:

@@ -78,3 +78,21 @@ def format_count(value: object) -> str:
     if _numeric(value):
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+def relative_scores(scores: Sequence[float | None]) -> list[str]:
+    """Search scores as a share of the best one, `100%` for the best: raw scores have no
+    common scale (bm25 on SQLite, ts_rank on Postgres, fused scores with embeddings) and print
+    as `1.12e-06`; the share reads the same on every backend. `--json` keeps the raw score.
+    Scores that cannot be compared that way (none positive) print with three decimals."""
+    known = [float(s) for s in scores if s is not None]
+    best = max(known, default=0.0)
+    out = []
+    for score in scores:
+        if score is None:
+            out.append("")
+        elif best > 0 and score >= 0:
+            out.append(f"{round(100 * float(score) / best)}%")
+        else:
+            out.append(f"{float(score):.3f}")
+    return out

@@ -59,7 +59,9 @@ async def cmd_import(api: Api, args: argparse.Namespace) -> int:
     try:
         json.loads(raw)
     except ValueError as exc:
-        raise CliError(f"{args.file} is not a JSON document: {exc}") from exc
+        source = "stdin" if args.file == "-" else args.file
+        empty = " (it is empty)" if not raw.strip() else ""
+        raise CliError(f"{source} is not a JSON document{empty}: {exc}") from exc
     agent = await api.request(
         "POST", "/v1/agents/import",
         params={"id": args.id, "replace": "true" if args.replace else None},

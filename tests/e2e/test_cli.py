@@ -49,7 +49,9 @@ class Cli:
         if stdin is not None:
             import io
 
-            self.monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+            # bytes underneath, as a real stdin has (`memory set -` reads them exactly)
+            self.monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(
+                io.BytesIO(stdin.encode("utf-8")), encoding="utf-8"))
         code = main([*argv, *self.connection])
         out, err = self.capsys.readouterr()
         assert "Traceback" not in err, err
@@ -100,7 +102,8 @@ def test_help_names_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "keys", "migrate", "agents", "memory", "messages", "export",
+    for command in ("serve", "keys", "migrate", "agents", "memory", "messages", "passages",
+                    "export",
                     "import", "load", "chat", "ab"):
         assert f"    {command} " in out, command
     for argv in (["agents", "ls"], ["memory", "edit"], ["load"], ["chat"], ["ab"]):
@@ -186,7 +189,8 @@ def test_bad_input_is_reported_clearly(cli: Cli, tmp_path: Path):
     notes = tmp_path / "n.txt"
     notes.write_text("text")
     overlap = cli("load", "ada", str(notes), "--chunk-chars", "10", "--overlap", "10")
-    assert overlap.code == 2 and "--overlap (10) must be less than --chunk-chars" in overlap.err
+    assert overlap.code == 2 and "--overlap (10) may be at most a quarter of --chunk-chars" \
+        in overlap.err
     assert "cannot read" in cli("import", str(tmp_path / "missing.json")).err
     assert "is not a JSON document" in cli("import", str(notes)).err
     with refusing_port() as port:
@@ -196,7 +200,7 @@ def test_bad_input_is_reported_clearly(cli: Cli, tmp_path: Path):
 
 def test_memory_show_set_edit_history_undo(cli: Cli, tmp_path: Path):
     cli.chat("ada", "My name is Ada.")
-    assert cli("memory", "show", "ada", "human").out == "Name: Ada\n"
+    assert cli("memory", "show", "ada", "human").out == "Name: Ada"  # exactly the value
     every = cli("memory", "show", "ada")
     assert every.out.startswith("persona  0/5,000 chars\n") and "human  9/5,000 chars" in every.out
 
@@ -213,7 +217,7 @@ def test_memory_show_set_edit_history_undo(cli: Cli, tmp_path: Path):
     cli.monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
     edited = cli("memory", "edit", "ada", "human")
     assert edited.code == 0 and edited.out == "saved human  18/5,000 chars\n"
-    assert cli("memory", "show", "ada", "human").out == "Name: Ada Lovelace\n"
+    assert cli("memory", "show", "ada", "human").out == "Name: Ada Lovelace"
     cli.monkeypatch.setenv("VISUAL", "true")  # VISUAL wins; `true` leaves the file alone
     assert cli("memory", "edit", "ada", "human").out == "human: no change\n"
     cli.monkeypatch.setenv("VISUAL", "false")
@@ -321,8 +325,8 @@ def test_load_files_into_archival_memory(cli: Cli, tmp_path: Path):
     assert loaded.code == 0
     counts = dict(line.split(": ", 1) for line in loaded.out.splitlines()[:2])
     chunks = int(counts[str(notes)].split()[0])
-    assert chunks > 3 and counts[str(short)].startswith("1 passages")
-    assert loaded.out.splitlines()[-1] == f"loaded {chunks + 1} passages into agent ada"
+    assert chunks > 3 and counts[str(short)].startswith("1 passage (")
+    assert loaded.out.splitlines()[-1] == f"loaded {chunks + 1} new passages into agent ada"
 
     with cli.proxy.http() as http:
         by_file = http.get("/v1/agents/ada/passages",
@@ -348,7 +352,7 @@ def test_load_waits_out_a_servers_rate_limit(make_proxy, capsys, tmp_path: Path)
     url = ["--url", proxy.url, "--key", secrets.TENANT_A_KEY]
     assert main(["agents", "create", "ada", *url]) == 0
     assert main(["load", "ada", str(notes), "--chunk-chars", "40", "--overlap", "0", *url]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "loaded 62 passages into agent ada"
+    assert capsys.readouterr().out.splitlines()[-1] == "loaded 62 new passages into agent ada"
     with proxy.http(headers={"authorization": f"Bearer {secrets.ADMIN_KEY}"}) as http:
         listed = http.get("/v1/agents/ada/passages",  # the admin key has a bucket of its own
                           params={"limit": 1000, "tenant": "team-a"}).json()
