@@ -4,6 +4,7 @@ the query by how many messages hold them, counted through FTS5 itself and cached
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,3 +81,31 @@ def test_a_word_unknown_at_first_is_found_once_written(tmp_path):
         return before, [h.text for h in after]
 
     assert asyncio.run(main()) == ([], ["my dog is called Zorblax"])
+
+
+def test_a_query_of_common_words_lists_the_newest_matches_unranked(tmp_path):
+    """When even the rarest word of a recall query is in more messages than the budget, bm25
+    would weigh it near zero: the newest matches come first, with score 0; a rarer word in the
+    same query is ranked as before."""
+    async def main():
+        store = SQLiteStore(str(tmp_path / "c.db"))
+        await store.open()
+        agent = await store.ensure_agent("t", "a", [])
+        conv = await store.ensure_conversation(agent.pk, "c")
+        texts = ["the cat the cat the cat", "a cat", "the cat sat", "cat and zebra",
+                 "one more cat here"]
+        for n, text in enumerate(texts):
+            await store.begin_turn(conv.pk, f"t{n}", "h", None, [user(text)])
+            await store.finish_turn(f"t{n}", conv.pk, agent.pk, result(assistant("ok")))
+        store.term_frequencies.rarest = functools.partial(  # a budget of 3 messages
+            type(store.term_frequencies).rarest, store.term_frequencies, budget=3)
+        common = await store.search_messages(agent.pk, "cat", newest=50)
+        rare = await store.search_messages(agent.pk, "cat zebra", newest=50)
+        await store.close()
+        return common, rare
+
+    common, rare = asyncio.run(main())
+    assert [h.text for h in common] == ["one more cat here", "cat and zebra", "the cat sat",
+                                        "a cat", "the cat the cat the cat"]
+    assert {h.score for h in common} == {0.0}
+    assert [h.text for h in rare] == ["cat and zebra"] and rare[0].score > 0

@@ -78,7 +78,7 @@ def hit_row(r: tuple) -> MessageHit:
 
 def message_search_sql(
     agent_pk: int, query: str, roles: list[str] | None, limit: int,
-    start: float | None, end: float | None, newest: int | None = None,
+    start: float | None, end: float | None, newest: int | None = None, ranked: bool = True,
 ) -> tuple[str, tuple]:
     """SELECT (conversation_id, seq, role, text, created_at, name, score) for a recall search
     (`hit_row` makes a MessageHit of it).
@@ -94,6 +94,8 @@ def message_search_sql(
     query once, for its IDF, and the scope phrase's list is every message of the agent
     (~0.28 ms of 0.53 at 10,000 messages), while it weighs nothing in the score. Ranks are the
     same; other agents' matches of the (rare, term_stats.py) words are stepped over unscored.
+    With `ranked` False (even the rarest word of the query is common: term_stats.py) those
+    newest matches are not scored at all: score 0, newest first.
     """
     where, params = ["m.agent_pk = ?", "m.visible = 1", "m.superseded = 0"], [agent_pk]
     if roles:
@@ -110,8 +112,9 @@ def message_search_sql(
         sql = (f"SELECT {_HIT_COLUMNS}, 0.0 FROM messages m WHERE {' AND '.join(where)}"
                " ORDER BY m.created_at DESC, m.pk DESC LIMIT ?")
     elif newest is not None:  # the agent's searchable rows inside, the other filters after
+        score = f"-{MESSAGE_BM25}" if ranked else "0.0"
         sql = (f"SELECT {_HIT_COLUMNS}, f.score FROM (SELECT m.pk AS pk,"
-               f" -{MESSAGE_BM25} AS score FROM messages_fts"
+               f" {score} AS score FROM messages_fts"
                " CROSS JOIN messages m ON m.pk = messages_fts.rowid"
                f" WHERE messages_fts MATCH ? AND {' AND '.join(where[:3])}"
                " ORDER BY messages_fts.rowid DESC LIMIT ?) f"

@@ -305,13 +305,16 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         """bm25-ranked recall search (visible, not superseded, evicted included); a blank query
         lists the newest matching messages with score 0. `start`/`end` are inclusive; with
         `newest` (automatic recall's cheap search), only the query's rarest words are searched
-        for (term_stats.py) and only the newest `newest` matches are ranked."""
+        for (term_stats.py) and only the newest `newest` matches are ranked, or, when even the
+        rarest word is common, listed newest first with score 0 (not ranked: term_stats.py)."""
         await self._index_pending()
+        ranked = True
         if newest is not None and query.strip():
-            query = await self.lanes.read_fast(self._rarest_words, query)
+            query, ranked = await self.lanes.read_fast(self._rarest_words, query)
             if not query:
                 return []  # no word of it occurs in any message
-        sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest)
+        sql, params = message_search_sql(agent_pk, query, roles, limit, start, end, newest,
+                                         ranked=ranked)
         if newest is not None:  # bounded, so on the loop's thread: no thread lane round trip
             return await self.lanes.read_fast(lambda db: [hit_row(r) for r in db.execute(sql, params)])
         return await self._fetch(sql, params, hit_row)
@@ -326,7 +329,7 @@ class SQLiteStore(SQLiteTurns, SQLiteTree, SQLiteAdminMixin, SQLiteDumpMixin, SQ
         return await self.lanes.read_fast(
             lambda db: [(r[0], hit_row(r[1:])) for r in db.execute(sql, params)])
 
-    def _rarest_words(self, db: sqlite3.Connection, query: str) -> str:
+    def _rarest_words(self, db: sqlite3.Connection, query: str) -> tuple[str, bool]:
         indexed = db.execute("SELECT upto FROM fts_progress WHERE name = 'messages'").fetchone()
         return self.term_frequencies.rarest(db, query, indexed[0] if indexed else 0)
 

@@ -8,6 +8,13 @@ the `newest` limit, and grows with the database. Automatic recall searches on ev
 ranking anyway (a word in every other message says little about which one is meant), and their
 posting lists are short.
 
+When even the rarest word is common (its messages alone number more than the budget), the
+words carry almost nothing to rank by: bm25 would weigh a word found in thousands of messages
+near zero and order its matches by length and repetition, at the cost of reading its whole
+posting list. Such a search is not ranked at all: its newest matches come first (`rarest`
+says so, and the store orders by recency), which is also the better guess for what a message
+full of everyday words refers to.
+
 Document frequencies are counted by FTS5 itself (a MATCH of the one word, so the index's
 tokenizer and stemmer apply as they do to the search: "puppies" counts the rows of "puppi")
 and cached per process: the first lookup of a common word reads its posting list once, later
@@ -59,10 +66,13 @@ class TermFrequencies:
         self._indexed_at_fill = 0
         self.lookups = 0  # words read from the vocabulary table (observable for tests)
 
-    def rarest(self, db: sqlite3.Connection, query: str, indexed: int) -> str:
+    def rarest(self, db: sqlite3.Connection, query: str, indexed: int, *,
+               budget: int = POSTINGS_BUDGET) -> tuple[str, bool]:
         """The words of `query` (query_terms.py) worth searching for, space-separated, or ""
-        when none occurs in any message. `indexed`: how many rows the index holds now (its
-        progress mark), to tell when the cache is stale."""
+        when none occurs in any message; and whether they are worth ranking by bm25 (False:
+        even the rarest is in more than `budget` messages, see the module docstring).
+        `indexed`: how many rows the index holds now (its progress mark), to tell when the
+        cache is stale."""
         if indexed > max(self._indexed_at_fill, 1) * REFRESH_GROWTH or len(self._cache) > self.size:
             self._cache.clear()
         if not self._cache:
@@ -77,4 +87,5 @@ class TermFrequencies:
                 if df:
                     self._cache[term] = df
             frequencies[term] = df
-        return " ".join(pick_rarest(frequencies, terms))
+        kept = pick_rarest(frequencies, terms, budget=budget)
+        return " ".join(kept), sum(frequencies[t] for t in kept) <= budget
