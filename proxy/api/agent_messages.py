@@ -42,7 +42,7 @@ from ..core.letta_messages import (
 )
 from ..core.loop import TEXT_SEPARATOR, Event, StepStarted, TextDelta, TurnDone
 from ..core.types import Message, Turn
-from ..errors import InternalError, MemproxyError, bad_request
+from ..errors import MemproxyError, bad_request
 from ..obs.logs import annotate
 from ..store.base import TurnStore
 from ..turn import Replay, TurnRequest, TurnSession
@@ -53,7 +53,7 @@ from .letta_schemas import LettaMessageCreate, LettaMessagesRequest
 from .middleware import annotate_turn
 from .ratelimit import end_turn, start_turn
 from .rest import Scope, endpoint, path_id, read_model
-from .storage_full import is_storage_full, storage_full_error
+from .storage_full import stream_failure_body
 
 log = logging.getLogger("memproxy.agent_messages")
 
@@ -155,12 +155,7 @@ async def _live(session: TurnSession, event: Event, events: AsyncIterator[Event]
         yield sse.event(exc.body)
         yield sse.event(_STOPPED_BY_ERROR)
     except Exception as exc:
-        if is_storage_full(exc):  # the turn could not be stored: say so, no traceback
-            log.error("stream failed: the database's storage is full")
-            yield sse.event(storage_full_error().body)
-        else:
-            log.exception("agent messages stream failed")
-            yield sse.event(InternalError().body)
+        yield sse.event(stream_failure_body(exc, "agent messages stream"))
         yield sse.event(_STOPPED_BY_ERROR)
     finally:
         await events.aclose()

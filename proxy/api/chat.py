@@ -30,7 +30,7 @@ from .middleware import annotate_request, annotate_turn
 from .passthrough import forward
 from .ratelimit import end_turn, start_turn
 from .state import AppState
-from .storage_full import is_storage_full, storage_full_error
+from .storage_full import stream_failure_body
 
 log = logging.getLogger("memproxy.chat")
 
@@ -352,12 +352,7 @@ async def _stream_body(first, events, writer: sse.ChunkWriter, include_usage: bo
     except MemproxyError as exc:
         yield sse.event(exc.body)
     except Exception as exc:
-        if is_storage_full(exc):  # the answer could not be stored: say so, no traceback
-            log.error("stream failed: the database's storage is full")
-            yield sse.event(storage_full_error().body)
-        else:
-            log.exception("stream failed")
-            yield sse.event(InternalError().body)
+        yield sse.event(stream_failure_body(exc, "stream"))
     finally:
         await events.aclose()
         _turn_finished(session)

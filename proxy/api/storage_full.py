@@ -58,6 +58,17 @@ def storage_full_error() -> ProxyError:
                       code="insufficient_storage")
 
 
+def stream_failure_body(exc: BaseException, stream: str) -> dict:
+    """The error event of a `stream` that failed after its headers went out: a full storage
+    as 507's body, logged without a traceback; anything else logged with one, as a bare
+    500's body (the client already has a 200 and can only read the event)."""
+    if is_storage_full(exc):
+        log.error("%s failed: the database's storage is full", stream)
+        return storage_full_error().body
+    log.exception("%s failed", stream)
+    return InternalError().body
+
+
 class StorageHealth:
     """The last storage-full failure, and what readiness makes of it (see module doc)."""
 
