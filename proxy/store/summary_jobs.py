@@ -84,3 +84,40 @@ class SummaryJobStore(Protocol):
 
     async def get_summary_job(self, conversation_pk: int) -> SummaryJob | None:
         """The conversation's job, claimed or not (owner '' when not): reports and tests."""
+
+
+# The columns a job row is read back as (`SummaryJob` in order), on both backends.
+JOB_COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
+               " context_window, attempts, coalesce(owner, ''), last_error")
+
+
+def enqueue_sql(values: str, same: str, larger: str) -> str:
+    """The upsert of a conversation's job, in a backend's dialect: `values` the VALUES list
+    (conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,
+    context_window, now, now), `same` the test that the stored job is for the path the
+    conversation still shows (its pending summary is the one expected), `larger` the SQL
+    function of two values' maximum (SQLite `max`, Postgres `greatest`).
+
+    Same path: the job's range grows, its claim, attempts and wait are kept. Another path
+    (the user moved to another branch since): the job starts over from this eviction and
+    this path's summary; the old branch keeps its gap note, and a worker still writing the
+    old job loses it (its owner is cleared)."""
+    return (
+        "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
+        " pending_summary, model, context_window, not_before, created_at)"
+        f" VALUES ({values})"
+        " ON CONFLICT (conversation_pk) DO UPDATE SET"
+        f" from_seq = CASE WHEN {same} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
+        f" base_summary = CASE WHEN {same} THEN summary_jobs.base_summary"
+        " ELSE excluded.base_summary END,"
+        f" through_seq = CASE WHEN {same}"
+        f" THEN {larger}(summary_jobs.through_seq, excluded.through_seq)"
+        " ELSE excluded.through_seq END,"
+        f" owner = CASE WHEN {same} THEN summary_jobs.owner END,"
+        f" lease_until = CASE WHEN {same} THEN summary_jobs.lease_until END,"
+        f" attempts = CASE WHEN {same} THEN summary_jobs.attempts ELSE 0 END,"
+        f" not_before = CASE WHEN {same} THEN summary_jobs.not_before"
+        " ELSE excluded.not_before END,"
+        " model = excluded.model, context_window = excluded.context_window,"
+        " pending_summary = excluded.pending_summary"
+    )

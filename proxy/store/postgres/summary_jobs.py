@@ -13,36 +13,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..summary_jobs import Completion, SummaryChanged, SummaryJob, SummaryWork
+from ..summary_jobs import (
+    JOB_COLUMNS,
+    Completion,
+    SummaryChanged,
+    SummaryJob,
+    SummaryWork,
+    enqueue_sql,
+)
 from .sql import EVICT, clean
 
 if TYPE_CHECKING:
     import asyncpg
 
-_COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
-            " context_window, attempts, coalesce(owner, ''), last_error")
-# Same path (the conversation still shows the job's pending summary): the job's range grows.
-# Another path (the user moved to another branch since): the job starts over from this
-# eviction and this path's summary (see sqlite/summary_jobs.py).
-_SAME = "summary_jobs.pending_summary IS NOT DISTINCT FROM $9"
-_ENQUEUE = (
-    "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
-    " pending_summary, model, context_window, not_before, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
-    " ON CONFLICT (conversation_pk) DO UPDATE SET"
-    f" from_seq = CASE WHEN {_SAME} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
-    f" base_summary = CASE WHEN {_SAME} THEN summary_jobs.base_summary"
-    " ELSE excluded.base_summary END,"
-    f" through_seq = CASE WHEN {_SAME}"
-    " THEN greatest(summary_jobs.through_seq, excluded.through_seq)"
-    " ELSE excluded.through_seq END,"
-    f" owner = CASE WHEN {_SAME} THEN summary_jobs.owner END,"
-    f" lease_until = CASE WHEN {_SAME} THEN summary_jobs.lease_until END,"
-    f" attempts = CASE WHEN {_SAME} THEN summary_jobs.attempts ELSE 0 END,"
-    f" not_before = CASE WHEN {_SAME} THEN summary_jobs.not_before ELSE excluded.not_before END,"
-    " model = excluded.model, context_window = excluded.context_window,"
-    " pending_summary = excluded.pending_summary"
-)
+# The job's upsert (store/summary_jobs.py); $9 the expected pending summary (NULL-safe).
+_ENQUEUE = enqueue_sql("$1, $2, $3, $4, $5, $6, $7, $8, $8",
+                       "summary_jobs.pending_summary IS NOT DISTINCT FROM $9", "greatest")
 # Every transaction that writes both a conversation's messages and its job locks the
 # conversation row first, so they take their locks in one order.
 _LOCK_CONVERSATION = (
@@ -53,7 +39,7 @@ _CLAIM = (
     "UPDATE summary_jobs SET owner = $1, lease_until = $2 + $3, attempts = attempts + 1"
     " WHERE conversation_pk = (SELECT conversation_pk FROM summary_jobs WHERE not_before <= $2"
     " AND (lease_until IS NULL OR lease_until < $2) ORDER BY not_before LIMIT 1"
-    f" FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}"
+    f" FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLUMNS}"
 )
 
 
@@ -140,6 +126,6 @@ class PostgresSummaryJobs:
 
     async def get_summary_job(self, conversation_pk: int) -> SummaryJob | None:
         row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM summary_jobs WHERE conversation_pk = $1", conversation_pk)
+            f"SELECT {JOB_COLUMNS} FROM summary_jobs WHERE conversation_pk = $1", conversation_pk)
         return None if row is None else _job(row)
 

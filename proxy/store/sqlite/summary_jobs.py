@@ -13,35 +13,15 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING
 
-from ..summary_jobs import Completion, SummaryJob, SummaryWork
+from ..summary_jobs import JOB_COLUMNS, Completion, SummaryJob, SummaryWork, enqueue_sql
 
 if TYPE_CHECKING:
     from .lanes import SQLiteLanes
 
-_COLUMNS = ("conversation_pk, from_seq, through_seq, base_summary, pending_summary, model,"
-            " context_window, attempts, coalesce(owner, ''), last_error")
-# Same path (the conversation still shows the job's pending summary): the job's range grows.
-# Another path (the user moved to another branch since): the job starts over from this
-# eviction and this path's summary; the old branch keeps its gap note, and a worker still
-# writing the old job loses it (its owner is cleared).
-_SAME = "summary_jobs.pending_summary = :expected"
-_ENQUEUE = (
-    "INSERT INTO summary_jobs (conversation_pk, from_seq, through_seq, base_summary,"
-    " pending_summary, model, context_window, not_before, created_at)"
-    " VALUES (:pk, :from_seq, :through_seq, :base, :pending, :model, :window, :now, :now)"
-    " ON CONFLICT (conversation_pk) DO UPDATE SET"
-    f" from_seq = CASE WHEN {_SAME} THEN summary_jobs.from_seq ELSE excluded.from_seq END,"
-    f" base_summary = CASE WHEN {_SAME} THEN summary_jobs.base_summary"
-    " ELSE excluded.base_summary END,"
-    f" through_seq = CASE WHEN {_SAME} THEN max(summary_jobs.through_seq, excluded.through_seq)"
-    " ELSE excluded.through_seq END,"
-    f" owner = CASE WHEN {_SAME} THEN summary_jobs.owner END,"
-    f" lease_until = CASE WHEN {_SAME} THEN summary_jobs.lease_until END,"
-    f" attempts = CASE WHEN {_SAME} THEN summary_jobs.attempts ELSE 0 END,"
-    f" not_before = CASE WHEN {_SAME} THEN summary_jobs.not_before ELSE excluded.not_before END,"
-    " model = excluded.model, context_window = excluded.context_window,"
-    " pending_summary = excluded.pending_summary"
-)
+# The job's upsert (store/summary_jobs.py): same path when the pending summary is the expected one.
+_ENQUEUE = enqueue_sql(
+    ":pk, :from_seq, :through_seq, :base, :pending, :model, :window, :now, :now",
+    "summary_jobs.pending_summary = :expected", "max")
 
 
 def _job(row: tuple) -> SummaryJob:
@@ -79,7 +59,7 @@ class SQLiteSummaryJobs:
             db.execute("UPDATE summary_jobs SET owner = ?, lease_until = ?,"
                        " attempts = attempts + 1 WHERE conversation_pk = ?",
                        (owner, now + lease_s, row[0]))
-            return _job(db.execute(f"SELECT {_COLUMNS} FROM summary_jobs"
+            return _job(db.execute(f"SELECT {JOB_COLUMNS} FROM summary_jobs"
                                    " WHERE conversation_pk = ?", (row[0],)).fetchone())
 
         return await self.lanes.write_fast(run)
@@ -125,6 +105,6 @@ class SQLiteSummaryJobs:
 
     async def get_summary_job(self, conversation_pk: int) -> SummaryJob | None:
         row = await self.lanes.read_fast(lambda db: db.execute(
-            f"SELECT {_COLUMNS} FROM summary_jobs WHERE conversation_pk = ?",
+            f"SELECT {JOB_COLUMNS} FROM summary_jobs WHERE conversation_pk = ?",
             (conversation_pk,)).fetchone())
         return None if row is None else _job(row)
