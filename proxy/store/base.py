@@ -36,7 +36,7 @@ from .response_types import ApiConversation, StoredResponse
 from .summary_jobs import SummaryJobStore, SummaryWork
 
 if TYPE_CHECKING:
-    from .leases import LeaseStore
+    from .leases import LeaseClaim, LeaseStore
 
 
 class StoreLifecycle(Protocol):
@@ -93,13 +93,18 @@ class TurnStore(Protocol):
     ) -> None: ...
 
     async def load_turn_state(self, agent_pk: int, conversation_pk: int,
-                              known: KnownContext | None = None) -> TurnState:
+                              known: KnownContext | None = None, *,
+                              lease: LeaseClaim | None = None) -> TurnState:
         """Conversation, last turn, blocks, memory counts and context, in one call: what a
         turn reads once it holds the conversation. LookupError if the conversation is gone.
 
         `known` is the context this process loaded last time for the conversation: when it
         is still valid (store/known_context.py), only rows added since are decoded. The
-        result is the same with or without it."""
+        result is the same with or without it.
+
+        `lease` is given only to a store whose `turn_leases()` says `leases_in_read`
+        (Postgres): the same round trip takes the conversation's lease, or raises LeaseBusy
+        (turn/locks.py). Other stores never receive one."""
 
     async def visible_transcript(self, conversation_pk: int) -> list[StoredMessage]:
         """What the client has seen (visible, not superseded), oldest first."""

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import struct
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -18,6 +19,20 @@ class LeaseStore(Protocol):
     async def acquire_lease(self, conversation_pk: int, owner: str, ttl_s: float) -> bool: ...
 
     async def release_lease(self, conversation_pk: int, owner: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LeaseClaim:
+    """A lease to take in the same round trip as the turn's first read, where the lease store
+    can (`leases_in_read = True` on it: Postgres, whose lease is a row written by the read's
+    own statement). The read raises LeaseBusy while another owner holds the lease."""
+
+    owner: str
+    ttl_s: float
+
+
+class LeaseBusy(Exception):
+    """Another owner holds the conversation's live lease: nothing was read; try again."""
 
 
 _OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None)  # Linux >= 3.15

@@ -27,13 +27,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from ..errors import ProxyError
-from ..store.leases import LeaseStore
+from ..store.leases import LeaseBusy, LeaseClaim, LeaseStore
 
 log = logging.getLogger("memproxy.locks")
+
+T = TypeVar("T")
+# A turn's first read under its conversation's lock, given the lease to take with it (or None)
+FirstRead = Callable[[LeaseClaim | None], Awaitable[T]]
 
 POLL_START_S = 0.02
 POLL_MAX_S = 0.25
@@ -61,7 +66,13 @@ class ConversationLocks:
         return entry is not None and entry[0].locked()
 
     @asynccontextmanager
-    async def hold(self, key: int, timeout: float) -> AsyncIterator[None]:
+    async def hold(self, key: int, timeout: float,
+                   first: FirstRead[T] | None = None) -> AsyncIterator[T | None]:
+        """Hold conversation `key`; yields `first`'s result (None without `first`).
+
+        `first` is the turn's first read under the lock: it gets a LeaseClaim when the
+        lease store takes leases in reads (Postgres: one round trip for both), else None
+        once the lease is held. Its errors end the hold (the lease is released)."""
         deadline = time.monotonic() + timeout
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
@@ -77,10 +88,10 @@ class ConversationLocks:
                 await lock.acquire()
             try:
                 if self.store is None:
-                    yield
+                    yield None if first is None else await first(None)
                 else:
-                    async with self._lease(key, deadline, timeout):
-                        yield
+                    async with self._lease(key, deadline, timeout, first) as result:
+                        yield result
             finally:
                 lock.release()
         finally:
@@ -91,27 +102,58 @@ class ConversationLocks:
                 self._locks[key] = (lock_now, count - 1)
 
     @asynccontextmanager
-    async def _lease(self, key: int, deadline: float, timeout: float) -> AsyncIterator[None]:
+    async def _lease(self, key: int, deadline: float, timeout: float,
+                     first: FirstRead[T] | None) -> AsyncIterator[T | None]:
         assert self.store is not None
-        delay = POLL_START_S
-        while not await self.store.acquire_lease(key, self.owner, self.lease_ttl_s):
-            if time.monotonic() + delay > deadline:
-                raise busy_error(timeout)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+        result = await self._take(key, deadline, timeout, first)
         renewer = (asyncio.create_task(self._renew(key))
                    if getattr(self.store, "expires", True) else None)
         try:
-            yield
+            yield result
         finally:
             if renewer is not None:
                 renewer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewer
+            await self._release(key)
+
+    async def _take(self, key: int, deadline: float, timeout: float,
+                    first: FirstRead[T] | None) -> T | None:
+        """Poll for the lease until `deadline`; then `first`'s result. With a store that
+        takes leases in reads, each attempt is `first` itself (LeaseBusy: not taken)."""
+        assert self.store is not None
+        in_read = first is not None and getattr(self.store, "leases_in_read", False)
+        delay = POLL_START_S
+        while True:
             try:
-                await self.store.release_lease(key, self.owner)
-            except Exception:  # it expires by itself; the turn's outcome matters more
-                log.exception("could not release the lease of conversation %s", key)
+                if in_read:
+                    assert first is not None
+                    return await first(LeaseClaim(self.owner, self.lease_ttl_s))
+                if await self.store.acquire_lease(key, self.owner, self.lease_ttl_s):
+                    break
+            except LeaseBusy:
+                pass
+            except BaseException:  # the read failed, maybe after taking the lease
+                await self._release(key)
+                raise
+            if time.monotonic() + delay > deadline:
+                raise busy_error(timeout)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+        if first is None:
+            return None
+        try:
+            return await first(None)
+        except BaseException:
+            await self._release(key)
+            raise
+
+    async def _release(self, key: int) -> None:
+        assert self.store is not None
+        try:
+            await self.store.release_lease(key, self.owner)
+        except Exception:  # it expires by itself; the turn's outcome matters more
+            log.exception("could not release the lease of conversation %s", key)
 
     async def _renew(self, key: int) -> None:
         assert self.store is not None

@@ -49,6 +49,7 @@ from ..errors import ProxyError, bad_request
 from ..models.catalog import ModelCatalog
 from ..obs.metrics import Metrics
 from ..store.base import Store
+from ..store.leases import LeaseClaim
 from ..upstream import UpstreamClient
 from .background_summaries import SummaryQueue
 from .context_cache import ContextCache
@@ -188,13 +189,15 @@ class StatefulService:
         double_submit = self.running.get(conversation_pk) == fingerprint
         stack = AsyncExitStack()
         waited = time.perf_counter()
-        await stack.enter_async_context(
-            self.locks.hold(conversation_pk, self.settings.agent.lock_timeout_s)
-        )
+        # Read under the lock (the previous turn may have changed the summary); where the
+        # store can, the read takes the lease too (locks.py).
+        loaded = await stack.enter_async_context(self.locks.hold(
+            conversation_pk, self.settings.agent.lock_timeout_s,
+            first=lambda lease: self._state(agent, conversation_pk, lease)))
         self.metrics.lock_wait.observe(time.perf_counter() - waited)
         try:
-            # Read under the lock: the previous turn may have changed the summary.
-            state = await self._state(agent, conversation_pk)
+            assert loaded is not None
+            state: TurnState = loaded
             conversation = state.conversation
             self.running[conversation.pk] = fingerprint
             stack.callback(self.running.pop, conversation.pk, None)
@@ -265,10 +268,15 @@ class StatefulService:
                 self.contexts.forget(self._conversations.pop(key))
 
     # --- the steps under the lock -----------------------------------------------------------
-    async def _state(self, agent: Agent, conversation_pk: int) -> TurnState:
+    async def _state(self, agent: Agent, conversation_pk: int,
+                     lease: LeaseClaim | None = None) -> TurnState:
+        known = self.contexts.get(conversation_pk)
         try:
-            state = await self.store.load_turn_state(
-                agent.pk, conversation_pk, self.contexts.get(conversation_pk))
+            if lease is None:
+                state = await self.store.load_turn_state(agent.pk, conversation_pk, known)
+            else:  # only a store with `leases_in_read` is handed a claim
+                state = await self.store.load_turn_state(
+                    agent.pk, conversation_pk, known, lease=lease)
         except LookupError:
             # Deleted (by another process) since it was cached: recreate it under the same id.
             self.forget_agent(agent.tenant, agent.agent_id)

@@ -2,10 +2,12 @@
 
 Every statement memproxy sends on its pooled connections is counted (asyncpg's query logger,
 installed on each connection the store opens), through a real server, the openai SDK and the
-scripted upstream. A turn must stay at: take the lease (a commit without WAL flush), load the
-state, store the input, store the output and release the lease — four statements, two of them
-durable commits (one with `[database] postgres_input_commit = "fast"`), each one round trip once its statement is prepared (asyncpg caches prepared
-statements per connection: a second run of the same turn shape prepares nothing).
+scripted upstream. A turn must stay at: load the state and take the lease in the same
+statement (its commit without WAL flush), store the input, store the output and release the
+lease in the same statement — three statements, two of them durable commits (one with
+`[database] postgres_input_commit = "fast"`), each one round trip once its statement is
+prepared (asyncpg caches prepared statements per connection: a second run of the same turn
+shape prepares nothing).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from proxy.store.postgres import store as pg_store
 from tests import storage
 
 MODEL = "gpt-4o-mini"
-# load, begin, finish + release; and the lease acquire (no WAL flush, see sql.ACQUIRE_LEASE)
-MAX_STATEMENTS_PER_TURN = 4
+# load + the lease (no WAL flush, see turn_state.load_sql), begin, finish + release
+MAX_STATEMENTS_PER_TURN = 3
 # durable commits: the input before the model is called (unless postgres_input_commit is
 # "fast"), the outcome after
 
@@ -85,7 +87,7 @@ def recorder(monkeypatch) -> Recorder:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.parametrize(("input_commit", "durable_commits"), [("durable", 2), ("fast", 1)])
-def test_a_turn_on_postgres_is_four_statements_and_prepares_nothing_twice(
+def test_a_turn_on_postgres_is_three_statements_and_prepares_nothing_twice(
         recorder, make_proxy, fake_upstream, input_commit, durable_commits):
     proxy = make_proxy({"database": {"postgres_input_commit": input_commit}})
     client = proxy.client()

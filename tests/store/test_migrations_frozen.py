@@ -54,6 +54,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     11: ("forgetting",
          "f7b509ac1ca5eac84e8f831e35caf7d9c81098ff40b0bef17112965605b03388",
          "888773fb6db5b3887356376c799ef52c860aae72b74fcc1973a7bd80d1203eb0"),
+    12: ("lease releases counted",
+         "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
+         "2cf14449a9daccee56c802612309eb1863af21754541935838690840a40b3e94"),
 }
 
 

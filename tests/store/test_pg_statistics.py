@@ -21,7 +21,7 @@ from proxy.store.admin_types import AgentDump, ConversationDump, TurnRecord
 from proxy.store.migrations import apply_postgres
 from proxy.store.postgres.statistics import TABLES, THRESHOLD_ROWS
 from proxy.store.postgres.store import PostgresStore
-from proxy.store.postgres.turns import load_sql
+from proxy.store.postgres.turn_state import load_sql
 from tests import store_backends
 from tests.store_backends import DEFAULT_BLOCKS
 

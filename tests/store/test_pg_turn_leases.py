@@ -18,8 +18,16 @@ def _run(url: str, body) -> Any:
 
 
 async def _lease_rows(store: Any, conversation_pk: int) -> list[str]:
+    """The owners of the conversation's held leases (a released row stays, free: ownerless
+    and expired, counting its releases; migration 12)."""
     return [r[0] for r in await store.pool.fetch(
-        "SELECT owner FROM leases WHERE conversation_pk = $1", conversation_pk)]
+        "SELECT owner FROM leases WHERE conversation_pk = $1 AND owner <> ''", conversation_pk)]
+
+
+async def _releases(store: Any, conversation_pk: int) -> int:
+    return await store.pool.fetchval(
+        "SELECT coalesce(max(releases), 0) FROM leases WHERE conversation_pk = $1",
+        conversation_pk)
 
 
 def test_finish_turn_releases_the_lease_and_release_sends_nothing_more(postgres_url):  # noqa: F811
@@ -30,9 +38,11 @@ def test_finish_turn_releases_the_lease_and_release_sends_nothing_more(postgres_
         await s.begin_turn(conv.pk, "t1", "h", None, [user("hi")])
         await s.finish_turn("t1", conv.pk, agent.pk, result(assistant("hello")))
         assert await _lease_rows(s, conv.pk) == []  # released in the same statement
+        assert await _releases(s, conv.pk) == 1
         assert await s.acquire_lease(conv.pk, "other", 30)  # another process may go on
         await s.release_lease(conv.pk, "me")  # what locks.py does next: must not touch it
         assert await _lease_rows(s, conv.pk) == ["other"]
+        assert await _releases(s, conv.pk) == 1
 
     _run(postgres_url, body)
 
@@ -48,8 +58,10 @@ def test_a_finish_that_writes_nothing_keeps_the_lease_until_released(postgres_ur
         else:
             raise AssertionError("finishing an unknown turn must raise LookupError")
         assert await _lease_rows(s, conv.pk) == ["me"]
+        assert await _releases(s, conv.pk) == 0
         await s.release_lease(conv.pk, "me")
         assert await _lease_rows(s, conv.pk) == []
+        assert await _releases(s, conv.pk) == 1
 
     _run(postgres_url, body)
 

@@ -37,6 +37,7 @@ from . import (
     v9_message_names_searchable,
     v10_summary_jobs,
     v11_forgetting,
+    v12_lease_releases,
 )
 
 
@@ -81,6 +82,8 @@ MIGRATIONS: list[Migration] = [
               {"sqlite": v10_summary_jobs.SQLITE, "postgres": v10_summary_jobs.POSTGRES}),
     Migration(11, "forgetting",
               {"sqlite": v11_forgetting.SQLITE, "postgres": v11_forgetting.POSTGRES}),
+    Migration(12, "lease releases counted",
+              {"sqlite": v12_lease_releases.SQLITE, "postgres": v12_lease_releases.POSTGRES}),
 ]
 
 

@@ -61,7 +61,7 @@ DISCARD = (
     " AND m.turn_id = $1"
 )
 # Lease expiry uses the database's clock, so that machines with skewed clocks agree.
-_DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
+DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 # A lease's own writes commit without waiting for the WAL flush (`synchronous_commit` off for
 # that one transaction; the session's setting is untouched): a flush is most of a small
 # commit's cost (~0.8 ms of ~0.9 on the development machine), and a lease write never needs
@@ -73,13 +73,17 @@ _DB_NOW = "extract(epoch FROM clock_timestamp())::float8"
 NO_FLUSH = "nf AS (SELECT set_config('synchronous_commit', 'off', true))"
 ACQUIRE_LEASE = (
     f"WITH {NO_FLUSH} INSERT INTO leases (conversation_pk, owner, expires_at)"
-    f" SELECT $1, $2, {_DB_NOW} + $3 FROM nf"
+    f" SELECT $1, $2, {DB_NOW} + $3 FROM nf"
     " ON CONFLICT (conversation_pk) DO UPDATE SET owner = excluded.owner,"
     " expires_at = excluded.expires_at"
-    f" WHERE leases.owner = excluded.owner OR leases.expires_at < {_DB_NOW}"
+    f" WHERE leases.owner = excluded.owner OR leases.expires_at < {DB_NOW}"
 )
+# A released lease row stays, free (no owner, expired) with one more release counted
+# (migration 12): a load that took the lease in its own statement compares that count with
+# its snapshot's to know whether it read the state before a release (turns.py, `load_sql`).
+RELEASED = "owner = '', expires_at = 0, releases = leases.releases + 1"
 RELEASE_LEASE = (
-    f"WITH {NO_FLUSH} DELETE FROM leases WHERE conversation_pk = $1 AND owner = $2"
+    f"WITH {NO_FLUSH} UPDATE leases SET {RELEASED} WHERE conversation_pk = $1 AND owner = $2"
     " AND EXISTS (SELECT FROM nf)"
 )
 

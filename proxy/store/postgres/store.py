@@ -347,6 +347,9 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         return [(r[0] - 1, hit_row(r[1:])) for r in rows]
 
     # --- leases (one turn at a time per conversation, across processes) ------------------
+    # A turn's lease is taken by its state's read (`load_turn_state(lease=...)`, turn_state.py)
+    leases_in_read = True
+
     def turn_leases(self) -> PostgresStore:
         """Conversations are leased with rows of the `leases` table (see locks.py)."""
         return self
@@ -361,7 +364,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         return taken
 
     async def release_lease(self, conversation_pk: int, owner: str) -> None:
-        """Delete the lease row, unless the turn's `finish_turn` did already (no round trip)."""
+        """Free the lease row (it stays, counting its releases: turn_state.py), unless the
+        turn's `finish_turn` did already (no round trip)."""
         if self._leases.release(conversation_pk, owner):
             await self._execute(RELEASE_LEASE, conversation_pk, owner)
 

@@ -32,36 +32,33 @@ import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from ...core.types import (
-    Block,
     KnownContext,
     NewMessage,
-    StoredMessage,
     Turn,
     TurnResult,
     TurnState,
 )
 from .. import known_context
+from ..leases import LeaseBusy, LeaseClaim
 from .admin import revision_arrays
 from .sql import (
-    CONV,
     DISCARD,
     NO_FLUSH,
+    RELEASED,
     TURN,
     block_arrays,
-    conversation_row,
     dumps,
-    fast_loads,
     message_arrays,
     passage_arrays,
     turn_row,
 )
 from .tree import move_path, truncate_after
+from .turn_state import load_sql, turn_state
 
 if TYPE_CHECKING:
     from .held_leases import HeldLeases
@@ -78,83 +75,6 @@ _LOCK_FINISH = (
     " FOR NO KEY UPDATE) SELECT 1 FROM conversations v JOIN t ON v.pk = t.conversation_pk"
     " FOR NO KEY UPDATE OF v"
 )
-
-# --- load_turn_state: one row -------------------------------------------------------------
-# The blocks and the context come as one array per column (asyncpg decodes arrays of scalars
-# fastest; measured against arrays of records and json_agg), aggregated from an ordered
-# subquery; `_ordered` checks that order on the client. $1 conversation_pk, $2 agent_pk.
-# With a KnownContext (store/known_context.py) that is still usable — $3 epoch, $4 created_at,
-# checked in the query — only the context rows after its newest seq ($5) are sent, with the
-# count of the rows up to it still in context and, only if that is not the known count ($6),
-# their seqs.
-_BLOCK_COLUMNS = ("pos", "label", "value", "description", "lim", "read_only", "updated_at")
-_CONTEXT_COLUMNS = ("pk", "seq", "data", "turn_id", "created_at", "in_context", "visible",
-                    "superseded", "tokens", "visible_hash", "parent_seq", "path_hash")
-_IN_CONTEXT = "FROM messages WHERE conversation_pk = $1 AND in_context AND NOT superseded"
-
-
-def _arrays(columns: tuple[str, ...], query: str) -> str:
-    aggregates = ", ".join(f"array_agg({c})" for c in columns)
-    return f"LATERAL (SELECT {aggregates} FROM ({query}) x)"
-
-
-@functools.cache
-def load_sql(known: bool) -> str:
-    usable = "(e.value = $3 AND c.created_at = $4)"
-    since = f" AND seq > CASE WHEN {usable} THEN $5 ELSE 0 END" if known else ""
-    blocks = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM blocks WHERE agent_pk = $2 ORDER BY pos"
-    context = f"SELECT {', '.join(_CONTEXT_COLUMNS)} {_IN_CONTEXT}{since} ORDER BY seq"
-    sql = (
-        "SELECT c.*, t.*, (SELECT recall_count FROM agents WHERE pk = $2),"
-        " (SELECT passage_count FROM agents WHERE pk = $2), e.value, b.*, m.*"
-    )
-    if known:
-        sql += (f", {usable}, k.n, CASE WHEN {usable} AND k.n <> $6 THEN"
-                f" ARRAY(SELECT seq {_IN_CONTEXT} AND seq <= $5) END")
-    sql += (
-        f" FROM ({CONV} WHERE pk = $1) c"
-        f" LEFT JOIN ({TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1) t ON true,"
-        " conversation_epoch e,"
-        f" {_arrays(_BLOCK_COLUMNS, blocks)} b, {_arrays(_CONTEXT_COLUMNS, context)} m"
-    )
-    if known:
-        sql += f", LATERAL (SELECT count(*) AS n {_IN_CONTEXT} AND seq <= $5 AND {usable}) k"
-    return sql
-
-
-_EPOCH_AT = 17  # the columns: 6 conversation, 9 turn, 2 counts, the epoch,
-_BLOCKS_AT = _EPOCH_AT + 1  # then the block arrays, the context arrays,
-_CONTEXT_AT = _BLOCKS_AT + len(_BLOCK_COLUMNS)
-_KNOWN_AT = _CONTEXT_AT + len(_CONTEXT_COLUMNS)  # and (with `known`) usable, count, seqs
-
-
-def _ordered(columns: Any, start: int, width: int, key: int) -> list[tuple]:
-    """Rows from the `width` column arrays at `start`, sorted by column `key` (pos, seq).
-    They arrive sorted (an ordered subquery); sorting a sorted list is one linear pass."""
-    if columns[start] is None:  # no rows: array_agg of nothing is NULL
-        return []
-    rows = list(zip(*(columns[start + k] for k in range(width)), strict=True))
-    rows.sort(key=itemgetter(key))
-    return rows
-
-
-def turn_state(r: Any, known: KnownContext | None = None) -> TurnState:
-    """The TurnState of a `load_sql(known is not None)` row."""
-    blocks = [Block(b[1], b[2], b[3], b[4], b[5], b[6])
-              for b in _ordered(r, _BLOCKS_AT, len(_BLOCK_COLUMNS), 0)]
-    context = [
-        StoredMessage(seq=m[1], data=fast_loads(m[2]), turn_id=m[3], created_at=m[4],
-                      in_context=m[5], visible=m[6], superseded=m[7], tokens=m[8],
-                      visible_hash=m[9], pk=m[0], parent_seq=m[10], path_hash=m[11])
-        for m in _ordered(r, _CONTEXT_AT, len(_CONTEXT_COLUMNS), 1)
-    ]
-    if known is not None and r[_KNOWN_AT]:  # usable: `context` holds the rows after it
-        still = r[_KNOWN_AT + 1] if r[_KNOWN_AT + 2] is None else set(r[_KNOWN_AT + 2])
-        context = known_context.merge(known, still, context)
-    last = None if r[6] is None else turn_row(r[6:15])
-    return TurnState(conversation_row(r), last, blocks, r[15] or 0, r[16] or 0, context,
-                     r[_EPOCH_AT])
-
 
 # --- begin_turn / finish_turn: one statement ----------------------------------------------
 _NEXT_SEQ = (
@@ -290,7 +210,7 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
                     " source, turn_id, created_at) SELECT $4, u.label, u.old, u.new, u.source,"
                     f" u.turn_id, u.created_at FROM c, {source} ORDER BY u.i)")
     if lease:  # only once the turn is stored (`c` has a row): else the statement writes nothing
-        ctes.append("l AS (DELETE FROM leases WHERE conversation_pk = $1"
+        ctes.append(f"l AS (UPDATE leases SET {RELEASED} WHERE conversation_pk = $1"
                     f" AND owner = {p('text')[0]} AND EXISTS (SELECT FROM c))")
     stored = "(SELECT count(*) FROM p)" if passages else "0"
     return f"WITH {', '.join(ctes)} SELECT {stored} FROM c"
@@ -363,16 +283,30 @@ class PostgresTurnsMixin:
             return await conn.fetchval(sql, *args)
 
     async def load_turn_state(self, agent_pk: int, conversation_pk: int,
-                              known: KnownContext | None = None) -> TurnState:
+                              known: KnownContext | None = None, *,
+                              lease: LeaseClaim | None = None) -> TurnState:
         """One query (no transaction needed: the caller holds the conversation's lease);
         with `known` (what this process loaded last time), only the context rows added since
-        are sent and decoded."""
-        if known is None:
-            row = await self.pool.fetchrow(load_sql(False), conversation_pk, agent_pk)
+        are sent and decoded. With `lease`, the same query takes the conversation's lease
+        first (turn_state.py) and raises LeaseBusy while another owner holds it; a state it
+        finds was read before another turn's release is read again, under the lease."""
+        args: list[Any] = [conversation_pk, agent_pk]
+        if known is not None:
+            args += [known.epoch, known.created_at, known_context.newest_seq(known),
+                     len(known.messages)]
+        if lease is None:
+            row = await self.pool.fetchrow(load_sql(known is not None), *args)
         else:
-            row = await self.pool.fetchrow(
-                load_sql(True), conversation_pk, agent_pk, known.epoch, known.created_at,
-                known_context.newest_seq(known), len(known.messages))
+            try:
+                row = await self.pool.fetchrow(load_sql(known is not None, lease=True), *args,
+                                               lease.owner, float(lease.ttl_s))
+            except asyncpg.ForeignKeyViolationError:  # the lease of no conversation
+                raise LookupError(f"no conversation with pk {conversation_pk}") from None
+            if row is None:
+                raise LeaseBusy(conversation_pk)
+            self._leases.taken(conversation_pk, lease.owner)
+            if not row[-1]:  # read before a release committed: read again, under the lease
+                return await self.load_turn_state(agent_pk, conversation_pk, known)
         if row is None:
             raise LookupError(f"no conversation with pk {conversation_pk}")
         return turn_state(row, known)
