@@ -165,3 +165,30 @@ def test_passages_stored_one_by_one_are_analyzed_once_they_add_up(postgres_url: 
         assert (await _reltuples(s))["passages"] == THRESHOLD_ROWS + 1
 
     _pg(postgres_url, body)
+
+
+def test_a_database_that_grows_only_by_turns_is_analyzed_as_it_grows(postgres_url: str) -> None:
+    """With autovacuum off, nothing but memproxy analyzes: the rows turns write count too, so
+    the messages and turns tables get statistics once they pass the threshold, and again once
+    they have grown by a tenth, in the background."""
+    from tests.store_backends import assistant, result, setup, user
+
+    async def body(s: PostgresStore) -> None:
+        await s.pool.execute("ALTER TABLE messages SET (autovacuum_enabled = off)")
+        await s.pool.execute("ALTER TABLE turns SET (autovacuum_enabled = off)")
+        agent, conv = await setup(s)
+        turns = THRESHOLD_ROWS // 2 + 1  # two messages a turn: past the threshold
+        for i in range(turns):
+            await s.begin_turn(conv.pk, f"t{i}", f"h{i}", None, [user(f"question {i}")])
+            await s.finish_turn(f"t{i}", conv.pk, agent.pk, result(assistant(f"answer {i}")))
+        await s.statistics.settle()
+        analyzed = (await _reltuples(s))["messages"]
+        # the 51st row made it due; the ANALYZE ran beside the last finish
+        assert THRESHOLD_ROWS < analyzed <= 2 * turns
+        for i in range(turns, turns + 10):  # +20 rows: below 50 + 10% of 52, not again
+            await s.begin_turn(conv.pk, f"t{i}", f"h{i}", None, [user(f"question {i}")])
+            await s.finish_turn(f"t{i}", conv.pk, agent.pk, result(assistant(f"answer {i}")))
+        await s.statistics.settle()
+        assert (await _reltuples(s))["messages"] == analyzed
+
+    _pg(postgres_url, body)

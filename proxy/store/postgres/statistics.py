@@ -14,9 +14,12 @@ estimates; so the store keeps its own tables analyzed:
   ran, plus the tables the tree backfill rewrote, plus any table that has no statistics or
   has changed by more than autovacuum's threshold since it was last analyzed (one catalog
   query decides). Only one of several processes opening at once does it (a try-lock);
-- after large loads, in the background: the store counts the rows it writes in bulk (imports,
-  archival passages) per table, and when a table has grown past the same threshold (50 rows
-  + 10% of what it held when last analyzed), one background task analyzes it. A turn never
+- after large loads, in the background: the store counts the rows it writes per table — in
+  bulk (imports, archival passages) and by turns (their messages, turns, passages, block
+  revisions), so that a database that only ever grows by chatting, with autovacuum off, is
+  analyzed too — and when a table has grown past the same threshold (50 rows + 10% of what it
+  held when last analyzed: a number of ANALYZEs logarithmic in the table's size), one
+  background task analyzes it. A turn never
   waits for it: ANALYZE takes a lock that conflicts only with DDL, VACUUM and other ANALYZEs,
   and it reads a fixed-size sample (300 x default_statistics_target rows), so its cost does
   not grow with the table; the turns that run before it lands plan without the new
@@ -47,6 +50,7 @@ TABLES = ("agents", "api_keys", "blocks", "block_revisions", "conversations",
           "conversation_epoch", "leases", "messages", "turns", "passages", "message_vectors",
           "passage_vectors", "vector_state", "responses", "api_conversations",
           "api_conversation_items", "response_items")
+_TRACKED = frozenset(TABLES)
 # autovacuum's defaults (autovacuum_analyze_threshold, autovacuum_analyze_scale_factor)
 THRESHOLD_ROWS = 50
 SCALE_FACTOR = 0.1
@@ -108,12 +112,14 @@ class Statistics:
         self._reltuples = {r[0]: r[1] for r in await conn.fetch(_STATE, list(TABLES))}
 
     def wrote(self, rows: dict[str, int]) -> None:
-        """Count rows written in bulk; start the background ANALYZE if a table is due."""
+        """Count rows written (in bulk, and by every turn); start the background ANALYZE if a
+        table is due. A few dictionary operations: turns call it on their way out."""
+        due = False
         for table, n in rows.items():
-            if n > 0 and table in TABLES:
-                self._written[table] += n
-        if self._pool is not None and (self._task is None or self._task.done()) \
-                and self._due_tables():
+            if n > 0 and table in _TRACKED:
+                written = self._written[table] = self._written[table] + n
+                due = due or _due(written, self._reltuples.get(table, -1.0))
+        if due and self._pool is not None and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def _due_tables(self) -> list[str]:

@@ -62,6 +62,7 @@ from .turn_state import load_sql, turn_state
 
 if TYPE_CHECKING:
     from .held_leases import HeldLeases
+    from .statistics import Statistics
 
 T = TypeVar("T")
 
@@ -225,6 +226,7 @@ class PostgresTurnsMixin:
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
         _leases: HeldLeases
         input_commit: str
+        statistics: Statistics
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
@@ -267,6 +269,7 @@ class PostgresTurnsMixin:
                                              conversation_pk)
         if first is None:
             raise LookupError(f"no conversation with pk {conversation_pk}")
+        self.statistics.wrote({"turns": 1, "messages": len(inputs)})
         return first
 
     async def _moved_begin(self, conversation_pk: int, parent_seq: int,
@@ -348,6 +351,8 @@ class PostgresTurnsMixin:
             if owner is not None:
                 self._leases.restore(conversation_pk, owner)
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
+        self.statistics.wrote({"messages": len(result.messages), "passages": int(locked),
+                               "block_revisions": len(result.revisions)})
         return int(locked)
 
     async def fail_turn(self, turn_id: str, error: dict) -> None:
