@@ -177,8 +177,10 @@ def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
     ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
             " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
             " RETURNING conversation_pk, parent_seq)",
-            "c AS (SELECT v.agent_pk FROM conversations v JOIN t ON v.pk = t.conversation_pk"
-            " FOR NO KEY UPDATE OF v)"]
+            # by primary key ($1 is t's conversation too): a join with `t` was planned as a
+            # scan of every conversation when the planner had no statistics
+            "c AS (SELECT v.agent_pk FROM conversations v WHERE v.pk = $1"
+            " AND EXISTS (SELECT FROM t) FOR NO KEY UPDATE OF v)"]
     if messages:
         # they chain from the message begin_turn recorded (NULL: a turn of an older release)
         ctes += [_NEXT_SEQ, _insert_messages(p, "$4", "coalesce(t.parent_seq, s.first - 1)",
