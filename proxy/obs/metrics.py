@@ -60,7 +60,9 @@ class Metrics:
             ["action"], registry=r,
         )
         self.lock_wait = Histogram(
-            "memproxy_lock_wait_seconds", "Time a turn waited for its conversation.",
+            "memproxy_lock_wait_seconds",
+            "Time a turn waited for its conversation, its state read included (on Postgres"
+            " the read takes the lease).",
             buckets=LATENCY_BUCKETS + (2.5, 5, 10, 30), registry=r,
         )
 
