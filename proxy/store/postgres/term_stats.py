@@ -1,0 +1,153 @@
+"""Per-agent document frequencies of words, so a search can skip reading its common words'
+matches (Postgres; SQLite's automatic recall does the same with sqlite/term_stats.py).
+
+The BM25 statement (search.py) learns each query word's document frequency by reading every
+row that matches the OR-ed query: a word in a third of a 100k-row agent is ~30,000 tsvectors
+read and unnested, which was the whole tail of archival search at 100k (p99 51.5 ms against a
+50 ms target; docs/search.md). Those words weigh little (IDF ~1.2 against ~7 for a word in 50
+rows) but cost the most.
+
+So each store keeps, per agent and table, the number of searchable rows holding each lexeme
+(counted once through the GIN index, then cached), an estimate of the mean row length, and the
+row count they were read at. A search first reads its lexemes and the agent's row count (one
+small statement); when the query's lexemes together are in at most `POSTINGS_BUDGET` rows the
+exact statement runs unchanged, and otherwise only the rows holding its rarest lexemes
+(`pick_rarest`, within the budget, the rarest always) are read and ranked, with every query
+lexeme's term frequency in them and every IDF from the cached counts: the same BM25, on fewer
+candidates. What is lost is only a row holding none of the rare words, whose score is at most
+the sum of the common words' small IDFs.
+
+The cache is dropped when the agent's row count has grown or shrunk by a quarter since it was
+filled (counts change slowly relative to one another); a lexeme in no row is never cached (it
+may be written any moment) and never searched for. Each process keeps its own cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..query_terms import pick_rarest
+
+# Rows the BM25 statement may read for one search before it keeps only the rarest lexemes.
+# At 100k rows of the search benchmark reading a match costs ~1.5 µs (tsvector read, filtered,
+# unnested), so the budget bounds that part near 8 ms; searches under it are exact and unchanged.
+POSTINGS_BUDGET = 5000
+CACHE_AGENTS = 256  # (table, agent) entries kept; the least recently filled is dropped first
+CACHE_LEXEMES = 4096  # per entry: beyond it the entry is refilled
+REFRESH_GROWTH = 1.25
+SAMPLE_ROWS = 2000  # rows read to estimate the mean length for the budgeted statement
+
+# Per table: the agent's searchable rows (their counter on the agent row) and the filter.
+TABLES = {
+    "messages": ("recall_count",
+                 "m.agent_pk = $1 AND m.visible AND NOT m.superseded"),
+    "passages": ("passage_count", "m.agent_pk = $1"),
+}
+
+
+def tsquery_literal(lexemes: Sequence[str]) -> str:
+    """A tsquery text OR-ing `lexemes` as they are (quoted: not parsed or stemmed again;
+    quotes and backslashes doubled, as the tsquery input syntax asks)."""
+    return " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'" for lx in lexemes)
+
+
+def lexemes_sql(fts_config: str, table: str) -> str:
+    """$1 agent, $2 the query's words: (the words' lexemes, the agent's searchable rows)."""
+    counter, _ = TABLES[table]
+    return (f"SELECT tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold($2))),"
+            f" (SELECT {counter} FROM agents WHERE pk = $1)")
+
+
+def counts_sql(table: str) -> str:
+    """$1 agent, $2 lexemes, $3 their tsquery literals: (lexeme, rows holding it), one row per
+    lexeme, each counted through the GIN index with the agent's scope lexeme."""
+    _, where = TABLES[table]
+    return ("SELECT u.lx, (SELECT count(*) FROM " + table + " m WHERE m.tsv @@"
+            " (u.tq::tsquery && memproxy_scope_query($1)) AND " + where + ")"
+            " FROM unnest($2::text[], $3::text[]) AS u(lx, tq)")
+
+
+def mean_length_sql(table: str) -> str:
+    """$1 agent: the mean distinct-lexeme length of up to SAMPLE_ROWS of its searchable rows
+    (any ones: an estimate of the agent-wide mean, which a match-limited search cannot take
+    from its matches, as these are the rows of rare words only)."""
+    _, where = TABLES[table]
+    return (f"SELECT avg(length(s.tsv))::float8 FROM (SELECT m.tsv FROM {table} m WHERE {where}"
+            f" LIMIT {SAMPLE_ROWS}) s")
+
+
+@dataclass
+class _Entry:
+    rows_at_fill: int
+    counts: dict[str, int]
+    mean_length: float | None = None
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """What the budgeted statement needs: every query lexeme with its count, the kept ones
+    (as a tsquery literal), the mean row length."""
+
+    lexemes: list[str]
+    counts: list[float]
+    kept: str
+    mean_length: float
+
+
+Fetch = Callable[..., Any]  # awaitable fetch(sql, *args) -> rows
+
+
+class TermStats:
+    """Cached lexeme counts per (table, agent) for one store (see the module docstring)."""
+
+    def __init__(self, *, budget: int = POSTINGS_BUDGET) -> None:
+        self.budget = budget
+        self._entries: dict[tuple[str, int], _Entry] = {}
+        self.counted = 0  # lexemes counted in the database (observable for tests)
+
+    def _entry(self, table: str, agent_pk: int, rows: int) -> _Entry:
+        key = (table, agent_pk)
+        entry = self._entries.get(key)
+        if entry is not None and (rows > entry.rows_at_fill * REFRESH_GROWTH
+                                  or rows * REFRESH_GROWTH < entry.rows_at_fill
+                                  or len(entry.counts) > CACHE_LEXEMES):
+            entry = None
+        if entry is None:
+            self._entries.pop(key, None)
+            while len(self._entries) >= CACHE_AGENTS:
+                self._entries.pop(next(iter(self._entries)))
+            entry = self._entries[key] = _Entry(rows, {})
+        return entry
+
+    async def plan(self, fetch: Fetch, fts_config: str, table: str, agent_pk: int, words: str
+                   ) -> Budgeted | None:
+        """None when the query's lexemes are in at most `budget` rows together (the exact
+        statement reads them all), or fold to nothing; otherwise the budgeted search's
+        inputs. `words`: the query's terms, space-separated (search.query_words);
+        `fts_config` the store's validated configuration (inlined)."""
+        if not words:
+            return None
+        row = (await fetch(lexemes_sql(fts_config, table), agent_pk, words))[0]
+        lexemes, rows = list(row[0] or []), int(row[1] or 0)
+        if not lexemes:
+            return None
+        entry = self._entry(table, agent_pk, rows)
+        missing = [lx for lx in lexemes if lx not in entry.counts]
+        if missing:
+            self.counted += len(missing)
+            for lx, count in await fetch(counts_sql(table), agent_pk, missing,
+                                         [tsquery_literal([lx]) for lx in missing]):
+                if count:
+                    entry.counts[lx] = int(count)
+        counts = {lx: entry.counts.get(lx, 0) for lx in lexemes}
+        if sum(counts.values()) <= self.budget:
+            return None
+        if entry.mean_length is None:
+            mean = (await fetch(mean_length_sql(table), agent_pk))[0][0]
+            entry.mean_length = float(mean or 1.0)
+        kept = pick_rarest(counts, lexemes, budget=self.budget)
+        present = [lx for lx in lexemes if counts[lx]]
+        return Budgeted(present, [float(counts[lx]) for lx in present], tsquery_literal(kept),
+                        entry.mean_length)

@@ -1,0 +1,140 @@
+"""Postgres search within a postings budget (proxy/store/postgres/term_stats.py).
+
+A query whose words are in more rows together than the budget ranks only the rows holding its
+rarest words, with every word's term frequency and agent-wide IDF; under the budget the exact
+statement runs unchanged. Each test lowers the budget instead of loading 100k rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests import store_backends
+from tests.store_backends import assistant, result, setup, user
+
+postgres_url = store_backends.postgres_url  # fixture: a fresh Postgres database
+
+APPLES = [f"we talked about apples again, day {i}" for i in range(40)]
+ZEBRAS = ["apples and a zebra", "a zebra at the zoo", "zebra zebra apples apples"]
+
+
+def _run(url: str, body: Any) -> None:
+    from proxy.store.postgres.store import PostgresStore
+
+    store_backends.run_with_store(PostgresStore(url), body)
+
+
+async def _passages(s: Any) -> tuple[Any, dict[str, int]]:
+    agent, _ = await setup(s)
+    pks = {}
+    for text in APPLES + ZEBRAS:
+        pks[text] = (await s.insert_passage(agent.pk, text, [])).pk
+    return agent, pks
+
+
+def test_over_budget_the_rare_words_rows_come_first_with_their_exact_scores(
+    postgres_url: str,
+) -> None:
+    """"apples zebra" over a budget of 10 rows: only the zebra rows are read and ranked, and
+    (every row here holding one of the words, so the agent's mean length is the matches')
+    each scores exactly what the unbudgeted statement gives it, apples counted."""
+    from proxy.store.postgres.term_stats import TermStats
+
+    async def body(s: Any) -> None:
+        agent, pks = await _passages(s)
+        exact = {h.pk: h.score for h in await s.search_passages(agent.pk, "apples zebra",
+                                                                  top_k=50)}
+        assert len(exact) == len(APPLES) + len(ZEBRAS)
+        s.term_stats = TermStats(budget=10)
+        hits = await s.search_passages(agent.pk, "apples zebra", top_k=5)
+        assert {h.pk for h in hits} == {pks[t] for t in ZEBRAS}
+        assert hits[0].pk == pks["zebra zebra apples apples"]  # apples still counts
+        for h in hits:
+            assert h.score == pytest.approx(exact[h.pk], rel=1e-9)
+        order = sorted(exact, key=lambda pk: -exact[pk])[:3]
+        assert [h.pk for h in hits] == order
+
+    _run(postgres_url, body)
+
+
+def test_under_budget_the_exact_statement_runs_and_counts_are_cached(postgres_url: str) -> None:
+    """Words in fewer rows than the budget: no budgeted plan, the same hits; the lexemes are
+    counted once, then read from the cache until the agent grows by a quarter."""
+    from proxy.store.postgres.term_stats import TermStats
+
+    async def body(s: Any) -> None:
+        agent, _ = await _passages(s)
+        s.term_stats = TermStats(budget=1000)
+        words = "apples zebra"
+        assert await s.term_stats.plan(s.pool.fetch, s.fts_config, "passages", agent.pk,
+                                       words) is None
+        assert s.term_stats.counted == 2
+        first = await s.search_passages(agent.pk, words, top_k=50)
+        assert s.term_stats.counted == 2  # cached
+        s.term_stats = TermStats(budget=10**9)
+        assert [(h.pk, h.score) for h in await s.search_passages(agent.pk, words, top_k=50)] \
+            == [(h.pk, h.score) for h in first]
+        for i in range(len(APPLES)):  # the agent doubles: counts are read again
+            await s.insert_passage(agent.pk, f"pears {i}", [])
+        await s.search_passages(agent.pk, words, top_k=5)
+        assert s.term_stats.counted == 4
+
+    _run(postgres_url, body)
+
+
+def test_over_budget_messages_keep_their_filters(postgres_url: str) -> None:
+    """Recall search over budget: the zebra messages first, roles still filter, and a word in
+    no message neither counts nor is searched."""
+    from proxy.store.postgres.term_stats import TermStats
+
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        await s.begin_turn(conv.pk, "t1", "h", None, [user(t) for t in APPLES + ZEBRAS[:1]])
+        await s.finish_turn("t1", conv.pk, agent.pk, result(assistant(ZEBRAS[1])))
+        s.term_stats = TermStats(budget=5)
+        hits = await s.search_messages(agent.pk, "apples zebra unicorns", limit=10)
+        assert len(hits) == 2 and {h.text for h in hits} == set(ZEBRAS[:2])
+        users = await s.search_messages(agent.pk, "apples zebra", roles=["user"], limit=10)
+        assert [h.text for h in users] == [ZEBRAS[0]]
+        listed = await s.search_agent_messages(agent.pk, "apples zebra", limit=10)
+        assert sorted(m.seq for _, m, _ in listed) == sorted(h.seq for h in hits)
+
+    _run(postgres_url, body)
+
+
+def test_a_query_without_lexemes_finds_nothing(postgres_url: str) -> None:
+    """Only stopwords: no lexeme to count, no plan, no hits (the empty tsquery is never
+    AND-ed with the scope alone)."""
+    from proxy.store.postgres.term_stats import TermStats
+
+    async def body(s: Any) -> None:
+        agent, _ = await _passages(s)
+        s.term_stats = TermStats(budget=0)
+        assert await s.term_stats.plan(s.pool.fetch, s.fts_config, "passages", agent.pk,
+                                       "the") is None
+        assert await s.term_stats.plan(s.pool.fetch, s.fts_config, "passages", agent.pk,
+                                       "") is None
+        assert await s.search_passages(agent.pk, "the", top_k=5) == []
+
+    _run(postgres_url, body)
+
+
+def test_tsquery_literal_keeps_lexemes_as_they_are(postgres_url: str) -> None:
+    """Quotes and backslashes are escaped, and nothing is stemmed again: Postgres reads the
+    literal back as the same lexemes."""
+    from proxy.store.postgres.term_stats import tsquery_literal
+
+    lexemes = ["it's", "back\\slash", "running", "o''k"]
+
+    async def body(s: Any) -> None:
+        got = await s.pool.fetchval("SELECT querytree($1::text::tsquery)",
+                                    tsquery_literal(lexemes))
+        assert got == " | ".join("'" + lx.replace("\\", "\\\\").replace("'", "''") + "'"
+                                 for lx in lexemes)
+        assert await s.pool.fetchval(
+            "SELECT array_to_tsvector($1::text[]) @@ $2::text::tsquery",
+            ["back\\slash"], tsquery_literal(["back\\slash"]))
+
+    _run(postgres_url, body)
