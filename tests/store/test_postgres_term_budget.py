@@ -138,3 +138,41 @@ def test_tsquery_literal_keeps_lexemes_as_they_are(postgres_url: str) -> None:
             ["back\\slash"], tsquery_literal(["back\\slash"]))
 
     _run(postgres_url, body)
+
+
+def test_a_rarest_word_beyond_the_budget_is_still_searched(postgres_url: str) -> None:
+    """Even the rarest word over the budget: its rows are read and ranked (the rarest is always
+    kept), only the commoner words' rows beyond them are not."""
+    from proxy.store.postgres.term_stats import TermStats
+
+    async def body(s: Any) -> None:
+        agent, pks = await _passages(s)
+        s.term_stats = TermStats(budget=10)
+        hits = await s.search_passages(agent.pk, "apples", top_k=100)
+        assert {h.pk for h in hits} == {pk for t, pk in pks.items() if "apples" in t}
+        assert all(h.score > 0 for h in hits)
+        assert hits[0].pk == pks["zebra zebra apples apples"]  # twice, in a short row
+
+    _run(postgres_url, body)
+
+
+def test_the_cache_is_bounded_and_follows_the_agents_size() -> None:
+    """Entries per (table, agent) are refilled when the agent grows or shrinks by a quarter or
+    holds too many lexemes, and the oldest entry goes when there are too many agents."""
+    from proxy.store.postgres import term_stats as ts
+
+    stats = ts.TermStats()
+    entry = stats._entry("passages", 1, 100)
+    entry.counts["zebra"] = 3
+    assert stats._entry("passages", 1, 125).counts == {"zebra": 3}
+    assert stats._entry("passages", 1, 126).counts == {}  # grown by more than a quarter
+    stats._entry("passages", 1, 126).counts["zebra"] = 3
+    assert stats._entry("passages", 1, 101).counts == {"zebra": 3}
+    assert stats._entry("passages", 1, 100).counts == {}  # shrunk by more than a quarter
+    big = stats._entry("messages", 1, 10)
+    big.counts.update({f"w{i}": 1 for i in range(ts.CACHE_LEXEMES + 1)})
+    assert stats._entry("messages", 1, 10).counts == {}
+    for agent in range(2, ts.CACHE_AGENTS + 2):
+        stats._entry("passages", agent, 10).counts["x"] = 1
+    assert len(stats._entries) == ts.CACHE_AGENTS
+    assert ("passages", 1) not in stats._entries and ("messages", 1) not in stats._entries

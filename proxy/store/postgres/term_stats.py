@@ -35,8 +35,9 @@ from ..query_terms import pick_rarest
 # costs ~9 µs (heap row read, tsvector filtered and unnested, summed): 4,258 matches took 40 ms,
 # so the budget bounds that part near 18 ms; searches under it are exact and unchanged.
 POSTINGS_BUDGET = 2000
-CACHE_AGENTS = 256  # (table, agent) entries kept; the least recently filled is dropped first
-CACHE_LEXEMES = 4096  # per entry: beyond it the entry is refilled
+# Only the lexemes of queries asked are cached: at most 64 x 2,048 of them, ~16 MB at worst.
+CACHE_AGENTS = 64  # (table, agent) entries kept; the least recently filled is dropped first
+CACHE_LEXEMES = 2048  # per entry: beyond it the entry is refilled
 REFRESH_GROWTH = 1.25
 SAMPLE_ROWS = 2000  # rows read to estimate the mean length for the budgeted statement
 
