@@ -60,26 +60,57 @@ def test_over_budget_the_rare_words_rows_come_first_with_their_exact_scores(
 
 
 def test_under_budget_the_exact_statement_runs_and_counts_are_cached(postgres_url: str) -> None:
-    """Words in fewer rows than the budget: no budgeted plan, the same hits; the lexemes are
-    counted once, then read from the cache until the agent grows by a quarter."""
-    from proxy.store.postgres.term_stats import TermStats
+    """Words in fewer rows than the budget: no budgeted plan, the same hits. The lexemes are
+    counted once; a search whose lexemes are all known sends no planning statement; the row
+    count is reread after REREAD_S, and an agent grown by more than a quarter is counted
+    again."""
+    from proxy.store.postgres.term_stats import REREAD_S, TermStats
 
     async def body(s: Any) -> None:
         agent, _ = await _passages(s)
-        s.term_stats = TermStats(budget=1000)
+        now = [0.0]
+        stats = s.term_stats = TermStats(budget=1000, clock=lambda: now[0])
         words = "apples zebra"
-        assert await s.term_stats.plan(s.pool.fetch, s.fts_config, "passages", agent.pk,
-                                       words) is None
-        assert s.term_stats.counted == 2
+        assert await stats.plan(s.pool.fetch, s.fts_config, "passages", agent.pk,
+                                words) is None
+        assert (stats.counted, stats.round_trips) == (2, 1)
         first = await s.search_passages(agent.pk, words, top_k=50)
-        assert s.term_stats.counted == 2  # cached
+        assert (stats.counted, stats.round_trips) == (2, 1)  # all cached: straight to ranking
         s.term_stats = TermStats(budget=10**9)
         assert [(h.pk, h.score) for h in await s.search_passages(agent.pk, words, top_k=50)] \
             == [(h.pk, h.score) for h in first]
-        for i in range(len(APPLES)):  # the agent doubles: counts are read again
+        s.term_stats = stats
+        for i in range(len(APPLES)):  # the agent doubles...
             await s.insert_passage(agent.pk, f"pears {i}", [])
         await s.search_passages(agent.pk, words, top_k=5)
-        assert s.term_stats.counted == 4
+        assert (stats.counted, stats.round_trips) == (2, 1)  # ...unseen for REREAD_S
+        now[0] += REREAD_S + 1
+        await s.search_passages(agent.pk, words, top_k=5)
+        assert (stats.counted, stats.round_trips) == (4, 2)  # counted again
+        await s.search_passages(agent.pk, words, top_k=5)
+        assert (stats.counted, stats.round_trips) == (4, 2)
+
+    _run(postgres_url, body)
+
+
+def test_a_word_in_no_row_is_counted_again_after_a_while(postgres_url: str) -> None:
+    """A lexeme found in no row is remembered as absent for REREAD_S only: a row holding it
+    may be written any moment."""
+    from proxy.store.postgres.term_stats import REREAD_S, TermStats
+
+    async def body(s: Any) -> None:
+        agent, _ = await _passages(s)
+        now = [0.0]
+        stats = s.term_stats = TermStats(budget=1000, clock=lambda: now[0])
+        assert await s.search_passages(agent.pk, "unicorns", top_k=5) == []
+        assert (stats.counted, stats.round_trips) == (1, 1)
+        await s.search_passages(agent.pk, "unicorns", top_k=5)
+        assert (stats.counted, stats.round_trips) == (1, 1)
+        unicorn = await s.insert_passage(agent.pk, "two unicorns", [])
+        now[0] += REREAD_S + 1
+        assert [h.pk for h in await s.search_passages(agent.pk, "unicorns", top_k=5)] \
+            == [unicorn.pk]
+        assert (stats.counted, stats.round_trips) == (2, 2)
 
     _run(postgres_url, body)
 
