@@ -9,17 +9,19 @@ rows) but cost the most.
 
 So each store keeps, per agent and table, the number of searchable rows holding each lexeme
 (counted once through the GIN index, then cached), an estimate of the mean row length, and the
-row count they were read at. A search first reads its lexemes and the agent's row count (one
-small statement); when the query's lexemes together are in at most `POSTINGS_BUDGET` rows the
-exact statement runs unchanged, and otherwise only the rows holding its rarest lexemes
+row count they were read at. A search learns its lexemes and their counts from the cache, or
+from one small statement (which also reads the agent's row count) when a word is new or the
+count is older than `REREAD_S`; when the query's lexemes together are in at most
+`POSTINGS_BUDGET` rows the exact statement runs unchanged, and otherwise only the rows holding its rarest lexemes
 (`pick_rarest`, within the budget, the rarest always) are read and ranked, with every query
 lexeme's term frequency in them and every IDF from the cached counts: the same BM25, on fewer
 candidates. What is lost is only a row holding none of the rare words, whose score is at most
 the sum of the common words' small IDFs.
 
-The cache is dropped when the agent's row count has grown or shrunk by a quarter since it was
-filled (counts change slowly relative to one another); a lexeme in no row is never cached (it
-may be written any moment) and never searched for. Each process keeps its own cache.
+The counts are dropped when the agent's row count has grown or shrunk by a quarter since they
+were read (counts change slowly relative to one another); a lexeme in no row is remembered as
+absent for `REREAD_S` only (it may be written any moment) and never searched for. Each process
+keeps its own cache.
 """
 
 from __future__ import annotations
