@@ -4,18 +4,18 @@ matches (Postgres; SQLite's automatic recall does the same with sqlite/term_stat
 The BM25 statement (search.py) learns each query word's document frequency by reading every
 row that matches the OR-ed query: a word in a third of a 100k-row agent is ~30,000 tsvectors
 read and unnested, which was the whole tail of archival search at 100k (p99 51.5 ms against a
-50 ms target; docs/search.md). Those words weigh little (IDF ~1.2 against ~7 for a word in 50
-rows) but cost the most.
+50 ms target; docs/search.md). Those words weigh little (IDF ~1.1 against ~7.6 for a word in
+50 rows) but cost the most.
 
 So each store keeps, per agent and table, the number of searchable rows holding each lexeme
 (counted once through the GIN index, then cached), an estimate of the mean row length, and the
 row count they were read at. A search learns its lexemes and their counts from the cache, or
 from one small statement (which also reads the agent's row count) when a word is new or the
-count is older than `REREAD_S`; when the query's lexemes together are in at most
-`POSTINGS_BUDGET` rows the exact statement runs unchanged, and otherwise only the rows holding its rarest lexemes
-(`pick_rarest`, within the budget, the rarest always) are read and ranked, with every query
-lexeme's term frequency in them and every IDF from the cached counts: the same BM25, on fewer
-candidates. What is lost is only a row holding none of the rare words, whose score is at most
+count is older than `REREAD_S`. When the query's lexemes together are in at most
+`POSTINGS_BUDGET` rows the exact statement runs unchanged; otherwise only the rows holding its
+rarest lexemes (`pick_rarest`, within the budget, the rarest always) are read and ranked,
+with every query lexeme's term frequency in them and every IDF from the cached counts: the
+same BM25, on fewer candidates. What is lost is only a row holding none of the rare words, whose score is at most
 the sum of the common words' small IDFs.
 
 The counts are dropped when the agent's row count has grown or shrunk by a quarter since they
