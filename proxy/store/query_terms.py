@@ -9,6 +9,7 @@ turns them into a tsquery (postgres/search.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters/digits (FTS5 unicode61 separators)
 
@@ -30,3 +31,21 @@ def query_terms(query: str) -> list[str]:
     terms = list(seen)
     content = [t for t in terms if t not in STOPWORDS]
     return (content or terms)[:MAX_TERMS]
+
+
+def pick_rarest(frequencies: dict[str, int], terms: Sequence[str], *,
+                budget: int) -> list[str]:
+    """`terms` held by at least one row (a message, a passage), rarest first, the rarest always and the others
+    while their frequencies add up to at most `budget`; in the query's order. Ties keep the
+    query's order. Both backends keep a query's rarest words this way when its common words
+    would cost too much to read (sqlite/term_stats.py, postgres/term_stats.py)."""
+    present = sorted((t for t in terms if frequencies.get(t, 0) > 0),
+                     key=lambda t: (frequencies[t], terms.index(t)))
+    kept: list[str] = []
+    spent = 0
+    for term in present:
+        if kept and spent + frequencies[term] > budget:
+            break
+        kept.append(term)
+        spent += frequencies[term]
+    return [t for t in terms if t in kept]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ...core.types import Agent, Block, BlockRevision, Passage, StoredMessage
 from ..admin_types import AgentStats, BlockTooLongError, ConversationStats
 from .forget import check_agent_quota
-from .search import conversation_search_sql, message_search_sql
+from .search import conversation_search_sql, message_search_sql, query_words
 from .sql import (
     AGENT,
     UPSERT_BLOCKS,
@@ -29,6 +29,7 @@ from .sql import (
     message_row,
     passage_row,
 )
+from .term_stats import TermStats
 
 if TYPE_CHECKING:
     import asyncpg
@@ -77,6 +78,7 @@ class PostgresAdminMixin:
     """Operator queries of `PostgresStore` (see proxy/store/base.py for the contract)."""
 
     fts_config: str
+    term_stats: TermStats
     if TYPE_CHECKING:  # provided by PostgresStore
         @property
         def pool(self) -> asyncpg.Pool: ...
@@ -244,8 +246,10 @@ class PostgresAdminMixin:
                                     start: float | None = None, end: float | None = None
                                     ) -> list[tuple[str, StoredMessage, float]]:
         """The recall search (search.py, whose $1 is the agent) joined back to the rows."""
+        budgeted = await self.term_stats.plan(self.pool.fetch, self.fts_config, "messages",
+                                              agent_pk, query_words(query))
         inner, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
-                                         start, end)
+                                         start, end, budgeted=budgeted)
         rows = await self.pool.fetch(
             f"WITH h(cid, seq, role, text, created_at, name, score) AS ({inner})"
             f" SELECT h.cid, h.score, {M_COLUMNS} FROM h"

@@ -27,6 +27,7 @@ from typing import Any
 
 from ...core.types import MessageHit
 from ..query_terms import query_terms
+from .term_stats import Budgeted
 
 # Ties: newest first, then by primary key, as on SQLite (sqlite/fts.py).
 TIE_BREAK = "m.created_at DESC, m.pk DESC"
@@ -48,7 +49,8 @@ K1, B = 1.2, 0.75
 
 
 def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str,
-               matches_sql: str, limit_param: str, ties: str = "DESC") -> str:
+               matches_sql: str, limit_param: str, ties: str = "DESC",
+               budgeted: tuple[str, str, str, str] | None = None) -> str:
     """CTEs ending in `ranked(pk, score)`: the best `limit_param` matches of the query by BM25,
     among those `keep` selects; equal scores by date, then primary key, in order `ties` (so the
     cut keeps the rows the final ORDER BY puts first: newest first, as on SQLite).
@@ -69,12 +71,34 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
     count.
     `idf` and `norm` are MATERIALIZED so that they are computed once: the planner expects one
     row from each CTE and otherwise re-ran the aggregate over `hit` for every row of `tf`.
+
+    `budgeted` (the parameters of every query lexeme, their cached row counts, the tsquery of
+    the rarest ones, the mean row length; term_stats.py) is the search of a query whose words
+    are in too many rows to read: only the rows holding the rare lexemes are matched, every
+    query lexeme's term frequency in them counts, and IDF and avgdl come from the agent-wide
+    figures passed in, since the matches no longer hold every row of every word. `text_param`
+    and `words_param` are unused then.
     """
-    return (f"WITH q AS MATERIALIZED (SELECT t AS terms, t && memproxy_scope_query($1) AS scoped,"
-            f" tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold({words_param})))"
-            f" AS lexemes, ({docs_sql})::float8 AS docs"
-            f" FROM websearch_to_tsquery('{fts_config}', memproxy_fold({text_param})) AS t"
-            " WHERE numnode(t) > 0),"
+    if budgeted is None:
+        q = (f"SELECT t AS terms, t && memproxy_scope_query($1) AS scoped,"
+             f" tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold({words_param})))"
+             f" AS lexemes, ({docs_sql})::float8 AS docs"
+             f" FROM websearch_to_tsquery('{fts_config}', memproxy_fold({text_param})) AS t"
+             " WHERE numnode(t) > 0")
+        idf = ("SELECT tf.lexeme,"
+               " ln(1 + (greatest(max(q.docs), count(*)) - count(*) + 0.5) / (count(*) + 0.5))"
+               " AS idf FROM tf CROSS JOIN q GROUP BY tf.lexeme")
+        norm = "SELECT greatest(avg(dl), 1) AS avgdl FROM hit"
+    else:
+        lexemes, counts, kept, mean = budgeted
+        q = (f"SELECT t AS terms, t && memproxy_scope_query($1) AS scoped,"
+             f" {lexemes}::text[] AS lexemes, ({docs_sql})::float8 AS docs"
+             f" FROM (SELECT {kept}::text::tsquery AS t) k")
+        idf = ("SELECT s.lexeme, ln(1 + (greatest(q.docs, s.df) - s.df + 0.5) / (s.df + 0.5))"
+               f" AS idf FROM q CROSS JOIN unnest({lexemes}::text[], {counts}::float8[])"
+               " AS s(lexeme, df)")
+        norm = f"SELECT greatest({mean}::float8, 1) AS avgdl"
+    return (f"WITH q AS MATERIALIZED ({q}),"
             f" hit AS MATERIALIZED (SELECT h.pk, h.keep, h.at, length(h.tsv)::float8 AS dl,"
             " ts_filter(setweight(h.tsv, 'A', q.lexemes), '{a}') AS tv"
             f" FROM q CROSS JOIN LATERAL ({matches_sql}) h),"
@@ -82,10 +106,7 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
             " cardinality(u.positions)::float8 AS tf"
             " FROM hit CROSS JOIN q CROSS JOIN LATERAL unnest(hit.tv) u"
             " WHERE u.lexeme = ANY(q.lexemes)),"
-            " idf AS MATERIALIZED (SELECT tf.lexeme,"
-            " ln(1 + (greatest(max(q.docs), count(*)) - count(*) + 0.5) / (count(*) + 0.5))"
-            " AS idf FROM tf CROSS JOIN q GROUP BY tf.lexeme),"
-            " norm AS MATERIALIZED (SELECT greatest(avg(dl), 1) AS avgdl FROM hit),"
+            f" idf AS MATERIALIZED ({idf}), norm AS MATERIALIZED ({norm}),"
             f" ranked AS (SELECT tf.pk, sum(idf.idf * tf.tf * {K1 + 1} / (tf.tf + {K1}"
             f" * ({1 - B} + {B} * tf.dl / norm.avgdl))) AS score"
             " FROM tf JOIN idf USING (lexeme) CROSS JOIN norm WHERE tf.keep GROUP BY tf.pk, tf.at"
@@ -103,14 +124,27 @@ def hit_row(r: Sequence[Any]) -> MessageHit:
     return MessageHit(r[0], r[1], r[2], r[3], r[4], r[6], r[5])
 
 
-def _words(query: str) -> str:
-    """The query's terms as plain text, for to_tsvector (its lexemes, for term statistics)."""
+def query_words(query: str) -> str:
+    """The query's terms as plain text, for to_tsvector (its lexemes, for term statistics;
+    term_stats.TermStats.plan reads them the same way)."""
     return " ".join(query_terms(query))
+
+
+def _query_params(args: _Args, text: str, query: str, budgeted: Budgeted | None
+                  ) -> tuple[str, str, tuple[str, str, str, str] | None]:
+    """The placeholders `_bm25_ctes` takes for the query: its text and words, or (budgeted)
+    only the lexemes, their counts, the kept ones and the mean length, so that no parameter
+    goes unused (Postgres could not type it)."""
+    if budgeted is None:
+        return args.add(text), args.add(query_words(query)), None
+    return "", "", (args.add(budgeted.lexemes), args.add(budgeted.counts),
+                    args.add(budgeted.kept), args.add(budgeted.mean_length))
 
 
 def message_search_sql(
     fts_config: str, agent_pk: int, query: str, roles: list[str] | None, limit: int,
     start: float | None, end: float | None, newest: int | None = None,
+    budgeted: Budgeted | None = None,
 ) -> tuple[str, list[object]]:
     """SELECT (conversation_id, seq, role, text, created_at, name, score) for a recall search
     (`hit_row` makes a MessageHit of it).
@@ -122,7 +156,8 @@ def message_search_sql(
     changing their scores. With `newest`, only the agent's newest that many matches are
     ranked (and counted for IDF), the other filters applying to those, as on SQLite: ranking
     reads each match's tsvector, and over every match of common words that is too slow for
-    automatic recall on every turn (turn/recall.py).
+    automatic recall on every turn (turn/recall.py). `budgeted` (term_stats.py): only the
+    rows holding the query's rarest words are ranked, for a query whose words are in too many.
     `fts_config` must be a validated configuration name (it is inlined as a literal).
     """
     args = _Args(agent_pk)
@@ -155,8 +190,9 @@ def message_search_sql(
         # (40-120 ms at 10k messages, every turn's automatic recall). The GIN bitmap then
         # sorting the matches by pk is what the first five runs did (0.5-7 ms).
         matches += f" ORDER BY m.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}"
-    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
-                      "SELECT recall_count FROM agents WHERE pk = $1", matches, args.add(limit))
+    text_p, words_p, stats = _query_params(args, text, query, budgeted)
+    ctes = _bm25_ctes(fts_config, text_p, words_p, "SELECT recall_count FROM agents WHERE pk = $1",
+                      matches, args.add(limit), budgeted=stats)
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
            " JOIN messages m ON m.pk = r.pk JOIN conversations c ON c.pk = m.conversation_pk"
            f" ORDER BY score DESC, {TIE_BREAK}")
@@ -165,13 +201,13 @@ def message_search_sql(
 
 def passage_search_sql(
     fts_config: str, agent_pk: int, query: str, tags: list[str] | None, top_k: int,
-    tags_json: str | None = None,
+    tags_json: str | None = None, budgeted: Budgeted | None = None,
 ) -> tuple[str, list[object]]:
     """SELECT (pk, text, tags, created_at, score) for an archival search, like messages
     (term statistics over all the agent's passages; N from agents.passage_count).
 
     `tags` keeps passages having ALL of them (jsonb containment); `tags_json` is their
-    already-encoded JSON array, if the caller has it.
+    already-encoded JSON array, if the caller has it; `budgeted` as for messages.
     """
     args = _Args(agent_pk)
     where = []
@@ -185,11 +221,12 @@ def passage_search_sql(
         sql = (f"SELECT {columns}, 0.0::float8 FROM passages p WHERE {' AND '.join(where)}"
                f" ORDER BY p.pk DESC LIMIT {args.add(top_k)}")
         return sql, args.values
-    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+    text_p, words_p, stats = _query_params(args, text, query, budgeted)
+    ctes = _bm25_ctes(fts_config, text_p, words_p,
                       "SELECT passage_count FROM agents WHERE pk = $1",
                       f"SELECT p.pk, p.tsv, {' AND '.join(where) or 'true'} AS keep, p.created_at AS at"
                       " FROM passages p WHERE p.tsv @@ q.scoped AND p.agent_pk = $1",
-                      args.add(top_k))
+                      args.add(top_k), budgeted=stats)
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
            " JOIN passages p ON p.pk = r.pk ORDER BY score DESC, p.created_at DESC, p.pk DESC")
     return sql, args.values
@@ -209,7 +246,7 @@ def conversation_search_sql(
     args = _Args(agent_pk, conversation_pk)
     hide = "" if include_superseded else " AND NOT m.superseded"
     rows = f"FROM messages m WHERE m.conversation_pk = $2 AND m.visible{hide}"
-    ctes = _bm25_ctes(fts_config, args.add(text), args.add(_words(query)),
+    ctes = _bm25_ctes(fts_config, args.add(text), args.add(query_words(query)),
                       f"SELECT count(*) {rows}",
                       f"SELECT m.pk, m.tsv, true AS keep, m.created_at AS at {rows}"
                       " AND m.tsv @@ q.scoped",

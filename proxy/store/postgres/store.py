@@ -45,7 +45,7 @@ from .admin_dump import PostgresDumpMixin
 from .forget import PostgresForget, check_agent_quota
 from .held_leases import HeldLeases
 from .responses import PostgresResponsesMixin
-from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql
+from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql, query_words
 from .sql import (
     ACQUIRE_LEASE,
     AGENT,
@@ -68,6 +68,7 @@ from .sql import (
 )
 from .statistics import Statistics
 from .summary_jobs import PostgresSummaryJobs
+from .term_stats import TermStats
 from .tree import PostgresTreeMixin, backfill_trees
 from .turns import PostgresTurnsMixin
 from .vectors import PostgresVectors
@@ -133,6 +134,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self._pool: asyncpg.Pool | None = None
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
         self._leases = HeldLeases()  # released by finish_turn (turns.py)
+        self.term_stats = TermStats()  # a search's common words left unread (term_stats.py)
         # `[database] postgres_input_commit`: "fast" commits begin_turn without waiting for
         # the WAL flush (docs/storage.md, "Durability: Postgres")
         if input_commit not in ("durable", "fast"):
@@ -331,9 +333,12 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                               ) -> list[MessageHit]:
         """BM25-ranked recall search (visible, not superseded, evicted included); a blank
         query lists the newest matching messages with score 0. `start`/`end` are inclusive;
-        with `newest`, only the newest that many matches are ranked."""
+        with `newest`, only the newest that many matches are ranked; without, a query whose
+        words are in too many messages ranks those holding its rarest (term_stats.py)."""
+        budgeted = None if newest is not None else await self.term_stats.plan(
+            self._fetch, self.fts_config, "messages", agent_pk, query_words(query))
         sql, args = message_search_sql(self.fts_config, agent_pk, query, roles, limit,
-                                       start, end, newest)
+                                       start, end, newest, budgeted)
         return [hit_row(r) for r in await self._fetch(sql, *args)]
 
     async def message_neighbours(self, agent_pk: int, hits: Sequence[tuple[str, int]],
@@ -390,9 +395,13 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,
                               top_k: int = 5) -> list[Passage]:
         """BM25-ranked archival search; `tags` keeps passages having ALL of them. A blank
-        query returns the newest (tag-filtered) passages with score 0."""
+        query returns the newest (tag-filtered) passages with score 0; a query whose words are
+        in too many passages ranks those holding its rarest (term_stats.py)."""
         tags_json = jsonb(list(tags)) if tags else None
-        sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json)
+        budgeted = await self.term_stats.plan(self._fetch, self.fts_config, "passages", agent_pk,
+                                              query_words(query))
+        sql, args = passage_search_sql(self.fts_config, agent_pk, query, tags, top_k, tags_json,
+                                       budgeted)
         return [passage_row(r) for r in await self._fetch(sql, *args)]
 
     async def delete_passage(self, agent_pk: int, passage_pk: int) -> bool:

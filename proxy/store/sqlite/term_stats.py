@@ -27,34 +27,16 @@ searched for (it cannot match).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 
-from ..query_terms import query_terms
+from ..query_terms import pick_rarest, query_terms
 from .fts import MESSAGE_COLUMNS, quote
 
 COUNT_ROWS = "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?"
 # Postings bm25 may read for the IDF of the kept words: the rarest word is always kept, the
-# next ones while their document frequencies together stay within this.
+# next ones while their document frequencies together stay within this (pick_rarest).
 POSTINGS_BUDGET = 2000
 CACHE_SIZE = 4096
 REFRESH_GROWTH = 1.25  # drop the cache when the index holds this many times the rows it did
-
-
-def pick_rarest(frequencies: dict[str, int], terms: Sequence[str], *,
-                budget: int = POSTINGS_BUDGET) -> list[str]:
-    """`terms` held by at least one message, rarest first, the rarest always and the others
-    while their frequencies add up to at most `budget`; in the query's order. Ties keep the
-    query's order."""
-    present = sorted((t for t in terms if frequencies.get(t, 0) > 0),
-                     key=lambda t: (frequencies[t], terms.index(t)))
-    kept: list[str] = []
-    spent = 0
-    for term in present:
-        if kept and spent + frequencies[term] > budget:
-            break
-        kept.append(term)
-        spent += frequencies[term]
-    return [t for t in terms if t in kept]
 
 
 class TermFrequencies:
