@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from proxy.core.types import Block, BlockRevision, NewMessage, TurnResult
+from proxy.core.types import Block, BlockRevision, KnownContext, NewMessage, TurnResult
 from tests import store_backends
 from tests.store_backends import DEFAULT_BLOCKS, assistant, result, setup, user
 
@@ -194,3 +194,55 @@ def test_tree_writes_are_one_statement_except_a_move(postgres_url: str) -> None:
             (6, None, True), (7, 5, False), (8, 7, False)]
 
     _pg(postgres_url, body)
+
+
+def test_a_turns_statements_keep_one_generic_plan(postgres_url: str) -> None:
+    """A turn's statements are planned once per connection, not on every turn. The begin
+    statement that chains the inputs under their parent also supersedes what came after that
+    parent; planned with the parent's value, on a table with statistics, that looks free
+    ("after the newest message") while a generic plan guesses a third of the conversation, so
+    Postgres planned it anew on every turn (plan_cache_mode = auto keeps a custom plan that
+    looks cheaper). Its bound is an InitPlan now: no plan knows it, and the generic plan wins
+    after Postgres's five trial custom plans."""
+    from proxy.store.leases import LeaseClaim
+
+    async def history(s: Any) -> None:  # a long conversation, analyzed
+        agent, conv = await setup(s)
+        await s.pool.execute(
+            "INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
+            " created_at) SELECT $1, $2, g, 'old', 'user', '{}', 'x', 1.0"
+            " FROM generate_series(1, 3000) g", conv.pk, agent.pk)
+        await s.pool.execute("ANALYZE messages")
+
+    async def turns(s: Any) -> list[tuple[str, int, int]]:
+        agent, conv = await setup(s)
+        known = None
+        for k in range(40):
+            state = await s.load_turn_state(agent.pk, conv.pk, known,
+                                            lease=LeaseClaim("me", 30.0))
+            known = KnownContext(state.epoch, state.conversation.created_at,
+                                 tuple(state.context))
+            await s.begin_turn(conv.pk, f"t{k}", f"h{k}", None, [user(f"question {k}")],
+                               parent_seq=state.context[-1].seq)
+            await s.finish_turn(f"t{k}", conv.pk, agent.pk, result(assistant(f"answer {k}")))
+        rows = await s.pool.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    _pg_one_connection(postgres_url, history)
+    plans = _pg_one_connection(postgres_url, turns)  # a new session: its own statements
+    turn_statements = {"read": "INSERT INTO leases", "begin": "INSERT INTO turns",
+                       "finish": "UPDATE turns SET status = 'done'"}
+    for name, marker in turn_statements.items():
+        found = [(g, c) for sql, g, c in plans if marker in sql]
+        assert found, f"no {name} statement was prepared"
+        generic, custom = max(found)
+        assert custom <= 5 and generic >= 30, (name, generic, custom)
+
+
+def _pg_one_connection(url: str, body: Any) -> Any:
+    """`body(store)` on a Postgres store whose pool has one connection (one session's
+    prepared statements)."""
+    from proxy.store.postgres.store import PostgresStore
+
+    return store_backends.run_with_store(PostgresStore(url, min_size=1, max_size=1), body)
