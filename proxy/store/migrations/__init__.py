@@ -38,6 +38,7 @@ from . import (
     v10_summary_jobs,
     v11_forgetting,
     v12_lease_releases,
+    v13_message_tsv_by_trigger,
 )
 
 
@@ -84,6 +85,9 @@ MIGRATIONS: list[Migration] = [
               {"sqlite": v11_forgetting.SQLITE, "postgres": v11_forgetting.POSTGRES}),
     Migration(12, "lease releases counted",
               {"sqlite": v12_lease_releases.SQLITE, "postgres": v12_lease_releases.POSTGRES}),
+    Migration(13, "message tsvector by trigger",
+              {"sqlite": v13_message_tsv_by_trigger.SQLITE,
+               "postgres": v13_message_tsv_by_trigger.POSTGRES}),
 ]
 
 
