@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import Settings
-from ..core.identity import DEFAULT_CONVERSATION
 from ..core.loop import TurnLoop
-from ..core.messages import request_hash, split_system, visible_hash
+from ..core.messages import request_hash, split_system
 from ..core.prompts import (
     BASE_INSTRUCTIONS,
     BASE_INSTRUCTIONS_NO_TOOLS,
@@ -55,10 +53,10 @@ from .background_summaries import SummaryQueue
 from .context_cache import ContextCache
 from .ephemeral import start_ephemeral
 from .extract import ExtractAfterTurn, FactExtractor
+from .identities import Identities
 from .input import (
     InputPlan,
     client_hashes,
-    locate,
     plan_input,
     read_history,
     resends_history,
@@ -74,8 +72,6 @@ from .tool_fallback import ToolFallback
 from .window import TurnWindow
 
 log = logging.getLogger("memproxy.turns")
-
-ID_CACHE_SIZE = 50_000  # agents whose ids are kept in memory (then the cache starts over)
 
 
 @dataclass(frozen=True)
@@ -157,8 +153,6 @@ class StatefulService:
         self.summaries = SummaryQueue(store, upstream, settings.memory, self.metrics)
         self.running: dict[int, str] = {}  # conversation pk -> request hash of its running turn
         self.undelivered = UndeliveredTurns()  # answers whose client had gone
-        self._agents: dict[tuple[str, str], Agent] = {}
-        self._conversations: dict[tuple[int, str], int] = {}
         self.contexts = ContextCache(settings.agent.context_cache_messages)
         self.storage = StorageMeter(store, settings.limits.storage_mb_per_tenant,
                                     settings.limits.storage_check_s)  # the app starts it
@@ -168,6 +162,8 @@ class StatefulService:
                   read_only=b.read_only)
             for label, b in settings.agent.blocks.items()
         ]
+        self.identities = Identities(store, self.default_blocks,
+                                     max_agents=settings.limits.agents_per_tenant)
 
     async def start(self, request: TurnRequest, api_key: str | None) -> TurnSession | Replay:
         if request.identity.ephemeral:  # a temporary chat: memory read-only, nothing stored
@@ -179,10 +175,10 @@ class StatefulService:
                 param="messages",
             )
         self.storage.check(request.caller.tenant)  # in memory: no round trip
-        agent = await self._agent(request.caller.tenant, request.identity.agent_id)
-        conversation_id = request.identity.conversation_id or await self._conversation_for(
-            agent, client_messages)
-        conversation_pk = await self._conversation_pk(agent, conversation_id)
+        agent = await self.identities.agent(request.caller.tenant, request.identity.agent_id)
+        conversation_id = (request.identity.conversation_id
+                           or await self.identities.conversation_for(agent, client_messages))
+        conversation_pk = await self.identities.conversation_pk(agent, conversation_id)
         fingerprint = request_hash(request.body)
         # The same request while the first is still running (a double submit) waits for it
         # and gets its answer.
@@ -219,53 +215,10 @@ class StatefulService:
             raise
         return session
 
-    # --- identity: agents and conversations, cached ------------------------------------------
-    async def _agent(self, tenant: str, agent_id: str) -> Agent:
-        """The agent, created on first use and cached in memory (ids never change; a deleted
-        agent is noticed by `_state` and looked up again)."""
-        key = (tenant, agent_id)
-        agent = self._agents.get(key)
-        if agent is None:
-            agent = await self.store.ensure_agent(
-                tenant, agent_id, self.default_blocks,
-                max_agents=self.settings.limits.agents_per_tenant)
-            if len(self._agents) >= ID_CACHE_SIZE:
-                self._agents.clear()
-                self._conversations.clear()
-            self._agents[key] = agent
-        return agent
-
-    async def _conversation_pk(self, agent: Agent, conversation_id: str) -> int:
-        conversation_pk = self._conversations.get((agent.pk, conversation_id))
-        if conversation_pk is None:
-            conversation = await self.store.ensure_conversation(agent.pk, conversation_id)
-            conversation_pk = self._conversations[(agent.pk, conversation_id)] = conversation.pk
-        return conversation_pk
-
-    async def _conversation_for(self, agent: Agent, client_messages: list[Message]) -> str:
-        """The conversation a request that names none belongs to (docs/conversation-tree.md).
-
-        A history that continues a stored path (from its first message, or a run of recent
-        messages such as a tool loop's own turn) belongs to that path's conversation; a lone
-        first message from a client known to resend histories starts a new chat; anything
-        else (the SDK style) is the `default` conversation.
-        """
-        roles = [str(m.get("role", "")) for m in client_messages]
-        if "assistant" in roles:
-            hashes = [visible_hash(m) for m in client_messages]
-            found = await locate(self.store, agent.pk, None, hashes, roles)
-            if found is not None and found.node.conversation_id:
-                return found.node.conversation_id
-            return f"chat-{uuid.uuid4().hex[:16]}"
-        if agent.settings.get("resends_history"):
-            return f"chat-{uuid.uuid4().hex[:16]}"
-        return DEFAULT_CONVERSATION
-
     def forget_agent(self, tenant: str, agent_id: str) -> None:
-        agent = self._agents.pop((tenant, agent_id), None)
-        if agent is not None:
-            for key in [k for k in self._conversations if k[0] == agent.pk]:
-                self.contexts.forget(self._conversations.pop(key))
+        """Drop what this process keeps of a deleted agent (ids, cached contexts)."""
+        for conversation_pk in self.identities.forget_agent(tenant, agent_id):
+            self.contexts.forget(conversation_pk)
 
     # --- the steps under the lock -----------------------------------------------------------
     async def _state(self, agent: Agent, conversation_pk: int,
