@@ -22,8 +22,9 @@ rounds so that a change in background load on a shared machine hits all of them 
     python -m bench overhead [--requests N] [--warmup W] [--backends sqlite,postgres]
                              [--json out.json]
 
-With several `--backends`, each is measured in turn (its own fresh database, upstream and
-server) and every table gets one row per scenario and backend (`c0 [postgres]`).
+With several `--backends`, each runs its own fresh database, upstream and server, all at once,
+and every round measures each backend in turn (a slow spell of the machine falls on all of
+them alike); every table gets one row per scenario and backend (`c0 [postgres]`).
     python -m bench.overhead --help
 """
 
@@ -187,21 +188,27 @@ class Runner:
                           reconcile_counts(self.side, self.stack.memproxy_url))
 
 
-def measure(stack: Stack, scenarios: list[Scenario], *, requests: int, warmup: int,
+def measure(deployments: list[tuple[Stack, list[Scenario]]], *, requests: int, warmup: int,
             rounds: int, agents: int, deadline: float) -> bool:
-    """Warm up each scenario, then run them interleaved in `rounds` rounds.
+    """Warm up each deployment's scenarios, then run them all interleaved in `rounds` rounds:
+    every round runs each backend's scenarios in turn, so that a slow spell of a shared
+    machine falls on all backends alike and their ratio stays meaningful.
 
     Returns False when the deadline cut the measurement short.
     """
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     complete = True
-    with httpx.Client(timeout=60.0, limits=limits) as client, \
-            httpx.Client(timeout=60.0) as side:
-        runner = Runner(stack, client, agents, side)
-        runner.histories.load(side, stack.memproxy_url, scenarios, agents)
-        for scenario in scenarios:
-            eprint(f"  warm-up {scenario.key} ({warmup} requests)")
-            runner.run(scenario, range(0, warmup), record=False)
+    with contextlib.ExitStack() as clients:
+        runners: list[tuple[Runner, list[Scenario]]] = []
+        for stack, scenarios in deployments:
+            client = clients.enter_context(httpx.Client(timeout=60.0, limits=limits))
+            side = clients.enter_context(httpx.Client(timeout=60.0))
+            runner = Runner(stack, client, agents, side)
+            runner.histories.load(side, stack.memproxy_url, scenarios, agents)
+            for scenario in scenarios:
+                eprint(f"  warm-up {scenario.key} ({warmup} requests)")
+                runner.run(scenario, range(0, warmup), record=False)
+            runners.append((runner, scenarios))
         per_round = [requests // rounds + (1 if r < requests % rounds else 0)
                      for r in range(rounds)]
         done = 0
@@ -211,13 +218,15 @@ def measure(stack: Stack, scenarios: list[Scenario], *, requests: int, warmup: i
                 complete = False
                 break
             eprint(f"  round {r + 1}/{rounds}: {count} requests per scenario")
-            for scenario in scenarios:
-                start = warmup + done
-                runner.run(scenario, range(start, start + count), record=True)
-                if scenario.target == "memproxy" and stack.memproxy is not None:
-                    rss = stack.memproxy.rss_bytes()
-                    scenario.rss_after = rss
-                    scenario.peak_rss = max(scenario.peak_rss or 0, rss or 0) or None
+            for runner, scenarios in runners:
+                for scenario in scenarios:
+                    start = warmup + done
+                    runner.run(scenario, range(start, start + count), record=True)
+                    memproxy = runner.stack.memproxy
+                    if scenario.target == "memproxy" and memproxy is not None:
+                        rss = memproxy.rss_bytes()
+                        scenario.rss_after = rss
+                        scenario.peak_rss = max(scenario.peak_rss or 0, rss or 0) or None
             done += count
     return complete
 
@@ -356,9 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     complete = True
     memproxy_env = dict(item.split("=", 1) for item in args.env if "=" in item)
     try:
-        for backend in backends:
-            mine = select_scenarios(args)
-            with contextlib.ExitStack() as exits:
+        # Every backend's deployment (its own fresh database, upstream and memproxy) runs at
+        # once; `measure` alternates between them round by round.
+        with contextlib.ExitStack() as exits:
+            deployments: list[tuple[Stack, list[Scenario]]] = []
+            for backend in backends:
+                mine = select_scenarios(args)
                 db_url = (exits.enter_context(postgres_database())
                           if backend == "postgres" else None)
                 eprint(f"[{backend}] starting the fake upstream and memproxy")
@@ -366,9 +378,11 @@ def main(argv: list[str] | None = None) -> int:
                     prepare=_preparer(mine, args.agents), keep_dir=args.keep,
                     context_window=args.context_window, memproxy_src=args.memproxy_src,
                     memproxy_env=memproxy_env, db_url=db_url))
-                complete &= measure(stack, mine, requests=args.requests, warmup=args.warmup,
-                                    rounds=args.rounds, agents=args.agents,
-                                    deadline=time.monotonic() + args.time_limit)
+                deployments.append((stack, mine))
+            complete &= measure(deployments, requests=args.requests, warmup=args.warmup,
+                                rounds=args.rounds, agents=args.agents,
+                                deadline=time.monotonic() + args.time_limit)
+        for backend, (_, mine) in zip(backends, deployments, strict=True):
             if len(backends) > 1:
                 for s in mine:  # rows per backend; each compared with its own run's baseline
                     s.key, s.baseline = f"{s.key}@{backend}", f"{s.baseline}@{backend}"
