@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .common import rss_bytes
 
@@ -73,11 +74,11 @@ async def _admin(sql: str) -> None:
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh, empty database on the local Postgres (`BENCH_POSTGRES_URL` to change the
-    server), dropped afterwards. Yields its URL."""
+    server, e.g. `postgresql://postgres@/test?host=/var/run/postgresql` for its Unix socket),
+    dropped afterwards. Yields its URL (the admin URL's, naming the new database)."""
     name = f"memproxy_bench_{uuid.uuid4().hex[:10]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     try:
-        yield f"{base}/{name}"
+        yield urlunsplit(urlsplit(POSTGRES_ADMIN_URL)._replace(path=f"/{name}"))
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
