@@ -246,3 +246,41 @@ def _pg_one_connection(url: str, body: Any) -> Any:
     from proxy.store.postgres.store import PostgresStore
 
     return store_backends.run_with_store(PostgresStore(url, min_size=1, max_size=1), body)
+
+
+def test_a_store_reached_through_the_servers_unix_socket(postgres_url: str) -> None:
+    """docs/storage.md recommends the socket for a Postgres on the same machine:
+    `postgresql://user@/db?host=<socket directory>` opens, migrates and runs a turn, and its
+    connections really are on the socket (no client address)."""
+    from pathlib import Path
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        pytest.skip("the test server is not on this machine")
+    sockets = [d for d in ("/var/run/postgresql", "/run/postgresql", "/tmp")
+               if Path(d, f".s.PGSQL.{parts.port or 5432}").exists()]
+    if not sockets:
+        pytest.skip("no Unix socket of the test server")
+    login = f"{parts.username}@" if parts.username else ""
+    url = urlunsplit(parts._replace(
+        netloc=login, query=f"host={sockets[0]}&port={parts.port or 5432}"))
+
+    async def body(s: Any) -> tuple[Any, int]:
+        agent, conv = await setup(s)
+        await s.begin_turn(conv.pk, "t1", "h1", None, [user("over the socket")])
+        await s.finish_turn("t1", conv.pk, agent.pk, result(assistant("heard")))
+        state = await s.load_turn_state(agent.pk, conv.pk)
+        address = await s.pool.fetchval("SELECT client_addr FROM pg_stat_activity"
+                                        " WHERE pid = pg_backend_pid()")
+        return [m.data["content"] for m in state.context], address
+
+    contents, address = store_backends.run_with_store(_postgres_store(url), body)
+    assert contents == ["over the socket", "heard"]
+    assert address is None  # a Unix-socket connection has no client address
+
+
+def _postgres_store(url: str) -> Any:
+    from proxy.store.postgres.store import PostgresStore
+
+    return PostgresStore(url)
