@@ -77,17 +77,27 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def agent_of(worker_id: int, sent: int, agents: int, concurrency: int) -> int:
+    """The agent of worker `worker_id`'s request number `sent`: worker w serves agents
+    w, w+C, w+2C, ... below `agents` (at least its own w), in turn, so no two in-flight
+    requests ever share an agent's conversation and lock waits do not blur the measurement.
+    (With several memproxy processes a shared conversation is worse than a wait: the lease
+    is polled from 20 ms on.) When C does not divide `agents`, the last few agents are
+    left out rather than shared."""
+    own = max(1, agents // concurrency)
+    return worker_id + concurrency * (sent % own)
+
+
 async def worker(url: str, mode: str, agents: int, worker_id: int, concurrency: int,
                  tally: Tally, stop: asyncio.Event, prefix: str = "load-") -> None:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.open_connection(host, port)
     index = worker_id
+    sent = 0
     try:
         while not stop.is_set():
-            # Worker w serves agents w, w+C, w+2C, ...: no two in-flight requests share an
-            # agent's conversation, so lock waits do not blur the measurement.
-            agent = f"{prefix}{(index % max(agents, concurrency)):05d}"
+            agent = f"{prefix}{agent_of(worker_id, sent, agents, concurrency):05d}"
             payload = request_bytes(f"{host}:{port}", mode, agent, index)
             started = time.perf_counter()
             writer.write(payload)
@@ -106,6 +116,7 @@ async def worker(url: str, mode: str, agents: int, worker_id: int, concurrency: 
                 else:
                     tally.errors += 1
             index += concurrency
+            sent += 1
     finally:
         writer.close()
 
