@@ -10,7 +10,10 @@ as they use the store. Per search:
 2. both lists fused by `core.ranking.score_fuse`: each side's scores standardised over its
    own candidates, 0.7 × full-text + 0.3 × vector (why, and not reciprocal rank fusion:
    core/ranking.py, docs/search.md);
-3. the top k of the fused list, its fused score (0..1) as `score`.
+3. the top k of the fused list, its fused score (0..1) as `score`. For messages the search
+   service (embeddings/search.py) takes both lists (`message_lists`), each read as deep as
+   full-text alone reads, re-ranks them with neighbours and dates, and keeps full-text's
+   first result first.
 
 If the query cannot be embedded (timeout, error, no key) or the agent has no vectors yet, the
 result is the full-text result alone, in its order and with its scores; a blank query is
