@@ -10,7 +10,10 @@ as they use the store. Per search:
 2. both lists fused by `core.ranking.score_fuse`: each side's scores standardised over its
    own candidates, 0.7 × full-text + 0.3 × vector (why, and not reciprocal rank fusion:
    core/ranking.py, docs/search.md);
-3. the top k of the fused list, its fused score (0..1) as `score`.
+3. the top k of the fused list, its fused score (0..1) as `score`. For messages the search
+   service (embeddings/search.py) takes both lists (`message_lists`), each read as deep as
+   full-text alone reads, re-ranks them with neighbours and dates, and keeps full-text's
+   first result first.
 
 If the query cannot be embedded (timeout, error, no key) or the agent has no vectors yet, the
 result is the full-text result alone, in its order and with its scores; a blank query is
@@ -99,23 +102,35 @@ class HybridSearch:
                               start: float | None = None,
                               end: float | None = None, newest: int | None = None,
                               depth: int | None = None) -> list[MessageHit]:
-        """`depth`: how deep each side is read (default `candidates(limit)`); the search
-        service asks for every fused candidate (limit = 2 × depth) to re-rank them itself."""
+        """`depth`: how deep each side is read (default `candidates(limit)`)."""
         if not query.strip():
             return await self.store.search_messages(agent_pk, query, roles=roles, limit=limit,
                                                     start=start, end=end)
-        depth = depth or candidates(limit)
+        fts, fused = await self.message_lists(agent_pk, query, roles=roles, start=start,
+                                              end=end, newest=newest,
+                                              depth=depth or candidates(limit))
+        return (fused or fts)[:limit]
+
+    async def message_lists(self, agent_pk: int, query: str, *, depth: int,
+                            roles: list[str] | None = None, start: float | None = None,
+                            end: float | None = None, newest: int | None = None
+                            ) -> tuple[list[MessageHit], list[MessageHit]]:
+        """The full-text top `depth` and every fused candidate (both sides read `depth` deep),
+        the fused list in `hit_order` with its fused scores; no fused list ([]) when the
+        vector side has nothing (no vectors, the query could not be embedded, an error). The
+        search service ranks both with the neighbour and date steps and keeps full-text's
+        first (core/ranking.py `keep_first`). A non-blank `query`."""
         vec, fts = await asyncio.gather(
             self._guard(self._message_vectors(agent_pk, query, roles, start, end, depth)),
             self.store.search_messages(agent_pk, query, roles=roles, limit=depth, start=start,
                                        end=end, newest=newest))
         if not vec:
-            return fts[:limit]
+            return fts, []
         found = {_hit_key(h): h for h in vec}
         found.update({_hit_key(h): h for h in fts})
         fused = score_fuse([(_hit_key(h), h.score) for h in fts],
                            [(_hit_key(h), h.score) for h in vec], text_complete=len(fts) < depth)
-        return hit_order([replace(found[key], score=score) for key, score in fused])[:limit]
+        return fts, hit_order([replace(found[key], score=score) for key, score in fused])
 
     # --- the vector side ----------------------------------------------------------------------
     async def _guard(self, work: Awaitable[list[Any]]) -> list[Any]:

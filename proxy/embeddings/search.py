@@ -6,15 +6,17 @@ The memory tools (`archival_memory_search`, `conversation_search`), automatic re
 so the same question gets the same answer everywhere: hybrid (`HybridSearch`) while embeddings
 are on, the store's full-text search otherwise.
 
-It adds two things to the backend's ranking:
+It adds these to the backend's ranking:
 
 - for messages, conversational context (`core.ranking.with_neighbours`): the backend is asked
-  for more candidates than wanted (`context_depth`: about 100, from full-text alone or 50 from
-  each side of hybrid; automatic recall, whose search runs on every turn, 4 per wanted hit),
-  each message's score is raised by a share of its adjacent turn's, and
-  the best `limit` are kept;
+  for more candidates than wanted (`context_depth`: about 100, from full-text alone or from
+  each side of hybrid; automatic recall, whose search runs on every turn, 4 per wanted hit,
+  half as many from each side of hybrid), each message's score is raised by a share of its
+  adjacent turn's, and the best `limit` are kept;
 - for messages, the dates the query names (`core.dates.named_periods`: "in May 2023", "on
   3 June, 2023"): candidates stored within them are raised (`core.ranking.in_periods`);
+- for hybrid messages, full-text's first result stays first (`core.ranking.keep_first`:
+  fusion orders the rest; why in core/ranking.py);
 - a deterministic order among equal scores (the score, then the newest first, then the highest
   key), which neither SQL (ties come in whatever order the index walk yields) nor fusion define.
 """
@@ -25,7 +27,14 @@ from dataclasses import replace
 from typing import Any
 
 from ..core.dates import named_periods
-from ..core.ranking import adjacent_turns, hit_order, in_periods, passage_order, with_neighbours
+from ..core.ranking import (
+    adjacent_turns,
+    hit_order,
+    in_periods,
+    keep_first,
+    passage_order,
+    with_neighbours,
+)
 from ..core.types import MessageHit, Passage, StoredMessage
 
 MIN_CONTEXT_DEPTH = 100
@@ -40,6 +49,15 @@ def context_depth(limit: int) -> int:
     twice as many, at least 100 (a neighbour ranked lower can still lift a hit), at most 200
     unless more were asked for."""
     return max(limit, min(MAX_CONTEXT_DEPTH, max(MIN_CONTEXT_DEPTH, 2 * limit)))
+
+
+def kept_first(hits: list[MessageHit], first: MessageHit | None) -> list[MessageHit]:
+    """`hits` with the message of `first` (full-text's best) first, at the best score
+    (core.ranking.keep_first)."""
+    by_key = {(h.conversation_id, h.seq): h for h in hits}
+    ranked = keep_first([(key, h.score) for key, h in by_key.items()],
+                        None if first is None else (first.conversation_id, first.seq))
+    return [replace(by_key[key], score=score) for key, score in ranked]
 
 
 def in_context(hits: list[MessageHit], query: str = "") -> list[MessageHit]:
@@ -82,14 +100,20 @@ class SearchService:
         # Automatic recall (`newest`: a bounded search on every turn) re-ranks fewer
         # candidates: each one is a row read and a text decoded on the turn's path.
         depth = context_depth(limit) if newest is None else max(limit, RECALL_DEPTH_FACTOR * limit)
-        if self.hybrid:  # about as many candidates: half as deep on each side, all kept
-            hits = await self.backend.search_messages(
-                agent_pk, query, roles=roles, limit=depth, start=start, end=end,
-                newest=newest, depth=max(limit, depth // 2))
-        else:
+        if not self.hybrid:
             hits = await self.backend.search_messages(
                 agent_pk, query, roles=roles, limit=depth, start=start, end=end, newest=newest)
-        return hit_order(in_context(hits, query))[:limit]
+            return hit_order(in_context(hits, query))[:limit]
+        # Hybrid: each side as deep as full-text alone reads (automatic recall: half as deep,
+        # to keep its cost), so the full-text ranking below is exactly full-text's; every
+        # fused candidate is kept and re-ranked, and full-text's first stays first.
+        fts, fused = await self.backend.message_lists(
+            agent_pk, query, roles=roles, start=start, end=end, newest=newest,
+            depth=depth if newest is None else max(limit, depth // 2))
+        text = hit_order(in_context(fts, query))
+        if not fused:
+            return text[:limit]
+        return kept_first(hit_order(in_context(fused, query)), text[0] if text else None)[:limit]
 
     async def agent_messages(self, agent_pk: int, query: str, *,
                              roles: list[str] | None = None, limit: int = 20,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from proxy.embeddings import EmbeddingError, HybridSearch, VectorIndex
+from proxy.embeddings.search import SearchService
 from proxy.store.vector_base import MESSAGE, PASSAGE
 from tests import store_backends
 from tests.fakes.embeddings import concept_embed
@@ -123,5 +124,32 @@ def test_a_slow_query_embedding_times_out_to_full_text(store_backend: Backend) -
         search = HybridSearch(s, VectorIndex(s, MODEL, 1 << 30), slow, timeout_s=0.05)
         assert (await search.search_passages(agent.pk, "doctor", top_k=5)
                 == await s.search_passages(agent.pk, "doctor", top_k=5))
+
+    store_backend.run(body)
+
+
+def test_the_search_service_keeps_full_texts_first_hit_first(store_backend: Backend) -> None:
+    """Fusion orders the rest, but full-text's best match stays first (core/ranking.py,
+    `keep_first`): the paraphrase that fusion alone puts first comes second."""
+    async def body(s: Any) -> None:
+        agent, _ = await setup(s)
+        texts = {"keyword": "doctor kitten",
+                 "paraphrase": "doctor: avoid groundnuts",
+                 "f1": "kitten on the sofa", "f2": "car trip to berlin",
+                 "f3": "coffee with my sister"}
+        for i, text in enumerate(texts.values()):  # one conversation each: no neighbours
+            conv = await s.ensure_conversation(agent.pk, f"c{i}")
+            await s.begin_turn(conv.pk, f"t{i}", f"h{i}", None, [user(text)])
+        await embed_all(s, agent.pk)
+        search = hybrid(s, QueryEmbedder())
+        fused = await search.search_messages(agent.pk, "doctor peanuts", limit=5)
+        assert fused[0].text == texts["paraphrase"]  # fusion alone moves the first place
+        service = SearchService(s, search)
+        found = await service.search_messages(agent.pk, "doctor peanuts", limit=5)
+        text_only = await SearchService(s).search_messages(agent.pk, "doctor peanuts", limit=5)
+        assert found[0].text == text_only[0].text == texts["keyword"]
+        assert found[1].text == texts["paraphrase"]
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+        assert {h.text for h in found} >= {texts["keyword"], texts["paraphrase"]}
 
     store_backend.run(body)

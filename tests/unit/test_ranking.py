@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from proxy.core.ranking import (
     adjacent_turns,
     in_periods,
+    keep_first,
     normalized,
     score_fuse,
     with_neighbours,
@@ -102,3 +103,30 @@ def test_a_period_never_lowers_a_score_and_keeps_order_within_each_side(ranking,
     assert all(raised[k] >= s for k, s in ranking)
     for group in (inside, outside):
         assert [raised[k] for k in group] == sorted((raised[k] for k in group), reverse=True)
+
+
+@given(scored, st.integers(0, 30) | st.none())
+def test_keep_first_moves_one_key_to_the_front_and_changes_nothing_else(ranking, first) -> None:
+    kept = keep_first(ranking, first)
+    keys = [k for k, _ in ranking]
+    if first is None or first not in keys:
+        assert kept == ranking
+        return
+    assert kept[0][0] == first
+    assert sorted(k for k, _ in kept) == sorted(keys)
+    # the others in their order, with their scores
+    assert kept[1:] == [(k, s) for k, s in ranking if k != first]
+    # scores never increase down the list: the kept key has (at least) the best score
+    scores = [s for _, s in kept]
+    assert scores == sorted(scores, reverse=True)
+    assert kept[0][1] == max(dict(ranking)[first], ranking[0][1])
+
+
+def test_keep_first_restores_full_texts_winner_over_fusion() -> None:
+    text = [("exact", 7.0), ("both", 6.0), ("weak", 1.0), ("weaker", 0.5)]
+    vector = [("both", 0.95), ("weak", 0.5), ("weaker", 0.4), ("exact", 0.1)]
+    fused = score_fuse(text, vector, 0.7)
+    assert fused[0][0] == "both"  # fusion alone moves the first place
+    kept = keep_first(fused, text[0][0])
+    assert [k for k, _ in kept] == ["exact", "both", "weak", "weaker"]
+    assert kept[0][1] == kept[1][1] == fused[0][1]  # raised to the best score, not above
