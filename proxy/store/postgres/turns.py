@@ -148,12 +148,12 @@ def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool,
     elif supersede_from is not None:
         cut = f"{supersede_from} - 1"
     if cut is not None:  # sees the statement's snapshot: never the inputs inserted below
-        # `(SELECT cut)`, an InitPlan, so that no plan knows its value: planned with it, the
-        # usual "after the newest message" looks free while a generic plan guesses a third of
-        # the conversation, and Postgres would plan this statement anew on every turn
-        # (plan_cache_mode = auto keeps custom plans that look cheaper than the generic one).
+        # Planned with its values on every turn, on purpose: `seq > cut` is "after the newest
+        # message" (no row) only to a plan that knows `cut`. A generic plan guesses a third of
+        # the conversation, and in a database of one long conversation (`conversation_pk = $1`
+        # is then every row) it scanned all of messages: 5.4 ms a turn at 10,000 messages.
         ctes.append("x AS (UPDATE messages SET superseded = true, in_context = false"
-                    f" WHERE conversation_pk = $1 AND seq > (SELECT {cut}) AND NOT superseded)")
+                    f" WHERE conversation_pk = $1 AND seq > {cut} AND NOT superseded)")
     follows = under  # the message the turn's reply will follow: its last input, else parent
     if messages:
         insert, roles = _insert_messages(p, "c.agent_pk", under, "c, s")
