@@ -59,7 +59,7 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
          "2cf14449a9daccee56c802612309eb1863af21754541935838690840a40b3e94"),
     13: ("message tsvector by trigger",
          "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
-         "1d0490b8aa42e77f63a9b0168400577d20fce01c60360741e0c8f5ea46eb2dfb"),
+         "2b1e36ec874460c59b270271277661997184e1343ed78d97bd05f082f92f25a1"),
 }
 
 

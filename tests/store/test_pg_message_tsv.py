@@ -34,6 +34,8 @@ CASES: list[tuple[bool, str, dict[str, Any]]] = [
     (True, "Un café à Zürich, naïve façade", {"role": "user", "content": "x"}),
     (True, "Caroline: I adopted a puppy", {"role": "user", "name": "Caroline", "content": "x"}),
     (True, "numbers as names", {"role": "user", "name": 42, "content": "x"}),
+    (True, "a folded name", {"role": "user", "name": "Zoë Ångström", "content": "x"}),
+    (True, "a name beside a nul", {"role": "user", "name": "Nell", "content": "\u0000"}),
     (True, "nul inside", {"role": "user", "content": "a\u0000b"}),
     (True, "word " * 30_000 + "tail", {"role": "assistant", "content": "x"}),
     (True, "", {"role": "assistant", "content": None}),
@@ -88,6 +90,8 @@ def test_rows_keep_their_vectors_and_new_rows_get_the_same_ones(postgres_url: st
                 assert new[0] == old[0] == new[1], CASES[k][1][:40]
             assert vectors[100 + len(CASES) - 1][0] is None  # hidden: not indexed
             assert "'carolin'" in vectors[103][0] and "'zurich'" in vectors[102][0]
+            assert "'zoe'" in vectors[105][0] and "'angstrom'" in vectors[105][0]
+            assert "'nell'" not in vectors[106][0]  # a document with a NUL escape: no name
         finally:
             await conn.close()
 
