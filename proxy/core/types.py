@@ -87,6 +87,11 @@ class Passage:
     created_at: float
     score: float | None = None
 
+    def rescored(self, score: float) -> Passage:
+        """A copy with another score (what `dataclasses.replace` does, several times faster:
+        ranking re-scores hundreds of candidates per search)."""
+        return Passage(self.pk, self.text, self.tags, self.created_at, score)
+
 
 @dataclass
 class MessageHit:
@@ -99,6 +104,11 @@ class MessageHit:
     created_at: float
     score: float
     name: str | None = None  # the speaker's OpenAI `name`, when the message has one
+
+    def rescored(self, score: float) -> MessageHit:
+        """A copy with another score (as `Passage.rescored`)."""
+        return MessageHit(self.conversation_id, self.seq, self.role, self.text,
+                          self.created_at, score, self.name)
 
 
 @dataclass

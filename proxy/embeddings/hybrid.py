@@ -28,7 +28,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -95,7 +94,7 @@ class HybridSearch:
         fused = score_fuse([(p.pk, p.score or 0.0) for p in fts],
                            [(p.pk, p.score or 0.0) for p in vec], text_complete=len(fts) < depth)
         # the deterministic order before the cut, so a longer page starts with a shorter one
-        return passage_order([replace(found[pk], score=score) for pk, score in fused])[:top_k]
+        return passage_order([found[pk].rescored(score) for pk, score in fused])[:top_k]
 
     async def search_messages(self, agent_pk: int, query: str, *,
                               roles: list[str] | None = None, limit: int = 10,
@@ -130,7 +129,7 @@ class HybridSearch:
         found.update({_hit_key(h): h for h in fts})
         fused = score_fuse([(_hit_key(h), h.score) for h in fts],
                            [(_hit_key(h), h.score) for h in vec], text_complete=len(fts) < depth)
-        return fts, hit_order([replace(found[key], score=score) for key, score in fused])
+        return fts, hit_order([found[key].rescored(score) for key, score in fused])
 
     # --- the vector side ----------------------------------------------------------------------
     async def _guard(self, work: Awaitable[list[Any]]) -> list[Any]:
@@ -210,7 +209,7 @@ class HybridSearch:
         nearest = await self._nearest(PASSAGE, agent_pk, query, n, 0, tags=tags)
         similarity = dict(nearest)
         found = await self.store.passages_by_pks(agent_pk, [pk for pk, _ in nearest])
-        return [replace(p, score=similarity[p.pk]) for p in found]
+        return [p.rescored(similarity[p.pk]) for p in found]
 
     async def _message_vectors(self, agent_pk: int, query: str, roles: list[str] | None,
                                start: float | None, end: float | None,
@@ -224,7 +223,7 @@ class HybridSearch:
                                           start=start, end=end)
             similarity = dict(nearest)
             found = await self.store.message_hits_by_pks(agent_pk, [pk for pk, _ in nearest])
-            hits += [replace(hit, score=similarity[pk]) for pk, hit in found]
+            hits += [hit.rescored(similarity[pk]) for pk, hit in found]
             if len(hits) >= n or len(nearest) < batch:
                 break
             skip, batch = skip + batch, batch * 2

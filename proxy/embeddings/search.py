@@ -23,7 +23,6 @@ It adds these to the backend's ranking:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ..core.dates import named_periods
@@ -57,7 +56,7 @@ def kept_first(hits: list[MessageHit], first: MessageHit | None) -> list[Message
     by_key = {(h.conversation_id, h.seq): h for h in hits}
     ranked = keep_first([(key, h.score) for key, h in by_key.items()],
                         None if first is None else (first.conversation_id, first.seq))
-    return [replace(by_key[key], score=score) for key, score in ranked]
+    return [by_key[key].rescored(score) for key, score in ranked]
 
 
 def in_context(hits: list[MessageHit], query: str = "") -> list[MessageHit]:
@@ -68,7 +67,7 @@ def in_context(hits: list[MessageHit], query: str = "") -> list[MessageHit]:
                              adjacent_turns)
     if periods := named_periods(query):
         raised = in_periods(raised, lambda key: by_key[key].created_at, periods)
-    return [replace(by_key[key], score=score) for key, score in raised]
+    return [by_key[key].rescored(score) for key, score in raised]
 
 
 

@@ -130,3 +130,17 @@ def test_keep_first_restores_full_texts_winner_over_fusion() -> None:
     kept = keep_first(fused, text[0][0])
     assert [k for k, _ in kept] == ["exact", "both", "weak", "weaker"]
     assert kept[0][1] == kept[1][1] == fused[0][1]  # raised to the best score, not above
+
+
+def test_rescored_hits_equal_dataclasses_replace() -> None:
+    """`rescored` is a fast `dataclasses.replace(hit, score=...)`: every field but the score
+    is kept, including fields added later (this fails if one is forgotten)."""
+    import dataclasses
+
+    from proxy.core.types import MessageHit, Passage
+
+    hit = MessageHit("c", 3, "user", "text", 1.5, 0.25, name="Ann")
+    passage = Passage(7, "text", ["a", "b"], 2.5, 0.5)
+    for item in (hit, passage):
+        assert item.rescored(0.75) == dataclasses.replace(item, score=0.75)
+        assert item.score != 0.75  # a copy: the original keeps its score
