@@ -19,10 +19,11 @@ from tests.store_backends import DEFAULT_BLOCKS, assistant, result, setup, user
 postgres_url = store_backends.postgres_url  # fixture: a fresh Postgres database
 
 
-def _pg(url: str, body: Any) -> Any:
+def _pg(url: str, body: Any, **store: Any) -> Any:
+    """`body(store)` on a Postgres store of `url` (`store`: PostgresStore's options)."""
     from proxy.store.postgres.store import PostgresStore
 
-    return store_backends.run_with_store(PostgresStore(url), body)
+    return store_backends.run_with_store(PostgresStore(url, **store), body)
 
 
 async def _separate_reads(s: Any, agent_pk: int, conversation_pk: int) -> tuple:
@@ -233,15 +234,9 @@ def test_no_turn_scans_all_messages_of_a_one_conversation_database(postgres_url:
         return await s.pool.fetchval(scans) - before
 
     tenant = history()
-    assert _pg_one_connection(postgres_url, turns) == 0
-
-
-def _pg_one_connection(url: str, body: Any) -> Any:
-    """`body(store)` on a Postgres store whose pool has one connection (one session's
-    prepared statements)."""
-    from proxy.store.postgres.store import PostgresStore
-
-    return store_backends.run_with_store(PostgresStore(url, min_size=1, max_size=1), body)
+    # one connection, so that every statement runs 40 times in one session: past the five
+    # trial plans after which Postgres may switch it to its generic plan
+    assert _pg(postgres_url, turns, min_size=1, max_size=1) == 0
 
 
 def test_a_store_reached_through_the_servers_unix_socket(postgres_url: str) -> None:
@@ -271,12 +266,6 @@ def test_a_store_reached_through_the_servers_unix_socket(postgres_url: str) -> N
                                         " WHERE pid = pg_backend_pid()")
         return [m.data["content"] for m in state.context], address
 
-    contents, address = store_backends.run_with_store(_postgres_store(url), body)
+    contents, address = _pg(url, body)
     assert contents == ["over the socket", "heard"]
     assert address is None  # a Unix-socket connection has no client address
-
-
-def _postgres_store(url: str) -> Any:
-    from proxy.store.postgres.store import PostgresStore
-
-    return PostgresStore(url)
