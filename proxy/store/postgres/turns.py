@@ -29,7 +29,6 @@ reads what is committed after the lock, then the same begin statement.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,8 +47,6 @@ from ..leases import LeaseBusy, LeaseClaim
 from .admin import revision_arrays
 from .sql import (
     DISCARD,
-    NO_FLUSH,
-    RELEASED,
     TURN,
     block_arrays,
     dumps,
@@ -58,6 +55,7 @@ from .sql import (
     turn_row,
 )
 from .tree import move_path, truncate_after
+from .turn_sql import begin_sql, finish_sql
 from .turn_state import load_sql, turn_state
 
 if TYPE_CHECKING:
@@ -76,152 +74,6 @@ _LOCK_FINISH = (
     " FOR NO KEY UPDATE) SELECT 1 FROM conversations v JOIN t ON v.pk = t.conversation_pk"
     " FOR NO KEY UPDATE OF v"
 )
-
-# --- begin_turn / finish_turn: one statement ----------------------------------------------
-_NEXT_SEQ = (
-    "s AS (SELECT coalesce(max(seq), 0) + 1 AS first FROM messages WHERE conversation_pk = $1)"
-)
-
-
-class _Params:
-    """Numbers the placeholders of a statement built from optional parts."""
-
-    def __init__(self, fixed: int) -> None:
-        self.n = fixed
-
-    def __call__(self, *casts: str) -> list[str]:
-        first, self.n = self.n + 1, self.n + len(casts)
-        return [f"${first + k}::{cast}" for k, cast in enumerate(casts)]
-
-
-def _unnest(p: _Params | list[str], columns: tuple[str, ...], casts: tuple[str, ...] = ()
-            ) -> str:
-    """unnest of the next parameters (`p(*casts)`), or of the placeholders `p`."""
-    arrays = p(*casts) if isinstance(p, _Params) else p
-    return (f"unnest({', '.join(arrays)}) WITH ORDINALITY"
-            f" AS u({', '.join(columns)}, i)")
-
-
-def _insert_messages(p: _Params, agent_pk: str, parent: str, sources: str) -> tuple[str, str]:
-    """$1 conversation_pk, $2 turn_id, $3 now; the next 8 parameters are message_arrays.
-
-    The messages are a chain: the first follows `parent` (an expression over `sources`), each
-    next one the one before. Returns the CTE and the placeholder of the first array."""
-    arrays = p("text[]", "json[]", "text[]", "boolean[]", "boolean[]", "integer[]", "text[]",
-               "text[]")
-    source = _unnest(arrays, ("role", "data", "text", "in_context", "visible", "tokens",
-                              "visible_hash", "path_hash"))
-    return (
-        "m AS (INSERT INTO messages (conversation_pk, agent_pk, seq, turn_id, role, data, text,"
-        " created_at, in_context, visible, tokens, visible_hash, parent_seq, path_hash)"
-        f" SELECT $1, {agent_pk}, s.first + u.i - 1, $2, u.role, u.data, u.text, $3,"
-        f" u.in_context, u.visible, u.tokens, u.visible_hash,"
-        f" CASE WHEN u.i = 1 THEN {parent} ELSE s.first + u.i - 2 END, u.path_hash"
-        f" FROM {sources}, {source} ORDER BY u.i)"
-    ), arrays[0]
-
-
-@functools.cache
-def begin_sql(supersede: bool, parent: bool, moved: bool, messages: bool,
-              flush: bool = True) -> str:
-    """$1 conversation_pk, $2 turn_id, $3 now, $4 request_hash, $5 idempotency_key, then
-    supersede_from_seq (if `supersede`), parent_seq (if `parent`) and the message arrays (if
-    `messages`). The inputs chain under parent_seq (default: the newest row); the active rows
-    after it (from supersede_from_seq on, with that) are superseded, unless `moved`: then the
-    caller moved the active path already (tree.move_path), in the same transaction.
-    Without `flush` (`[database] postgres_input_commit = "fast"`), its commit does not wait
-    for the WAL flush (docs/storage.md, "Durability: Postgres")."""
-    p = _Params(5)
-    ctes = ["c AS (SELECT agent_pk FROM conversations WHERE pk = $1 FOR NO KEY UPDATE)",
-            _NEXT_SEQ]
-    if not flush:  # `c` depends on it, so it runs whenever anything is written
-        ctes[0] = ("c AS (SELECT agent_pk FROM conversations WHERE pk = $1"
-                   " AND EXISTS (SELECT FROM nf) FOR NO KEY UPDATE)")
-        ctes.insert(0, NO_FLUSH)
-    supersede_from = p("integer")[0] if supersede else None
-    # without parent_seq: under the row before supersede_from_seq, else the newest row
-    under = p("integer")[0] if parent else (
-        "s.first - 1" if supersede_from is None else f"{supersede_from} - 1")
-    cut = None
-    if parent and not moved:
-        cut = under if supersede_from is None else f"least({under}, {supersede_from} - 1)"
-    elif supersede_from is not None:
-        cut = f"{supersede_from} - 1"
-    if cut is not None:  # sees the statement's snapshot: never the inputs inserted below
-        # Planned with its values on every turn, on purpose: `seq > cut` is "after the newest
-        # message" (no row) only to a plan that knows `cut`. A generic plan guesses a third of
-        # the conversation, and in a database of one long conversation (`conversation_pk = $1`
-        # is then every row) it scanned all of messages: 5.4 ms a turn at 10,000 messages.
-        ctes.append("x AS (UPDATE messages SET superseded = true, in_context = false"
-                    f" WHERE conversation_pk = $1 AND seq > {cut} AND NOT superseded)")
-    follows = under  # the message the turn's reply will follow: its last input, else parent
-    if messages:
-        insert, roles = _insert_messages(p, "c.agent_pk", under, "c, s")
-        ctes.append(insert)
-        follows = f"s.first + cardinality({roles}) - 1"
-    ctes.append("t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
-                " idempotency_key, created_at, first_seq, parent_seq)"
-                f" SELECT $2, $1, 'open', $4, $5, $3, s.first, {follows} FROM c, s)")
-    return f"WITH {', '.join(ctes)} SELECT s.first FROM c, s"
-
-
-@functools.cache
-def finish_sql(messages: bool, blocks: bool, passages: bool, revisions: bool,
-               lease: bool = False, capped: bool = False) -> str:
-    """$1 conversation_pk, $2 turn_id, $3 now, $4 agent_pk, $5 response; then the arrays of
-    the parts present: messages, blocks, passages (with `capped`, followed by the agent's
-    passage cap), revisions; then, with `lease`, the owner whose lease of the conversation
-    the statement releases (held_leases.py). Returns the number of passages stored, or no
-    row (nothing written) if the turn is unknown or already done.
-
-    With `capped` the agent's row is locked before its passages are counted: a concurrent
-    turn's insert waits, and this statement then reads the count that turn left (READ
-    COMMITTED re-reads a locked row's newest version), so two turns can't overshoot."""
-    p = _Params(5)
-    ctes = ["t AS (UPDATE turns SET status = 'done', finished_at = $3, response = $5::json"
-            " WHERE turn_id = $2 AND conversation_pk = $1 AND status <> 'done'"
-            " RETURNING conversation_pk, parent_seq)",
-            # by primary key ($1 is t's conversation too): a join with `t` was planned as a
-            # scan of every conversation when the planner had no statistics
-            "c AS (SELECT v.agent_pk FROM conversations v WHERE v.pk = $1"
-            " AND EXISTS (SELECT FROM t) FOR NO KEY UPDATE OF v)"]
-    if messages:
-        # they chain from the message begin_turn recorded (NULL: a turn of an older release)
-        ctes += [_NEXT_SEQ, _insert_messages(p, "$4", "coalesce(t.parent_seq, s.first - 1)",
-                                             "c, s, t")[0]]
-    if blocks:
-        source = _unnest(p, ("label", "value", "description", "lim", "read_only"),
-                         ("text[]", "text[]", "text[]", "integer[]", "boolean[]"))
-        ctes.append(
-            "b AS (INSERT INTO blocks (agent_pk, label, value, description, lim, read_only,"
-            " updated_at) SELECT $4, u.label, u.value, u.description, u.lim, u.read_only, $3"
-            f" FROM c, {source} ORDER BY u.i"
-            " ON CONFLICT (agent_pk, label) DO UPDATE SET value = excluded.value,"
-            " description = excluded.description, lim = excluded.lim,"
-            " read_only = excluded.read_only, updated_at = excluded.updated_at)")
-    if passages:
-        source = _unnest(p, ("text", "tags"), ("text[]", "jsonb[]"))
-        room = ""
-        if capped:
-            ctes.append("q AS (SELECT passage_count FROM agents a JOIN c ON a.pk = c.agent_pk"
-                        " FOR NO KEY UPDATE OF a)")
-            source = f"q, {source}"
-            room = f" WHERE u.i <= {p('integer')[0]} - q.passage_count"
-        ctes.append("p AS (INSERT INTO passages (agent_pk, text, tags, created_at)"
-                    f" SELECT $4, u.text, u.tags, $3 FROM c, {source}{room} ORDER BY u.i"
-                    " RETURNING 1)")
-    if revisions:  # revision ids are handed out in array order
-        source = _unnest(p, ("label", "old", "new", "source", "turn_id", "created_at"),
-                         ("text[]", "text[]", "text[]", "text[]", "text[]", "float8[]"))
-        ctes.append("r AS (INSERT INTO block_revisions (agent_pk, label, old_value, new_value,"
-                    " source, turn_id, created_at) SELECT $4, u.label, u.old, u.new, u.source,"
-                    f" u.turn_id, u.created_at FROM c, {source} ORDER BY u.i)")
-    if lease:  # only once the turn is stored (`c` has a row): else the statement writes nothing
-        ctes.append(f"l AS (UPDATE leases SET {RELEASED} WHERE conversation_pk = $1"
-                    f" AND owner = {p('text')[0]} AND EXISTS (SELECT FROM c))")
-    stored = "(SELECT count(*) FROM p)" if passages else "0"
-    return f"WITH {', '.join(ctes)} SELECT {stored} FROM c"
-
 
 class PostgresTurnsMixin:
     """The turn calls of `PostgresStore` (see proxy/store/base.py for the contract)."""
