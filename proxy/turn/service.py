@@ -39,7 +39,6 @@ from ..core.types import (
     KnownContext,
     Message,
     StoredMessage,
-    Turn,
     TurnState,
 )
 from ..embeddings import EmbeddingService
@@ -59,12 +58,12 @@ from .input import (
     client_hashes,
     plan_input,
     read_history,
-    resends_history,
     store_input,
 )
 from .locks import ConversationLocks
 from .observers import EmbedNewRows, FlushCatalog, RecordMetrics, TurnObserver
 from .recall import recall_section, wanted
+from .replay import UndeliveredTurns, find_replay
 from .request import Replay, TurnRequest
 from .session import TurnEffects, TurnSession
 from .storage_meter import StorageMeter
@@ -103,25 +102,6 @@ class Sinks:
     store: Any  # a TurnStore: page-outs (inline summaries) and discarding an overflowing turn
     upstream: Any  # core.loop.Upstream: the loop's calls
     background: Any  # window.PageOut | None: page-outs with background summaries
-
-
-class UndeliveredTurns:
-    """The last turn of each conversation whose answer the client never received (it had
-    disconnected when the turn finished), for recognising an unmarked resend of it. In this
-    process only, bounded: a resend that reaches another process is a new turn."""
-
-    LIMIT = 10_000
-
-    def __init__(self) -> None:
-        self._turns: dict[int, str] = {}
-
-    def add(self, session: TurnSession) -> None:
-        if len(self._turns) >= self.LIMIT:
-            self._turns.pop(next(iter(self._turns)))
-        self._turns[session.conversation.pk] = session.turn_id
-
-    def pop(self, conversation_pk: int) -> str | None:
-        return self._turns.pop(conversation_pk, None)
 
 
 class StatefulService:
@@ -197,7 +177,10 @@ class StatefulService:
             conversation = state.conversation
             self.running[conversation.pk] = fingerprint
             stack.callback(self.running.pop, conversation.pk, None)
-            replay = await self._find_replay(request, state, fingerprint, double_submit)
+            replay = await find_replay(
+                self.store, request, state, fingerprint, double_submit=double_submit,
+                resend_window_s=self.settings.agent.resend_window_s,
+                undelivered=self.undelivered)
             if replay is not None:
                 await stack.aclose()
                 return Replay(replay.response or {}, agent.agent_id,
@@ -240,39 +223,6 @@ class StatefulService:
         self.contexts.put(conversation_pk, KnownContext(
             state.epoch, state.conversation.created_at, tuple(state.context)))
         return state
-
-    async def _find_replay(
-        self, request: TurnRequest, state: TurnState, fingerprint: str,
-        double_submit: bool = False,
-    ) -> Turn | None:
-        """The finished turn this request repeats, to answer from the store, or None.
-
-        An `Idempotency-Key` names its turn. Otherwise only the conversation's LAST turn can
-        be repeated — the same input at the same position — never an older identical turn:
-        with a retry marker, as a double submit, or, from a client that does not resend its
-        history, as an unmarked identical resend within `[agent] resend_window_s` of that
-        turn's end when its answer never reached the client (the client's own timeout fired
-        while the turn went on: `UndeliveredTurns`). An identical question asked again after
-        its answer arrived is a new turn.
-        """
-        if request.idempotency_key:
-            turn = await self.store.find_turn(state.conversation.pk,
-                                              idempotency_key=request.idempotency_key)
-            return turn if turn is not None and turn.status == "done" and turn.response else None
-        last = state.last_turn
-        if (last is None or last.status != "done" or not last.response
-                or last.request_hash != fingerprint):
-            return None
-        if request.retry or double_submit:
-            return last
-        window = self.settings.agent.resend_window_s
-        resends = resends_history(state.conversation,
-                                  history_client=request.identity.history_client)
-        if (window > 0 and not resends and last.finished_at is not None
-                and time.time() - last.finished_at <= window
-                and self.undelivered.pop(state.conversation.pk) == last.turn_id):
-            return last
-        return None
 
     async def _plan_input(self, request: TurnRequest, agent: Agent, state: TurnState,
                           client_messages: list[Message], fingerprint: str) -> InputPlan:
