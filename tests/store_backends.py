@@ -57,6 +57,19 @@ def run_with_store(store: Any, body: Callable[[Any], Awaitable[Any]]) -> Any:
             await store.close()
 
     return asyncio.run(main())
+async def waiting_on_a_lock(store: Any, what: str = "a lock") -> None:
+    """Until some backend of `store`'s Postgres database waits for a lock: a statement
+    started in a task is blocked by another connection's open transaction (a race made
+    deterministic: the other transaction commits only once this returns)."""
+    for _ in range(500):
+        if await store.pool.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE NOT l.granted AND a.datname = current_database()"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the statement never waited for {what}")
+
+
 DEFAULT_BLOCKS = [Block("persona", "I am a helpful assistant."), Block("human", "")]
 
 

@@ -171,6 +171,31 @@ class TurnState:
 
 
 @dataclass(frozen=True)
+class Assumed:
+    """What an input planned before its turn read the conversation assumed of it: the newest
+    message in context (its seq and path hash), the last turn (done), and what the
+    conversation knows of its client. The store's read checks it before storing the input
+    (turn/ahead.py)."""
+
+    tip_seq: int
+    tip_path_hash: str
+    last_turn_id: str
+    resends_history: bool | None
+
+
+@dataclass(frozen=True)
+class PlannedBegin:
+    """A `begin_turn` planned before the read: an append of `inputs` under `parent_seq`, to be
+    stored by the read itself when the conversation is as `assumed`."""
+
+    turn_id: str
+    request_hash: str
+    inputs: list[NewMessage]
+    parent_seq: int
+    assumed: Assumed
+
+
+@dataclass(frozen=True)
 class KnownContext:
     """A conversation's context as this process last loaded it, handed back to the store so
     that loading it again decodes only the rows added since (proxy/store/known_context.py).

@@ -29,6 +29,8 @@ class FinishedTurn:
     done: TurnDone
     upstream_seconds: float  # model calls, the summarizer's included
     compactions: int  # page-outs during the turn
+    request_hash: str = ""
+    input_tip_seq: int | None = None  # the newest message of its context before its reply
 
 
 class TurnObserver(Protocol):

@@ -6,9 +6,10 @@ the rest of the turn in one transaction at the end (session.py), and a failure m
 failed with its input kept so that a retry continues it instead of storing it twice.
 
     start ─▶ lock the conversation (locks.py)
-          ─▶ read its state under the lock (one store call; context_cache.py)
+          ─▶ read its state under the lock (one store call; context_cache.py), where the
+             store can, storing in the same call an input planned ahead (ahead.py)
           ─▶ replay a retried request whose turn finished
-          ─▶ reconcile and store the input (input.py)
+          ─▶ reconcile and store the input (input.py), unless stored with the read
           ─▶ prepare: system prompt, window (window.py), loop ─▶ TurnSession (session.py)
 """
 
@@ -48,6 +49,7 @@ from ..obs.metrics import Metrics
 from ..store.base import Store
 from ..store.leases import LeaseClaim
 from ..upstream import UpstreamClient
+from .ahead import PlannedAhead, RememberTips, Tips, plan_ahead
 from .background_summaries import SummaryQueue
 from .context_cache import ContextCache
 from .ephemeral import start_ephemeral
@@ -56,6 +58,7 @@ from .identities import Identities
 from .input import (
     InputPlan,
     client_hashes,
+    context_with_input,
     plan_input,
     read_history,
     store_input,
@@ -82,6 +85,7 @@ class StoredTurn:
     turn_id: str
     context: list[StoredMessage]  # the conversation's context, the input in it
     plan: InputPlan
+    fingerprint: str = ""  # the request's hash (core.messages.request_hash)
 
     def memory_stats(self) -> MemoryStats:
         # as read before this turn's input was stored (superseded messages aside)
@@ -90,6 +94,15 @@ class StoredTurn:
             recall_messages=self.state.recall_messages + len(self.plan.decision.new_input),
             archival_passages=self.state.archival_passages,
         )
+
+
+@dataclass(frozen=True)
+class Read:
+    """A turn's read under its conversation's lock, and the input it stored if it stored one
+    (planned ahead: ahead.py): the plan, the turn and the context with the input in it."""
+
+    state: TurnState
+    stored: tuple[InputPlan, str, list[StoredMessage]] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,11 @@ class StatefulService:
             EmbedNewRows(self.embeddings), RecordMetrics(self.metrics),
             FlushCatalog(self.catalog),
         ]
+        # the last turn's tip in each conversation, where the store can store an input
+        # planned from it with the read (ahead.py)
+        self.tips = Tips()
+        if getattr(store, "begins_in_read", False):
+            self.observers.append(RememberTips(self.tips))
         self.effects = TurnEffects(store, self.observers, self.metrics)
         self.extractor = FactExtractor(store, upstream, settings.memory)  # extract_facts
         # summaries of paged-out messages, written in the background (the app starts it)
@@ -160,38 +178,46 @@ class StatefulService:
                            or await self.identities.conversation_for(agent, client_messages))
         conversation_pk = await self.identities.conversation_pk(agent, conversation_id)
         fingerprint = request_hash(request.body)
+        hashes = client_hashes(client_messages)
         # The same request while the first is still running (a double submit) waits for it
         # and gets its answer.
         double_submit = self.running.get(conversation_pk) == fingerprint
         stack = AsyncExitStack()
         waited = time.perf_counter()
         # Read under the lock (the previous turn may have changed the summary); where the
-        # store can, the read takes the lease too (locks.py).
+        # store can, the read takes the lease too (locks.py), and stores the input if it
+        # could be planned ahead (ahead.py).
         loaded = await stack.enter_async_context(self.locks.hold(
             conversation_pk, self.settings.agent.lock_timeout_s,
-            first=lambda lease: self._state(agent, conversation_pk, lease)))
+            first=lambda lease: self._read(request, agent, conversation_pk, lease,
+                                           client_messages, hashes, fingerprint)))
         self.metrics.lock_wait.observe(time.perf_counter() - waited)
         try:
             assert loaded is not None
-            state: TurnState = loaded
+            state = loaded.state
             conversation = state.conversation
             self.running[conversation.pk] = fingerprint
             stack.callback(self.running.pop, conversation.pk, None)
-            replay = await find_replay(
-                self.store, request, state, fingerprint, double_submit=double_submit,
-                resend_window_s=self.settings.agent.resend_window_s,
-                undelivered=self.undelivered)
-            if replay is not None:
-                await stack.aclose()
-                return Replay(replay.response or {}, agent.agent_id,
-                              conversation.conversation_id, replay)
-            plan = await self._plan_input(request, agent, state, client_messages, fingerprint)
-            turn_id, context = await store_input(
-                self.store, plan, agent=agent, conversation=conversation,
-                fingerprint=fingerprint, idempotency_key=request.idempotency_key)
-            if plan.reload:  # the path moved: what this process keeps of the context is stale
-                self.contexts.forget(conversation.pk)
-            stored = StoredTurn(agent, state, turn_id, context, plan)
+            if loaded.stored is not None:  # planned ahead: an append, no replay (ahead.py)
+                plan, turn_id, context = loaded.stored
+                self.metrics.reconcile.labels(plan.decision.action.value).inc()
+            else:
+                replay = await find_replay(
+                    self.store, request, state, fingerprint, double_submit=double_submit,
+                    resend_window_s=self.settings.agent.resend_window_s,
+                    undelivered=self.undelivered)
+                if replay is not None:
+                    await stack.aclose()
+                    return Replay(replay.response or {}, agent.agent_id,
+                                  conversation.conversation_id, replay)
+                plan = await self._plan_input(request, agent, state, client_messages, hashes,
+                                              fingerprint)
+                turn_id, context = await store_input(
+                    self.store, plan, agent=agent, conversation=conversation,
+                    fingerprint=fingerprint, idempotency_key=request.idempotency_key)
+                if plan.reload:  # the path moved: what this process keeps of it is stale
+                    self.contexts.forget(conversation.pk)
+            stored = StoredTurn(agent, state, turn_id, context, plan, fingerprint)
             session = await self.prepare(request, api_key, stored, system_messages, stack)
         except BaseException:
             await stack.aclose()
@@ -202,17 +228,42 @@ class StatefulService:
         """Drop what this process keeps of a deleted agent (ids, cached contexts)."""
         for conversation_pk in self.identities.forget_agent(tenant, agent_id):
             self.contexts.forget(conversation_pk)
+            self.tips.forget(conversation_pk)
 
     # --- the steps under the lock -----------------------------------------------------------
+    async def _read(self, request: TurnRequest, agent: Agent, conversation_pk: int,
+                    lease: LeaseClaim | None, client_messages: list[Message],
+                    hashes: dict[int, str], fingerprint: str) -> Read:
+        """The turn's first read under the lock; with a lease claim from a store that
+        `begins_in_read`, an input planned ahead is stored by the same call (ahead.py)."""
+        ahead = None
+        if lease is not None and self.tips and not (request.idempotency_key or request.retry):
+            ahead = await plan_ahead(
+                self.tips.get(conversation_pk), client_messages=client_messages,
+                hashes=hashes, fingerprint=fingerprint, model=request.model,
+                history_client=request.identity.history_client,
+                agent_resends=bool(agent.settings.get("resends_history")))
+        state, first_seq = await self._state(agent, conversation_pk, lease, ahead)
+        if ahead is None or first_seq is None:
+            return Read(state)
+        plan, turn_id = ahead.with_context(state), ahead.begin.turn_id
+        return Read(state, (plan, turn_id, context_with_input(plan, turn_id, first_seq,
+                                                              time.time())))
+
     async def _state(self, agent: Agent, conversation_pk: int,
-                     lease: LeaseClaim | None = None) -> TurnState:
+                     lease: LeaseClaim | None = None, ahead: PlannedAhead | None = None,
+                     ) -> tuple[TurnState, int | None]:
         known = self.contexts.get(conversation_pk)
+        first_seq = None
         try:
             if lease is None:
                 state = await self.store.load_turn_state(agent.pk, conversation_pk, known)
-            else:  # only a store with `leases_in_read` is handed a claim
+            elif ahead is None:  # only a store with `leases_in_read` is handed a claim
                 state = await self.store.load_turn_state(
                     agent.pk, conversation_pk, known, lease=lease)
+            else:  # only a store that `begins_in_read` has tips (ahead.py)
+                state, first_seq = await self.store.load_and_begin(  # type: ignore[attr-defined]
+                    agent.pk, conversation_pk, known, lease=lease, planned=ahead.begin)
         except LookupError:
             # Deleted (by another process) since it was cached: recreate it under the same id.
             self.forget_agent(agent.tenant, agent.agent_id)
@@ -222,10 +273,11 @@ class StatefulService:
             ) from None
         self.contexts.put(conversation_pk, KnownContext(
             state.epoch, state.conversation.created_at, tuple(state.context)))
-        return state
+        return state, first_seq
 
     async def _plan_input(self, request: TurnRequest, agent: Agent, state: TurnState,
-                          client_messages: list[Message], fingerprint: str) -> InputPlan:
+                          client_messages: list[Message], hashes: dict[int, str],
+                          fingerprint: str) -> InputPlan:
         last = state.last_turn
         if last is not None and last.status == "open":
             # We hold the conversation's lease, so no process is running this turn any more.
@@ -234,7 +286,6 @@ class StatefulService:
                         " unanswered and a resend of it continues the turn",
                         state.conversation.conversation_id, agent.agent_id, last.turn_id)
         history_client = request.identity.history_client
-        hashes = client_hashes(client_messages)
         history = await read_history(self.store, state, client_messages, hashes, fingerprint,
                                      history_client=history_client)
         plan = plan_input(
@@ -331,7 +382,8 @@ class StatefulService:
         return TurnSession(
             effects=effects, request=request, agent=agent, conversation=conversation,
             turn_id=turn_id, loop=loop, memory=memory, window=window, decision=plan.decision,
-            exit_stack=stack, reply_hash=plan.reply_hash,
+            exit_stack=stack, reply_hash=plan.reply_hash, request_hash=stored.fingerprint,
+            input_tip_seq=stored.context[-1].seq if stored.context else None,
         )
 
     def sinks(self) -> Sinks:

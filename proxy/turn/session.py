@@ -68,6 +68,8 @@ class TurnSession:
     decision: Decision
     exit_stack: AsyncExitStack
     reply_hash: str = ""  # the path hash the turn's messages follow (core/tree.py)
+    request_hash: str = ""
+    input_tip_seq: int | None = None  # the newest message of the context it started with
     done: TurnDone | None = None
     response: dict[str, Any] | None = None
     _finished: bool = field(default=False, repr=False)
@@ -153,6 +155,7 @@ class TurnSession:
         finished = FinishedTurn(
             agent=self.agent, conversation=self.conversation, turn_id=self.turn_id, done=done,
             upstream_seconds=self.upstream_seconds, compactions=self.window.compactions,
+            request_hash=self.request_hash, input_tip_seq=self.input_tip_seq,
         )
         for observer in self.effects.observers:
             await observer.turn_finished(finished)

@@ -2,12 +2,14 @@
 
 Every statement memproxy sends on its pooled connections is counted (asyncpg's query logger,
 installed on each connection the store opens), through a real server, the openai SDK and the
-scripted upstream. A turn must stay at: load the state and take the lease in the same
-statement (its commit without WAL flush), store the input, store the output and release the
-lease in the same statement — three statements, two of them durable commits (one with
-`[database] postgres_input_commit = "fast"`), each one round trip once its statement is
-prepared (asyncpg caches prepared statements per connection: a second run of the same turn
-shape prepares nothing).
+scripted upstream. A turn that appends where this process's last turn in the conversation
+ended must stay at: load the state, take the lease and store the input planned ahead in the
+same statement (turn/ahead.py), then store the output and release the lease in the same
+statement — two statements, both durable commits (one with `[database]
+postgres_input_commit = "fast"`), each one round trip once its statement is prepared (asyncpg
+caches prepared statements per connection: a second run of the same turn shape prepares
+nothing). A turn that cannot be planned ahead takes one statement more: the read with the
+lease (no WAL flush), then the input.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from proxy.store.postgres import store as pg_store
 from tests import storage
 
 MODEL = "gpt-4o-mini"
-# load + the lease (no WAL flush, see turn_state.load_sql), begin, finish + release
-MAX_STATEMENTS_PER_TURN = 3
+# load + the lease + the input planned ahead (turn_state.load_sql), finish + release
+MAX_STATEMENTS_PER_TURN = 2
 # durable commits: the input before the model is called (unless postgres_input_commit is
 # "fast"), the outcome after
 
@@ -87,7 +89,7 @@ def recorder(monkeypatch) -> Recorder:
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.parametrize(("input_commit", "durable_commits"), [("durable", 2), ("fast", 1)])
-def test_a_turn_on_postgres_is_three_statements_and_prepares_nothing_twice(
+def test_a_turn_on_postgres_is_two_statements_and_prepares_nothing_twice(
         recorder, make_proxy, fake_upstream, input_commit, durable_commits):
     proxy = make_proxy({"database": {"postgres_input_commit": input_commit}})
     client = proxy.client()
@@ -97,15 +99,18 @@ def test_a_turn_on_postgres_is_three_statements_and_prepares_nothing_twice(
                                        extra_headers={"X-Agent-Id": "rt"})
 
     turn("first")  # creates the agent and conversation, prepares the statements
-    turn("second")
+    turn("second")  # learns that the client sends no history: not planned ahead
+    turn("third")  # planned ahead: prepares the read that stores the input
     recorder.take()
-    turn("third")
+    turn("fourth")
     statements, prepared = recorder.settled()
+    # the request's API key is looked up again now and then: authentication, not the turn
+    statements = [s for s in statements if "FROM api_keys" not in s]
     assert len(statements) <= MAX_STATEMENTS_PER_TURN, statements
     assert len([s for s in statements if durable_write(s)]) == durable_commits, statements
     assert prepared == []
     # and the turns are all there, each question with its answer
     stored = storage.roles_and_texts(storage.transcript(proxy.settings.database.url, "rt"))
-    assert stored == [(role, text) for n, q in enumerate(("first", "second", "third"), 1)
+    assert stored == [(role, text) for n, q in enumerate(("first", "second", "third", "fourth"), 1)
                       for role, text in (("user", q),
                                          ("assistant", f"Echo: {q} (saw {n} user messages)"))]

@@ -103,3 +103,27 @@ def test_three_processes_ninety_requests_three_conversations(database_url, fake_
         assert sorted(asked) == sorted(f"m{i}" for i in range(c, 90, 3))
         for (_, question), (_, answer) in zip(stored[::2], stored[1::2], strict=True):
             assert answer.startswith(f"Echo: {question} (saw ")
+
+
+def test_two_processes_taking_turns_in_any_order_each_see_every_turn(database_url,
+                                                                       fake_upstream):
+    """One conversation, one client sending only its new message, served by two processes in
+    a mixed order (on Postgres a process plans a turn ahead from its own last turn there:
+    turn/ahead.py). Each answer must have seen every question before it, whichever process
+    stored it, and each question and answer is stored once, in order, on one path."""
+    args = ["--database-url", database_url, "--upstream-url", fake_upstream.url]
+    with run_memproxy_subprocess(args, env={}) as a, run_memproxy_subprocess(args, env={}) as b:
+        clients = {name: openai.OpenAI(base_url=server.base_url, api_key=secrets.CLIENT_KEY,
+                                       max_retries=0, timeout=60)
+                   for name, server in (("a", a), ("b", b))}
+        order = "aabbabaaab"
+        for n, name in enumerate(order, 1):
+            reply = clients[name].chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}],
+                extra_headers={"X-Agent-Id": "pair", "X-Conversation-Id": "one"})
+            assert reply.choices[0].message.content == f"Echo: q{n} (saw {n} user messages)"
+    rows = storage.transcript(database_url, "pair", "one")
+    assert storage.roles_and_texts(rows) == [
+        pair for n in range(1, len(order) + 1)
+        for pair in (("user", f"q{n}"), ("assistant", f"Echo: q{n} (saw {n} user messages)"))]
+    assert [m.parent_seq for m in rows] == [0, *(m.seq for m in rows[:-1])]

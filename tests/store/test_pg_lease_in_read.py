@@ -18,24 +18,21 @@ import pytest
 from proxy.store import open_store
 from proxy.store.leases import LeaseBusy, LeaseClaim
 from proxy.turn.locks import ConversationLocks
-from tests.store_backends import assistant, postgres_url, result, run_with_store, setup, user
+from tests.store_backends import (
+    assistant,
+    postgres_url,
+    result,
+    run_with_store,
+    setup,
+    user,
+    waiting_on_a_lock,
+)
 
 __all__ = ["postgres_url"]  # the fixture
 
 
 def _run(url: str, body) -> Any:
     return run_with_store(open_store(url), body)
-
-
-async def _waiting_on_a_lock(store: Any) -> None:
-    """Until some backend of this database waits for a lock (the read, blocked)."""
-    for _ in range(500):
-        if await store.pool.fetchval(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                " WHERE NOT l.granted AND a.datname = current_database()"):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the read never waited for the lease row")
 
 
 def test_the_read_takes_the_lease_and_another_owner_is_busy(postgres_url):  # noqa: F811
@@ -110,7 +107,7 @@ def test_a_release_committed_during_the_read_is_never_missed(postgres_url, relea
                 await other.execute("DELETE FROM leases WHERE conversation_pk = $1", conv.pk)
             read = asyncio.create_task(s.load_turn_state(
                 agent.pk, conv.pk, known_context, lease=LeaseClaim("me", 30)))
-            await _waiting_on_a_lock(s)
+            await waiting_on_a_lock(s, "the lease row")
             await tx.commit()
             state = await read
         finally:

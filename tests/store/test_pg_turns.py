@@ -197,13 +197,18 @@ def test_tree_writes_are_one_statement_except_a_move(postgres_url: str) -> None:
     _pg(postgres_url, body)
 
 
-def test_no_turn_scans_all_messages_of_a_one_conversation_database(postgres_url: str) -> None:
+@pytest.mark.parametrize("planned", [False, True])
+def test_no_turn_scans_all_messages_of_a_one_conversation_database(postgres_url: str,
+                                                                     planned: bool) -> None:
     """A database that holds one long conversation (a personal assistant's `default` chat):
     `conversation_pk = $1` is then every row of messages, so a plan that does not know a
     turn's other bounds scans the table. Each statement of 40 turns (past Postgres's five
     trial plans, when it may switch a statement to its generic plan) must use an index: the
     supersede of `begin_turn` (`seq > parent`) once had a generic plan that read all 10,000
-    messages on every turn (5.4 ms)."""
+    messages on every turn (5.4 ms). `planned`: each turn's input is stored by its read
+    (turn/ahead.py), whose statement holds the same supersede."""
+    from proxy.core.tree import hang
+    from proxy.core.types import Assumed, PlannedBegin
     from proxy.store.leases import LeaseClaim
 
     def history() -> str:  # a long chat, paged out, written the way `bench` fills one
@@ -220,15 +225,32 @@ def test_no_turn_scans_all_messages_of_a_one_conversation_database(postgres_url:
         scans = ("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'messages'")
         await s.pool.execute("SELECT pg_stat_clear_snapshot()")
         before = await s.pool.fetchval(scans)
-        known = None
+        known, tip, stored_by_reads = None, None, 0
         for k in range(40):
-            state = await s.load_turn_state(agent.pk, conv.pk, known,
-                                            lease=LeaseClaim("me", 30.0))
+            inputs = [user(f"question {k}")]
+            first = None
+            if tip is not None:  # the input planned from the last turn, stored by the read
+                hang(inputs, tip.tip_path_hash)
+                state, first = await s.load_and_begin(
+                    agent.pk, conv.pk, known, lease=LeaseClaim("me", 30.0),
+                    planned=PlannedBegin(f"t{k}", f"h{k}", inputs, tip.tip_seq, tip))
+                stored_by_reads += first is not None
+            else:
+                state = await s.load_turn_state(agent.pk, conv.pk, known,
+                                                lease=LeaseClaim("me", 30.0))
             known = KnownContext(state.epoch, state.conversation.created_at,
                                  tuple(state.context))
-            await s.begin_turn(conv.pk, f"t{k}", f"h{k}", None, [user(f"question {k}")],
-                               parent_seq=state.context[-1].seq)
-            await s.finish_turn(f"t{k}", conv.pk, agent.pk, result(assistant(f"answer {k}")))
+            if first is None:
+                hang(inputs, state.context[-1].path_hash or "")
+                first = await s.begin_turn(conv.pk, f"t{k}", f"h{k}", None, inputs,
+                                           parent_seq=state.context[-1].seq)
+            reply = [assistant(f"answer {k}")]
+            hang(reply, inputs[-1].path_hash or "")
+            await s.finish_turn(f"t{k}", conv.pk, agent.pk, result(*reply))
+            if planned:
+                tip = Assumed(first + 1, reply[-1].path_hash or "", f"t{k}",
+                              state.conversation.resends_history)
+        assert stored_by_reads == (39 if planned else 0)
         await asyncio.sleep(0.6)  # the statistics collector's flush (PGSTAT_MIN_INTERVAL)
         await s.pool.execute("SELECT pg_stat_clear_snapshot()")
         return await s.pool.fetchval(scans) - before

@@ -354,6 +354,9 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
     # --- leases (one turn at a time per conversation, across processes) ------------------
     # A turn's lease is taken by its state's read (`load_turn_state(lease=...)`, turn_state.py)
     leases_in_read = True
+    # ... and it can store an input planned before that read in the same statement
+    # (`load_and_begin`, turn/ahead.py)
+    begins_in_read = True
 
     def turn_leases(self) -> PostgresStore:
         """Conversations are leased with rows of the `leases` table (see locks.py)."""

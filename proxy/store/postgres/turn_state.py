@@ -22,6 +22,7 @@ from typing import Any
 from ...core.types import Block, KnownContext, StoredMessage, TurnState
 from .. import known_context
 from .sql import CONV, DB_NOW, NO_FLUSH, TURN, conversation_row, fast_loads, turn_row
+from .turn_sql import BeginSlots, Params, begin_ctes
 
 # --- load_turn_state: one row -------------------------------------------------------------
 # The blocks and the context come as one array per column (asyncpg decodes arrays of scalars
@@ -43,11 +44,16 @@ def _arrays(columns: tuple[str, ...], query: str) -> str:
 
 
 @functools.cache
-def load_sql(known: bool, lease: bool = False) -> str:
+def load_sql(known: bool, lease: bool = False, planned: bool = False, flush: bool = True) -> str:
     """The state's one statement; with `lease`, it takes the conversation's lease first
     ($7, $8 with `known`, else $3, $4: owner, seconds to live) and returns no row while
-    another owner holds a live one, else the state and a last column `fresh` (module
-    docstring). The lease commits without a WAL flush, as `ACQUIRE_LEASE` (sql.py)."""
+    another owner holds a live one, else the state and a column `fresh` (module
+    docstring). The lease commits without a WAL flush, as `ACQUIRE_LEASE` (sql.py).
+
+    With `planned` (and `lease`), the statement also stores an input planned before it
+    (`planned_ctes`), and a last column holds its first seq, NULL if it stored nothing. Its
+    commit then waits for the WAL flush unless `flush` is off (the input's durability,
+    `[database] postgres_input_commit`)."""
     usable = "(e.value = $3 AND c.created_at = $4)"
     since = f" AND seq > CASE WHEN {usable} THEN $5 ELSE 0 END" if known else ""
     blocks = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM blocks WHERE agent_pk = $2 ORDER BY pos"
@@ -55,16 +61,19 @@ def load_sql(known: bool, lease: bool = False) -> str:
     sql = ""
     if lease:
         owner, ttl = ("$7", "$8") if known else ("$3", "$4")
+        no_flush = not planned or not flush
         sql = (
-            f"WITH {NO_FLUSH}, l AS (INSERT INTO leases (conversation_pk, owner, expires_at)"
-            f" SELECT $1, {owner}, {DB_NOW} + {ttl} FROM nf"
+            f"WITH {NO_FLUSH + ', ' if no_flush else ''}l AS (INSERT INTO leases"
+            f" (conversation_pk, owner, expires_at) SELECT $1, {owner}, {DB_NOW} + {ttl}"
+            f"{' FROM nf' if no_flush else ''}"
             " ON CONFLICT (conversation_pk) DO UPDATE SET owner = excluded.owner,"
             " expires_at = excluded.expires_at"
             f" WHERE leases.owner = excluded.owner OR leases.expires_at < {DB_NOW}"
             " RETURNING releases),"
             f" seen AS (SELECT releases, owner <> {owner} AND expires_at >= {DB_NOW} AS held"
-            " FROM leases WHERE conversation_pk = $1) "
+            " FROM leases WHERE conversation_pk = $1)"
         )
+        sql += f", {', '.join(planned_ctes(8 if known else 4))} " if planned else " "
     sql += (
         "SELECT c.*, t.*, (SELECT recall_count FROM agents WHERE pk = $2),"
         " (SELECT passage_count FROM agents WHERE pk = $2), e.value, b.*, m.*"
@@ -73,8 +82,9 @@ def load_sql(known: bool, lease: bool = False) -> str:
         sql += (f", {usable}, k.n, CASE WHEN {usable} AND k.n <> $6 THEN"
                 f" ARRAY(SELECT seq {_IN_CONTEXT} AND seq <= $5) END")
     if lease:
-        sql += (", (SELECT releases FROM l) = coalesce((SELECT releases FROM seen), 0)"
-                " AND NOT coalesce((SELECT held FROM seen), false)")
+        sql += f", {_FRESH}"
+    if lease and planned:
+        sql += ", (SELECT s.first FROM c, s)"  # the CTEs: `c` has a row when it stored
     sql += (
         f" FROM ({CONV} WHERE pk = $1) c"
         f" LEFT JOIN ({TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1) t ON true,"
@@ -86,6 +96,45 @@ def load_sql(known: bool, lease: bool = False) -> str:
     if lease:  # a one-time filter: no lease, nothing else read
         sql += " WHERE EXISTS (SELECT FROM l)"
     return sql
+
+
+# the snapshot's state is current: no release committed after it, nobody else's live lease in it
+_FRESH = ("(SELECT releases FROM l) = coalesce((SELECT releases FROM seen), 0)"
+          " AND NOT coalesce((SELECT held FROM seen), false)")
+
+
+def planned_ctes(after: int) -> list[str]:
+    """The CTEs of `load_sql(planned=True)` that store the planned input, their parameters
+    numbered from `after` + 1: turn_id, now, request_hash, idempotency_key (begin's slots);
+    the assumed tip seq, tip path hash, last turn and resends_history (`Assumed`); then
+    begin's parent_seq and message arrays.
+
+    `ok` has a row only when the lease was taken (`l`), the snapshot is fresh, and the
+    snapshot shows the conversation as assumed: then, and only then, the begin's CTEs
+    (turn_sql.begin_ctes, gated on `ok`) write, exactly as `begin_turn` with the same plan
+    would. Their rows are invisible to this statement's reads: the state it returns is the
+    state before the input, as `load_turn_state` would read it. `t_begun` is the turn's
+    insert, renamed for the reader: the state's own last turn is `t` in the FROM list (and `c`
+    there is the conversation's row, not the CTE)."""
+    p = Params(after)
+    slots = BeginSlots(*(placeholder for placeholder in p("text", "float8", "text", "text")))
+    tip_seq, tip_hash, last_turn, resends = p("integer", "text", "text", "boolean")
+    ok = (
+        f"ok AS (SELECT FROM l WHERE {_FRESH}"
+        " AND EXISTS (SELECT FROM (SELECT seq, path_hash FROM messages WHERE conversation_pk"
+        " = $1 AND in_context AND NOT superseded ORDER BY seq DESC LIMIT 1) z"
+        f" WHERE z.seq = {tip_seq} AND z.path_hash = {tip_hash})"
+        " AND EXISTS (SELECT FROM (SELECT turn_id, status FROM turns WHERE conversation_pk"
+        f" = $1 ORDER BY ord DESC LIMIT 1) z WHERE z.turn_id = {last_turn}"
+        " AND z.status = 'done')"
+        " AND EXISTS (SELECT FROM conversations WHERE pk = $1"
+        f" AND resends_history IS NOT DISTINCT FROM {resends}))"
+    )
+    begin = begin_ctes(p, supersede=False, parent=True, moved=False, messages=True,
+                       slots=slots, gate="EXISTS (SELECT FROM ok)")
+    assert begin[-1].startswith("t AS (")
+    begin[-1] = "t_begun" + begin[-1][1:]
+    return [ok, *begin]
 
 
 _EPOCH_AT = 17  # the columns: 6 conversation, 9 turn, 2 counts, the epoch,
