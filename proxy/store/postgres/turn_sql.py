@@ -72,10 +72,11 @@ def _insert_messages(p: Params, agent_pk: str, parent: str, sources: str,
 
 
 def begin_ctes(p: Params, *, supersede: bool, parent: bool, moved: bool, messages: bool,
-               slots: BeginSlots = BEGIN_SLOTS, gate: str | None = None) -> list[str]:
+               slots: BeginSlots = BEGIN_SLOTS, gate: str | None = None, turn: str = "t",
+               ) -> list[str]:
     """begin_turn's CTEs `c` (the conversation, locked), `s` (the first free seq), `x` (the
-    superseded rows), `m` (the inputs) and `t` (the turn), taking supersede_from_seq (if
-    `supersede`), parent_seq (if `parent`) and the message arrays (if `messages`) from `p`.
+    superseded rows), `m` (the inputs) and the turn (named `turn`), taking supersede_from_seq
+    (if `supersede`), parent_seq (if `parent`) and the message arrays (if `messages`) from `p`.
     With `gate` (a condition), nothing is written unless it holds: `c` has no row then, and
     every write depends on `c`."""
     lock = f" AND {gate}" if gate else ""
@@ -109,7 +110,7 @@ def begin_ctes(p: Params, *, supersede: bool, parent: bool, moved: bool, message
         insert, roles = _insert_messages(p, "c.agent_pk", under, "c, s", slots)
         ctes.append(insert)
         follows = f"s.first + cardinality({roles}) - 1"
-    ctes.append("t AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
+    ctes.append(f"{turn} AS (INSERT INTO turns (turn_id, conversation_pk, status, request_hash,"
                 " idempotency_key, created_at, first_seq, parent_seq)"
                 f" SELECT {slots.turn_id}, $1, 'open', {slots.request_hash},"
                 f" {slots.idempotency_key}, {slots.now}, s.first, {follows} FROM c, s)")

@@ -11,6 +11,11 @@ took (`l`): equal, the state is current; different, `fresh` is false and the cal
 state again, now under the lease. The statement also calls a state stale when its snapshot
 shows another owner's live lease (a process of an older release deletes its row on release,
 so no count would move).
+
+Storing the input in the read (`planned`, `planned_ctes`). An input planned before the read
+(turn/ahead.py) is stored by the same statement when its snapshot is fresh and shows the
+conversation as the plan assumed; the statement is then a durable commit (the input's), and
+a turn is two statements instead of three.
 """
 
 from __future__ import annotations
@@ -113,11 +118,11 @@ def planned_ctes(after: int) -> list[str]:
     snapshot shows the conversation as assumed: then, and only then, the begin's CTEs
     (turn_sql.begin_ctes, gated on `ok`) write, exactly as `begin_turn` with the same plan
     would. Their rows are invisible to this statement's reads: the state it returns is the
-    state before the input, as `load_turn_state` would read it. `t_begun` is the turn's
-    insert, renamed for the reader: the state's own last turn is `t` in the FROM list (and `c`
-    there is the conversation's row, not the CTE)."""
+    state before the input, as `load_turn_state` would read it. The turn's insert is named
+    `t_begun` for the reader: the state's own last turn is `t` in the FROM list (and `c` there
+    is the conversation's row, not the CTE)."""
     p = Params(after)
-    slots = BeginSlots(*(placeholder for placeholder in p("text", "float8", "text", "text")))
+    slots = BeginSlots(*p("text", "float8", "text", "text"))
     tip_seq, tip_hash, last_turn, resends = p("integer", "text", "text", "boolean")
     ok = (
         f"ok AS (SELECT FROM l WHERE {_FRESH}"
@@ -130,11 +135,8 @@ def planned_ctes(after: int) -> list[str]:
         " AND EXISTS (SELECT FROM conversations WHERE pk = $1"
         f" AND resends_history IS NOT DISTINCT FROM {resends}))"
     )
-    begin = begin_ctes(p, supersede=False, parent=True, moved=False, messages=True,
-                       slots=slots, gate="EXISTS (SELECT FROM ok)")
-    assert begin[-1].startswith("t AS (")
-    begin[-1] = "t_begun" + begin[-1][1:]
-    return [ok, *begin]
+    return [ok, *begin_ctes(p, supersede=False, parent=True, moved=False, messages=True,
+                            slots=slots, gate="EXISTS (SELECT FROM ok)", turn="t_begun")]
 
 
 _EPOCH_AT = 17  # the columns: 6 conversation, 9 turn, 2 counts, the epoch,
