@@ -168,6 +168,9 @@ class TurnState:
     archival_passages: int
     context: list[StoredMessage]
     epoch: int = 0  # the store's conversation epoch when it was read (see KnownContext)
+    # how many rows had left the conversation's context when it was read (Postgres: migration
+    # 14; 0 where the store counts the known rows instead, as SQLite does)
+    left_context: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,3 +210,6 @@ class KnownContext:
     epoch: int
     created_at: float
     messages: tuple[StoredMessage, ...]
+    # the conversation's count of rows that left its context, as read with `messages`: while
+    # it has not moved, none of them left (a store that keeps it need not count them)
+    left_context: int = 0

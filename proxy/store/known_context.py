@@ -10,6 +10,12 @@ turn hands the store what it loaded last time (`KnownContext`) and the store rea
 - only if that count is lower (a page-out, a regenerate), which of those seqs are left;
 - the rows after the newest known seq, decoded as usual.
 
+On Postgres even that count is skipped while it cannot have moved: each conversation counts
+the rows that ever left its context (`conversations.left_context`, kept by triggers for every
+writer, migration 14), and the known context carries the count it was read with. Equal counts
+mean no row left since: the count is the known one, and no row up to the newest known seq is
+read.
+
 This is exact because of how rows change: a message's data never changes after it is written;
 its in-context and superseded flags only ever go from in to out; seqs only grow within a
 conversation. So the in-context rows up to the known newest seq are a subset of the known

@@ -272,7 +272,8 @@ class StatefulService:
                 code="conversation_deleted", headers={"Retry-After": "1"},
             ) from None
         self.contexts.put(conversation_pk, KnownContext(
-            state.epoch, state.conversation.created_at, tuple(state.context)))
+            state.epoch, state.conversation.created_at, tuple(state.context),
+            state.left_context))
         return state, first_seq
 
     async def _plan_input(self, request: TurnRequest, agent: Agent, state: TurnState,

@@ -30,7 +30,8 @@ async def _check(s: Any, agent_pk: int, conv_pk: int, known: KnownContext | None
     fresh = await s.load_turn_state(agent_pk, conv_pk)
     assert _rows(cached.context) == _rows(fresh.context)
     assert cached.epoch == fresh.epoch
-    return KnownContext(cached.epoch, cached.conversation.created_at, tuple(cached.context))
+    return KnownContext(cached.epoch, cached.conversation.created_at, tuple(cached.context),
+                        cached.left_context)
 
 
 @pytest.mark.parametrize("seed", range(6))

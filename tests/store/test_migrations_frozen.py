@@ -60,6 +60,9 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
     13: ("message tsvector by trigger",
          "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
          "2b1e36ec874460c59b270271277661997184e1343ed78d97bd05f082f92f25a1"),
+    14: ("context leavers counted",
+         "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
+         "38fbfc11e1450906ff579315c96571e9ec9bbf500ce9f68bc3f276a450a1ddb1"),
 }
 
 

@@ -65,7 +65,8 @@ def _planned(turn_id: str, state: TurnState, **assumed: Any) -> PlannedBegin:
 
 
 def _known(state: TurnState) -> KnownContext:
-    return KnownContext(state.epoch, state.conversation.created_at, tuple(state.context))
+    return KnownContext(state.epoch, state.conversation.created_at, tuple(state.context),
+                        state.left_context)
 
 
 def _same_state(a: TurnState, b: TurnState) -> None:

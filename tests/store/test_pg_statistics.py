@@ -135,7 +135,13 @@ def test_a_large_import_is_analyzed_and_the_turn_state_plan_stays_cheap(
         assert small.pk != agent.pk and conversation is not None
         epoch = await s.pool.fetchval("SELECT value FROM conversation_epoch")
         jit_above_cost = float(await s.pool.fetchval("SHOW jit_above_cost"))
-        for known, extra in ((False, ()), (True, (epoch, conversation.created_at, 5990, 30))):
+        left = await s.pool.fetchval("SELECT left_context FROM conversations WHERE pk = $1",
+                                     conversation.pk)
+        known_args = (epoch, conversation.created_at, 5990, 30)
+        # no known context; one whose count of leavers moved (NULL never matches: the known
+        # rows still in context are counted); one whose count is current (no count)
+        for known, extra in ((False, ()), (True, (*known_args, None)),
+                             (True, (*known_args, left))):
             plan = json.loads(await s.pool.fetchval(
                 f"EXPLAIN (ANALYZE, FORMAT JSON) {load_sql(known)}", conversation.pk,
                 agent.pk, *extra))[0]

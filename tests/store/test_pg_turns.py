@@ -239,7 +239,7 @@ def test_no_turn_scans_all_messages_of_a_one_conversation_database(postgres_url:
                 state = await s.load_turn_state(agent.pk, conv.pk, known,
                                                 lease=LeaseClaim("me", 30.0))
             known = KnownContext(state.epoch, state.conversation.created_at,
-                                 tuple(state.context))
+                                 tuple(state.context), state.left_context)
             if first is None:
                 hang(inputs, state.context[-1].path_hash or "")
                 first = await s.begin_turn(conv.pk, f"t{k}", f"h{k}", None, inputs,

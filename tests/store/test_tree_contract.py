@@ -83,7 +83,8 @@ def test_rows_keep_the_tree_they_are_given(store_backend: Backend) -> None:
         assert [(m.seq, m.path_hash) for m in await s.visible_transcript(conv.pk)] == [
             (1, inputs[0].path_hash), (2, tip), (5, out[2].path_hash)]
         # a known context: the rows added since are read with their tree too
-        known = KnownContext(state.epoch, state.conversation.created_at, tuple(state.context))
+        known = KnownContext(state.epoch, state.conversation.created_at, tuple(state.context),
+                             state.left_context)
         seq, path = await exchange(s, agent.pk, conv.pk, "t2", "four", "five",
                                    under=(5, out[2].path_hash))
         again = await s.load_turn_state(agent.pk, conv.pk, known)
@@ -278,7 +279,7 @@ def test_a_move_invalidates_what_other_processes_know(store_backend: Backend) ->
         try:
             state = await other.load_turn_state(agent.pk, conv.pk)
             known = KnownContext(state.epoch, state.conversation.created_at,
-                                 tuple(state.context))
+                                 tuple(state.context), state.left_context)
             assert [m.seq for m in known.messages] == [1, 2, 5, 6]
             # rows 3-4 back, 5-6 out: as many in context up to seq 6 as before
             await exchange(s, agent.pk, conv.pk, "t4", "more", "ok", under=old, move=True)

@@ -39,6 +39,7 @@ from . import (
     v11_forgetting,
     v12_lease_releases,
     v13_message_tsv_by_trigger,
+    v14_context_leavers_counted,
 )
 
 
@@ -88,6 +89,9 @@ MIGRATIONS: list[Migration] = [
     Migration(13, "message tsvector by trigger",
               {"sqlite": v13_message_tsv_by_trigger.SQLITE,
                "postgres": v13_message_tsv_by_trigger.POSTGRES}),
+    Migration(14, "context leavers counted",
+              {"sqlite": v14_context_leavers_counted.SQLITE,
+               "postgres": v14_context_leavers_counted.POSTGRES}),
 ]
 
 

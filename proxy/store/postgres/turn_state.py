@@ -26,7 +26,7 @@ from typing import Any
 
 from ...core.types import Block, KnownContext, StoredMessage, TurnState
 from .. import known_context
-from .sql import CONV, DB_NOW, NO_FLUSH, TURN, conversation_row, fast_loads, turn_row
+from .sql import DB_NOW, NO_FLUSH, TURN, conversation_row, fast_loads, turn_row
 from .turn_sql import BeginSlots, Params, begin_ctes
 
 # --- load_turn_state: one row -------------------------------------------------------------
@@ -36,7 +36,12 @@ from .turn_sql import BeginSlots, Params, begin_ctes
 # With a KnownContext (store/known_context.py) that is still usable — $3 epoch, $4 created_at,
 # checked in the query — only the context rows after its newest seq ($5) are sent, with the
 # count of the rows up to it still in context and, only if that is not the known count ($6),
-# their seqs.
+# their seqs. That count is not taken while the conversation's count of rows that left its
+# context (`left_context`, migration 14) is the one the known context was read with ($7): then
+# no row left, and the count is the known one.
+# sql.CONV's columns, then the conversation's count of rows that left its context
+_CONVERSATION = ("SELECT pk, agent_pk, conversation_id, created_at, summary, resends_history,"
+                 " left_context FROM conversations")
 _BLOCK_COLUMNS = ("pos", "label", "value", "description", "lim", "read_only", "updated_at")
 _CONTEXT_COLUMNS = ("pk", "seq", "data", "turn_id", "created_at", "in_context", "visible",
                     "superseded", "tokens", "visible_hash", "parent_seq", "path_hash")
@@ -51,7 +56,7 @@ def _arrays(columns: tuple[str, ...], query: str) -> str:
 @functools.cache
 def load_sql(known: bool, lease: bool = False, planned: bool = False, flush: bool = True) -> str:
     """The state's one statement; with `lease`, it takes the conversation's lease first
-    ($7, $8 with `known`, else $3, $4: owner, seconds to live) and returns no row while
+    ($8, $9 with `known`, else $3, $4: owner, seconds to live) and returns no row while
     another owner holds a live one, else the state and a column `fresh` (module
     docstring). The lease commits without a WAL flush, as `ACQUIRE_LEASE` (sql.py).
 
@@ -60,12 +65,15 @@ def load_sql(known: bool, lease: bool = False, planned: bool = False, flush: boo
     commit then waits for the WAL flush unless `flush` is off (the input's durability,
     `[database] postgres_input_commit`)."""
     usable = "(e.value = $3 AND c.created_at = $4)"
-    since = f" AND seq > CASE WHEN {usable} THEN $5 ELSE 0 END" if known else ""
+    # the upper bound lets the generic plan price the range as narrow as it is (else it may
+    # prefer reading all of `messages` in a database that holds one long conversation)
+    since = (f" AND seq > CASE WHEN {usable} THEN $5 ELSE 0 END AND seq <= 2147483647"
+             if known else "")
     blocks = f"SELECT {', '.join(_BLOCK_COLUMNS)} FROM blocks WHERE agent_pk = $2 ORDER BY pos"
     context = f"SELECT {', '.join(_CONTEXT_COLUMNS)} {_IN_CONTEXT}{since} ORDER BY seq"
     sql = ""
     if lease:
-        owner, ttl = ("$7", "$8") if known else ("$3", "$4")
+        owner, ttl = ("$8", "$9") if known else ("$3", "$4")
         no_flush = not planned or not flush
         sql = (
             f"WITH {NO_FLUSH + ', ' if no_flush else ''}l AS (INSERT INTO leases"
@@ -78,7 +86,7 @@ def load_sql(known: bool, lease: bool = False, planned: bool = False, flush: boo
             f" seen AS (SELECT releases, owner <> {owner} AND expires_at >= {DB_NOW} AS held"
             " FROM leases WHERE conversation_pk = $1)"
         )
-        sql += f", {', '.join(planned_ctes(8 if known else 4))} " if planned else " "
+        sql += f", {', '.join(planned_ctes(9 if known else 4))} " if planned else " "
     sql += (
         "SELECT c.*, t.*, (SELECT recall_count FROM agents WHERE pk = $2),"
         " (SELECT passage_count FROM agents WHERE pk = $2), e.value, b.*, m.*"
@@ -91,16 +99,25 @@ def load_sql(known: bool, lease: bool = False, planned: bool = False, flush: boo
     if lease and planned:
         sql += ", (SELECT s.first FROM c, s)"  # the CTEs: `c` has a row when it stored
     sql += (
-        f" FROM ({CONV} WHERE pk = $1) c"
+        f" FROM ({_CONVERSATION} WHERE pk = $1) c"
         f" LEFT JOIN ({TURN} WHERE conversation_pk = $1 ORDER BY ord DESC LIMIT 1) t ON true,"
         " conversation_epoch e,"
         f" {_arrays(_BLOCK_COLUMNS, blocks)} b, {_arrays(_CONTEXT_COLUMNS, context)} m"
     )
     if known:
-        sql += f", LATERAL (SELECT count(*) AS n {_IN_CONTEXT} AND seq <= $5 AND {usable}) k"
+        # OFFSET 0: one evaluation of the count, not pulled up into the query and run twice
+        sql += (f", LATERAL (SELECT CASE WHEN NOT {usable} THEN 0"
+                " WHEN c.left_context = $7 THEN $6"
+                f" ELSE (SELECT count(*) {_IN_CONTEXT} AND seq <= $5) END AS n OFFSET 0) k")
     if lease:  # a one-time filter: no lease, nothing else read
         sql += " WHERE EXISTS (SELECT FROM l)"
     return sql
+
+
+def known_args(known: KnownContext) -> list[Any]:
+    """`load_sql(known=True)`'s parameters $3-$7, describing `known`."""
+    return [known.epoch, known.created_at, known_context.newest_seq(known),
+            len(known.messages), known.left_context]
 
 
 # the snapshot's state is current: no release committed after it, nobody else's live lease in it
@@ -139,7 +156,7 @@ def planned_ctes(after: int) -> list[str]:
                             slots=slots, gate="EXISTS (SELECT FROM ok)", turn="t_begun")]
 
 
-_EPOCH_AT = 17  # the columns: 6 conversation, 9 turn, 2 counts, the epoch,
+_EPOCH_AT = 18  # the columns: 7 conversation (left_context last), 9 turn, 2 counts, the epoch,
 _BLOCKS_AT = _EPOCH_AT + 1  # then the block arrays, the context arrays,
 _CONTEXT_AT = _BLOCKS_AT + len(_BLOCK_COLUMNS)
 _KNOWN_AT = _CONTEXT_AT + len(_CONTEXT_COLUMNS)  # and (with `known`) usable, count, seqs
@@ -168,7 +185,7 @@ def turn_state(r: Any, known: KnownContext | None = None) -> TurnState:
     if known is not None and r[_KNOWN_AT]:  # usable: `context` holds the rows after it
         still = r[_KNOWN_AT + 1] if r[_KNOWN_AT + 2] is None else set(r[_KNOWN_AT + 2])
         context = known_context.merge(known, still, context)
-    last = None if r[6] is None else turn_row(r[6:15])
-    return TurnState(conversation_row(r), last, blocks, r[15] or 0, r[16] or 0, context,
-                     r[_EPOCH_AT])
+    last = None if r[7] is None else turn_row(r[7:16])
+    return TurnState(conversation_row(r), last, blocks, r[16] or 0, r[17] or 0, context,
+                     r[_EPOCH_AT], r[6])
 

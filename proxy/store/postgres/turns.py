@@ -43,7 +43,6 @@ from ...core.types import (
     TurnResult,
     TurnState,
 )
-from .. import known_context
 from ..leases import LeaseBusy, LeaseClaim
 from .admin import revision_arrays
 from .sql import (
@@ -57,7 +56,7 @@ from .sql import (
 )
 from .tree import move_path, truncate_after
 from .turn_sql import begin_sql, finish_sql
-from .turn_state import load_sql, turn_state
+from .turn_state import known_args, load_sql, turn_state
 
 if TYPE_CHECKING:
     from .held_leases import HeldLeases
@@ -154,8 +153,7 @@ class PostgresTurnsMixin:
         finds was read before another turn's release is read again, under the lease."""
         args: list[Any] = [conversation_pk, agent_pk]
         if known is not None:
-            args += [known.epoch, known.created_at, known_context.newest_seq(known),
-                     len(known.messages)]
+            args += known_args(known)
         if lease is None:
             row = await self.pool.fetchrow(load_sql(known is not None), *args)
         else:
@@ -184,8 +182,7 @@ class PostgresTurnsMixin:
         The lease is held either way; LeaseBusy and LookupError as `load_turn_state`."""
         args: list[Any] = [conversation_pk, agent_pk]
         if known is not None:
-            args += [known.epoch, known.created_at, known_context.newest_seq(known),
-                     len(known.messages)]
+            args += known_args(known)
         assumed = planned.assumed
         args += [lease.owner, float(lease.ttl_s), planned.turn_id, time.time(),
                  planned.request_hash, None, assumed.tip_seq, assumed.tip_path_hash,
