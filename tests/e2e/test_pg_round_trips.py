@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from proxy.store.postgres import store as pg_store
+from proxy.store.postgres import connections as pg_connections
 from tests import storage
 
 MODEL = "gpt-4o-mini"
@@ -66,13 +66,13 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch) -> Recorder:
     rec = Recorder()
-    init = pg_store._Connection.__init__
+    init = pg_connections.NoResetConnection.__init__
 
     def counting_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self.add_query_logger(rec)
 
-    prepare = pg_store._Connection._get_statement
+    prepare = pg_connections.NoResetConnection._get_statement
 
     async def counting_prepare(self, query, *args, **kwargs):
         record_class = kwargs.get("record_class") or self._protocol.get_record_class()
@@ -82,8 +82,8 @@ def recorder(monkeypatch) -> Recorder:
                 rec.prepared.append(query)
         return await prepare(self, query, *args, **kwargs)
 
-    monkeypatch.setattr(pg_store._Connection, "__init__", counting_init)
-    monkeypatch.setattr(pg_store._Connection, "_get_statement", counting_prepare)
+    monkeypatch.setattr(pg_connections.NoResetConnection, "__init__", counting_init)
+    monkeypatch.setattr(pg_connections.NoResetConnection, "_get_statement", counting_prepare)
     return rec
 
 

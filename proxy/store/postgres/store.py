@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -42,8 +41,10 @@ from ..base import ApiKeyEntry
 from ..migrations import apply_postgres, check_fts_config
 from .admin import PostgresAdminMixin
 from .admin_dump import PostgresDumpMixin
+from .connections import NoResetConnection, session_settings, split_url
 from .forget import PostgresForget, check_agent_quota
 from .held_leases import HeldLeases
+from .lane import TurnLane
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql, query_words
 from .sql import (
@@ -78,34 +79,6 @@ __all__ = ["SQL_CONTEXT", "SQL_VISIBLE", "PostgresStore", "split_url"]
 log = logging.getLogger(__name__)
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """(DSN for asyncpg, the `fts` query parameter or None): `?fts=simple` is memproxy's."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    fts = [v for k, v in query if k == "fts"]
-    rest = urlencode([(k, v) for k, v in query if k != "fts"])
-    return urlunsplit(parts._replace(query=rest)), (fts[-1] if fts else None)
-
-
-# Server settings of every pooled connection, sent in the startup packet (no round trip);
-# a key given in the URL's query (`?jit=on`) is the URL's. JIT off: memproxy's queries are
-# short index lookups that run in well under a millisecond, so compiling them never pays;
-# but when the planner over-estimates (tables without statistics, see statistics.py) a plan
-# passes `jit_above_cost` and Postgres compiled `load_turn_state` on every turn, 20-350 ms of
-# compiling for 0.2 ms of work (issue 19).
-SESSION_SETTINGS = {"application_name": "memproxy", "jit": "off"}
-
-
-class _Connection(asyncpg.Connection):
-    """No reset query when a connection goes back to the pool (saves a round trip per call).
-
-    The store keeps no session state (no SET, LISTEN, cursors or session advisory locks);
-    asyncpg still rolls back a transaction left open, e.g. by a cancelled call."""
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
 _INSERT_PASSAGE = ("INSERT INTO passages (agent_pk, text, tags, created_at)"
                    " VALUES ($1, $2, $3::jsonb, $4) RETURNING pk")
 
@@ -132,6 +105,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self.fts_config = self.requested_fts_config  # the database's, once open
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self._lane: TurnLane | None = None  # a turn's statements' connections (lane.py)
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
         self._leases = HeldLeases()  # released by finish_turn (turns.py)
         self.term_stats = TermStats()  # a search's common words left unread (term_stats.py)
@@ -148,11 +122,9 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         need it (statistics.py: before serving, so the first turns plan with statistics)."""
         if self._pool is not None:
             return
-        given = {k for k, _ in parse_qsl(urlsplit(self.dsn).query, keep_blank_values=True)}
-        settings = {k: v for k, v in SESSION_SETTINGS.items() if k not in given}
         pool = await asyncpg.create_pool(
             self.dsn, min_size=self.min_size, max_size=self.max_size,
-            connection_class=_Connection, server_settings=settings)
+            connection_class=NoResetConnection, server_settings=session_settings(self.dsn))
         try:
             async with pool.acquire() as conn:
                 version, encoding = await conn.fetchrow(
@@ -186,9 +158,14 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             log.warning("the database was created with text search configuration %r; "
                         "ignoring the requested %r", self.fts_config, self.requested_fts_config)
         self._pool = pool
+        if self.max_size > 1:  # half the pool at most: the rest for everything else
+            self._lane = TurnLane(pool, self.max_size // 2)
 
     async def close(self) -> None:
         await self.statistics.close()
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            await lane.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -198,6 +175,11 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
+
+    @property
+    def lane(self) -> TurnLane | asyncpg.Pool:
+        """Where a turn's one-statement calls run: the turn lane, or the pool without one."""
+        return self._lane or self.pool
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
