@@ -16,9 +16,11 @@ a shared two-core machine move with everything else running on it.
 
     python -m bench throughput [--concurrency 1,4,16,64] [--duration 5] [--out DIR]
                                [--backend sqlite,postgres] [--workers 1,2]
+                               [--memproxy-src DIR]
 
 With several backends or worker counts, each deployment runs in turn and a first table puts
-their stateful turns/s side by side.
+their stateful turns/s side by side. `--memproxy-src` runs memproxy from another source tree
+(a worktree of the commit before a change), so a before/after pair differs only in that code.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from .common import (
     exit_on_signals,
     fmt_ms,
     free_port,
+    git_commit,
     machine_block,
     machine_info,
     markdown_table,
@@ -69,8 +72,10 @@ class Deployment:
 class ThroughputStack:
     """Fake upstream + memproxy for one deployment; a context manager that cleans up."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, memproxy_src: Path | None = None) -> None:
         self.deployment = deployment
+        # memproxy's code from another tree (a before/after pair); the rest is this checkout's
+        self.memproxy_src = memproxy_src.resolve() if memproxy_src else None
         self.tmp = Path(tempfile.mkdtemp(prefix="memproxy-throughput-"))
         self._exit = contextlib.ExitStack()
         self.upstream: Child | None = None
@@ -101,13 +106,15 @@ class ThroughputStack:
         self.upstream.wait_http(f"{self.upstream_url}/v1/models")
         env = child_env({"MEMPROXY_LOGGING_LEVEL": "WARNING",
                          "MEMPROXY_UPSTREAM_API_KEY": UPSTREAM_KEY})
+        if self.memproxy_src is not None:
+            env["PYTHONPATH"] = str(self.memproxy_src)
         self.memproxy = Child(
             "memproxy",
             [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1",
              "--port", str(mp_port), "--database-url", self._database_url(),
              "--upstream-url", f"{self.upstream_url}/v1",
              "--workers", str(self.deployment.workers)],
-            env=env, log_path=self.tmp / "memproxy.log", cwd=REPO_ROOT)
+            env=env, log_path=self.tmp / "memproxy.log", cwd=self.memproxy_src or REPO_ROOT)
         self.memproxy_url = f"http://127.0.0.1:{mp_port}"
         self.memproxy.wait_http(f"{self.memproxy_url}/health/liveliness", timeout_s=60)
 
@@ -242,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "run per backend and count")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="fake model latency")
     parser.add_argument("--out", type=Path, help="directory for throughput.json/.md/.png")
+    parser.add_argument("--memproxy-src", type=Path, metavar="DIR",
+                        help="run memproxy from this source tree, e.g. a worktree of another "
+                             "branch, for a before/after pair; the load generator and the fake "
+                             "upstream stay this checkout's")
     return parser
 
 
@@ -285,9 +296,14 @@ def run_one(args: argparse.Namespace, deployment: Deployment, *, alone: bool = T
             ) -> dict[str, Any]:
     concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     info = machine_info()
+    src = args.memproxy_src
+    if src is not None:
+        if not (src / "proxy" / "__init__.py").is_file():
+            raise SystemExit(f"--memproxy-src {src}: no proxy/ package there")
+        info["bench_commit"], info["commit"] = info["commit"], git_commit(src)
     eprint(f"throughput: {deployment.label}, concurrency {concurrencies}, "
-           f"{args.duration:g}s per run")
-    with ThroughputStack(deployment) as stack:
+           f"{args.duration:g}s per run" + (f", memproxy from {src}" if src else ""))
+    with ThroughputStack(deployment, src) as stack:
         rows = sweep(stack, modes=MODES, concurrencies=concurrencies, duration=args.duration,
                      warmup=args.warmup, agents=args.agents)
     summary = analyse(rows)
