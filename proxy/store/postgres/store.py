@@ -44,7 +44,6 @@ from .admin_dump import PostgresDumpMixin
 from .connections import NoResetConnection, session_settings, split_url
 from .forget import PostgresForget, check_agent_quota
 from .held_leases import HeldLeases
-from .lane import TurnLane
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql, query_words
 from .sql import (
@@ -105,7 +104,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self.fts_config = self.requested_fts_config  # the database's, once open
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
-        self._lane: TurnLane | None = None  # a turn's statements' connections (lane.py)
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
         self._leases = HeldLeases()  # released by finish_turn (turns.py)
         self.term_stats = TermStats()  # a search's common words left unread (term_stats.py)
@@ -158,14 +156,9 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             log.warning("the database was created with text search configuration %r; "
                         "ignoring the requested %r", self.fts_config, self.requested_fts_config)
         self._pool = pool
-        if self.max_size > 1:  # half the pool at most: the rest for everything else
-            self._lane = TurnLane(pool, self.max_size // 2)
 
     async def close(self) -> None:
         await self.statistics.close()
-        lane, self._lane = self._lane, None
-        if lane is not None:
-            await lane.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -175,11 +168,6 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         if self._pool is None:
             raise RuntimeError("store is not open")
         return self._pool
-
-    @property
-    def lane(self) -> TurnLane | asyncpg.Pool:
-        """Where a turn's one-statement calls run: the turn lane, or the pool without one."""
-        return self._lane or self.pool
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:

@@ -60,7 +60,6 @@ from .turn_state import known_args, load_sql, turn_state
 
 if TYPE_CHECKING:
     from .held_leases import HeldLeases
-    from .lane import TurnLane
     from .statistics import Statistics
 
 T = TypeVar("T")
@@ -82,8 +81,6 @@ class PostgresTurnsMixin:
     if TYPE_CHECKING:  # provided by PostgresStore
         @property
         def pool(self) -> asyncpg.Pool: ...
-        @property
-        def lane(self) -> TurnLane | asyncpg.Pool: ...
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
         _leases: HeldLeases
         input_commit: str
@@ -91,10 +88,10 @@ class PostgresTurnsMixin:
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
-        """`write(lane)`, one statement; if it numbered messages from a stale snapshot (see
+        """`write(pool)`, one statement; if it numbered messages from a stale snapshot (see
         the module docstring), `write(conn)` again in a transaction that runs `lock` first."""
         try:
-            return await write(self.lane)
+            return await write(self.pool)
         except asyncpg.UniqueViolationError as e:
             if e.constraint_name != _SEQ_KEY:
                 raise
@@ -158,10 +155,10 @@ class PostgresTurnsMixin:
         if known is not None:
             args += known_args(known)
         if lease is None:
-            row = await self.lane.fetchrow(load_sql(known is not None), *args)
+            row = await self.pool.fetchrow(load_sql(known is not None), *args)
         else:
             try:
-                row = await self.lane.fetchrow(load_sql(known is not None, lease=True), *args,
+                row = await self.pool.fetchrow(load_sql(known is not None, lease=True), *args,
                                                lease.owner, float(lease.ttl_s))
             except asyncpg.ForeignKeyViolationError:  # the lease of no conversation
                 raise LookupError(f"no conversation with pk {conversation_pk}") from None
@@ -194,7 +191,7 @@ class PostgresTurnsMixin:
         sql = load_sql(known is not None, lease=True, planned=True,
                        flush=self.input_commit == "durable")
         try:
-            row = await self.lane.fetchrow(sql, *args)
+            row = await self.pool.fetchrow(sql, *args)
         except asyncpg.ForeignKeyViolationError:  # the lease of no conversation
             raise LookupError(f"no conversation with pk {conversation_pk}") from None
         except asyncpg.UniqueViolationError as e:
