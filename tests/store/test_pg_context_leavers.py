@@ -93,6 +93,8 @@ def test_a_known_context_whose_count_has_not_moved_reads_none_of_its_rows(
         conv = await s.ensure_conversation(agent.pk, "c")
         for k in range(150):
             await _exchange(s, agent.pk, conv.pk, f"t{k}")
+        await s.terms.settle()  # the search indexer reads messages too: done before counting
+        await s.terms.drain()
         state = await s.load_turn_state(agent.pk, conv.pk)
         assert len(state.context) == 300
         current = _known(state)

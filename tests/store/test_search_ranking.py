@@ -138,6 +138,7 @@ def test_postgres_newest_matches_come_from_the_gin_index_in_a_generic_plan(
         agent, conv = await setup(s)
         await s.begin_turn(conv.pk, "bulk", "h", None,
                            [user(f"message {i} word{i % 3000}") for i in range(N)])
+        await s.terms.drain()
         await s.pool.execute("ANALYZE")
         sql, args = message_search_sql(s.fts_config, agent.pk, "word7 zebra", None, 5, None,
                                        None, newest=50)
@@ -149,7 +150,7 @@ def test_postgres_newest_matches_come_from_the_gin_index_in_a_generic_plan(
             plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE recall({literals})"))
             await conn.execute("DEALLOCATE recall")
             await conn.execute("RESET plan_cache_mode")
-        assert "Bitmap Index Scan on messages_tsv" in plan
+        assert "Bitmap Index Scan on message_terms_tsv" in plan
         assert "Index Scan Backward" not in plan
         hits = await s.search_messages(agent.pk, "word7 zebra", newest=50)
         assert sorted(h.seq for h in hits) == list(range(8, N + 1, 3000))

@@ -40,6 +40,7 @@ from . import (
     v12_lease_releases,
     v13_message_tsv_by_trigger,
     v14_context_leavers_counted,
+    v15_message_terms_after_the_turn,
 )
 
 
@@ -92,6 +93,9 @@ MIGRATIONS: list[Migration] = [
     Migration(14, "context leavers counted",
               {"sqlite": v14_context_leavers_counted.SQLITE,
                "postgres": v14_context_leavers_counted.POSTGRES}),
+    Migration(15, "message terms after the turn",
+              {"sqlite": v15_message_terms_after_the_turn.SQLITE,
+               "postgres": v15_message_terms_after_the_turn.POSTGRES}),
 ]
 
 

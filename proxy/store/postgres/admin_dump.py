@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from .statistics import Statistics
+    from .message_terms import TermsIndexer
 
 _INSERT_BLOCKS = (
     "INSERT INTO blocks (agent_pk, label, value, description, lim, read_only, updated_at)"
@@ -189,7 +189,9 @@ class PostgresDumpMixin:
     """`export_agent` / `import_agent` of `PostgresStore`."""
 
     if TYPE_CHECKING:  # provided by PostgresStore
-        statistics: Statistics
+        terms: TermsIndexer
+
+        def _wrote(self, rows: dict[str, int]) -> None: ...
 
         @property
         def pool(self) -> asyncpg.Pool: ...
@@ -208,9 +210,11 @@ class PostgresDumpMixin:
             agent = await _import(conn, tenant, agent_id, dump, replace, time.time(),
                                   max_agents, max_passages)
         conversations = dump.conversations
-        self.statistics.wrote({
+        self._wrote({
             "agents": 1, "blocks": len(dump.blocks), "block_revisions": len(dump.revisions),
             "conversations": len(conversations), "passages": len(dump.passages),
             "messages": sum(len(c.messages) for c in conversations),
             "turns": sum(len(c.turns) for c in conversations)})
+        # searchable before the import returns, as when the vectors were written with the rows
+        await self.terms.drain()
         return agent

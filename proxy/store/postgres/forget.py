@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 from ...core.forgetting import redact, scrub_lines
 from ...errors import quota_exceeded
 from ..forget_types import DELETE_CONVERSATION, FORGET, AuditEntry, Removed, Usage
+from .message_terms import TermsIndexer, matching_vectors
 from .search import tsquery_text
 from .sql import rows_changed
 
 if TYPE_CHECKING:
     import asyncpg
 
-_PURGED = ("messages", "message_vectors", "passages", "passage_vectors", "turns",
-           "conversations", "summary_jobs", "responses", "response_items")
+_PURGED = ("messages", "message_terms", "message_vectors", "passages", "passage_vectors",
+           "turns", "conversations", "summary_jobs", "responses", "response_items")
 _AUDIT = ("INSERT INTO forget_log (tenant, agent_id, actor, kind, conversations, messages,"
           " passages, responses, blocks, created_at)"
           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
@@ -119,6 +120,7 @@ class PostgresForget:
     if TYPE_CHECKING:  # provided by PostgresStore
         pool: asyncpg.Pool
         fts_config: str
+        terms: TermsIndexer
 
         def _transaction(self) -> Any: ...
 
@@ -156,7 +158,8 @@ class PostgresForget:
                     agent_pk, passage_pks))
             if not removed.empty:
                 await audit(conn, tenant, agent_id, actor, kind, removed, now)
-            return removed
+        self.terms.kick()  # the forgotten messages were queued to be indexed again
+        return removed
 
     async def expired_messages(self, agent_pk: int, before: float, limit: int
                                ) -> list[tuple[str, int]]:
@@ -230,10 +233,12 @@ class PostgresForget:
         text = tsquery_text(query)
         if text is None:
             return []
+        tsquery = (f"(websearch_to_tsquery('{self.fts_config}', memproxy_fold($2))"
+                   " && memproxy_scope_query($1))")
+        matches = matching_vectors(tsquery, "m.forgotten_at IS NULL",
+                                   "m.conversation_pk, m.seq, m.text")
         rows = await self.pool.fetch(
-            "SELECT c.conversation_id, m.seq, m.text FROM messages m"
-            " JOIN conversations c ON c.pk = m.conversation_pk"
-            f" WHERE m.agent_pk = $1 AND m.tsv @@ (websearch_to_tsquery('{self.fts_config}',"
-            " memproxy_fold($2)) && memproxy_scope_query($1)) AND m.forgotten_at IS NULL"
+            "SELECT c.conversation_id, h.seq, h.text"
+            f" FROM ({matches}) h JOIN conversations c ON c.pk = h.conversation_pk"
             " LIMIT $3", agent_pk, text, limit)
         return [(r[0], r[1], r[2]) for r in rows]

@@ -27,6 +27,7 @@ from typing import Any
 
 from ...core.types import MessageHit
 from ..query_terms import query_terms
+from .message_terms import CURRENT_VECTOR, matching_vectors
 from .term_stats import Budgeted
 
 # Ties: newest first, then by primary key, as on SQLite (sqlite/fts.py).
@@ -179,17 +180,17 @@ def message_search_sql(
                f" ORDER BY m.created_at DESC, m.pk DESC LIMIT {args.add(limit)}")
         return sql, args.values
     keep = " AND ".join(where) or "true"
-    matches = (f"SELECT m.pk, m.tsv, {keep} AS keep, m.created_at AS at FROM messages m"
-               " WHERE m.tsv @@ q.scoped"
-               " AND m.agent_pk = $1 AND m.visible AND NOT m.superseded")
+    matches = matching_vectors("q.scoped", "m.visible AND NOT m.superseded",
+                               f"{keep} AS keep, m.created_at AS at")
     if newest is not None:
-        # `m.pk + 0`, not `m.pk`: an order the primary key cannot give. Otherwise, once
+        # `u.pk + 0`, not `u.pk`: an order the primary key cannot give. Otherwise, once
         # asyncpg's prepared statement switches to Postgres's generic plan (after five runs),
-        # the planner walks the primary key backwards testing every row against the tsquery
+        # the planner may walk the primary key backwards testing every row against the tsquery
         # until it has `newest` matches: all of the table's newer rows for a rare word
         # (40-120 ms at 10k messages, every turn's automatic recall). The GIN bitmap then
         # sorting the matches by pk is what the first five runs did (0.5-7 ms).
-        matches += f" ORDER BY m.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}"
+        matches = (f"SELECT * FROM ({matches}) u"
+                   f" ORDER BY u.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}")
     text_p, words_p, stats = _query_params(args, text, query, budgeted)
     ctes = _bm25_ctes(fts_config, text_p, words_p, "SELECT recall_count FROM agents WHERE pk = $1",
                       matches, args.add(limit), budgeted=stats)
@@ -248,8 +249,9 @@ def conversation_search_sql(
     rows = f"FROM messages m WHERE m.conversation_pk = $2 AND m.visible{hide}"
     ctes = _bm25_ctes(fts_config, args.add(text), args.add(query_words(query)),
                       f"SELECT count(*) {rows}",
-                      f"SELECT m.pk, m.tsv, true AS keep, m.created_at AS at {rows}"
-                      " AND m.tsv @@ q.scoped",
+                      f"SELECT v.pk, v.tsv, true AS keep, v.at FROM (SELECT m.pk,"
+                      f" {CURRENT_VECTOR} AS tsv, m.created_at AS at {rows}) v"
+                      " WHERE v.tsv @@ q.scoped",
                       args.add(limit), ties="ASC")
     return ctes, args.values
 

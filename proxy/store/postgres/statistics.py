@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 # the others (settings, migrations, backfill list, model stats) are read by primary key or not
 # at all while serving.
 TABLES = ("agents", "api_keys", "blocks", "block_revisions", "conversations",
-          "conversation_epoch", "leases", "messages", "turns", "passages", "message_vectors",
+          "conversation_epoch", "leases", "messages", "message_terms", "message_terms_pending",
+          "turns", "passages", "message_vectors",
           "passage_vectors", "vector_state", "responses", "api_conversations",
           "api_conversation_items", "response_items")
 _TRACKED = frozenset(TABLES)

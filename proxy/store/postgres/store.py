@@ -44,6 +44,7 @@ from .admin_dump import PostgresDumpMixin
 from .connections import NoResetConnection, session_settings, split_url
 from .forget import PostgresForget, check_agent_quota
 from .held_leases import HeldLeases
+from .message_terms import TermsIndexer
 from .responses import PostgresResponsesMixin
 from .search import NEIGHBOURS_SQL, hit_row, message_search_sql, passage_search_sql, query_words
 from .sql import (
@@ -105,6 +106,8 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
         self.min_size, self.max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
         self.statistics = Statistics()  # ANALYZE after migrations and bulk loads
+        # messages indexed for search after their turn (message_terms.py)
+        self.terms = TermsIndexer(wrote=lambda n: self.statistics.wrote({"message_terms": n}))
         self._leases = HeldLeases()  # released by finish_turn (turns.py)
         self.term_stats = TermStats()  # a search's common words left unread (term_stats.py)
         # `[database] postgres_input_commit`: "fast" commits begin_turn without waiting for
@@ -156,12 +159,21 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             log.warning("the database was created with text search configuration %r; "
                         "ignoring the requested %r", self.fts_config, self.requested_fts_config)
         self._pool = pool
+        self.terms.start(pool)  # also indexes what a stopped process left queued
 
     async def close(self) -> None:
+        await self.terms.close()
         await self.statistics.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    def _wrote(self, rows: dict[str, int]) -> None:
+        """Rows were written: count them for ANALYZE, and have new messages indexed."""
+        if rows.get("messages"):
+            rows = {**rows, "message_terms_pending": rows["messages"]}
+            self.terms.kick()
+        self.statistics.wrote(rows)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -362,7 +374,7 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
                 if count is not None and count >= max_passages:
                     raise quota_exceeded("passages_per_agent", max_passages)
                 pk = await conn.fetchval(_INSERT_PASSAGE, *args)
-        self.statistics.wrote({"passages": 1})  # `memproxy load` stores files this way
+        self._wrote({"passages": 1})  # `memproxy load` stores files this way
         return Passage(pk=pk, text=text, tags=tags, created_at=now)
 
     async def search_passages(self, agent_pk: int, query: str, *, tags: list[str] | None = None,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..query_terms import pick_rarest
+from .message_terms import CURRENT_VECTOR
 
 # Rows the BM25 statement may read for one search before it keeps only the rarest lexemes (as
 # SQLite's automatic recall: sqlite/term_stats.py). At 100k rows of the search benchmark a match
@@ -48,13 +49,14 @@ REREAD_S = 30.0
 REFRESH_GROWTH = 1.25
 SAMPLE_ROWS = 2000  # rows read to estimate the mean length for the budgeted statement
 
-# Per table: the agent's searchable rows (their counter on the agent row) and what a count
-# filters on besides the agent's scope lexeme, which the tsquery holds (the predicate of the
-# messages' partial GIN index, so that the index is used; no agent_pk, which the heap rows
-# would have to be read for: 12 ms against 6 for a lexeme in 3,157 passages).
+# Per table: the agent's searchable rows (their counter on the agent row) and the table of
+# their vectors, counted through its GIN index with the agent's scope lexeme, which the tsquery
+# holds (no agent_pk, which the heap rows would have to be read for: 12 ms against 6 for a
+# lexeme in 3,157 passages). Messages are counted in `message_terms` (migration 15: the
+# vectors of their visible rows, superseded ones too) and among the agent's queued rows.
 TABLES = {
-    "messages": ("recall_count", "m.visible AND NOT m.superseded"),
-    "passages": ("passage_count", "true"),
+    "messages": ("recall_count", "message_terms"),
+    "passages": ("passage_count", "passages"),
 }
 
 
@@ -68,27 +70,38 @@ def lexemes_sql(fts_config: str, table: str) -> str:
     """$1 agent, $2 the query's words: (word, its lexemes, the agent's searchable rows), a row
     per word (each word alone through to_tsvector: the same parser and dictionaries as the
     indexed text, so the same lexemes)."""
-    counter, _ = TABLES[table]
+    counter = TABLES[table][0]
     return (f"SELECT w, tsvector_to_array(to_tsvector('{fts_config}', memproxy_fold(w))),"
             f" (SELECT {counter} FROM agents WHERE pk = $1) FROM unnest($2::text[]) AS w")
 
 
 def counts_sql(table: str) -> str:
     """$1 agent, $2 lexemes, $3 their tsquery literals: (lexeme, rows holding it), one row per
-    lexeme, each counted through the GIN index with the agent's scope lexeme."""
-    _, where = TABLES[table]
-    return ("SELECT u.lx, (SELECT count(*) FROM " + table + " m WHERE m.tsv @@"
-            " (u.tq::tsquery && memproxy_scope_query($1)) AND " + where + ")"
-            " FROM unnest($2::text[], $3::text[]) AS u(lx, tq)")
+    lexeme, each counted through the GIN index with the agent's scope lexeme (and, for
+    messages, among the agent's queued rows, their vectors computed once)."""
+    vectors = TABLES[table][1]
+    count = ("(SELECT count(*) FROM " + vectors + " m WHERE m.tsv @@"
+             " (u.tq::tsquery && memproxy_scope_query($1)))")
+    if table != "messages":
+        return f"SELECT u.lx, {count} FROM unnest($2::text[], $3::text[]) AS u(lx, tq)"
+    return ("WITH queued AS MATERIALIZED (SELECT memproxy_message_vector(m.agent_pk, m.text,"
+            " m.data) AS tsv FROM message_terms_pending p JOIN messages m"
+            " ON m.pk = p.message_pk AND m.agent_pk = p.agent_pk"
+            " WHERE p.agent_pk = $1 AND m.visible AND NOT m.superseded)"
+            f" SELECT u.lx, {count} + (SELECT count(*) FROM queued WHERE queued.tsv @@"
+            " u.tq::tsquery) FROM unnest($2::text[], $3::text[]) AS u(lx, tq)")
 
 
 def mean_length_sql(table: str) -> str:
     """$1 agent: the mean distinct-lexeme length of up to SAMPLE_ROWS of its searchable rows
     (any ones: an estimate of the agent-wide mean, which a match-limited search cannot take
     from its matches, as these are the rows of rare words only)."""
-    _, where = TABLES[table]
-    return (f"SELECT avg(length(s.tsv))::float8 FROM (SELECT m.tsv FROM {table} m"
-            f" WHERE m.agent_pk = $1 AND {where} LIMIT {SAMPLE_ROWS}) s")
+    if table == "messages":
+        rows = (f"SELECT {CURRENT_VECTOR} AS tsv FROM messages m"
+                " WHERE m.agent_pk = $1 AND m.visible AND NOT m.superseded")
+    else:
+        rows = f"SELECT m.tsv FROM {table} m WHERE m.agent_pk = $1"
+    return f"SELECT avg(length(s.tsv))::float8 FROM ({rows} LIMIT {SAMPLE_ROWS}) s"
 
 
 @dataclass

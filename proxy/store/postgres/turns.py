@@ -60,7 +60,6 @@ from .turn_state import known_args, load_sql, turn_state
 
 if TYPE_CHECKING:
     from .held_leases import HeldLeases
-    from .statistics import Statistics
 
 T = TypeVar("T")
 
@@ -84,7 +83,8 @@ class PostgresTurnsMixin:
         def _transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
         _leases: HeldLeases
         input_commit: str
-        statistics: Statistics
+
+        def _wrote(self, rows: dict[str, int]) -> None: ...
 
     async def _locked_retry(self, write: Callable[[Any], Awaitable[T]], lock: str,
                             *lock_args: Any) -> T:
@@ -127,7 +127,7 @@ class PostgresTurnsMixin:
                                              conversation_pk)
         if first is None:
             raise LookupError(f"no conversation with pk {conversation_pk}")
-        self.statistics.wrote({"turns": 1, "messages": len(inputs)})
+        self._wrote({"turns": 1, "messages": len(inputs)})
         return first
 
     async def _moved_begin(self, conversation_pk: int, parent_seq: int,
@@ -208,7 +208,7 @@ class PostgresTurnsMixin:
             return await self.load_turn_state(agent_pk, conversation_pk, known), None
         first = row[-1]
         if first is not None:
-            self.statistics.wrote({"turns": 1, "messages": len(planned.inputs)})
+            self._wrote({"turns": 1, "messages": len(planned.inputs)})
         return turn_state(row, known), first
 
     async def finish_turn(self, turn_id: str, conversation_pk: int, agent_pk: int,
@@ -248,7 +248,7 @@ class PostgresTurnsMixin:
             if owner is not None:
                 self._leases.restore(conversation_pk, owner)
             raise LookupError(f"turn {turn_id!r} is unknown or already finished")
-        self.statistics.wrote({"messages": len(result.messages), "passages": int(locked),
+        self._wrote({"messages": len(result.messages), "passages": int(locked),
                                "block_revisions": len(result.revisions)})
         return int(locked)
 
