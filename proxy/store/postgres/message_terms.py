@@ -39,11 +39,11 @@ VACUUM_EVERY = 20_000  # queue rows removed between two VACUUMs of the queue (au
 CLOSE_WAIT_S = 10.0
 
 # $1 the batch size: the queued rows taken (not those a change still running holds)
-_TAKE = ("DELETE FROM message_terms_pending q USING (SELECT agent_pk, message_pk"
+TAKE = ("DELETE FROM message_terms_pending q USING (SELECT agent_pk, message_pk"
          " FROM message_terms_pending LIMIT $1 FOR UPDATE SKIP LOCKED) k"
          " WHERE q.agent_pk = k.agent_pk AND q.message_pk = k.message_pk RETURNING q.message_pk")
 # $1 the taken rows: their vectors, for those still there and visible
-_STORE = ("INSERT INTO message_terms (message_pk, tsv)"
+STORE = ("INSERT INTO message_terms (message_pk, tsv)"
           " SELECT m.pk, memproxy_message_vector(m.agent_pk, m.text, m.data) FROM messages m"
           " WHERE m.pk = ANY($1::bigint[]) AND m.visible"
           " ON CONFLICT (message_pk) DO UPDATE SET tsv = excluded.tsv")
@@ -122,9 +122,9 @@ class TermsIndexer:
         async with pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit = off")
-                taken = [r[0] for r in await conn.fetch(_TAKE, self.batch)]
+                taken = [r[0] for r in await conn.fetch(TAKE, self.batch)]
                 if taken:
-                    await conn.execute(_STORE, taken)
+                    await conn.execute(STORE, taken)
             if taken and self._wrote is not None:
                 self._wrote(len(taken))
             self._since_vacuum += len(taken)
