@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting for memproxy, e.g. MEMPROXY_MEMORY_AUTO_RECALL=always "
                         "(repeatable; the bench's own environment is not passed on)")
+    p.add_argument("--reply-words", metavar="MIN-MAX", type=_words_range,
+                   help="the fake upstream replies MIN-MAX words (e.g. 200-300, an assistant "
+                        "reply of usual length) instead of its short canned sentence: what "
+                        "memproxy stores and indexes per turn grows with it")
     p.add_argument("--memproxy-src", type=Path, metavar="DIR",
                    help="run memproxy (and pre-populate with its store) from this source tree, "
                         "e.g. a worktree of another branch, for a before/after comparison; the "
@@ -292,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _levels(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip() and int(x) > 0]
+
+
+def _words_range(text: str) -> str:
+    """MIN-MAX (or N) words, as bench.fake_upstream's --reply-words takes it."""
+    low, _, high = text.partition("-")
+    if not (low.isdigit() and (high or low).isdigit() and 0 < int(low) <= int(high or low)):
+        raise argparse.ArgumentTypeError(f"MIN-MAX words, e.g. 200-300, not {text!r}")
+    return text
 
 
 def select_scenarios(args: argparse.Namespace) -> list[Scenario]:
@@ -377,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                 stack = exits.enter_context(Stack(
                     prepare=_preparer(mine, args.agents), keep_dir=args.keep,
                     context_window=args.context_window, memproxy_src=args.memproxy_src,
-                    memproxy_env=memproxy_env, db_url=db_url))
+                    memproxy_env=memproxy_env, db_url=db_url,
+                    upstream_args=["--reply-words", args.reply_words] if args.reply_words
+                    else ()))
                 deployments.append((stack, mine))
             complete &= measure(deployments, requests=args.requests, warmup=args.warmup,
                                 rounds=args.rounds, agents=args.agents,
