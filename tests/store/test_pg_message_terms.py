@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from proxy.store.postgres.message_terms import TermsIndexer
+from proxy.store.postgres.message_terms import STORE, TAKE, TermsIndexer
 from proxy.store.postgres.store import PostgresStore
 from proxy.store.postgres.term_stats import counts_sql
 from tests import store_backends
@@ -109,10 +109,13 @@ def test_a_forgotten_message_is_never_found_by_its_old_words(postgres_url: str) 
         # a vector that says "unicorn" for a queued row: the row counts as queued only
         seq = zebra[0]
         await s.pool.execute(
-            "INSERT INTO message_terms (message_pk, tsv) SELECT pk, to_tsvector('unicorn')"
-            " || array_to_tsvector(ARRAY[' a' || agent_pk::text]) FROM messages"
+            "INSERT INTO message_terms (message_pk, agent_pk, tsv) SELECT pk, agent_pk,"
+            " to_tsvector('unicorn') || array_to_tsvector(ARRAY[' a' || agent_pk::text])"
+            " FROM messages"
             " WHERE conversation_pk = $1 AND seq = $2", conv.pk, seq)
         assert await s.search_messages(agent.pk, "unicorn") == []
+        assert await s.search_messages(agent.pk, "unicorn", newest=5) == []  # in the window
+        assert await s.search_messages(agent.pk, "unicorn", newest=1) == []  # older than it
         assert await s.forget_candidates(agent.pk, "unicorn", 10) == []
         assert await s.search_conversation(conv.pk, agent.pk, "unicorn") == []
         await s.terms.drain()  # replaces it
@@ -155,16 +158,11 @@ def test_a_change_still_running_is_not_indexed_from_the_text_it_replaces(
         try:
             tx = indexer.transaction()
             await tx.start()
-            taken = [r[0] for r in await indexer.fetch(
-                "DELETE FROM message_terms_pending q RETURNING q.message_pk")]
+            taken = [r[0] for r in await indexer.fetch(TAKE, 10)]
             assert taken == [pk]
             task = asyncio.ensure_future(s.pool.execute(change, pk, "a narwhal"))
             await waiting_on_a_lock(s, "the indexer's queue row")
-            await indexer.execute(
-                "INSERT INTO message_terms (message_pk, tsv) SELECT m.pk,"
-                " memproxy_message_vector(m.agent_pk, m.text, m.data) FROM messages m"
-                " WHERE m.pk = ANY($1::bigint[]) ON CONFLICT (message_pk) DO UPDATE"
-                " SET tsv = excluded.tsv", taken)
+            await indexer.execute(STORE, taken)
             await tx.commit()
             await task
         finally:
@@ -253,5 +251,45 @@ def test_the_queue_is_vacuumed_as_the_indexer_goes(postgres_url: str, monkeypatc
                 return
             await asyncio.sleep(0.1)
         raise AssertionError("the indexer never vacuumed its queue")
+
+    store_backends.run_with_store(_paused(postgres_url), body)
+
+
+def test_the_newest_matches_are_exact_whether_the_window_holds_them_or_not(
+        postgres_url: str) -> None:
+    """Automatic recall ranks the agent's newest n matches, read from a window of its newest
+    vectors when the query's words are common and through the GIN index when they are rare
+    (message_terms.py): the same rows as testing every message, with superseded and queued
+    rows inside the window, and another agent's rows interleaved."""
+    async def body(s: Any) -> None:
+        agent, conv = await setup(s)
+        other, other_conv = await setup(s, agent_id="bob")
+        for i in range(60):
+            words = "common talk" + (" rare" if i % 25 == 3 else "") + (" mid" if i % 4 == 0
+                                                                         else "")
+            for who, c in ((agent, conv), (other, other_conv)):
+                tid = f"{who.agent_id}{i}"
+                await s.begin_turn(c.pk, tid, "h", None, [user(f"{words} {i}")])
+                await s.finish_turn(tid, c.pk, who.pk, result(assistant(f"{words} ok")))
+        await s.terms.drain()
+        # inside the window: a regenerated reply (superseded) and a forgotten message
+        await s.begin_turn(conv.pk, "again", "h", None, [], supersede_from_seq=119)
+        await s.finish_turn("again", conv.pk, agent.pk, result(assistant("common talk again")))
+        await s.forget("t1", "alice", agent.pk, [(conv.conversation_id, 117)], [],
+                       actor="test")
+        await _turns(s, conv, agent, "late", 1)  # queued, newest
+
+        async def reference(query: str, n: int) -> list[int]:
+            return [r[0] for r in await s.pool.fetch(
+                "SELECT m.seq FROM messages m WHERE m.agent_pk = $1 AND m.visible"
+                " AND NOT m.superseded AND memproxy_message_vector(m.agent_pk, m.text, m.data)"
+                " @@ websearch_to_tsquery('english', $2) ORDER BY m.pk DESC LIMIT $3",
+                agent.pk, query, n)]
+
+        for query in ("common", "mid", "rare", "rare or mid", "talk", "heron", "absent"):
+            for n in (1, 3, 5, 20):
+                hits = await s.search_messages(agent.pk, query, limit=n, newest=n)
+                assert sorted(h.seq for h in hits) == sorted(await reference(query, n)), \
+                    (query, n)
 
     store_backends.run_with_store(_paused(postgres_url), body)

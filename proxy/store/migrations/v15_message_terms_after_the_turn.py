@@ -10,9 +10,10 @@ be an UPDATE that is not HOT (the GIN index covers the column): every message wr
 with new entries in every index of `messages` (two processes then served 263 turns/s against
 336). So the vectors move to their own table, inserted once, in the background:
 
-- `message_terms (message_pk, tsv)`: the vector of every visible message that has been
-  indexed, with the GIN index the searches use. A message's row goes with it (ON DELETE
-  CASCADE).
+- `message_terms (message_pk, agent_pk, tsv)`: the vector of every visible message that has
+  been indexed, with the GIN index the searches use, and an index of each agent's vectors
+  newest first (automatic recall reads the newest matches). A message's row goes with it
+  (ON DELETE CASCADE).
 - `message_terms_pending (agent_pk, message_pk)`: the visible messages not indexed yet. The
   insert statement trigger that already counts an agent's searchable messages adds them (no
   trigger more on a turn's statements; one short row in a B-tree instead of a vector in a GIN
@@ -73,11 +74,15 @@ POSTGRES: tuple[str, ...] = (
     END $$""",
     """CREATE TABLE message_terms (
         message_pk bigint PRIMARY KEY REFERENCES messages(pk) ON DELETE CASCADE,
+        agent_pk bigint NOT NULL,
         tsv tsvector NOT NULL)""",
-    "INSERT INTO message_terms (message_pk, tsv) SELECT pk, tsv FROM messages"
-    " WHERE tsv IS NOT NULL",
+    "INSERT INTO message_terms (message_pk, agent_pk, tsv) SELECT pk, agent_pk, tsv"
+    " FROM messages WHERE tsv IS NOT NULL",
     # fastupdate off, as migration 1's index: no pending list for every search to scan
     "CREATE INDEX message_terms_tsv ON message_terms USING gin (tsv) WITH (fastupdate = off)",
+    # an agent's vectors newest first: automatic recall ranks the newest matches, and for a
+    # query of common words they are among the agent's newest rows (search.py)
+    "CREATE INDEX message_terms_newest ON message_terms (agent_pk, message_pk)",
     # no foreign keys: a check per queued row would cost the turn what this saves; the
     # indexer and the searches join `messages`, so a row whose message is gone is dropped
     """CREATE TABLE message_terms_pending (

@@ -40,13 +40,32 @@ CLOSE_WAIT_S = 10.0
 
 # $1 the batch size: the queued rows taken (not those a change still running holds)
 TAKE = ("DELETE FROM message_terms_pending q USING (SELECT agent_pk, message_pk"
-         " FROM message_terms_pending LIMIT $1 FOR UPDATE SKIP LOCKED) k"
-         " WHERE q.agent_pk = k.agent_pk AND q.message_pk = k.message_pk RETURNING q.message_pk")
+        " FROM message_terms_pending LIMIT $1 FOR UPDATE SKIP LOCKED) k"
+        " WHERE q.agent_pk = k.agent_pk AND q.message_pk = k.message_pk RETURNING q.message_pk")
 # $1 the taken rows: their vectors, for those still there and visible
-STORE = ("INSERT INTO message_terms (message_pk, tsv)"
-          " SELECT m.pk, memproxy_message_vector(m.agent_pk, m.text, m.data) FROM messages m"
-          " WHERE m.pk = ANY($1::bigint[]) AND m.visible"
-          " ON CONFLICT (message_pk) DO UPDATE SET tsv = excluded.tsv")
+STORE = ("INSERT INTO message_terms (message_pk, agent_pk, tsv)"
+         " SELECT m.pk, m.agent_pk, memproxy_message_vector(m.agent_pk, m.text, m.data)"
+         " FROM messages m WHERE m.pk = ANY($1::bigint[]) AND m.visible"
+         " ON CONFLICT (message_pk) DO UPDATE SET agent_pk = excluded.agent_pk,"
+         " tsv = excluded.tsv")
+
+
+# A messages row `m` that is queued again (its stored vector, if any, is being replaced)
+_QUEUED = ("EXISTS (SELECT FROM message_terms_pending pq WHERE pq.agent_pk = m.agent_pk"
+           " AND pq.message_pk = m.pk)")
+
+
+def _indexed(tsquery: str, where: str, columns: str) -> str:
+    return (f"SELECT m.pk, t.tsv, {columns} FROM message_terms t"
+            " JOIN messages m ON m.pk = t.message_pk"
+            f" WHERE t.tsv @@ {tsquery} AND m.agent_pk = $1 AND {where} AND NOT {_QUEUED}")
+
+
+def _queued(tsquery: str, where: str, columns: str) -> str:
+    return (f"SELECT m.pk, v.tsv, {columns} FROM message_terms_pending p"
+            " JOIN messages m ON m.pk = p.message_pk AND m.agent_pk = p.agent_pk"
+            " CROSS JOIN LATERAL (SELECT memproxy_message_vector(m.agent_pk, m.text, m.data)"
+            f" AS tsv) v WHERE p.agent_pk = $1 AND m.visible AND {where} AND v.tsv @@ {tsquery}")
 
 
 def matching_vectors(tsquery: str, where: str, columns: str) -> str:
@@ -54,15 +73,45 @@ def matching_vectors(tsquery: str, where: str, columns: str) -> str:
     vector matches `tsquery` (which holds the agent's scope lexeme, so the GIN index does the
     agent's part): the indexed rows not queued again, then the queued ones, vectors computed.
     `columns` are more output columns over `m`."""
-    return (f"SELECT m.pk, t.tsv, {columns} FROM message_terms t"
-            " JOIN messages m ON m.pk = t.message_pk"
-            f" WHERE t.tsv @@ {tsquery} AND m.agent_pk = $1 AND {where}"
-            " AND NOT EXISTS (SELECT FROM message_terms_pending q WHERE q.agent_pk = $1"
-            " AND q.message_pk = m.pk)"
-            f" UNION ALL SELECT m.pk, v.tsv, {columns} FROM message_terms_pending p"
-            " JOIN messages m ON m.pk = p.message_pk AND m.agent_pk = p.agent_pk"
-            " CROSS JOIN LATERAL (SELECT memproxy_message_vector(m.agent_pk, m.text, m.data)"
-            f" AS tsv) v WHERE p.agent_pk = $1 AND m.visible AND {where} AND v.tsv @@ {tsquery}")
+    return (f"{_indexed(tsquery, where, columns)}"
+            f" UNION ALL {_queued(tsquery, where, columns)}")
+
+
+# Automatic recall ranks the agent's newest `n` matches (search.py). Reading every match
+# through the GIN index to keep the newest costs as many rows as the query's words are in: a
+# query of common words matched all 10,000 rows of an agent, 12-28 ms. So the newest
+# `WINDOW_PER_MATCH` x n vectors of the agent are read first, newest first from
+# `message_terms_newest`, and tested; the GIN index is read for older matches only when the
+# window held fewer than n (rare words: few matches). Same rows either way: every match
+# older than the window is older than every match in it.
+WINDOW_PER_MATCH = 8
+
+
+def newest_ctes(keep: str, n: str, window: str) -> str:
+    """CTEs `win`, agent $1's newest `window` stored vectors, and `win_hits` (pk, tsv, keep,
+    at), the newest `n` of them matching `q.scoped` whose message is searchable and not
+    queued again, read newest first until there are `n` (to put after `q`, with a comma)."""
+    return ("win AS NOT MATERIALIZED (SELECT t.message_pk, t.tsv FROM message_terms t"
+            f" WHERE t.agent_pk = $1 ORDER BY t.message_pk DESC LIMIT {window}),"
+            f" win_hits AS MATERIALIZED (SELECT m.pk, win.tsv, {keep} AS keep,"
+            " m.created_at AS at FROM win JOIN messages m ON m.pk = win.message_pk"
+            " WHERE win.tsv @@ (SELECT scoped FROM q) AND m.visible AND NOT m.superseded"
+            f" AND NOT {_QUEUED} ORDER BY win.message_pk DESC LIMIT {n}),")
+
+
+def newest_matches(keep: str, n: str, window: str) -> str:
+    """SELECT (pk, tsv, keep, at): agent $1's newest `n` searchable matches of `q.scoped`,
+    after `newest_ctes`: the window's, older ones through the GIN index only if the window
+    was full and held fewer than `n`, and the queued rows."""
+    where = "m.visible AND NOT m.superseded"
+    columns = f"{keep} AS keep, m.created_at AS at"
+    older = (f"{_indexed('q.scoped', where, columns)}"
+             f" AND (SELECT count(*) FROM win_hits) < {n}"
+             f" AND (SELECT count(*) FROM win) = {window}"
+             " AND t.message_pk < (SELECT min(message_pk) FROM win)")
+    return (f"SELECT * FROM (SELECT pk, tsv, keep, at FROM win_hits UNION ALL {older}"
+            f" UNION ALL {_queued('q.scoped', where, columns)}) u"
+            f" ORDER BY u.pk + 0 DESC LIMIT {n}")
 
 
 # A message's current vector (`m`: a messages row): computed if it is queued, else its stored one

@@ -27,7 +27,13 @@ from typing import Any
 
 from ...core.types import MessageHit
 from ..query_terms import query_terms
-from .message_terms import CURRENT_VECTOR, matching_vectors
+from .message_terms import (
+    CURRENT_VECTOR,
+    WINDOW_PER_MATCH,
+    matching_vectors,
+    newest_ctes,
+    newest_matches,
+)
 from .term_stats import Budgeted
 
 # Ties: newest first, then by primary key, as on SQLite (sqlite/fts.py).
@@ -51,7 +57,7 @@ K1, B = 1.2, 0.75
 
 def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str,
                matches_sql: str, limit_param: str, ties: str = "DESC",
-               budgeted: tuple[str, str, str, str] | None = None) -> str:
+               budgeted: tuple[str, str, str, str] | None = None, more_ctes: str = "") -> str:
     """CTEs ending in `ranked(pk, score)`: the best `limit_param` matches of the query by BM25,
     among those `keep` selects; equal scores by date, then primary key, in order `ties` (so the
     cut keeps the rows the final ORDER BY puts first: newest first, as on SQLite).
@@ -99,7 +105,7 @@ def _bm25_ctes(fts_config: str, text_param: str, words_param: str, docs_sql: str
                f" AS idf FROM q CROSS JOIN unnest({lexemes}::text[], {counts}::float8[])"
                " AS s(lexeme, df)")
         norm = f"SELECT greatest({mean}::float8, 1) AS avgdl"
-    return (f"WITH q AS MATERIALIZED ({q}),"
+    return (f"WITH q AS MATERIALIZED ({q}), {more_ctes}"
             f" hit AS MATERIALIZED (SELECT h.pk, h.keep, h.at, length(h.tsv)::float8 AS dl,"
             " ts_filter(setweight(h.tsv, 'A', q.lexemes), '{a}') AS tv"
             f" FROM q CROSS JOIN LATERAL ({matches_sql}) h),"
@@ -180,20 +186,24 @@ def message_search_sql(
                f" ORDER BY m.created_at DESC, m.pk DESC LIMIT {args.add(limit)}")
         return sql, args.values
     keep = " AND ".join(where) or "true"
-    matches = matching_vectors("q.scoped", "m.visible AND NOT m.superseded",
-                               f"{keep} AS keep, m.created_at AS at")
-    if newest is not None:
-        # `u.pk + 0`, not `u.pk`: an order the primary key cannot give. Otherwise, once
-        # asyncpg's prepared statement switches to Postgres's generic plan (after five runs),
-        # the planner may walk the primary key backwards testing every row against the tsquery
-        # until it has `newest` matches: all of the table's newer rows for a rare word
-        # (40-120 ms at 10k messages, every turn's automatic recall). The GIN bitmap then
-        # sorting the matches by pk is what the first five runs did (0.5-7 ms).
-        matches = (f"SELECT * FROM ({matches}) u"
-                   f" ORDER BY u.pk + 0 DESC LIMIT {args.add(max(1, int(newest)))}")
+    more = ""
+    if newest is None:
+        matches = matching_vectors("q.scoped", "m.visible AND NOT m.superseded",
+                                   f"{keep} AS keep, m.created_at AS at")
+    else:
+        # The newest matches: from a window of the agent's newest vectors, and through the
+        # GIN index only for rare words (message_terms.py). `u.pk + 0` there, not `u.pk`: an
+        # order the primary key cannot give. Otherwise, once asyncpg's prepared statement
+        # switches to Postgres's generic plan (after five runs), the planner may walk the
+        # primary key backwards testing every row against the tsquery until it has `newest`
+        # matches: all of the table's newer rows for a rare word (40-120 ms at 10k messages).
+        n = max(1, int(newest))
+        n_p, window_p = args.add(n), args.add(n * WINDOW_PER_MATCH)
+        more = newest_ctes(keep, n_p, window_p)
+        matches = newest_matches(keep, n_p, window_p)
     text_p, words_p, stats = _query_params(args, text, query, budgeted)
     ctes = _bm25_ctes(fts_config, text_p, words_p, "SELECT recall_count FROM agents WHERE pk = $1",
-                      matches, args.add(limit), budgeted=stats)
+                      matches, args.add(limit), budgeted=stats, more_ctes=more)
     sql = (f"{ctes} SELECT {columns}, r.score::float8 AS score FROM ranked r"
            " JOIN messages m ON m.pk = r.pk JOIN conversations c ON c.pk = m.conversation_pk"
            f" ORDER BY score DESC, {TIE_BREAK}")
