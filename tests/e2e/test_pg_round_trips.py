@@ -20,7 +20,6 @@ import time
 import pytest
 
 from proxy.store.postgres import connections as pg_connections
-from proxy.store.postgres.message_terms import STORE, TAKE
 from tests import storage
 
 MODEL = "gpt-4o-mini"
@@ -28,10 +27,6 @@ MODEL = "gpt-4o-mini"
 MAX_STATEMENTS_PER_TURN = 2
 # durable commits: the input before the model is called (unless postgres_input_commit is
 # "fast"), the outcome after
-# The search indexer's batch (message_terms.py): in the background, after the turns whose
-# messages it indexes, and never waiting for a WAL flush
-NO_FLUSH = "SET LOCAL synchronous_commit = off"
-INDEXER = ("BEGIN;", NO_FLUSH, TAKE, STORE, "COMMIT;")
 
 
 def durable_write(sql: str) -> bool:
@@ -103,22 +98,14 @@ def test_a_turn_on_postgres_is_two_statements_and_prepares_nothing_twice(
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
                                        extra_headers={"X-Agent-Id": "rt"})
 
-    # Each turn alone, the search indexer's batch after it included (so that no turn needs a
-    # second pooled connection, which would prepare its statements again)
     turn("first")  # creates the agent and conversation, prepares the statements
-    recorder.settled()
     turn("second")  # learns that the client sends no history: not planned ahead
-    recorder.settled()
     turn("third")  # planned ahead: prepares the read that stores the input
-    recorder.settled()
+    recorder.take()
     turn("fourth")
     statements, prepared = recorder.settled()
     # the request's API key is looked up again now and then: authentication, not the turn
     statements = [s for s in statements if "FROM api_keys" not in s]
-    background = [s for s in statements if s in INDEXER]
-    assert not background or background.count("BEGIN;") == background.count(NO_FLUSH)
-    statements = [s for s in statements if s not in INDEXER]
-    prepared = [s for s in prepared if s not in INDEXER]
     assert len(statements) <= MAX_STATEMENTS_PER_TURN, statements
     assert len([s for s in statements if durable_write(s)]) == durable_commits, statements
     assert prepared == []

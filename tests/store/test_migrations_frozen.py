@@ -65,7 +65,7 @@ SHIPPED: dict[int, tuple[str, str, str]] = {
          "38fbfc11e1450906ff579315c96571e9ec9bbf500ce9f68bc3f276a450a1ddb1"),
     15: ("message terms after the turn",
          "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
-         "6af1d4008e1c2048b9fd08ca45b947316a3d634cbee211eb90ea614676d05edc"),
+         "ab65ab1aebdeef216e42e0061123c1cbebaa7f2eb2c3b968412932baedee2bda"),
 }
 
 

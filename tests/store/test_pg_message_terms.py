@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from proxy.store.postgres.message_terms import STORE, TAKE, TermsIndexer
+from proxy.store.postgres.message_terms import TermsIndexer
 from proxy.store.postgres.store import PostgresStore
 from proxy.store.postgres.term_stats import counts_sql
 from tests import store_backends
@@ -152,17 +152,26 @@ def test_a_change_still_running_is_not_indexed_from_the_text_it_replaces(
         assert await s.terms.index_batch(s.pool) == 1
         assert [h.seq for h in await s.search_messages(agent.pk, "giraffe")] == [1]
         assert await s.search_messages(agent.pk, "zebu") == []
-        # 2. the indexer takes the row first: the change waits for it, then queues the row again
+        # 2. the indexer takes the row first: the change waits for it, then queues the row
+        # again (the indexer's function's two statements, with the change between them)
         await s.pool.execute(change, pk, "an okapi")
         indexer = await asyncpg.connect(postgres_url)
         try:
             tx = indexer.transaction()
             await tx.start()
-            taken = [r[0] for r in await indexer.fetch(TAKE, 10)]
+            taken = [r[0] for r in await indexer.fetch(
+                "DELETE FROM message_terms_pending q USING (SELECT agent_pk, message_pk"
+                " FROM message_terms_pending LIMIT 10 FOR UPDATE SKIP LOCKED) k"
+                " WHERE q.agent_pk = k.agent_pk AND q.message_pk = k.message_pk"
+                " RETURNING q.message_pk")]
             assert taken == [pk]
             task = asyncio.ensure_future(s.pool.execute(change, pk, "a narwhal"))
             await waiting_on_a_lock(s, "the indexer's queue row")
-            await indexer.execute(STORE, taken)
+            await indexer.execute(
+                "INSERT INTO message_terms (message_pk, agent_pk, tsv) SELECT m.pk, m.agent_pk,"
+                " memproxy_message_vector(m.agent_pk, m.text, m.data) FROM messages m"
+                " WHERE m.pk = ANY($1::bigint[]) AND m.visible ON CONFLICT (message_pk)"
+                " DO UPDATE SET agent_pk = excluded.agent_pk, tsv = excluded.tsv", taken)
             await tx.commit()
             await task
         finally:

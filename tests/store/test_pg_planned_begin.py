@@ -33,8 +33,7 @@ __all__ = ["postgres_url"]  # the fixture
 
 ME = LeaseClaim("me", 30)
 _ROWS = ("SELECT seq, role, data::text, text, in_context, visible, superseded, tokens,"
-         " visible_hash, parent_seq, path_hash, EXISTS (SELECT FROM message_terms_pending p"
-         " WHERE p.message_pk = messages.pk) AS queued FROM messages"
+         " visible_hash, parent_seq, path_hash FROM messages"
          " WHERE conversation_pk = $1 ORDER BY seq")
 _TURNS = ("SELECT status, request_hash, idempotency_key, first_seq, parent_seq FROM turns"
           " WHERE conversation_pk = $1 ORDER BY ord")

@@ -20,7 +20,8 @@ with new entries in every index of `messages` (two processes then served 263 tur
   index). A change of a message's text, data, visibility or agent (forgetting one does)
   drops its vector at once and queues it again (`messages_terms_stale`).
 - The store's background indexer (proxy/store/postgres/message_terms.py) moves batches from
-  the queue to `message_terms`; any process does, so rows queued by a process that died are
+  the queue to `message_terms` (`memproxy_index_message_terms`, one round trip a batch); any
+  process does, so rows queued by a process that died are
   indexed by the others. Searches see the queued rows too: their vectors are computed while
   searching, with `memproxy_message_vector`, the same function the indexer uses, and a row
   both queued and indexed counts as queued (its vector is being replaced). A search finds
@@ -144,4 +145,29 @@ POSTGRES: tuple[str, ...] = (
     END $$""",
     """CREATE TRIGGER messages_terms_stale AFTER UPDATE OF text, data, visible, agent_pk
         ON messages FOR EACH ROW EXECUTE FUNCTION memproxy_message_terms_stale()""",
+    # The indexer's batch, one round trip: take up to `batch` queued rows (not those a change
+    # still running holds), then store their vectors in a statement of its own, whose
+    # snapshot is later than every change committed before the rows were taken. No WAL flush
+    # waited for: a crash loses the batch with its removal from the queue.
+    """CREATE FUNCTION memproxy_index_message_terms(batch integer) RETURNS integer
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        taken bigint[];
+    BEGIN
+        PERFORM set_config('synchronous_commit', 'off', true);
+        WITH k AS (SELECT agent_pk, message_pk FROM message_terms_pending
+                   LIMIT batch FOR UPDATE SKIP LOCKED),
+             d AS (DELETE FROM message_terms_pending q USING k
+                   WHERE q.agent_pk = k.agent_pk AND q.message_pk = k.message_pk
+                   RETURNING q.message_pk)
+        SELECT array_agg(message_pk) INTO taken FROM d;
+        IF taken IS NULL THEN
+            RETURN 0;
+        END IF;
+        INSERT INTO message_terms (message_pk, agent_pk, tsv)
+        SELECT m.pk, m.agent_pk, memproxy_message_vector(m.agent_pk, m.text, m.data)
+        FROM messages m WHERE m.pk = ANY(taken) AND m.visible
+        ON CONFLICT (message_pk) DO UPDATE SET agent_pk = excluded.agent_pk, tsv = excluded.tsv;
+        RETURN cardinality(taken);
+    END $$""",
 )

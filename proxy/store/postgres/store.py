@@ -159,7 +159,9 @@ class PostgresStore(PostgresTurnsMixin, PostgresTreeMixin, PostgresAdminMixin,
             log.warning("the database was created with text search configuration %r; "
                         "ignoring the requested %r", self.fts_config, self.requested_fts_config)
         self._pool = pool
-        self.terms.start(pool)  # also indexes what a stopped process left queued
+        # also indexes what a stopped process left queued
+        self.terms.start(pool, lambda: asyncpg.connect(
+            self.dsn, server_settings=session_settings(self.dsn)))
 
     async def close(self) -> None:
         await self.terms.close()
