@@ -11,8 +11,8 @@ Searches read both halves (`matching_vectors`): the indexed rows through the GIN
 the agent's queued rows with their vectors computed on the spot by `memproxy_message_vector`,
 the function the indexer stores. A row queued again while it has a vector (its text was
 forgotten, say) counts as queued only. So what a search finds, and its scores, do not depend
-on how far the indexer has got; only its cost does, and the queue holds a few seconds of
-turns at most.
+on how far the indexer has got; only its cost does, and the queue holds a few milliseconds
+of turns.
 
 A batch is one call of `memproxy_index_message_terms` (migration 15): it takes the rows from
 the queue in one statement and computes the vectors in the next, whose snapshot is then later
@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 500  # queued messages indexed per transaction
 # After a kick: gathers a burst's messages into one batch, and keeps the queue short, since
-# every search computes the vectors of its agent's queued rows (0.1 s let a client sending
-# turns back to back queue ~60 rows, ~2.5 ms more to every automatic recall)
+# every search computes the vectors of its agent's queued rows (with 0.1 s a client sending
+# turns back to back kept ~60 rows queued, and batches of 0.1 s of turns raised the bench's
+# p99 by 1-3 ms; 5 ms brought it back)
 DELAY_S = 0.005
 VACUUM_EVERY = 20_000  # queue rows removed between two VACUUMs of the queue (autovacuum may be off)
 CLOSE_WAIT_S = 10.0
